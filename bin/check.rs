@@ -1,0 +1,5 @@
+//! `/opt/resource/check`: see [`pool_resource::cli`].
+
+fn main() -> std::process::ExitCode {
+    pool_resource::cli::main(pool_resource::cli::Command::Check)
+}

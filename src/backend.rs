@@ -1,0 +1,82 @@
+//! The small trait every lock backend implements.
+//!
+//! Like the Go resource's `LockHandler`, a backend only knows how to read the
+//! pool at the branch tip, commit one change on top of a given tip
+//! (compare-and-swap), and answer the questions `check` and `in` ask of the
+//! history. Which change to make, when to wait and when to retry is decided
+//! once, above the backends, in [`crate::put`], [`crate::get`] and [`crate::check`].
+
+use std::path::Path;
+
+use crate::error::Result;
+use crate::pool::{Change, Snapshot};
+
+/// The commit author and committer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// Name (`git` in the official image).
+    pub name: String,
+    /// Email (`git@localhost` in the official image).
+    pub email: String,
+}
+
+impl Default for Identity {
+    fn default() -> Self {
+        Identity {
+            name: "git".into(),
+            email: "git@localhost".into(),
+        }
+    }
+}
+
+/// What became of a commit attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// The branch now points at this commit.
+    Committed(String),
+    /// The branch moved since the snapshot: someone else was first.
+    LostRace,
+    /// The server refused the update; the caller decides whether it was a race.
+    Rejected(String),
+}
+
+/// A lock repository reached one way or another.
+pub trait LockStore {
+    /// Reads the branch tip and the pool at it.
+    fn snapshot(&mut self) -> Result<Snapshot>;
+
+    /// Commits `change` with `message` on top of `base.tip`, only if the branch
+    /// still points there.
+    fn commit(&mut self, base: &Snapshot, change: &Change, message: &str) -> Result<CommitOutcome>;
+
+    /// After a commit attempt that failed without a clear answer (a push
+    /// whose reply was lost), whether that commit reached the branch after all:
+    /// its id and the lock it changed if so. Attempts that can no longer land
+    /// are forgotten.
+    fn recover_unconfirmed(&mut self) -> Result<Option<(String, String)>>;
+
+    /// `check`: commits touching the pool from `since` (inclusive) to the tip,
+    /// oldest first; without `since`, or if it is not on the branch, only the
+    /// latest such commit.
+    fn versions(&mut self, since: Option<&str>) -> Result<Vec<String>>;
+
+    /// `in`: makes `version` and the history from it to the tip available.
+    /// Fails with [`crate::Error::VersionNotFound`] if it is not on the branch.
+    fn load_version(&mut self, version: &str, depth: Option<u32>) -> Result<()>;
+
+    /// Paths under the pool that `version` changed, compared with its first
+    /// parent, sorted as git sorts them.
+    fn changed_pool_paths(&mut self, version: &str) -> Result<Vec<String>>;
+
+    /// The first line of `version`'s message.
+    fn subject(&mut self, version: &str) -> Result<String>;
+
+    /// A file's content at `version`.
+    fn read_file(&mut self, version: &str, path: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Whether any commit after `version`, up to the tip, changed `path`.
+    fn changed_since(&mut self, version: &str, path: &str) -> Result<bool>;
+
+    /// Writes the repository's files at `version` into `dest`.
+    fn export_tree(&mut self, version: &str, dest: &Path) -> Result<()>;
+}

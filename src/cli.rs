@@ -1,0 +1,197 @@
+//! The three executables' shared main: read stdin, run, print one JSON document.
+//!
+//! The binaries in `bin/` call [`main`] with their [`Command`]. Everything a
+//! person reads goes to stderr through a [`Log`]; stdout carries exactly the
+//! one JSON document Concourse reads. Errors are printed cargo-style
+//! (`error: ...` and one `caused by: ...` per source), scrubbed of secrets,
+//! and exit with status 1.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::backend::{Identity, LockStore};
+use crate::config::{self, Source};
+use crate::error::{Error, Result};
+use crate::git::{GitStore, Purpose};
+use crate::log::Log;
+use crate::protocol::{BuildInfo, RawRequest, Version, MAX_REQUEST_BYTES};
+use crate::retry::Backoff;
+use crate::signal::Interrupt;
+use crate::{check, get, put};
+
+/// Which executable is running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// `/opt/resource/check`
+    Check,
+    /// `/opt/resource/in DEST`
+    In,
+    /// `/opt/resource/out SRC`
+    Out,
+}
+
+impl Command {
+    fn name(self) -> &'static str {
+        match self {
+            Command::Check => "check",
+            Command::In => "in",
+            Command::Out => "out",
+        }
+    }
+}
+
+/// Opens the backend `source` asks for.
+pub fn open_store(
+    source: &Source,
+    purpose: Purpose,
+    log: &Log,
+    interrupt: &Interrupt,
+) -> Result<Box<dyn LockStore>> {
+    let identity = Identity {
+        name: source
+            .git
+            .user_name
+            .clone()
+            .unwrap_or_else(|| Identity::default().name),
+        email: source
+            .git
+            .user_email
+            .clone()
+            .unwrap_or_else(|| Identity::default().email),
+    };
+    Ok(Box::new(GitStore::open(
+        source,
+        identity,
+        purpose,
+        log.clone(),
+        interrupt.clone(),
+    )?))
+}
+
+fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    stdin
+        .take(MAX_REQUEST_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io("could not read the request from stdin", e))?;
+    Ok(bytes)
+}
+
+/// Runs `command` with `args` (without the program name), reading the
+/// request from `stdin`; returns the JSON to print.
+pub fn run(
+    command: Command,
+    args: &[String],
+    stdin: &mut dyn Read,
+    log: &Log,
+    interrupt: &Interrupt,
+) -> Result<serde_json::Value> {
+    let dir = match (command, args) {
+        (Command::Check, []) => None,
+        (Command::Check, _) => return Err(Error::Usage("check takes no arguments".into())),
+        (_, [dir]) => Some(PathBuf::from(dir)),
+        (c, _) => {
+            let what = if c == Command::In {
+                "DESTINATION"
+            } else {
+                "SOURCES"
+            };
+            return Err(Error::Usage(format!("{} <{what} directory>", c.name())));
+        }
+    };
+    let request = RawRequest::parse(&read_stdin(stdin)?)?;
+    let source = Source::from_request(&request)?;
+    log.add_secrets(source.secrets());
+    for warning in &source.warnings {
+        log.warn(warning);
+    }
+    let version = Version::from_request(request.version.as_ref())?;
+    let to_json = |v: &dyn erased::Json| v.json();
+    match command {
+        Command::Check => {
+            config::parse_check(&request)?;
+            let mut store = open_store(&source, Purpose::Check, log, interrupt)?;
+            let versions = check::run(store.as_mut(), version)?;
+            Ok(to_json(&versions))
+        }
+        Command::In => {
+            let params = config::parse_get(&request)?;
+            let dest = dir.unwrap_or_default();
+            let mut store = open_store(&source, Purpose::Get, log, interrupt)?;
+            let response = get::run(store.as_mut(), &source, version, &params, &dest, log)?;
+            Ok(to_json(&response))
+        }
+        Command::Out => {
+            let src = dir.unwrap_or_default();
+            let op = config::parse_put(&request, &src)?;
+            let build = BuildInfo::from_env(|k| std::env::var(k).ok());
+            let mut store = open_store(&source, Purpose::Put, log, interrupt)?;
+            let ctx = put::PutContext {
+                source: &source,
+                build: &build,
+                log,
+                interrupt,
+                backoff: Backoff::from_env(),
+            };
+            let response = put::run(store.as_mut(), &op, &ctx)?;
+            Ok(to_json(&response))
+        }
+    }
+}
+
+mod erased {
+    /// Serialises any response type to a JSON value.
+    pub trait Json {
+        fn json(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+        }
+    }
+}
+
+/// Prints `err` and its causes, cargo-style, scrubbed of secrets.
+pub fn report(err: &Error, log: &Log) {
+    log.line(format_args!("\x1b[31merror:\x1b[0m {err}"));
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        log.line(format_args!("  caused by: {cause}"));
+        source = cause.source();
+    }
+}
+
+/// The whole of an executable's `main`.
+pub fn main(command: Command) -> ExitCode {
+    let log = Log::stderr();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = Interrupt::install().and_then(|interrupt| {
+        run(
+            command,
+            &args,
+            &mut std::io::stdin().lock(),
+            &log,
+            &interrupt,
+        )
+    });
+    match result {
+        Ok(json) => {
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{json}").and_then(|_| out.flush()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    report(
+                        &Error::io("could not write the response to stdout", e),
+                        &log,
+                    );
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(err) => {
+            report(&err, &log);
+            ExitCode::FAILURE
+        }
+    }
+}

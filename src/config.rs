@@ -1,0 +1,610 @@
+//! `source` and `params`, validated into types that cannot be wrong.
+//!
+//! The raw request is picked apart with [`Fields`]; what comes out is a
+//! [`Source`] with a parsed URI, pool path and retry delay, and a put
+//! [`Operation`] with validated lock names and the lock files already read
+//! from the build's inputs. Mistakes fail here, before any network traffic,
+//! with the field's name in the message.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::duration::parse_go_duration;
+use crate::error::{Error, Result};
+use crate::names::{LockName, PoolPath};
+use crate::pool::Operation;
+use crate::protocol::{Fields, RawRequest};
+use crate::uri::RepoUri;
+
+/// The retry delay when `retry_delay` is absent or zero, as in the Go resource.
+pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(10);
+
+/// A string that must never be printed: `Debug` and `Display` show `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    /// The secret itself, for the one place that must hand it on.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `source.https_tunnel`: reach SSH servers through an HTTP CONNECT proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tunnel {
+    /// Proxy host.
+    pub host: String,
+    /// Proxy port.
+    pub port: u16,
+    /// Proxy user and password for `Proxy-Authorization: Basic`.
+    pub auth: Option<(String, Secret)>,
+}
+
+/// The `git_config` settings that mean something to libgit2.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GitSettings {
+    /// `user.name` for commits.
+    pub user_name: Option<String>,
+    /// `user.email` for commits.
+    pub user_email: Option<String>,
+    /// `http.proxy`.
+    pub http_proxy: Option<String>,
+    /// `http.sslVerify` (false disables TLS verification).
+    pub ssl_verify: Option<bool>,
+    /// `http.sslCAInfo`: a CA bundle file.
+    pub ssl_ca_info: Option<PathBuf>,
+    /// `http.sslCAPath`: a directory of CA certificates.
+    pub ssl_ca_path: Option<PathBuf>,
+}
+
+/// A validated `source`.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// `uri`, parsed.
+    pub uri: RepoUri,
+    /// `branch`.
+    pub branch: String,
+    /// `pool`.
+    pub pool: PoolPath,
+    /// `private_key`.
+    pub private_key: Option<Secret>,
+    /// `private_key_user`.
+    pub private_key_user: Option<String>,
+    /// `private_key_passphrase`.
+    pub private_key_passphrase: Option<Secret>,
+    /// `username` (or the user from the URL).
+    pub username: Option<String>,
+    /// `password` (or the password from the URL).
+    pub password: Option<Secret>,
+    /// `git_config`, the settings we honour.
+    pub git: GitSettings,
+    /// `retry_delay`.
+    pub retry_delay: Duration,
+    /// `https_tunnel`.
+    pub https_tunnel: Option<Tunnel>,
+    /// `skip_ssl_verification` (or `http.sslVerify: false`).
+    pub skip_ssl_verification: bool,
+    /// `known_hosts`: verify SSH host keys against these lines.
+    pub known_hosts: Option<String>,
+    /// Warnings for the build log (unknown fields, ignored settings).
+    pub warnings: Vec<String>,
+}
+
+impl Source {
+    /// Validates the `source` of `req`.
+    pub fn from_request(req: &RawRequest) -> Result<Source> {
+        let mut f = Fields::new("source", req.source.clone());
+        let uri = f.string("uri")?;
+        let branch = f.string("branch")?;
+        let pool = f.string("pool")?;
+        // The Go resource reports every missing field at once, one per line.
+        let mut missing = Vec::new();
+        for (field, value) in [("uri", &uri), ("branch", &branch), ("pool", &pool)] {
+            if value.is_none() {
+                missing.push(format!("invalid payload (missing {field})"));
+            }
+        }
+        if !missing.is_empty() {
+            return Err(Error::bad_request(missing.join("\n")));
+        }
+        let (uri, branch, pool) = (
+            uri.unwrap_or_default(),
+            branch.unwrap_or_default(),
+            pool.unwrap_or_default(),
+        );
+
+        let uri = RepoUri::parse(&uri)
+            .map_err(|e| Error::bad_request(format!("invalid payload: {e}")))?;
+        if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+            return Err(Error::bad_request(format!(
+                "invalid payload: source.branch {branch:?} is not a valid branch name"
+            )));
+        }
+        let pool = PoolPath::new(&pool)
+            .map_err(|e| Error::bad_request(format!("invalid payload: source.{e}")))?;
+
+        let mut warnings = Vec::new();
+        let private_key = f.string("private_key")?.map(Secret::new);
+        let private_key_user = f.string("private_key_user")?;
+        let private_key_passphrase = f.string("private_key_passphrase")?.map(Secret::new);
+        if f.bool("forward_agent")? == Some(true) {
+            warnings.push(
+                "source.forward_agent is not supported (libssh2 cannot forward an agent) and is ignored"
+                    .into(),
+            );
+        }
+        let username = f.string("username")?.or_else(|| uri.user.clone());
+        let password = f
+            .string("password")?
+            .or_else(|| uri.password.clone())
+            .map(Secret::new);
+        let git = parse_git_config(f.take("git_config"), &mut warnings)?;
+        let retry_delay = parse_retry_delay(f.take("retry_delay"))?;
+        let https_tunnel = parse_tunnel(&mut f, &mut warnings)?;
+        let skip_ssl_verification =
+            f.bool("skip_ssl_verification")?.unwrap_or(false) || git.ssl_verify == Some(false);
+        let known_hosts = f.string("known_hosts")?;
+        for field in f.leftover() {
+            warnings.push(format!("unknown field source.{field} is ignored"));
+        }
+        if https_tunnel.is_some() && !matches!(uri.scheme, crate::uri::Scheme::Ssh) {
+            warnings.push(
+                "source.https_tunnel only applies to SSH URIs; for http(s) use git_config http.proxy"
+                    .into(),
+            );
+        }
+        Ok(Source {
+            uri,
+            branch,
+            pool,
+            private_key,
+            private_key_user,
+            private_key_passphrase,
+            username,
+            password,
+            git,
+            retry_delay,
+            https_tunnel,
+            skip_ssl_verification,
+            known_hosts,
+            warnings,
+        })
+    }
+
+    /// Every secret in the source, for scrubbing output.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = [
+            &self.private_key,
+            &self.private_key_passphrase,
+            &self.password,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|s| s.expose().to_string())
+        .collect();
+        if let Some(Tunnel {
+            auth: Some((_, pass)),
+            ..
+        }) = &self.https_tunnel
+        {
+            out.push(pass.expose().to_string());
+        }
+        out
+    }
+}
+
+fn parse_retry_delay(value: Option<Value>) -> Result<Duration> {
+    let delay = match value {
+        None => Duration::ZERO,
+        Some(Value::String(s)) if s.is_empty() => Duration::ZERO,
+        Some(Value::String(s)) => parse_go_duration(&s)
+            .map_err(|e| Error::bad_request(format!("invalid payload: source.retry_delay: {e}")))?,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(nanos) => Duration::from_nanos(nanos),
+            None => {
+                return Err(Error::bad_request(format!(
+                    "invalid payload: source.retry_delay {n} is not a whole, non-negative number of nanoseconds"
+                )))
+            }
+        },
+        Some(_) => {
+            return Err(Error::bad_request(
+                "invalid payload: source.retry_delay must be a duration such as \"10s\" or \"1m30s\"",
+            ))
+        }
+    };
+    Ok(if delay.is_zero() {
+        DEFAULT_RETRY_DELAY
+    } else {
+        delay
+    })
+}
+
+fn parse_tunnel(f: &mut Fields, warnings: &mut Vec<String>) -> Result<Option<Tunnel>> {
+    let Some(mut t) = f.object("https_tunnel", "source.https_tunnel")? else {
+        return Ok(None);
+    };
+    let host = t.string("proxy_host")?.ok_or_else(|| {
+        Error::bad_request("invalid payload: source.https_tunnel.proxy_host is required")
+    })?;
+    let port = t.scalar("proxy_port")?.ok_or_else(|| {
+        Error::bad_request("invalid payload: source.https_tunnel.proxy_port is required")
+    })?;
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+        Error::bad_request(format!(
+            "invalid payload: source.https_tunnel.proxy_port {port:?} is not a port number"
+        ))
+    })?;
+    let user = t.string("proxy_user")?;
+    let password = t.string("proxy_password")?;
+    let auth = match (user, password) {
+        (Some(u), p) => Some((u, Secret::new(p.unwrap_or_default()))),
+        (None, Some(_)) => {
+            return Err(Error::bad_request(
+                "invalid payload: source.https_tunnel.proxy_password needs proxy_user",
+            ))
+        }
+        (None, None) => None,
+    };
+    for field in t.leftover() {
+        warnings.push(format!(
+            "unknown field source.https_tunnel.{field} is ignored"
+        ));
+    }
+    Ok(Some(Tunnel { host, port, auth }))
+}
+
+fn parse_bool_setting(name: &str, value: &str) -> Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(Error::bad_request(format!(
+            "invalid payload: source.git_config {name} must be true or false, not {value:?}"
+        ))),
+    }
+}
+
+fn parse_git_config(value: Option<Value>, warnings: &mut Vec<String>) -> Result<GitSettings> {
+    let mut git = GitSettings::default();
+    let entries = match value {
+        None => return Ok(git),
+        Some(Value::Array(entries)) => entries,
+        Some(_) => {
+            return Err(Error::bad_request(
+                "invalid payload: source.git_config must be a list of {name, value}",
+            ))
+        }
+    };
+    for (i, entry) in entries.into_iter().enumerate() {
+        let Value::Object(map) = entry else {
+            return Err(Error::bad_request(format!(
+                "invalid payload: source.git_config[{i}] must be an object with name and value"
+            )));
+        };
+        let mut e = Fields::new("source.git_config[]", map);
+        let name = e.string("name")?.ok_or_else(|| {
+            Error::bad_request(format!(
+                "invalid payload: source.git_config[{i}].name is missing"
+            ))
+        })?;
+        let value = e.scalar("value")?.unwrap_or_default();
+        if value.chars().any(|c| c == '\0' || c == '\n') {
+            return Err(Error::bad_request(format!(
+                "invalid payload: source.git_config {name} contains a newline or NUL"
+            )));
+        }
+        match name.to_ascii_lowercase().as_str() {
+            "user.name" => git.user_name = Some(value),
+            "user.email" => git.user_email = Some(value),
+            "http.proxy" | "https.proxy" => git.http_proxy = Some(value).filter(|v| !v.is_empty()),
+            "http.sslverify" => git.ssl_verify = Some(parse_bool_setting(&name, &value)?),
+            "http.sslcainfo" => git.ssl_ca_info = Some(PathBuf::from(value)),
+            "http.sslcapath" => git.ssl_ca_path = Some(PathBuf::from(value)),
+            _ => warnings.push(format!(
+                "source.git_config {name} is not used by pool-resource and is ignored (honoured: user.name, user.email, http.proxy, http.sslVerify, http.sslCAInfo, http.sslCAPath)"
+            )),
+        }
+    }
+    Ok(git)
+}
+
+const PUT_ACTIONS: [&str; 9] = [
+    "acquire",
+    "release",
+    "remove",
+    "claim",
+    "add",
+    "add_claimed",
+    "update",
+    "check",
+    "check_unclaimed",
+];
+
+/// The nearest known name to a mistyped one, if it is close enough.
+fn suggest(unknown: &str, known: &[&str]) -> Option<String> {
+    known
+        .iter()
+        .map(|k| (edit_distance(unknown, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k.to_string())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn reject_unknown_params(f: &Fields, known: &[&str]) -> Result<()> {
+    if let Some(field) = f.leftover().first() {
+        let hint = match suggest(field, known) {
+            Some(s) => format!(" (did you mean {s}?)"),
+            None if known.is_empty() => " (this step takes no params)".to_string(),
+            None => format!(" (known: {})", known.join(", ")),
+        };
+        return Err(Error::bad_request(format!(
+            "invalid payload: unknown field {}.{field}{hint}",
+            f.section()
+        )));
+    }
+    Ok(())
+}
+
+fn lock_name(value: &str, field: &str) -> Result<LockName> {
+    LockName::new(value).map_err(|e| Error::bad_request(format!("invalid payload: {field}: {e}")))
+}
+
+fn read_input(src: &Path, dir: &str, file: &str, param: &str) -> Result<Vec<u8>> {
+    let path = src.join(dir).join(file);
+    std::fs::read(&path).map_err(|source| Error::Input {
+        what: format!("could not read {file} for params.{param}: {source}"),
+        path,
+        source,
+    })
+}
+
+fn read_lock_name(src: &Path, dir: &str, param: &str) -> Result<LockName> {
+    let bytes = read_input(src, dir, "name", param)?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Error::bad_request(format!(
+            "invalid payload: {}/name (params.{param}) is not UTF-8 text",
+            dir
+        ))
+    })?;
+    lock_name(text.trim(), &format!("{dir}/name (params.{param})"))
+}
+
+/// Validates put `params` into one [`Operation`], reading lock files under `src`.
+pub fn parse_put(req: &RawRequest, src: &Path) -> Result<Operation> {
+    let mut f = Fields::new("params", req.params.clone());
+    let acquire = f.bool("acquire")?;
+    let mut dirs = Vec::new();
+    for action in &PUT_ACTIONS[1..] {
+        if let Some(v) = f.string(action)? {
+            dirs.push((*action, v));
+        }
+    }
+    reject_unknown_params(&f, &PUT_ACTIONS)?;
+    let mut given: Vec<&str> = dirs.iter().map(|(a, _)| *a).collect();
+    if acquire == Some(true) {
+        given.insert(0, "acquire");
+    }
+    match given.len() {
+        0 => {
+            return Err(Error::bad_request(
+                "invalid payload (missing acquire, release, remove, claim, add, add_claimed, update, check, or check_unclaimed)",
+            ))
+        }
+        1 => {}
+        _ => {
+            return Err(Error::bad_request(format!(
+                "invalid payload: a put takes exactly one action, but params has {} (the Go resource ran them all in a fixed order; use one put per action)",
+                given.join(" and ")
+            )))
+        }
+    }
+    let Some((action, dir)) = dirs.pop() else {
+        return Ok(Operation::Acquire);
+    };
+    let read_name = || read_lock_name(src, &dir, action);
+    let read_content = || read_input(src, &dir, "metadata", action);
+    Ok(match action {
+        "claim" => Operation::Claim(lock_name(&dir, "params.claim")?),
+        "release" => Operation::Release(read_name()?),
+        "remove" => Operation::Remove(read_name()?),
+        "add" | "add_claimed" => Operation::Add {
+            lock: read_name()?,
+            content: read_content()?,
+            claimed: action == "add_claimed",
+        },
+        "update" => Operation::Update {
+            lock: read_name()?,
+            content: read_content()?,
+        },
+        "check" => Operation::WaitUntilUnclaimed(read_name()?),
+        "check_unclaimed" => Operation::WaitUntilClaimed(read_name()?),
+        other => unreachable!("put action {other} is listed but not handled"),
+    })
+}
+
+/// Validated get `params`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GetParams {
+    /// `depth`: how much history to fetch at first.
+    pub depth: Option<u32>,
+}
+
+/// Validates get `params`.
+pub fn parse_get(req: &RawRequest) -> Result<GetParams> {
+    let mut f = Fields::new("params", req.params.clone());
+    let depth = f.uint("depth")?;
+    reject_unknown_params(&f, &["depth"])?;
+    let depth = match depth {
+        None | Some(0) => None,
+        Some(d) => Some(u32::try_from(d).unwrap_or(u32::MAX).min(i32::MAX as u32)),
+    };
+    Ok(GetParams { depth })
+}
+
+/// `check` takes no params; reject any so a misplaced param is noticed.
+pub fn parse_check(req: &RawRequest) -> Result<()> {
+    reject_unknown_params(&Fields::new("params", req.params.clone()), &[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(v: serde_json::Value) -> RawRequest {
+        RawRequest::parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn source(extra: serde_json::Value) -> Result<Source> {
+        let mut s = json!({"uri": "/tmp/x", "branch": "main", "pool": "p"});
+        s.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        Source::from_request(&req(json!({ "source": s })))
+    }
+
+    #[test]
+    fn missing_required_fields_use_the_go_messages() {
+        let err = Source::from_request(&req(json!({"source": {}})))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid payload (missing uri)\ninvalid payload (missing branch)\ninvalid payload (missing pool)"
+        );
+    }
+
+    #[test]
+    fn retry_delay_accepts_go_strings_and_nanoseconds() {
+        assert_eq!(source(json!({})).unwrap().retry_delay, DEFAULT_RETRY_DELAY);
+        assert_eq!(
+            source(json!({"retry_delay": "1m30s"})).unwrap().retry_delay,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            source(json!({"retry_delay": 5_000_000_000u64}))
+                .unwrap()
+                .retry_delay,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            source(json!({"retry_delay": "0s"})).unwrap().retry_delay,
+            DEFAULT_RETRY_DELAY
+        );
+        let err = source(json!({"retry_delay": "soon"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("source.retry_delay"), "{err}");
+    }
+
+    #[test]
+    fn unknown_source_fields_are_warnings_not_errors() {
+        let s = source(json!({"colour": "blue"})).unwrap();
+        assert_eq!(s.warnings, ["unknown field source.colour is ignored"]);
+    }
+
+    #[test]
+    fn git_config_is_interpreted_never_executed() {
+        let s = source(json!({"git_config": [
+            {"name": "user.name", "value": "Pool Bot"},
+            {"name": "http.sslVerify", "value": false},
+            {"name": "core.sshCommand", "value": "$(rm -rf /)"}
+        ]}))
+        .unwrap();
+        assert_eq!(s.git.user_name.as_deref(), Some("Pool Bot"));
+        assert!(s.skip_ssl_verification);
+        assert!(s.warnings[0].contains("core.sshCommand"));
+    }
+
+    #[test]
+    fn secrets_are_never_debug_printed() {
+        let s = source(json!({"password": "hunter2", "private_key": "KEYDATA"})).unwrap();
+        let dbg = format!("{s:?}");
+        assert!(
+            !dbg.contains("hunter2") && !dbg.contains("KEYDATA"),
+            "{dbg}"
+        );
+        assert_eq!(s.secrets().len(), 2);
+    }
+
+    #[test]
+    fn misspelled_put_params_are_named_with_a_suggestion() {
+        let err = parse_put(
+            &req(json!({"source": {}, "params": {"aquire": true}})),
+            Path::new("/"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "invalid payload: unknown field params.aquire (did you mean acquire?)"
+        );
+    }
+
+    #[test]
+    fn two_actions_in_one_put_are_refused_naming_both() {
+        let err = parse_put(
+            &req(json!({"source": {}, "params": {"acquire": true, "claim": "x"}})),
+            Path::new("/"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("acquire and claim"), "{err}");
+    }
+
+    #[test]
+    fn a_put_without_an_action_uses_the_go_message() {
+        for params in [json!({}), json!({"acquire": false})] {
+            let err = parse_put(
+                &req(json!({"source": {}, "params": params})),
+                Path::new("/"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.starts_with("invalid payload (missing acquire, release"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn get_depth_must_be_a_number() {
+        assert_eq!(
+            parse_get(&req(json!({"source": {}, "params": {"depth": 3}})))
+                .unwrap()
+                .depth,
+            Some(3)
+        );
+        assert!(parse_get(&req(json!({"source": {}, "params": {"depth": "3"}}))).is_err());
+        assert!(parse_get(&req(json!({"source": {}, "params": {"dept": 3}}))).is_err());
+    }
+}

@@ -1,0 +1,130 @@
+//! Go duration strings, as `retry_delay` has always been written.
+//!
+//! Pipelines written for the Go resource say `retry_delay: 1m30s` or `1.5h`,
+//! and a bare JSON number means nanoseconds (Go's `time.Duration`). This module
+//! parses exactly that grammar so existing YAML keeps its meaning.
+
+use std::time::Duration;
+
+/// Parses a Go duration such as `"300ms"`, `"1m30s"`, `"1.5h"` or `"2h45m"`.
+///
+/// Units: `ns`, `us`, `µs`, `μs`, `ms`, `s`, `m`, `h`. `"0"` is zero. Negative
+/// durations are rejected (a delay cannot be negative).
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    let s = s.strip_prefix('+').unwrap_or(s);
+    if s.starts_with('-') {
+        return Err(format!("negative duration {text:?}"));
+    }
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total_nanos: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, after) = rest.split_at(num_len);
+        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+            return Err(format!("invalid duration {text:?}: expected a number"));
+        }
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            "" => return Err(format!("invalid duration {text:?}: missing unit")),
+            other => return Err(format!("invalid duration {text:?}: unknown unit {other:?}")),
+        };
+        let value: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}: bad number {num:?}"))?;
+        total_nanos += value * scale;
+        rest = next;
+    }
+    // Go's Duration is an i64 of nanoseconds: about 292 years.
+    if total_nanos > i64::MAX as f64 {
+        return Err(format!("duration {text:?} is too large"));
+    }
+    Ok(Duration::from_nanos(total_nanos.round() as u64))
+}
+
+/// Formats a duration for people: `1h2m3s`, `1.5s`, `250ms`.
+pub fn human(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs >= 60 {
+        let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+        if h > 0 {
+            format!("{h}h{m}m{s}s")
+        } else {
+            format!("{m}m{s}s")
+        }
+    } else if secs >= 1 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_duration_strings_parse_like_go() {
+        let cases = [
+            ("10s", Duration::from_secs(10)),
+            ("100ms", Duration::from_millis(100)),
+            ("1m30s", Duration::from_secs(90)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("2h45m", Duration::from_secs(9900)),
+            ("0", Duration::ZERO),
+            ("0s", Duration::ZERO),
+            ("1us", Duration::from_micros(1)),
+            ("1µs", Duration::from_micros(1)),
+            ("3ns", Duration::from_nanos(3)),
+            ("+5s", Duration::from_secs(5)),
+            (".5s", Duration::from_millis(500)),
+            ("1h1m1s1ms", Duration::from_millis(3_661_001)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_go_duration(text), Ok(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_durations_are_rejected_with_the_reason() {
+        for text in [
+            "",
+            "10",
+            "s",
+            "1x",
+            "-1s",
+            "1..5s",
+            "abc",
+            "1s2",
+            "9999999999h",
+        ] {
+            assert!(parse_go_duration(text).is_err(), "{text:?} should fail");
+        }
+        assert!(parse_go_duration("5 parsecs").unwrap_err().contains("unit"));
+    }
+
+    #[test]
+    fn human_durations_are_short() {
+        assert_eq!(human(Duration::from_millis(250)), "250ms");
+        assert_eq!(human(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(human(Duration::from_secs(125)), "2m5s");
+        assert_eq!(human(Duration::from_secs(3725)), "1h2m5s");
+    }
+}

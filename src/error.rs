@@ -1,0 +1,137 @@
+//! The one error type of the library.
+//!
+//! Callers must tell apart a bad request (fail at once), a lock that is not in
+//! the state asked for (fail at once, naming pool and lock), an authentication
+//! failure (fail at once, naming the URI without credentials) and a network
+//! fault (retry with backoff). [`Error::is_retryable`] makes that decision in
+//! one place, after cargo's `maybe_spurious`.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while serving a `check`, `in` or `out`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The executable was called with the wrong arguments.
+    #[error("usage: {0}")]
+    Usage(String),
+
+    /// The request on stdin is not one we can serve; the message names the field.
+    #[error("{0}")]
+    BadRequest(String),
+
+    /// A file the put params point at is missing or unreadable.
+    #[error("{what} ({path})")]
+    Input {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The lock named by the request is not in the pool.
+    #[error("lock {lock:?} does not exist in pool {pool:?}")]
+    LockNotFound { pool: String, lock: String },
+
+    /// `add`/`add_claimed` of a lock that is already there.
+    #[error("lock {lock:?} already exists in pool {pool:?} (it is {state})")]
+    LockExists {
+        pool: String,
+        lock: String,
+        state: &'static str,
+    },
+
+    /// `release` of a lock that is not claimed.
+    #[error("lock {lock:?} in pool {pool:?} is not claimed, so it cannot be released")]
+    NotClaimed { pool: String, lock: String },
+
+    /// The pool directory is not on the branch.
+    #[error("pool {pool:?} does not exist on branch {branch:?} of {uri} (expected {pool}/claimed and {pool}/unclaimed)")]
+    PoolNotFound {
+        pool: String,
+        branch: String,
+        uri: String,
+    },
+
+    /// The branch is not in the repository.
+    #[error("branch {branch:?} does not exist in {uri}")]
+    BranchNotFound { branch: String, uri: String },
+
+    /// The version asked for by `in` is not on the branch.
+    #[error("version {version} is not on branch {branch:?} of {uri}")]
+    VersionNotFound {
+        version: String,
+        branch: String,
+        uri: String,
+    },
+
+    /// `in` of a claim that has been released (or released and claimed again) since.
+    #[error("lock instance is no longer acquired")]
+    NoLongerAcquired,
+
+    /// The server refused our credentials, or we had none to offer.
+    #[error("authentication failed for {uri}: {detail}")]
+    Auth { uri: String, detail: String },
+
+    /// The server's identity could not be verified (TLS certificate or SSH host key).
+    #[error("could not verify the identity of {uri}: {detail}")]
+    Identity { uri: String, detail: String },
+
+    /// A network-class failure: worth retrying.
+    #[error("{what} ({uri}): {detail}")]
+    Network {
+        what: String,
+        uri: String,
+        detail: String,
+    },
+
+    /// The server refused our push for a reason other than a lost race.
+    #[error("push to {uri} was rejected: {detail}")]
+    PushRejected { uri: String, detail: String },
+
+    /// Any other git failure.
+    #[error("{what}: {detail}")]
+    Git { what: String, detail: String },
+
+    /// A local I/O failure.
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Too many consecutive lost races or network faults.
+    #[error("gave up after {attempts} attempts: {last}")]
+    GaveUp { attempts: u32, last: String },
+
+    /// SIGINT or SIGTERM arrived.
+    #[error(
+        "interrupted by {signal} while {doing}; no lock was changed by this step after the signal"
+    )]
+    Interrupted { signal: &'static str, doing: String },
+}
+
+impl Error {
+    /// True for failures that may go away when the same operation is tried
+    /// again: network faults only. Authentication, certificate and request
+    /// errors never are.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Network { .. })
+    }
+
+    /// Shorthand for [`Error::BadRequest`].
+    pub fn bad_request(msg: impl Into<String>) -> Error {
+        Error::BadRequest(msg.into())
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

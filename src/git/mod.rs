@@ -1,0 +1,607 @@
+//! The git backend: the lock repository reached through libgit2, in-process.
+//!
+//! A put fetches only the branch tip (depth 1) into a throw-away bare
+//! repository, builds the new tree and commit in memory and pushes it as a
+//! fast-forward that must replace exactly the tip it was built on. A local
+//! repository (a path or `file://`) is used directly, with the branch moved
+//! by an atomic compare-and-swap of the ref, because libgit2's local
+//! transport cannot fetch shallow. Either way the cost of a put does not grow
+//! with the repository's history. `check` keeps a shallow cache under
+//! `$TMPDIR` that is deepened only as far as the answer needs.
+
+pub mod known_hosts;
+pub mod transport;
+pub mod tree;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use git2::{FileMode, Oid, Repository, Signature, Sort};
+use sha2::{Digest, Sha256};
+use tempfile::TempDir;
+
+use crate::backend::{CommitOutcome, Identity, LockStore};
+use crate::config::Source;
+use crate::error::{Error, Result};
+use crate::log::Log;
+use crate::pool::{Change, Content, Edit, LockState, Snapshot};
+use crate::signal::Interrupt;
+use transport::Remote;
+use tree::TreeEdit;
+
+/// How much history to fetch at each step when an answer needs more.
+const DEEPEN_STEPS: [i32; 4] = [100, 1000, 10_000, i32::MAX];
+/// The local ref a put pushes from.
+const PUSH_REF: &str = "refs/pool-resource/push";
+
+fn git_error(what: impl Into<String>) -> impl FnOnce(git2::Error) -> Error {
+    let what = what.into();
+    move |e| Error::Git {
+        what,
+        detail: e.message().to_string(),
+    }
+}
+
+enum Access {
+    /// The user's repository itself, on this machine.
+    Local,
+    /// A bare repository we fetch into.
+    Remote {
+        remote: Box<Remote>,
+        /// Removed on drop; `None` for the persistent `check` cache.
+        _temp: Option<TempDir>,
+        /// Index into [`DEEPEN_STEPS`] of the history fetched so far.
+        deepened: usize,
+    },
+}
+
+/// A lock repository reached with git.
+pub struct GitStore {
+    repo: Repository,
+    access: Access,
+    source: Source,
+    identity: Identity,
+    log: Log,
+    /// Commits pushed without a clear answer, with the tip they were built on.
+    unconfirmed: Vec<(Oid, Oid, String)>,
+}
+
+/// What the store is opened for; decides where a remote's objects are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// `out`: a temporary repository.
+    Put,
+    /// `in`: a temporary repository.
+    Get,
+    /// `check`: a cache under `$TMPDIR` that persists between checks.
+    Check,
+}
+
+impl GitStore {
+    /// Opens the repository of `source` for `purpose`.
+    pub fn open(
+        source: &Source,
+        identity: Identity,
+        purpose: Purpose,
+        log: Log,
+        interrupt: Interrupt,
+    ) -> Result<GitStore> {
+        transport::configure_process(source)?;
+        let (repo, access) = match source.uri.local_path() {
+            Some(path) => (open_local(path, &source.branch)?, Access::Local),
+            None => {
+                let remote = Box::new(Remote::new(source, log.clone(), interrupt)?);
+                let (repo, temp) = match purpose {
+                    Purpose::Check => (open_cache(source)?, None),
+                    Purpose::Put | Purpose::Get => {
+                        let dir = tempfile::Builder::new()
+                            .prefix("pool-resource-")
+                            .tempdir()
+                            .map_err(|e| Error::io("could not create a temporary directory", e))?;
+                        let repo = Repository::init_bare(dir.path())
+                            .map_err(git_error("could not create a temporary repository"))?;
+                        (repo, Some(dir))
+                    }
+                };
+                (
+                    repo,
+                    Access::Remote {
+                        remote,
+                        _temp: temp,
+                        deepened: 0,
+                    },
+                )
+            }
+        };
+        Ok(GitStore {
+            repo,
+            access,
+            source: source.clone(),
+            identity,
+            log,
+            unconfirmed: Vec::new(),
+        })
+    }
+
+    fn branch_ref(&self) -> String {
+        format!("refs/heads/{}", self.source.branch)
+    }
+
+    fn branch_not_found(&self) -> Error {
+        Error::BranchNotFound {
+            branch: self.source.branch.clone(),
+            uri: self.source.uri.to_string(),
+        }
+    }
+
+    /// Brings the branch tip into the repository, fetching `depth` commits of
+    /// history (0: as much as is already there) for a remote.
+    fn refresh(&mut self, depth: i32) -> Result<Oid> {
+        let tip = match &self.access {
+            Access::Local => match self.repo.refname_to_id(&self.branch_ref()) {
+                Ok(oid) => Some(oid),
+                Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+                Err(e) => return Err(git_error("could not read the branch")(e)),
+            },
+            Access::Remote { remote, .. } => {
+                let spec = format!(
+                    "+refs/heads/{b}:refs/remotes/origin/{b}",
+                    b = self.source.branch
+                );
+                remote.fetch(
+                    &self.repo,
+                    &[spec.as_str()],
+                    depth,
+                    "fetching the lock repository",
+                )?
+            }
+        };
+        tip.ok_or_else(|| self.branch_not_found())
+    }
+
+    /// Fetches more history; false when there is no more to fetch.
+    fn deepen(&mut self) -> Result<bool> {
+        let next = match &mut self.access {
+            Access::Local => return Ok(false),
+            Access::Remote { deepened, .. } => {
+                if !self.repo.is_shallow() || *deepened >= DEEPEN_STEPS.len() {
+                    return Ok(false);
+                }
+                *deepened += 1;
+                DEEPEN_STEPS[*deepened - 1]
+            }
+        };
+        self.refresh(next)?;
+        Ok(true)
+    }
+
+    fn shallow_roots(&self) -> HashSet<Oid> {
+        std::fs::read_to_string(self.repo.path().join("shallow"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| Oid::from_str(l.trim()).ok())
+            .collect()
+    }
+
+    fn pool_tree_id(&self, commit: &git2::Commit<'_>) -> Result<Option<Oid>> {
+        let tree = commit.tree().map_err(git_error("could not read a tree"))?;
+        Ok(tree
+            .get_path(Path::new(self.source.pool.as_str()))
+            .ok()
+            .map(|e| e.id()))
+    }
+
+    /// Whether `commit` changed the pool directory. `None` if its parent was
+    /// not fetched (a shallow boundary) so nobody can tell yet.
+    fn touches_pool(
+        &self,
+        commit: &git2::Commit<'_>,
+        shallow: &HashSet<Oid>,
+    ) -> Result<Option<bool>> {
+        if shallow.contains(&commit.id()) {
+            return Ok(None);
+        }
+        let mine = self.pool_tree_id(commit)?;
+        let parent = match commit.parent(0) {
+            Ok(p) => self.pool_tree_id(&p)?,
+            Err(_) => None,
+        };
+        Ok(Some(mine != parent))
+    }
+
+    fn is_ancestor_or_tip(&self, tip: Oid, commit: Oid) -> bool {
+        tip == commit
+            || (self.repo.find_commit(commit).is_ok()
+                && self.repo.graph_descendant_of(tip, commit).unwrap_or(false))
+    }
+
+    fn find_commit(&self, version: &str) -> Result<git2::Commit<'_>> {
+        Oid::from_str(version)
+            .and_then(|oid| self.repo.find_commit(oid))
+            .map_err(|_| Error::VersionNotFound {
+                version: version.to_string(),
+                branch: self.source.branch.clone(),
+                uri: self.source.uri.to_string(),
+            })
+    }
+
+    fn publish(&self, commit: Oid, parent: Oid, subject: &str) -> Result<CommitOutcome> {
+        match &self.access {
+            Access::Local => {
+                let result = self.repo.reference_matching(
+                    &self.branch_ref(),
+                    commit,
+                    true,
+                    parent,
+                    &format!("pool-resource: {subject}"),
+                );
+                match result {
+                    Ok(_) => Ok(CommitOutcome::Committed(commit.to_string())),
+                    Err(e)
+                        if matches!(
+                            e.code(),
+                            git2::ErrorCode::Modified | git2::ErrorCode::Locked
+                        ) =>
+                    {
+                        Ok(CommitOutcome::LostRace)
+                    }
+                    Err(e) => Err(git_error(format!(
+                        "could not update branch {} of {}",
+                        self.source.branch, self.source.uri
+                    ))(e)),
+                }
+            }
+            Access::Remote { remote, .. } => {
+                self.repo
+                    .reference(PUSH_REF, commit, true, "pool-resource")
+                    .map_err(git_error("could not record the new commit"))?;
+                Ok(match remote.push(&self.repo, PUSH_REF, parent)? {
+                    CommitOutcome::Committed(_) => CommitOutcome::Committed(commit.to_string()),
+                    other => other,
+                })
+            }
+        }
+    }
+}
+
+fn open_local(path: &Path, branch: &str) -> Result<Repository> {
+    let repo = Repository::open(path).map_err(|e| Error::Git {
+        what: format!("could not open the lock repository {}", path.display()),
+        detail: e.message().to_string(),
+    })?;
+    if !repo.is_bare() {
+        let head = repo
+            .head()
+            .ok()
+            .and_then(|h| h.name().ok().map(String::from));
+        if head.as_deref() == Some(&format!("refs/heads/{branch}")) {
+            return Err(Error::bad_request(format!(
+                "invalid payload: {} has branch {branch:?} checked out; use a bare repository (git init --bare) so pushes do not desynchronise its working tree",
+                path.display()
+            )));
+        }
+    }
+    Ok(repo)
+}
+
+/// The persistent `check` cache for this URI and branch.
+fn cache_path(source: &Source) -> PathBuf {
+    let key = Sha256::digest(format!("{}\n{}", source.uri, source.branch).as_bytes());
+    let hex: String = key.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    std::env::temp_dir().join(format!("pool-resource-check-{hex}"))
+}
+
+fn open_cache(source: &Source) -> Result<Repository> {
+    let path = cache_path(source);
+    if let Ok(repo) = Repository::open_bare(&path) {
+        return Ok(repo);
+    }
+    // Missing or damaged: start again.
+    let _ = std::fs::remove_dir_all(&path);
+    Repository::init_bare(&path).map_err(git_error(format!(
+        "could not create the check cache {}",
+        path.display()
+    )))
+}
+
+/// A commit message: the Go resource's subject line, the build URL, and
+/// trailers naming the build and a nonce that makes every commit unique.
+pub fn commit_message(
+    subject: &str,
+    build_url: Option<&str>,
+    trailers: &[(String, String)],
+) -> String {
+    let mut msg = format!("{subject}\n");
+    if let Some(url) = build_url {
+        msg.push_str(&format!("\nBuild URL: {url}\n"));
+    }
+    if !trailers.is_empty() {
+        msg.push('\n');
+        for (k, v) in trailers {
+            msg.push_str(&format!("{k}: {v}\n"));
+        }
+    }
+    msg
+}
+
+impl LockStore for GitStore {
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        let tip = self.refresh(1)?;
+        let commit = self
+            .repo
+            .find_commit(tip)
+            .map_err(git_error("could not read the branch tip"))?;
+        let root = commit
+            .tree()
+            .map_err(git_error("could not read the tip's tree"))?;
+        let mut dirs = [LockState::Claimed, LockState::Unclaimed].map(|state| {
+            tree::read_pool_dir(&self.repo, &root, &self.source.pool, state.dir())
+                .map_err(git_error("could not read the pool"))
+        });
+        let [claimed, unclaimed] = &mut dirs;
+        let (Some(claimed), Some(unclaimed)) = (
+            std::mem::replace(claimed, Ok(None))?,
+            std::mem::replace(unclaimed, Ok(None))?,
+        ) else {
+            return Err(Error::PoolNotFound {
+                pool: self.source.pool.to_string(),
+                branch: self.source.branch.clone(),
+                uri: self.source.uri.to_string(),
+            });
+        };
+        Ok(Snapshot {
+            tip: tip.to_string(),
+            claimed,
+            unclaimed,
+        })
+    }
+
+    fn commit(&mut self, base: &Snapshot, change: &Change, message: &str) -> Result<CommitOutcome> {
+        let parent_id = Oid::from_str(&base.tip).map_err(git_error("bad snapshot tip"))?;
+        let parent = self
+            .repo
+            .find_commit(parent_id)
+            .map_err(git_error("could not read the branch tip"))?;
+        let root = parent
+            .tree()
+            .map_err(git_error("could not read the tip's tree"))?;
+        let pool = &self.source.pool;
+        let mut edits = Vec::new();
+        for edit in &change.edits {
+            let (state, entry) = match edit {
+                Edit::Delete(state) => (*state, None),
+                Edit::Write(state, Content::Keep(blob)) => {
+                    let blob = Oid::from_str(blob).map_err(git_error("bad blob id"))?;
+                    // Keep the mode the lock file had wherever it was.
+                    let mode = [LockState::Claimed, LockState::Unclaimed]
+                        .iter()
+                        .filter_map(|s| tree::entry_at(&root, &pool.lock_path(*s, &change.lock)))
+                        .find(|(id, _)| *id == blob)
+                        .map(|(_, mode)| mode)
+                        .unwrap_or(FileMode::Blob.into());
+                    (*state, Some((blob, mode)))
+                }
+                Edit::Write(state, Content::Bytes(bytes)) => {
+                    let blob = self
+                        .repo
+                        .blob(bytes)
+                        .map_err(git_error("could not store the lock's content"))?;
+                    (*state, Some((blob, FileMode::Blob.into())))
+                }
+            };
+            let mut path = pool.components().to_vec();
+            path.push(state.dir().to_string());
+            path.push(change.lock.to_string());
+            edits.push(TreeEdit { path, entry });
+        }
+        let tree_id = tree::apply(&self.repo, Some(&root), &edits)
+            .map_err(git_error("could not build the new tree"))?
+            .ok_or_else(|| Error::Git {
+                what: "the change would leave the repository empty".into(),
+                detail: change.subject.clone(),
+            })?;
+        let tree = self
+            .repo
+            .find_tree(tree_id)
+            .map_err(git_error("could not read the new tree"))?;
+        let sig = Signature::now(&self.identity.name, &self.identity.email).map_err(git_error(
+            "invalid commit identity (git_config user.name/user.email)",
+        ))?;
+        let commit = self
+            .repo
+            .commit(None, &sig, &sig, message, &tree, &[&parent])
+            .map_err(git_error("could not create the commit"))?;
+        let outcome = self.publish(commit, parent_id, &change.subject);
+        if matches!(&outcome, Err(e) if e.is_retryable()) {
+            self.unconfirmed
+                .push((commit, parent_id, change.lock.to_string()));
+        }
+        outcome
+    }
+
+    fn recover_unconfirmed(&mut self) -> Result<Option<(String, String)>> {
+        if self.unconfirmed.is_empty() {
+            return Ok(None);
+        }
+        let mut tip = self.refresh(1)?;
+        if matches!(self.access, Access::Remote { .. }) && tip != self.unconfirmed[0].0 {
+            // Our commit may sit a few commits below the tip by now.
+            tip = self.refresh(DEEPEN_STEPS[0])?;
+        }
+        for (commit, _, lock) in &self.unconfirmed {
+            if self.is_ancestor_or_tip(tip, *commit) {
+                let found = (commit.to_string(), lock.clone());
+                self.unconfirmed.clear();
+                return Ok(Some(found));
+            }
+        }
+        // A commit whose parent is no longer the tip can never land now.
+        self.unconfirmed.retain(|(_, parent, _)| *parent == tip);
+        Ok(None)
+    }
+
+    fn versions(&mut self, since: Option<&str>) -> Result<Vec<String>> {
+        let first_fetch = self.repo.is_empty().unwrap_or(true);
+        let mut tip = self.refresh(if first_fetch { DEEPEN_STEPS[0] } else { 0 })?;
+        let since = since.and_then(|s| Oid::from_str(s).ok());
+        loop {
+            let shallow = self.shallow_roots();
+            let mut walk = self
+                .repo
+                .revwalk()
+                .map_err(git_error("could not walk history"))?;
+            walk.set_sorting(Sort::TOPOLOGICAL)
+                .and_then(|_| walk.push(tip))
+                .map_err(git_error("could not walk history"))?;
+            let known_since = since.filter(|s| self.is_ancestor_or_tip(tip, *s));
+            if let Some(s) = known_since {
+                walk.hide(s).map_err(git_error("could not walk history"))?;
+            }
+            let mut found = Vec::new();
+            let mut incomplete = false;
+            for oid in walk {
+                let oid = oid.map_err(git_error("could not walk history"))?;
+                let commit = self
+                    .repo
+                    .find_commit(oid)
+                    .map_err(git_error("could not read a commit"))?;
+                match self.touches_pool(&commit, &shallow)? {
+                    Some(true) => found.push(oid),
+                    Some(false) => {}
+                    None => incomplete = true,
+                }
+                if known_since.is_none() && !found.is_empty() {
+                    break;
+                }
+                if incomplete {
+                    break;
+                }
+            }
+            let done = match known_since {
+                Some(_) => true,
+                None => !found.is_empty() || !incomplete,
+            };
+            // Without a known `since`, a version we cannot see yet may be
+            // deeper in history: deepen before calling it unknown.
+            let since_missing = since.is_some() && known_since.is_none() && self.repo.is_shallow();
+            if (done && !since_missing) || !self.deepen()? {
+                let mut out: Vec<String> = found.iter().rev().map(Oid::to_string).collect();
+                if let Some(s) = known_since {
+                    out.insert(0, s.to_string());
+                }
+                return Ok(out);
+            }
+            tip = self.refresh(0)?;
+        }
+    }
+
+    fn load_version(&mut self, version: &str, depth: Option<u32>) -> Result<()> {
+        let depth = depth.map(|d| d as i32).unwrap_or(16).max(2);
+        let mut tip = self.refresh(if matches!(self.access, Access::Local) {
+            0
+        } else {
+            depth
+        })?;
+        loop {
+            let oid = self.find_commit(version).ok().map(|c| c.id());
+            let ready = oid.is_some_and(|v| {
+                self.is_ancestor_or_tip(tip, v) && !self.shallow_roots().contains(&v)
+            });
+            if ready {
+                return Ok(());
+            }
+            if !self.deepen()? {
+                return Err(Error::VersionNotFound {
+                    version: version.to_string(),
+                    branch: self.source.branch.clone(),
+                    uri: self.source.uri.to_string(),
+                });
+            }
+            tip = self.refresh(0)?;
+        }
+    }
+
+    fn changed_pool_paths(&mut self, version: &str) -> Result<Vec<String>> {
+        let commit = self.find_commit(version)?;
+        let tree = commit.tree().map_err(git_error("could not read a tree"))?;
+        let parent_tree = match commit.parent(0) {
+            Ok(p) => Some(p.tree().map_err(git_error("could not read a tree"))?),
+            Err(_) => None,
+        };
+        let mut opts = git2::DiffOptions::new();
+        opts.pathspec(format!("{}/", self.source.pool));
+        let diff = self
+            .repo
+            .diff_tree_to_tree(parent_tree.as_ref(), Some(&tree), Some(&mut opts))
+            .map_err(git_error("could not compare the version with its parent"))?;
+        let mut paths: Vec<String> = diff
+            .deltas()
+            .flat_map(|d| [d.old_file().path(), d.new_file().path()])
+            .flatten()
+            .filter_map(|p| p.to_str().map(String::from))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        Ok(paths)
+    }
+
+    fn subject(&mut self, version: &str) -> Result<String> {
+        let commit = self.find_commit(version)?;
+        Ok(commit.summary().ok().flatten().unwrap_or("").to_string())
+    }
+
+    fn read_file(&mut self, version: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let commit = self.find_commit(version)?;
+        let tree = commit.tree().map_err(git_error("could not read a tree"))?;
+        let Some((oid, _)) = tree::entry_at(&tree, path) else {
+            return Ok(None);
+        };
+        match self.repo.find_blob(oid) {
+            Ok(blob) => Ok(Some(blob.content().to_vec())),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn changed_since(&mut self, version: &str, path: &str) -> Result<bool> {
+        let v = self.find_commit(version)?.id();
+        let tip = self.refresh(0)?;
+        let mut walk = self
+            .repo
+            .revwalk()
+            .map_err(git_error("could not walk history"))?;
+        walk.push(tip)
+            .and_then(|_| walk.hide(v))
+            .map_err(git_error("could not walk history"))?;
+        for oid in walk {
+            let oid = oid.map_err(git_error("could not walk history"))?;
+            let commit = self
+                .repo
+                .find_commit(oid)
+                .map_err(git_error("could not read a commit"))?;
+            let here = commit.tree().ok().and_then(|t| tree::entry_at(&t, path));
+            let before = commit
+                .parent(0)
+                .ok()
+                .and_then(|p| p.tree().ok())
+                .and_then(|t| tree::entry_at(&t, path));
+            if here != before {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn export_tree(&mut self, version: &str, dest: &Path) -> Result<()> {
+        let commit = self.find_commit(version)?;
+        let mut co = git2::build::CheckoutBuilder::new();
+        co.target_dir(dest).force().update_index(false);
+        self.repo
+            .checkout_tree(commit.as_object(), Some(&mut co))
+            .map_err(git_error(format!(
+                "could not write the repository's files into {}",
+                dest.display()
+            )))?;
+        let _ = &self.log;
+        Ok(())
+    }
+}

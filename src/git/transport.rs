@@ -1,0 +1,454 @@
+//! Talking to the remote: credentials, server identity, proxies, fetch and push.
+//!
+//! Everything libgit2 needs to reach a repository is set up here, once per
+//! connection: the credential callback offers each kind of credential once and
+//! remembers what it tried (after cargo's `with_authentication`), the
+//! certificate callback checks SSH host keys against `known_hosts` and honours
+//! `skip_ssl_verification`, and every libgit2 error is classified into the
+//! library's [`Error`] so that only network faults are retried.
+
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use git2::{
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, ErrorClass, ErrorCode,
+    FetchOptions, Oid, ProxyOptions, PushOptions, RemoteCallbacks, Repository,
+};
+
+use super::known_hosts::{self, Verdict};
+use crate::backend::CommitOutcome;
+use crate::config::Source;
+use crate::error::{Error, Result};
+use crate::log::Log;
+use crate::signal::Interrupt;
+use crate::tunnel::{LocalTunnel, TunnelError};
+use crate::uri::Scheme;
+
+/// Connect and read timeouts for every remote operation, so a stalled server
+/// fails (and is retried) instead of hanging the step.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Marker in a callback error that tells the classifier we aborted on purpose.
+const RACE_MARKER: &str = "pool-resource: remote branch moved";
+
+/// Sets process-wide libgit2 options: CA locations and timeouts.
+///
+/// CA bundle: `git_config http.sslCAInfo`, else `GIT_SSL_CAINFO`, else
+/// `SSL_CERT_FILE`, else the system bundle; CA directory: `http.sslCAPath`,
+/// else `GIT_SSL_CAPATH`, else `SSL_CERT_DIR`, else `/etc/ssl/certs` (where
+/// Concourse workers mount their certificates).
+pub fn configure_process(source: &Source) -> Result<()> {
+    let env_path = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let file = source
+        .git
+        .ssl_ca_info
+        .clone()
+        .or_else(|| env_path("GIT_SSL_CAINFO"))
+        .or_else(|| env_path("SSL_CERT_FILE"))
+        .or_else(|| {
+            [
+                "/etc/ssl/certs/ca-certificates.crt",
+                "/etc/ssl/cert.pem",
+                "/etc/pki/tls/certs/ca-bundle.crt",
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+        });
+    let dir = source
+        .git
+        .ssl_ca_path
+        .clone()
+        .or_else(|| env_path("GIT_SSL_CAPATH"))
+        .or_else(|| env_path("SSL_CERT_DIR"))
+        .or_else(|| Some(PathBuf::from("/etc/ssl/certs")).filter(|p| p.is_dir()));
+    let git_err = |what: &str, e: git2::Error| Error::Git {
+        what: what.to_string(),
+        detail: e.message().to_string(),
+    };
+    // SAFETY: called once, before any other thread uses libgit2.
+    unsafe {
+        if let Some(file) = &file {
+            if let Err(e) = git2::opts::set_ssl_cert_file(file) {
+                return Err(git_err(
+                    &format!("could not use CA bundle {}", file.display()),
+                    e,
+                ));
+            }
+        }
+        if let Some(dir) = &dir {
+            // A missing directory is not worth failing over: the bundle may suffice.
+            let _ = git2::opts::set_ssl_cert_dir(dir);
+        }
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(
+            CONNECT_TIMEOUT.as_millis() as i32
+        );
+        let _ = git2::opts::set_server_timeout_in_milliseconds(IO_TIMEOUT.as_millis() as i32);
+        // We only open repositories the user named or we created.
+        let _ = git2::opts::set_verify_owner_validation(false);
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct CallState {
+    tried: Vec<&'static str>,
+    auth_failure: Option<String>,
+    identity_failure: Option<String>,
+    raced: bool,
+    rejected: Option<String>,
+    interrupted: bool,
+}
+
+/// How to reach the remote repository.
+pub struct Remote {
+    url: String,
+    display: String,
+    source: Source,
+    ssh_user: String,
+    tunnel: Option<LocalTunnel>,
+    log: Log,
+    interrupt: Interrupt,
+    warned_unverified: AtomicBool,
+}
+
+impl Remote {
+    /// Prepares a connection to `source.uri` (starting the tunnel if configured).
+    pub fn new(source: &Source, log: Log, interrupt: Interrupt) -> Result<Remote> {
+        let uri = &source.uri;
+        let ssh_user = source
+            .private_key_user
+            .clone()
+            .or_else(|| uri.user.clone())
+            .unwrap_or_else(|| "git".to_string());
+        let mut url = uri.git_url();
+        let mut tunnel = None;
+        if let (Some(proxy), Scheme::Ssh) = (&source.https_tunnel, &uri.scheme) {
+            let t = LocalTunnel::start(proxy, &uri.host, uri.port.unwrap_or(22))?;
+            url = uri.via_local_port(t.port(), &ssh_user);
+            log.line(format_args!(
+                "tunnelling ssh to {} through proxy {}:{}",
+                uri.host, proxy.host, proxy.port
+            ));
+            tunnel = Some(t);
+        }
+        Ok(Remote {
+            url,
+            display: uri.to_string(),
+            source: source.clone(),
+            ssh_user,
+            tunnel,
+            log,
+            interrupt,
+            warned_unverified: AtomicBool::new(false),
+        })
+    }
+
+    /// The URI for messages (no credentials).
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    fn callbacks<'a>(&'a self, state: &'a RefCell<CallState>) -> RemoteCallbacks<'a> {
+        let mut cb = RemoteCallbacks::new();
+        cb.credentials(move |_url, _user_from_url, allowed| self.credentials(state, allowed));
+        cb.certificate_check(move |cert, _host| {
+            let Some(hostkey) = cert.as_hostkey() else {
+                // TLS: libgit2 has checked the chain against our CA locations.
+                return Ok(if self.source.skip_ssl_verification {
+                    CertificateCheckStatus::CertificateOk
+                } else {
+                    CertificateCheckStatus::CertificatePassthrough
+                });
+            };
+            let (Some(key), Some(kind)) = (hostkey.hostkey(), hostkey.hostkey_type()) else {
+                state.borrow_mut().identity_failure =
+                    Some("the SSH server's host key could not be read".into());
+                return Err(git2::Error::from_str("unreadable host key"));
+            };
+            let (host, port) = (&self.source.uri.host, self.source.uri.port);
+            let Some(known) = &self.source.known_hosts else {
+                if !self.warned_unverified.swap(true, Ordering::SeqCst) {
+                    self.log.warn(format_args!(
+                        "SSH host key of {host} not verified ({} {}); set source.known_hosts to verify it",
+                        kind.name(),
+                        known_hosts::fingerprint(key)
+                    ));
+                }
+                return Ok(CertificateCheckStatus::CertificateOk);
+            };
+            let detail = match known_hosts::verify(known, host, port, key) {
+                Verdict::Trusted => return Ok(CertificateCheckStatus::CertificateOk),
+                Verdict::Mismatch => format!(
+                    "the SSH host key of {host} ({} {}) does not match source.known_hosts (or is revoked)",
+                    kind.name(),
+                    known_hosts::fingerprint(key)
+                ),
+                Verdict::Unknown => format!(
+                    "{host} is not in source.known_hosts; if you trust it, add: {}",
+                    known_hosts::line_for(host, port, kind.name(), key)
+                ),
+            };
+            state.borrow_mut().identity_failure = Some(detail);
+            Err(git2::Error::from_str("host key verification failed"))
+        });
+        cb.transfer_progress(move |_| {
+            if self.interrupt.received().is_some() {
+                state.borrow_mut().interrupted = true;
+                return false;
+            }
+            true
+        });
+        cb.sideband_progress(move |_| self.interrupt.received().is_none());
+        cb
+    }
+
+    fn credentials(
+        &self,
+        state: &RefCell<CallState>,
+        allowed: CredentialType,
+    ) -> Result<Cred, git2::Error> {
+        let mut st = state.borrow_mut();
+        let fail = |st: &mut CallState, why: String| {
+            st.auth_failure = Some(why);
+            Err(git2::Error::from_str("authentication failed"))
+        };
+        if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+            let (Some(user), Some(pass)) = (&self.source.username, &self.source.password) else {
+                return fail(
+                    &mut st,
+                    "the server asks for a username and password; set source.username and source.password".into(),
+                );
+            };
+            if st.tried.contains(&"password") {
+                return fail(
+                    &mut st,
+                    format!("the server rejected source.username {user:?} and source.password"),
+                );
+            }
+            st.tried.push("password");
+            return Cred::userpass_plaintext(user, pass.expose());
+        }
+        if allowed.contains(CredentialType::SSH_KEY) || allowed.contains(CredentialType::SSH_MEMORY)
+        {
+            let Some(key) = &self.source.private_key else {
+                return fail(
+                    &mut st,
+                    format!(
+                        "the SSH server wants a key for user {:?}; set source.private_key",
+                        self.ssh_user
+                    ),
+                );
+            };
+            if st.tried.contains(&"key") {
+                return fail(
+                    &mut st,
+                    format!(
+                        "the SSH server rejected source.private_key for user {:?}",
+                        self.ssh_user
+                    ),
+                );
+            }
+            st.tried.push("key");
+            let passphrase = self
+                .source
+                .private_key_passphrase
+                .as_ref()
+                .map(|p| p.expose());
+            // The key stays in memory: libssh2 reads it from this buffer.
+            return match Cred::ssh_key_from_memory(&self.ssh_user, None, key.expose(), passphrase) {
+                Ok(c) => Ok(c),
+                Err(e) => fail(
+                    &mut st,
+                    format!(
+                        "source.private_key could not be used ({}); is it a valid key, and is private_key_passphrase right?",
+                        e.message()
+                    ),
+                ),
+            };
+        }
+        if allowed.contains(CredentialType::USERNAME) {
+            return Cred::username(&self.ssh_user);
+        }
+        fail(
+            &mut st,
+            "the server asks for a kind of authentication pool-resource does not offer".into(),
+        )
+    }
+
+    fn proxy_options(&self) -> ProxyOptions<'_> {
+        let mut p = ProxyOptions::new();
+        match &self.source.git.http_proxy {
+            Some(url) => {
+                p.url(url);
+            }
+            None => {
+                p.auto();
+            }
+        }
+        p
+    }
+
+    fn classify(&self, e: git2::Error, state: &CallState, what: &str) -> Error {
+        let uri = self.display.clone();
+        if let Some(TunnelError::ProxyAuth(detail)) =
+            self.tunnel.as_ref().and_then(|t| t.last_error())
+        {
+            return Error::Auth { uri, detail };
+        }
+        if let Some(detail) = &state.auth_failure {
+            return Error::Auth {
+                uri,
+                detail: detail.clone(),
+            };
+        }
+        if let Some(detail) = &state.identity_failure {
+            return Error::Identity {
+                uri,
+                detail: detail.clone(),
+            };
+        }
+        if state.interrupted || self.interrupt.received().is_some() {
+            return Error::Interrupted {
+                signal: self.interrupt.received().unwrap_or("a signal"),
+                doing: what.to_string(),
+            };
+        }
+        let msg = self.log.redact(e.message());
+        let lower = msg.to_ascii_lowercase();
+        if e.code() == ErrorCode::Certificate
+            || lower.contains("certificate")
+            || lower.contains("ssl error")
+        {
+            return Error::Identity {
+                uri,
+                detail: format!("{msg} (set source.skip_ssl_verification, or provide the CA via git_config http.sslCAInfo)"),
+            };
+        }
+        if e.code() == ErrorCode::Auth
+            || lower.contains("authentication")
+            || lower.contains("status code: 401")
+            || lower.contains("status code: 403")
+        {
+            return Error::Auth { uri, detail: msg };
+        }
+        let tunnel_note = match self.tunnel.as_ref().and_then(|t| t.last_error()) {
+            Some(TunnelError::Other(d)) => format!(" ({d})"),
+            _ => String::new(),
+        };
+        let spurious = matches!(
+            e.class(),
+            ErrorClass::Net
+                | ErrorClass::Os
+                | ErrorClass::Zlib
+                | ErrorClass::Ssh
+                | ErrorClass::Http
+        ) || e.code() == ErrorCode::Eof;
+        let not_found = lower.contains("status code: 404")
+            || lower.contains("not found")
+            || lower.contains("does not appear to be a git repository")
+            || lower.contains("repository not exported")
+            || lower.contains("no such file");
+        let server_error = lower.contains("status code: 5");
+        if spurious && (!not_found || server_error) {
+            Error::Network {
+                what: what.to_string(),
+                uri,
+                detail: format!("{msg}{tunnel_note}"),
+            }
+        } else {
+            Error::Git {
+                what: format!("{what} ({uri})"),
+                detail: format!("{msg}{tunnel_note}"),
+            }
+        }
+    }
+
+    /// Fetches `refspecs` into `repo` (`depth` 0 keeps the repository's
+    /// current shallowness) and returns what the server advertised for
+    /// `refs/heads/<branch>`.
+    pub fn fetch(
+        &self,
+        repo: &Repository,
+        refspecs: &[&str],
+        depth: i32,
+        what: &str,
+    ) -> Result<Option<Oid>> {
+        let state = RefCell::new(CallState::default());
+        let result = (|| {
+            let mut remote = repo.remote_anonymous(&self.url)?;
+            let mut fo = FetchOptions::new();
+            fo.remote_callbacks(self.callbacks(&state))
+                .proxy_options(self.proxy_options())
+                .download_tags(AutotagOption::None)
+                .update_fetchhead(false);
+            if depth > 0 {
+                fo.depth(depth);
+            }
+            remote.fetch(refspecs, Some(&mut fo), None)?;
+            let head = format!("refs/heads/{}", self.source.branch);
+            let tip = remote
+                .list()?
+                .iter()
+                .find(|h| h.name() == head)
+                .map(|h| h.oid());
+            Ok(tip)
+        })();
+        result.map_err(|e: git2::Error| self.classify(e, &state.borrow(), what))
+    }
+
+    /// Pushes `local_ref` to the branch, only if the remote branch is still at
+    /// `expected_old` (checked in the push negotiation, and by the server's
+    /// fast-forward rule).
+    pub fn push(
+        &self,
+        repo: &Repository,
+        local_ref: &str,
+        expected_old: Oid,
+    ) -> Result<CommitOutcome> {
+        let state = RefCell::new(CallState::default());
+        let dst = format!("refs/heads/{}", self.source.branch);
+        let result = (|| {
+            let mut remote = repo.remote_anonymous(&self.url)?;
+            let mut cb = self.callbacks(&state);
+            cb.push_negotiation(|updates| {
+                for u in updates {
+                    if u.dst_refname().ok() == Some(dst.as_str()) && u.src() != expected_old {
+                        // Someone moved the branch (or it already holds a
+                        // commit identical to ours): a lost race either way.
+                        state.borrow_mut().raced = true;
+                        return Err(git2::Error::from_str(RACE_MARKER));
+                    }
+                }
+                Ok(())
+            });
+            cb.push_update_reference(|_refname, status| {
+                if let Some(msg) = status {
+                    state.borrow_mut().rejected = Some(msg.to_string());
+                }
+                Ok(())
+            });
+            let mut po = PushOptions::new();
+            po.remote_callbacks(cb).proxy_options(self.proxy_options());
+            remote.push(&[format!("{local_ref}:{dst}").as_str()], Some(&mut po))
+        })();
+        let st = state.borrow();
+        if st.raced {
+            return Ok(CommitOutcome::LostRace);
+        }
+        match result {
+            Err(e) => Err(self.classify(e, &st, "pushing the lock change")),
+            Ok(()) => Ok(match &st.rejected {
+                Some(msg) => CommitOutcome::Rejected(msg.clone()),
+                None => CommitOutcome::Committed(String::new()),
+            }),
+        }
+    }
+}

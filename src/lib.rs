@@ -1,0 +1,27 @@
+//! A Concourse resource for a pool of locks kept as files in a Git repository.
+//!
+//! Drop-in for `concourse/pool-resource`: same repository layout, params and
+//! JSON, so both can share one lock repository. The three executables
+//! (`check`, `in`, `out`) are thin wrappers around [`cli::main`]; the pool
+//! model ([`pool`]) decides, the backends ([`git`]) read and commit, and the
+//! put loop ([`put`]) waits and retries.
+
+pub mod backend;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod duration;
+pub mod error;
+pub mod get;
+pub mod git;
+pub mod log;
+pub mod names;
+pub mod pool;
+pub mod protocol;
+pub mod put;
+pub mod retry;
+pub mod signal;
+pub mod tunnel;
+pub mod uri;
+
+pub use error::{Error, Result};

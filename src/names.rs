@@ -1,0 +1,173 @@
+//! Validated lock and pool names.
+//!
+//! A lock name becomes a file name in the lock repository and a pool name a
+//! directory path, so both are checked once, here, before anything touches
+//! git: a name that passes cannot escape its directory, hide as a dotfile or
+//! smuggle control characters into a commit message.
+
+use std::fmt;
+
+/// The longest lock name we accept, in bytes (a common file-name limit).
+pub const MAX_NAME_LEN: usize = 255;
+
+/// A lock's file name: non-empty, no `/`, no leading `.`, no control characters.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LockName(String);
+
+impl LockName {
+    /// Checks `name` and wraps it; the error says what is wrong with it.
+    pub fn new(name: &str) -> Result<LockName, String> {
+        if name.is_empty() {
+            return Err("lock name is empty".into());
+        }
+        if name.len() > MAX_NAME_LEN {
+            return Err(format!(
+                "lock name is {} bytes long (at most {MAX_NAME_LEN})",
+                name.len()
+            ));
+        }
+        if name.contains('/') || name.contains('\\') {
+            return Err(format!("lock name {name:?} contains a path separator"));
+        }
+        if name.starts_with('.') {
+            return Err(format!(
+                "lock name {name:?} starts with '.' (dotfiles are never locks)"
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(format!("lock name {name:?} contains a control character"));
+        }
+        if name.trim() != name {
+            return Err(format!(
+                "lock name {name:?} starts or ends with white space"
+            ));
+        }
+        Ok(LockName(name.to_string()))
+    }
+
+    /// The name as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LockName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Is this directory entry a lock? Dotfiles (`.gitkeep`, `.pending-triggers`) are not.
+pub fn is_lock_file_name(name: &str) -> bool {
+    !name.starts_with('.') && LockName::new(name).is_ok()
+}
+
+/// A pool directory: one or more `/`-separated components, none empty, `.` or `..`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolPath {
+    text: String,
+    components: Vec<String>,
+}
+
+impl PoolPath {
+    /// Checks `pool` and wraps it. A trailing `/` is tolerated and dropped.
+    pub fn new(pool: &str) -> Result<PoolPath, String> {
+        let trimmed = pool.strip_suffix('/').unwrap_or(pool);
+        if trimmed.is_empty() {
+            return Err("pool is empty".into());
+        }
+        if trimmed.starts_with('/') {
+            return Err(format!(
+                "pool {pool:?} is an absolute path; it must be a directory inside the repository"
+            ));
+        }
+        if pool.chars().any(char::is_control) {
+            return Err(format!("pool {pool:?} contains a control character"));
+        }
+        let mut components = Vec::new();
+        for c in trimmed.split('/') {
+            if c.is_empty() || c == "." || c == ".." {
+                return Err(format!(
+                    "pool {pool:?} has an empty, '.' or '..' path component"
+                ));
+            }
+            components.push(c.to_string());
+        }
+        Ok(PoolPath {
+            text: trimmed.to_string(),
+            components,
+        })
+    }
+
+    /// The pool as written (without a trailing `/`).
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The path components of the pool directory.
+    pub fn components(&self) -> &[String] {
+        &self.components
+    }
+
+    /// `<pool>/<state>/<lock>` as a repository path.
+    pub fn lock_path(&self, state: crate::pool::LockState, lock: &LockName) -> String {
+        format!("{}/{}/{}", self.text, state.dir(), lock)
+    }
+}
+
+impl fmt::Display for PoolPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinary_lock_names_are_accepted() {
+        for name in [
+            "env-1",
+            "prod_eu",
+            "a",
+            "lock with spaces",
+            "ünïcode",
+            "x.y",
+        ] {
+            assert_eq!(LockName::new(name).unwrap().as_str(), name);
+        }
+    }
+
+    #[test]
+    fn dangerous_lock_names_are_rejected() {
+        let long = "x".repeat(256);
+        for name in [
+            "", "a/b", "..", ".", ".gitkeep", "../etc", "a\nb", "a\0b", "tab\t", "\\x", " x", "x ",
+            &long,
+        ] {
+            assert!(LockName::new(name).is_err(), "{name:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn dotfiles_are_never_locks() {
+        assert!(!is_lock_file_name(".gitkeep"));
+        assert!(!is_lock_file_name(".pending-triggers"));
+        assert!(is_lock_file_name("env"));
+    }
+
+    #[test]
+    fn pools_may_be_nested() {
+        let p = PoolPath::new("envs/aws/").unwrap();
+        assert_eq!(p.as_str(), "envs/aws");
+        assert_eq!(p.components(), ["envs", "aws"]);
+    }
+
+    #[test]
+    fn pools_cannot_escape_the_repository() {
+        for pool in ["", "/", "/abs", "a//b", "a/../b", "..", "./a", "a\nb"] {
+            assert!(PoolPath::new(pool).is_err(), "{pool:?} should be rejected");
+        }
+    }
+}

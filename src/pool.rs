@@ -1,0 +1,462 @@
+//! The pool model: what a pool looks like and which transition an operation makes.
+//!
+//! No I/O here. A backend reads a [`Snapshot`] of the pool at the branch tip;
+//! [`plan`] decides, from the snapshot alone, whether the put can be done now
+//! (a [`Change`] to commit), must wait, is already satisfied, or is an error.
+//! Both backends (git and the CodeCommit API) share this logic, so a pool
+//! behaves the same whichever way it is reached.
+
+use std::collections::BTreeMap;
+
+use crate::error::Error;
+use crate::names::{LockName, PoolPath};
+
+/// Which directory of the pool a lock file is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LockState {
+    /// `<pool>/claimed/<lock>`
+    Claimed,
+    /// `<pool>/unclaimed/<lock>`
+    Unclaimed,
+}
+
+impl LockState {
+    /// The directory name in the pool.
+    pub fn dir(self) -> &'static str {
+        match self {
+            LockState::Claimed => "claimed",
+            LockState::Unclaimed => "unclaimed",
+        }
+    }
+
+    /// The directory name as an adjective for messages.
+    pub fn describe(self) -> &'static str {
+        self.dir()
+    }
+}
+
+/// A backend's handle on a lock file's content (a git blob id).
+pub type BlobId = String;
+
+/// What the pool holds at one commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The commit the snapshot was read from (the branch tip).
+    pub tip: String,
+    /// Lock files in `claimed/`, by name.
+    pub claimed: BTreeMap<LockName, BlobId>,
+    /// Lock files in `unclaimed/`, by name.
+    pub unclaimed: BTreeMap<LockName, BlobId>,
+}
+
+impl Snapshot {
+    /// The state of `lock`, if it is in the pool. A lock left in both
+    /// directories (by an old bug of the Go resource) counts as claimed.
+    pub fn state_of(&self, lock: &LockName) -> Option<(LockState, &BlobId)> {
+        if let Some(blob) = self.claimed.get(lock) {
+            Some((LockState::Claimed, blob))
+        } else {
+            self.unclaimed
+                .get(lock)
+                .map(|blob| (LockState::Unclaimed, blob))
+        }
+    }
+
+    /// Names of the claimed locks, for progress messages.
+    pub fn claimed_names(&self) -> Vec<&str> {
+        self.claimed.keys().map(LockName::as_str).collect()
+    }
+}
+
+/// The content a lock file gets in a change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Content {
+    /// The lock keeps the content it has (a move between directories).
+    Keep(BlobId),
+    /// New content (`add`, `add_claimed`, `update`).
+    Bytes(Vec<u8>),
+}
+
+/// One edit to a lock file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Edit {
+    /// Delete `<pool>/<state>/<lock>`.
+    Delete(LockState),
+    /// Write `<pool>/<state>/<lock>`.
+    Write(LockState, Content),
+}
+
+/// One commit's worth of change to one lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The lock changed.
+    pub lock: LockName,
+    /// The commit message's first line, as the Go resource writes it.
+    pub subject: String,
+    /// What happens to the lock's files.
+    pub edits: Vec<Edit>,
+}
+
+/// A put operation, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Operation {
+    /// `acquire: true`: claim any unclaimed lock.
+    Acquire,
+    /// `claim: NAME`: claim that lock.
+    Claim(LockName),
+    /// `release: DIR`: unclaim the lock named in `DIR/name`.
+    Release(LockName),
+    /// `add: DIR` / `add_claimed: DIR`: a new lock with `DIR/metadata` as content.
+    Add {
+        lock: LockName,
+        content: Vec<u8>,
+        claimed: bool,
+    },
+    /// `remove: DIR`: delete the lock.
+    Remove(LockName),
+    /// `update: DIR`: replace an unclaimed lock's content (add it if missing).
+    Update { lock: LockName, content: Vec<u8> },
+    /// `check: DIR`: wait until the lock is unclaimed.
+    WaitUntilUnclaimed(LockName),
+    /// `check_unclaimed: DIR`: wait until the lock is claimed.
+    WaitUntilClaimed(LockName),
+}
+
+impl Operation {
+    /// The param name this operation came from, for messages.
+    pub fn param(&self) -> &'static str {
+        match self {
+            Operation::Acquire => "acquire",
+            Operation::Claim(_) => "claim",
+            Operation::Release(_) => "release",
+            Operation::Add { claimed: false, .. } => "add",
+            Operation::Add { claimed: true, .. } => "add_claimed",
+            Operation::Remove(_) => "remove",
+            Operation::Update { .. } => "update",
+            Operation::WaitUntilUnclaimed(_) => "check",
+            Operation::WaitUntilClaimed(_) => "check_unclaimed",
+        }
+    }
+}
+
+/// Why a put cannot proceed yet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// `acquire`: every lock is claimed (or the pool is empty).
+    NoneFree { claimed: Vec<String> },
+    /// `claim`/`update`/`check`: the lock is claimed.
+    Claimed(LockName),
+    /// `check_unclaimed`: the lock is unclaimed.
+    Unclaimed(LockName),
+}
+
+impl Wait {
+    /// One line for the build log.
+    pub fn describe(&self, pool: &PoolPath) -> String {
+        match self {
+            Wait::NoneFree { claimed } if claimed.is_empty() => {
+                format!("pool {pool} has no locks")
+            }
+            Wait::NoneFree { claimed } => format!(
+                "all {} locks of pool {pool} are claimed: {}",
+                claimed.len(),
+                claimed.join(", ")
+            ),
+            Wait::Claimed(lock) => format!("lock {lock} of pool {pool} is claimed"),
+            Wait::Unclaimed(lock) => format!("lock {lock} of pool {pool} is unclaimed"),
+        }
+    }
+}
+
+/// What to do about an operation, given the pool's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Commit this change (compare-and-swap on the snapshot's tip).
+    Commit(Change),
+    /// Not possible yet: wait `retry_delay` and look again.
+    Wait(Wait),
+    /// Nothing to commit: the condition holds (`check`, `check_unclaimed`).
+    Satisfied(LockName),
+}
+
+fn move_lock(lock: &LockName, blob: &BlobId, from: LockState, subject: &str) -> Plan {
+    let to = match from {
+        LockState::Claimed => LockState::Unclaimed,
+        LockState::Unclaimed => LockState::Claimed,
+    };
+    Plan::Commit(Change {
+        lock: lock.clone(),
+        subject: format!("{subject}: {lock}"),
+        edits: vec![
+            Edit::Delete(from),
+            Edit::Write(to, Content::Keep(blob.clone())),
+        ],
+    })
+}
+
+/// Decides what `op` does to a pool in state `snap`. `pick` chooses among the
+/// free locks for `acquire` (an index below the count it is given).
+pub fn plan(
+    op: &Operation,
+    snap: &Snapshot,
+    pool: &PoolPath,
+    pick: &mut dyn FnMut(usize) -> usize,
+) -> Result<Plan, Error> {
+    let not_found = |lock: &LockName| Error::LockNotFound {
+        pool: pool.to_string(),
+        lock: lock.to_string(),
+    };
+    Ok(match op {
+        Operation::Acquire => {
+            let free: Vec<(&LockName, &BlobId)> = snap
+                .unclaimed
+                .iter()
+                .filter(|(name, _)| !snap.claimed.contains_key(*name))
+                .collect();
+            if free.is_empty() {
+                Plan::Wait(Wait::NoneFree {
+                    claimed: snap.claimed_names().iter().map(|s| s.to_string()).collect(),
+                })
+            } else {
+                let (lock, blob) = free[pick(free.len()) % free.len()];
+                move_lock(lock, blob, LockState::Unclaimed, "claiming")
+            }
+        }
+        Operation::Claim(lock) => match snap.state_of(lock) {
+            None => return Err(not_found(lock)),
+            Some((LockState::Claimed, _)) => Plan::Wait(Wait::Claimed(lock.clone())),
+            Some((LockState::Unclaimed, blob)) => {
+                move_lock(lock, blob, LockState::Unclaimed, "claiming")
+            }
+        },
+        Operation::Release(lock) => match snap.state_of(lock) {
+            None => return Err(not_found(lock)),
+            Some((LockState::Unclaimed, _)) => {
+                return Err(Error::NotClaimed {
+                    pool: pool.to_string(),
+                    lock: lock.to_string(),
+                })
+            }
+            Some((LockState::Claimed, blob)) => {
+                move_lock(lock, blob, LockState::Claimed, "unclaiming")
+            }
+        },
+        Operation::Add {
+            lock,
+            content,
+            claimed,
+        } => {
+            if let Some((state, _)) = snap.state_of(lock) {
+                return Err(Error::LockExists {
+                    pool: pool.to_string(),
+                    lock: lock.to_string(),
+                    state: state.describe(),
+                });
+            }
+            let (state, verb) = if *claimed {
+                (LockState::Claimed, "adding claimed")
+            } else {
+                (LockState::Unclaimed, "adding unclaimed")
+            };
+            Plan::Commit(Change {
+                lock: lock.clone(),
+                subject: format!("{verb}: {lock}"),
+                edits: vec![Edit::Write(state, Content::Bytes(content.clone()))],
+            })
+        }
+        Operation::Remove(lock) => {
+            let mut edits = Vec::new();
+            if snap.claimed.contains_key(lock) {
+                edits.push(Edit::Delete(LockState::Claimed));
+            }
+            if snap.unclaimed.contains_key(lock) {
+                edits.push(Edit::Delete(LockState::Unclaimed));
+            }
+            if edits.is_empty() {
+                return Err(not_found(lock));
+            }
+            Plan::Commit(Change {
+                lock: lock.clone(),
+                subject: format!("removing: {lock}"),
+                edits,
+            })
+        }
+        Operation::Update { lock, content } => match snap.state_of(lock) {
+            Some((LockState::Claimed, _)) => Plan::Wait(Wait::Claimed(lock.clone())),
+            _ => Plan::Commit(Change {
+                lock: lock.clone(),
+                subject: format!("updating: {lock}"),
+                edits: vec![Edit::Write(
+                    LockState::Unclaimed,
+                    Content::Bytes(content.clone()),
+                )],
+            }),
+        },
+        Operation::WaitUntilUnclaimed(lock) => match snap.state_of(lock) {
+            None => return Err(not_found(lock)),
+            Some((LockState::Claimed, _)) => Plan::Wait(Wait::Claimed(lock.clone())),
+            Some((LockState::Unclaimed, _)) => Plan::Satisfied(lock.clone()),
+        },
+        Operation::WaitUntilClaimed(lock) => match snap.state_of(lock) {
+            None => return Err(not_found(lock)),
+            Some((LockState::Unclaimed, _)) => Plan::Wait(Wait::Unclaimed(lock.clone())),
+            Some((LockState::Claimed, _)) => Plan::Satisfied(lock.clone()),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(s: &str) -> LockName {
+        LockName::new(s).unwrap()
+    }
+
+    fn snap(claimed: &[&str], unclaimed: &[&str]) -> Snapshot {
+        let blobs = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| (name(n), format!("blob-{n}")))
+                .collect()
+        };
+        Snapshot {
+            tip: "tip".into(),
+            claimed: blobs(claimed),
+            unclaimed: blobs(unclaimed),
+        }
+    }
+
+    fn run(op: Operation, s: &Snapshot) -> Result<Plan, Error> {
+        plan(&op, s, &PoolPath::new("pool").unwrap(), &mut |_| 0)
+    }
+
+    #[test]
+    fn acquire_moves_a_free_lock_keeping_its_content() {
+        let plan = run(Operation::Acquire, &snap(&["a"], &["b"])).unwrap();
+        assert_eq!(
+            plan,
+            Plan::Commit(Change {
+                lock: name("b"),
+                subject: "claiming: b".into(),
+                edits: vec![
+                    Edit::Delete(LockState::Unclaimed),
+                    Edit::Write(LockState::Claimed, Content::Keep("blob-b".into()))
+                ],
+            })
+        );
+    }
+
+    #[test]
+    fn acquire_picks_among_free_locks_only() {
+        let s = snap(&["a"], &["b", "c", "d"]);
+        let mut seen = Vec::new();
+        for i in 0..3 {
+            let Plan::Commit(c) = plan(
+                &Operation::Acquire,
+                &s,
+                &PoolPath::new("p").unwrap(),
+                &mut |n| {
+                    assert_eq!(n, 3);
+                    i
+                },
+            )
+            .unwrap() else {
+                panic!("expected a commit")
+            };
+            seen.push(c.lock.to_string());
+        }
+        assert_eq!(seen, ["b", "c", "d"]);
+    }
+
+    #[test]
+    fn acquire_waits_when_every_lock_is_claimed() {
+        assert_eq!(
+            run(Operation::Acquire, &snap(&["a", "b"], &[])).unwrap(),
+            Plan::Wait(Wait::NoneFree {
+                claimed: vec!["a".into(), "b".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn claim_waits_for_a_claimed_lock_and_fails_for_a_missing_one() {
+        let s = snap(&["a"], &["b"]);
+        assert_eq!(
+            run(Operation::Claim(name("a")), &s).unwrap(),
+            Plan::Wait(Wait::Claimed(name("a")))
+        );
+        assert!(matches!(
+            run(Operation::Claim(name("zz")), &s),
+            Err(Error::LockNotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn release_of_an_unclaimed_lock_fails_at_once() {
+        let s = snap(&[], &["b"]);
+        assert!(matches!(
+            run(Operation::Release(name("b")), &s),
+            Err(Error::NotClaimed { .. })
+        ));
+        assert!(matches!(
+            run(Operation::Release(name("x")), &s),
+            Err(Error::LockNotFound { .. })
+        ));
+    }
+
+    #[test]
+    fn adding_an_existing_lock_fails_whatever_its_state() {
+        let s = snap(&["a"], &["b"]);
+        for (lock, claimed) in [("a", false), ("b", true), ("b", false)] {
+            let op = Operation::Add {
+                lock: name(lock),
+                content: vec![],
+                claimed,
+            };
+            assert!(matches!(run(op, &s), Err(Error::LockExists { .. })));
+        }
+    }
+
+    #[test]
+    fn remove_deletes_the_lock_in_either_state() {
+        let s = snap(&["a"], &["b"]);
+        let Plan::Commit(c) = run(Operation::Remove(name("b")), &s).unwrap() else {
+            panic!()
+        };
+        assert_eq!(c.edits, vec![Edit::Delete(LockState::Unclaimed)]);
+        assert_eq!(c.subject, "removing: b");
+    }
+
+    #[test]
+    fn update_waits_while_claimed_and_adds_when_missing() {
+        let s = snap(&["a"], &[]);
+        let op = |n: &str| Operation::Update {
+            lock: name(n),
+            content: b"x".to_vec(),
+        };
+        assert_eq!(
+            run(op("a"), &s).unwrap(),
+            Plan::Wait(Wait::Claimed(name("a")))
+        );
+        assert!(matches!(run(op("new"), &s).unwrap(), Plan::Commit(_)));
+    }
+
+    #[test]
+    fn check_params_wait_then_are_satisfied_without_a_commit() {
+        let s = snap(&["a"], &["b"]);
+        assert_eq!(
+            run(Operation::WaitUntilUnclaimed(name("b")), &s).unwrap(),
+            Plan::Satisfied(name("b"))
+        );
+        assert_eq!(
+            run(Operation::WaitUntilUnclaimed(name("a")), &s).unwrap(),
+            Plan::Wait(Wait::Claimed(name("a")))
+        );
+        assert_eq!(
+            run(Operation::WaitUntilClaimed(name("a")), &s).unwrap(),
+            Plan::Satisfied(name("a"))
+        );
+        assert!(run(Operation::WaitUntilClaimed(name("zz")), &s).is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! The put loop: read the pool, decide, commit with compare-and-swap, wait.
+//!
+//! This is the one place that waits and retries. A lost race (the branch moved
+//! under us) is retried at once after a few milliseconds of jitter; a lock
+//! that is not free is waited for, `retry_delay` at a time, saying in the log
+//! what is awaited and for how long; a network fault is retried with capped
+//! backoff; everything else fails at once. No new commit is started after a
+//! SIGINT/SIGTERM, so an aborted build never claims a lock later.
+
+use std::time::Instant;
+
+use crate::backend::{CommitOutcome, LockStore};
+use crate::config::Source;
+use crate::duration::human;
+use crate::error::{Error, Result};
+use crate::git::commit_message;
+use crate::log::Log;
+use crate::pool::{plan, Operation, Plan};
+use crate::protocol::{BuildInfo, Response};
+use crate::retry::{race_jitter, Backoff};
+use crate::signal::Interrupt;
+
+/// Consecutive lost races tolerated before giving up (each one means another
+/// process made progress, so this is only reached under pathological load).
+pub const MAX_LOST_RACES: u32 = 1000;
+
+/// Everything a put needs besides the store.
+pub struct PutContext<'a> {
+    /// The validated source.
+    pub source: &'a Source,
+    /// Who is putting (recorded in every commit).
+    pub build: &'a BuildInfo,
+    /// The build log.
+    pub log: &'a Log,
+    /// Signal flag.
+    pub interrupt: &'a Interrupt,
+    /// Network backoff policy.
+    pub backoff: Backoff,
+}
+
+fn trailers(build: &BuildInfo) -> Vec<(String, String)> {
+    let mut t = Vec::new();
+    if let Some(who) = build.describe() {
+        t.push(("Pool-Resource-Build".to_string(), who));
+    }
+    if let Some(id) = build.get("BUILD_ID") {
+        t.push(("Pool-Resource-Build-Id".to_string(), id.to_string()));
+    }
+    t.push((
+        "Pool-Resource-Nonce".to_string(),
+        format!("{:016x}", fastrand::u64(..)),
+    ));
+    t
+}
+
+/// Runs `op` against `store` until it is done, fails, or is interrupted.
+pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> Result<Response> {
+    let PutContext {
+        source,
+        build,
+        log,
+        interrupt,
+        backoff,
+    } = ctx;
+    let pool = &source.pool;
+    let started = Instant::now();
+    let doing = format!("running {} on pool {pool}", op.param());
+    let (mut races, mut faults, mut waits) = (0u32, 0u32, 0u32);
+    let mut rejected: Option<(String, String)> = None;
+    loop {
+        interrupt.check(&doing)?;
+        let step = (|| -> Result<Option<Response>> {
+            let snap = store.snapshot()?;
+            if let Some((commit, lock)) = store.recover_unconfirmed()? {
+                log.line(format_args!(
+                    "an earlier push whose reply was lost did reach the branch: {commit} ({lock})"
+                ));
+                return Ok(Some(Response::new(&commit, &lock, pool.as_str())));
+            }
+            if let Some((tip, msg)) = rejected.take() {
+                if tip == snap.tip {
+                    return Err(Error::PushRejected {
+                        uri: source.uri.to_string(),
+                        detail: msg,
+                    });
+                }
+            }
+            match plan(op, &snap, pool, &mut |n| fastrand::usize(..n))? {
+                Plan::Satisfied(lock) => {
+                    log.line(format_args!(
+                        "{}: lock {lock} of pool {pool} is as required",
+                        op.param()
+                    ));
+                    Ok(Some(Response::new(&snap.tip, lock.as_str(), pool.as_str())))
+                }
+                Plan::Wait(why) => {
+                    waits += 1;
+                    log.line(format_args!(
+                        "waiting: {} (waited {}, next look in {})",
+                        why.describe(pool),
+                        human(started.elapsed()),
+                        human(source.retry_delay)
+                    ));
+                    interrupt.sleep(source.retry_delay, &doing)?;
+                    Ok(None)
+                }
+                Plan::Commit(change) => {
+                    interrupt.check(&doing)?;
+                    let message =
+                        commit_message(&change.subject, build.url().as_deref(), &trailers(build));
+                    match store.commit(&snap, &change, &message)? {
+                        CommitOutcome::Committed(id) => {
+                            log.line(format_args!("{} ({id})", change.subject));
+                            if let Some(signal) = interrupt.received() {
+                                log.warn(format_args!(
+                                    "{signal} arrived while this commit was being pushed; it went through: {} is now in effect",
+                                    change.subject
+                                ));
+                            }
+                            Ok(Some(Response::new(
+                                &id,
+                                change.lock.as_str(),
+                                pool.as_str(),
+                            )))
+                        }
+                        CommitOutcome::LostRace => {
+                            races += 1;
+                            if races >= MAX_LOST_RACES {
+                                return Err(Error::GaveUp {
+                                    attempts: races,
+                                    last: "the branch kept moving under every attempt".into(),
+                                });
+                            }
+                            std::thread::sleep(race_jitter(races));
+                            Ok(None)
+                        }
+                        CommitOutcome::Rejected(msg) => {
+                            log.line(format_args!("push rejected ({msg}); looking again"));
+                            rejected = Some((snap.tip.clone(), msg));
+                            Ok(None)
+                        }
+                    }
+                }
+            }
+        })();
+        match step {
+            Ok(Some(response)) => {
+                if races > 0 || waits > 0 {
+                    log.line(format_args!(
+                        "done after {} ({races} lost races, {waits} waits)",
+                        human(started.elapsed())
+                    ));
+                }
+                return Ok(response);
+            }
+            Ok(None) => faults = 0,
+            Err(e) if e.is_retryable() => {
+                faults += 1;
+                if faults >= backoff.max_failures {
+                    return Err(Error::GaveUp {
+                        attempts: faults,
+                        last: e.to_string(),
+                    });
+                }
+                let delay = backoff.delay(faults);
+                log.warn(format_args!("{e}; retrying in {}", human(delay)));
+                interrupt.sleep(delay, &doing)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! SIGINT/SIGTERM: stop waiting promptly and never claim after an abort.
+//!
+//! Concourse aborts a step with SIGTERM, then SIGKILL about ten seconds later.
+//! The Go resource's wrapper died on SIGTERM while its child kept retrying and
+//! later claimed a lock for a build that no longer existed. Here the signal
+//! sets a flag that every wait polls (so a waiting put ends within a fraction
+//! of a second) and that is checked before each commit is started; a second
+//! signal exits at once.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// How often a sleeping wait looks at the flag.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Shared view of whether a termination signal has arrived.
+#[derive(Clone, Default)]
+pub struct Interrupt {
+    signal: Arc<AtomicUsize>,
+}
+
+impl Interrupt {
+    /// Registers handlers for SIGINT and SIGTERM. The first sets the flag; a
+    /// second one ends the process at once with status 130.
+    pub fn install() -> Result<Interrupt> {
+        let interrupt = Interrupt::default();
+        let seen = Arc::new(AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&seen))
+                .and_then(|_| signal_hook::flag::register(sig, Arc::clone(&seen)))
+                .and_then(|_| {
+                    signal_hook::flag::register_usize(
+                        sig,
+                        Arc::clone(&interrupt.signal),
+                        sig as usize,
+                    )
+                })
+                .map_err(|e| Error::io("could not install signal handlers", e))?;
+        }
+        Ok(interrupt)
+    }
+
+    /// The signal received, if any.
+    pub fn received(&self) -> Option<&'static str> {
+        match self.signal.load(Ordering::SeqCst) as i32 {
+            0 => None,
+            signal_hook::consts::SIGINT => Some("SIGINT"),
+            signal_hook::consts::SIGTERM => Some("SIGTERM"),
+            _ => Some("a signal"),
+        }
+    }
+
+    /// Fails with [`Error::Interrupted`] if a signal has arrived.
+    pub fn check(&self, doing: &str) -> Result<()> {
+        match self.received() {
+            None => Ok(()),
+            Some(signal) => Err(Error::Interrupted {
+                signal,
+                doing: doing.to_string(),
+            }),
+        }
+    }
+
+    /// Sleeps for `d`, returning early with an error if a signal arrives.
+    pub fn sleep(&self, d: Duration, doing: &str) -> Result<()> {
+        let end = Instant::now() + d;
+        loop {
+            self.check(doing)?;
+            let now = Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            std::thread::sleep(POLL.min(end - now));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_raised_flag_cuts_a_sleep_short() {
+        let i = Interrupt::default();
+        i.signal
+            .store(signal_hook::consts::SIGTERM as usize, Ordering::SeqCst);
+        let start = Instant::now();
+        let err = i.sleep(Duration::from_secs(10), "waiting").unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(1));
+        assert!(err.to_string().contains("SIGTERM"));
+    }
+}
