@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::backend::{Identity, LockStore};
-use crate::config::{self, Source};
+use crate::codecommit::api::CodeCommitStore;
+use crate::codecommit::creds::Aws;
+use crate::config::{self, BackendKind, Source};
 use crate::error::{Error, Result};
 use crate::git::{GitStore, Purpose};
 use crate::log::Log;
@@ -60,6 +62,17 @@ pub fn open_store(
             .clone()
             .unwrap_or_else(|| Identity::default().email),
     };
+    if let (BackendKind::CodeCommitApi, Some(cc)) = (source.backend, &source.codecommit) {
+        let aws = Aws::load(Some(&cc.region), cc.profile.as_deref())?;
+        return Ok(Box::new(CodeCommitStore::new(
+            aws,
+            &cc.name,
+            &source.branch,
+            &source.pool,
+            &source.uri.to_string(),
+            identity,
+        )));
+    }
     Ok(Box::new(GitStore::open(
         source,
         identity,

@@ -71,6 +71,28 @@ pub struct GitSettings {
     pub ssl_ca_path: Option<PathBuf>,
 }
 
+/// Which backend drives the pool (`source.backend`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// `git` (default): libgit2 over any transport.
+    Git,
+    /// `codecommit-api`: the CodeCommit API, no clone.
+    CodeCommitApi,
+}
+
+/// A CodeCommit repository named by `source.uri`, with its region resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodeCommit {
+    /// Region (from the URI, `source.aws_region`, or `AWS_REGION`/`AWS_DEFAULT_REGION`).
+    pub region: String,
+    /// Repository name.
+    pub name: String,
+    /// AWS profile (`PROFILE@NAME`).
+    pub profile: Option<String>,
+    /// Whether Git traffic is signed with IAM credentials (no username/password given).
+    pub iam_auth: bool,
+}
+
 /// A validated `source`.
 #[derive(Clone, Debug)]
 pub struct Source {
@@ -100,6 +122,10 @@ pub struct Source {
     pub skip_ssl_verification: bool,
     /// `known_hosts`: verify SSH host keys against these lines.
     pub known_hosts: Option<String>,
+    /// The CodeCommit repository, if `uri` names one.
+    pub codecommit: Option<CodeCommit>,
+    /// `backend`.
+    pub backend: BackendKind,
     /// Warnings for the build log (unknown fields, ignored settings).
     pub warnings: Vec<String>,
 }
@@ -127,6 +153,44 @@ impl Source {
             pool.unwrap_or_default(),
         );
 
+        let aws_region = f.string("aws_region")?;
+        let codecommit_repo = crate::codecommit::url::parse(&uri)
+            .map_err(|e| Error::bad_request(format!("invalid payload: {e}")))?;
+        let mut codecommit = None;
+        let uri = match codecommit_repo {
+            None => uri,
+            Some(cc) => {
+                let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+                let region = cc
+                    .region
+                    .clone()
+                    .or_else(|| aws_region.clone())
+                    .or_else(|| env("AWS_REGION"))
+                    .or_else(|| env("AWS_DEFAULT_REGION"))
+                    .ok_or_else(|| {
+                        Error::bad_request(format!(
+                            "invalid payload: source.uri {uri:?} does not say which AWS region; use codecommit::REGION://{}, or set source.aws_region",
+                            cc.name
+                        ))
+                    })?;
+                let host = cc
+                    .host
+                    .clone()
+                    .unwrap_or_else(|| crate::codecommit::url::git_host(&region));
+                let https = if uri.starts_with("https://") {
+                    uri
+                } else {
+                    format!("https://{host}/v1/repos/{}", cc.name)
+                };
+                codecommit = Some(CodeCommit {
+                    region,
+                    name: cc.name,
+                    profile: cc.profile,
+                    iam_auth: true,
+                });
+                https
+            }
+        };
         let uri = RepoUri::parse(&uri)
             .map_err(|e| Error::bad_request(format!("invalid payload: {e}")))?;
         if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
@@ -158,6 +222,27 @@ impl Source {
         let skip_ssl_verification =
             f.bool("skip_ssl_verification")?.unwrap_or(false) || git.ssl_verify == Some(false);
         let known_hosts = f.string("known_hosts")?;
+        let backend = match f.string("backend")?.as_deref() {
+            None | Some("git") => BackendKind::Git,
+            Some("codecommit-api") => BackendKind::CodeCommitApi,
+            Some(other) => {
+                return Err(Error::bad_request(format!(
+                    "invalid payload: source.backend {other:?} is not a backend (git or codecommit-api)"
+                )))
+            }
+        };
+        if let Some(cc) = &mut codecommit {
+            cc.iam_auth = username.is_none() && password.is_none();
+        }
+        if backend == BackendKind::CodeCommitApi && codecommit.is_none() {
+            return Err(Error::bad_request(
+                "invalid payload: source.backend codecommit-api needs a CodeCommit source.uri (https://git-codecommit.REGION.amazonaws.com/v1/repos/NAME or codecommit::REGION://NAME)",
+            ));
+        }
+        if aws_region.is_some() && codecommit.is_none() {
+            warnings
+                .push("source.aws_region only applies to CodeCommit URIs and is ignored".into());
+        }
         for field in f.leftover() {
             warnings.push(format!("unknown field source.{field} is ignored"));
         }
@@ -181,6 +266,8 @@ impl Source {
             https_tunnel,
             skip_ssl_verification,
             known_hosts,
+            codecommit,
+            backend,
             warnings,
         })
     }

@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod check;
 pub mod cli;
+pub mod codecommit;
 pub mod config;
 pub mod duration;
 pub mod error;

@@ -19,6 +19,7 @@ use git2::{
 
 use super::known_hosts::{self, Verdict};
 use crate::backend::CommitOutcome;
+use crate::codecommit::{self, GitSigner};
 use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::log::Log;
@@ -117,11 +118,25 @@ pub struct Remote {
     log: Log,
     interrupt: Interrupt,
     warned_unverified: AtomicBool,
+    signer: Option<GitSigner>,
 }
 
 impl Remote {
     /// Prepares a connection to `source.uri` (starting the tunnel if configured).
     pub fn new(source: &Source, log: Log, interrupt: Interrupt) -> Result<Remote> {
+        let signer = match &source.codecommit {
+            Some(cc) if cc.iam_auth => {
+                let aws = codecommit::creds::Aws::load(Some(&cc.region), cc.profile.as_deref())?;
+                Some(GitSigner::new(
+                    aws,
+                    &cc.region,
+                    &source.uri.host,
+                    &cc.name,
+                    &source.uri.to_string(),
+                ))
+            }
+            _ => None,
+        };
         let uri = &source.uri;
         let ssh_user = source
             .private_key_user
@@ -139,6 +154,14 @@ impl Remote {
             ));
             tunnel = Some(t);
         }
+        if let (Some(cc), Some(endpoint)) = (
+            &source.codecommit,
+            std::env::var(codecommit::GIT_ENDPOINT_ENV)
+                .ok()
+                .filter(|e| !e.is_empty()),
+        ) {
+            url = format!("{}/v1/repos/{}", endpoint.trim_end_matches('/'), cc.name);
+        }
         Ok(Remote {
             url,
             display: uri.to_string(),
@@ -148,6 +171,7 @@ impl Remote {
             log,
             interrupt,
             warned_unverified: AtomicBool::new(false),
+            signer,
         })
     }
 
@@ -220,6 +244,27 @@ impl Remote {
             st.auth_failure = Some(why);
             Err(git2::Error::from_str("authentication failed"))
         };
+        if let (Some(signer), true) = (
+            &self.signer,
+            allowed.contains(CredentialType::USER_PASS_PLAINTEXT),
+        ) {
+            if st.tried.contains(&"aws") {
+                let cc = self.source.codecommit.as_ref();
+                return fail(
+                    &mut st,
+                    format!(
+                        "CodeCommit rejected the signed request; the credentials need codecommit:GitPull (and codecommit:GitPush to change locks) on arn:aws:codecommit:{}:<account-id>:{}",
+                        cc.map(|c| c.region.as_str()).unwrap_or(""),
+                        cc.map(|c| c.name.as_str()).unwrap_or("")
+                    ),
+                );
+            }
+            st.tried.push("aws");
+            return match signer.credentials() {
+                Ok((user, password)) => Cred::userpass_plaintext(&user, &password),
+                Err(e) => fail(&mut st, e.to_string()),
+            };
+        }
         if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
             let (Some(user), Some(pass)) = (&self.source.username, &self.source.password) else {
                 return fail(

@@ -1,0 +1,635 @@
+//! The CodeCommit API backend: every put without a clone.
+//!
+//! `GetBranch` reads the tip, `GetFolder` lists the pool, and `CreateCommit`
+//! with `parentCommitId` set to the tip read is the compare-and-swap:
+//! CodeCommit refuses it with `ParentCommitIdOutdatedException` when someone
+//! moved the branch first. The repository layout, commit messages and output
+//! are the git backend's, so a pool can be used through both at once.
+//! `check` walks first parents from the tip (there is no API listing the
+//! commits that touch a folder), comparing the pool folder's tree id.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use aws_sdk_codecommit::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_codecommit::primitives::Blob;
+use aws_sdk_codecommit::types::{
+    DeleteFileEntry, FileModeTypeEnum, PutFileEntry, SourceFileSpecifier,
+};
+use aws_sdk_codecommit::Client;
+
+use super::creds::Aws;
+use crate::backend::{CommitOutcome, Identity, LockStore};
+use crate::error::{Error, Result};
+use crate::names::{is_lock_file_name, LockName, PoolPath};
+use crate::pool::{BlobId, Change, Content, Edit, LockState, Snapshot};
+
+/// How many commits `check` and `in` walk back from the tip at most.
+pub const WALK_LIMIT: usize = 2000;
+/// How many files `in` copies out of a version at most.
+const EXPORT_LIMIT: usize = 10_000;
+
+/// What went wrong with one API call, reduced to what we act on.
+#[derive(Debug)]
+struct Failure {
+    code: Option<String>,
+    detail: String,
+    transient: bool,
+}
+
+fn failure<E>(e: SdkError<E, aws_sdk_codecommit::config::http::HttpResponse>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let transient = matches!(
+        e,
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_)
+    ) || matches!(&e, SdkError::ServiceError(s) if s.raw().status().is_server_error());
+    let code = e.code().map(String::from);
+    let detail = match e.message() {
+        Some(m) => m.to_string(),
+        None => DisplayErrorContext(&e).to_string(),
+    };
+    let transient = transient || matches!(code.as_deref(), Some("ThrottlingException"));
+    Failure {
+        code,
+        detail,
+        transient,
+    }
+}
+
+/// A folder at a commit: its tree id and its files (name → blob id).
+type Folder = (Option<String>, BTreeMap<String, String>);
+
+struct CommitInfo {
+    parent: Option<String>,
+    message: String,
+}
+
+/// A lock repository in CodeCommit, reached through its API.
+pub struct CodeCommitStore {
+    aws: Aws,
+    client: Client,
+    repo: String,
+    region: String,
+    branch: String,
+    pool: PoolPath,
+    uri: String,
+    identity: Identity,
+    commits: HashMap<String, CommitInfo>,
+    folders: HashMap<(String, String), Option<Folder>>,
+    /// Commit attempts without an answer: (nonce, parent, lock).
+    unconfirmed: Vec<(String, String, String)>,
+}
+
+impl CodeCommitStore {
+    /// Connects to repository `repo` in `region`.
+    pub fn new(
+        aws: Aws,
+        repo: &str,
+        branch: &str,
+        pool: &PoolPath,
+        uri: &str,
+        identity: Identity,
+    ) -> CodeCommitStore {
+        let client = Client::new(aws.sdk_config());
+        let region = aws.region().unwrap_or_default();
+        CodeCommitStore {
+            aws,
+            client,
+            repo: repo.to_string(),
+            region,
+            branch: branch.to_string(),
+            pool: pool.clone(),
+            uri: uri.to_string(),
+            identity,
+            commits: HashMap::new(),
+            folders: HashMap::new(),
+            unconfirmed: Vec::new(),
+        }
+    }
+
+    fn arn(&self) -> String {
+        format!(
+            "arn:aws:codecommit:{}:<account-id>:{}",
+            self.region, self.repo
+        )
+    }
+
+    /// Turns an API failure into the library's error, naming the IAM action.
+    fn error(&self, action: &str, f: Failure) -> Error {
+        let uri = self.uri.clone();
+        if f.transient {
+            return Error::Network {
+                what: format!("calling codecommit:{action}"),
+                uri,
+                detail: f.detail,
+            };
+        }
+        match f.code.as_deref() {
+            Some(
+                "AccessDeniedException"
+                | "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "ExpiredTokenException"
+                | "InvalidClientTokenId"
+                | "MissingAuthenticationToken",
+            ) => Error::Auth {
+                uri,
+                detail: format!(
+                    "{} (the credentials need codecommit:{action} on {})",
+                    f.detail,
+                    self.arn()
+                ),
+            },
+            Some("RepositoryDoesNotExistException") => Error::Git {
+                what: format!("repository {:?} not found in {}", self.repo, self.region),
+                detail: f.detail,
+            },
+            Some("BranchDoesNotExistException") => Error::BranchNotFound {
+                branch: self.branch.clone(),
+                uri,
+            },
+            code => Error::Git {
+                what: format!(
+                    "codecommit:{action} failed ({})",
+                    code.unwrap_or("no error code")
+                ),
+                detail: f.detail,
+            },
+        }
+    }
+
+    fn tip(&mut self) -> Result<String> {
+        let out = self
+            .aws
+            .block_on(
+                self.client
+                    .get_branch()
+                    .repository_name(&self.repo)
+                    .branch_name(&self.branch)
+                    .send(),
+            )
+            .map_err(|e| self.error("GetBranch", failure(e)))?;
+        out.branch()
+            .and_then(|b| b.commit_id())
+            .map(String::from)
+            .ok_or_else(|| Error::BranchNotFound {
+                branch: self.branch.clone(),
+                uri: self.uri.clone(),
+            })
+    }
+
+    fn commit_info(&mut self, id: &str) -> Result<&CommitInfo> {
+        if !self.commits.contains_key(id) {
+            let out = self.aws.block_on(
+                self.client
+                    .get_commit()
+                    .repository_name(&self.repo)
+                    .commit_id(id)
+                    .send(),
+            );
+            let out = match out {
+                Ok(o) => o,
+                Err(e) => {
+                    let f = failure(e);
+                    if matches!(
+                        f.code.as_deref(),
+                        Some("CommitIdDoesNotExistException" | "InvalidCommitIdException")
+                    ) {
+                        return Err(self.version_not_found(id));
+                    }
+                    return Err(self.error("GetCommit", f));
+                }
+            };
+            let commit = out.commit();
+            let info = CommitInfo {
+                parent: commit.and_then(|c| c.parents().first().cloned()),
+                message: commit.and_then(|c| c.message()).unwrap_or("").to_string(),
+            };
+            self.commits.insert(id.to_string(), info);
+        }
+        Ok(&self.commits[id])
+    }
+
+    fn version_not_found(&self, version: &str) -> Error {
+        Error::VersionNotFound {
+            version: version.to_string(),
+            branch: self.branch.clone(),
+            uri: self.uri.clone(),
+        }
+    }
+
+    /// The files of folder `path` at `commit` (name → blob id) and its tree id;
+    /// `None` when the folder does not exist.
+    fn folder(&mut self, commit: &str, path: &str) -> Result<Option<Folder>> {
+        let key = (commit.to_string(), path.to_string());
+        if let Some(hit) = self.folders.get(&key) {
+            return Ok(hit.clone());
+        }
+        let out = self.aws.block_on(
+            self.client
+                .get_folder()
+                .repository_name(&self.repo)
+                .commit_specifier(commit)
+                .folder_path(path)
+                .send(),
+        );
+        let result = match out {
+            Ok(o) => {
+                let files = o
+                    .files()
+                    .iter()
+                    .filter_map(|f| {
+                        Some((f.relative_path()?.to_string(), f.blob_id()?.to_string()))
+                    })
+                    .collect();
+                Some((o.tree_id().map(String::from), files))
+            }
+            Err(e) => {
+                let f = failure(e);
+                if f.code.as_deref() == Some("FolderDoesNotExistException") {
+                    None
+                } else {
+                    return Err(self.error("GetFolder", f));
+                }
+            }
+        };
+        self.folders.insert(key, result.clone());
+        Ok(result)
+    }
+
+    fn locks_in(
+        &mut self,
+        commit: &str,
+        state: LockState,
+    ) -> Result<Option<BTreeMap<LockName, BlobId>>> {
+        let path = format!("{}/{}", self.pool, state.dir());
+        Ok(self.folder(commit, &path)?.map(|(_, files)| {
+            files
+                .into_iter()
+                .filter(|(name, _)| is_lock_file_name(name))
+                .filter_map(|(name, blob)| Some((LockName::new(&name).ok()?, blob)))
+                .collect()
+        }))
+    }
+
+    /// The blob id at `path` (a file) at `commit`.
+    fn entry_at(&mut self, commit: &str, path: &str) -> Result<Option<String>> {
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        Ok(self
+            .folder(commit, dir)?
+            .and_then(|(_, files)| files.get(name).cloned()))
+    }
+
+    fn pool_tree(&mut self, commit: &str) -> Result<Option<String>> {
+        let pool = self.pool.to_string();
+        Ok(self.folder(commit, &pool)?.and_then(|(tree, _)| tree))
+    }
+
+    /// First parents from the tip, newest first, until `stop` returns true
+    /// (that commit included) or the walk limit.
+    fn walk(
+        &mut self,
+        tip: &str,
+        mut stop: impl FnMut(&mut Self, &str) -> Result<bool>,
+    ) -> Result<Vec<String>> {
+        let mut chain = Vec::new();
+        let mut next = Some(tip.to_string());
+        while let Some(id) = next {
+            if chain.len() >= WALK_LIMIT {
+                break;
+            }
+            chain.push(id.clone());
+            if stop(self, &id)? {
+                break;
+            }
+            next = self.commit_info(&id)?.parent.clone();
+        }
+        Ok(chain)
+    }
+
+    fn touches_pool(&mut self, commit: &str) -> Result<bool> {
+        let mine = self.pool_tree(commit)?;
+        let parent = self.commit_info(commit)?.parent.clone();
+        let before = match parent {
+            Some(p) => self.pool_tree(&p)?,
+            None => None,
+        };
+        Ok(mine != before)
+    }
+
+    fn blob(&mut self, blob_id: &str) -> Result<Vec<u8>> {
+        let out = self
+            .aws
+            .block_on(
+                self.client
+                    .get_blob()
+                    .repository_name(&self.repo)
+                    .blob_id(blob_id)
+                    .send(),
+            )
+            .map_err(|e| self.error("GetBlob", failure(e)))?;
+        Ok(out.content().as_ref().to_vec())
+    }
+}
+
+fn nonce_of(message: &str) -> Option<String> {
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix("Pool-Resource-Nonce: "))
+        .map(String::from)
+}
+
+fn build_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Git {
+        what: format!("could not build the {what} request"),
+        detail: e.to_string(),
+    }
+}
+
+impl LockStore for CodeCommitStore {
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        let tip = self.tip()?;
+        let claimed = self.locks_in(&tip, LockState::Claimed)?;
+        let unclaimed = self.locks_in(&tip, LockState::Unclaimed)?;
+        if claimed.is_none() && unclaimed.is_none() && self.pool_tree(&tip)?.is_none() {
+            return Err(Error::PoolNotFound {
+                pool: self.pool.to_string(),
+                branch: self.branch.clone(),
+                uri: self.uri.clone(),
+            });
+        }
+        Ok(Snapshot {
+            tip,
+            claimed: claimed.unwrap_or_default(),
+            unclaimed: unclaimed.unwrap_or_default(),
+        })
+    }
+
+    fn commit(&mut self, base: &Snapshot, change: &Change, message: &str) -> Result<CommitOutcome> {
+        let pool = self.pool.clone();
+        let path = |state: LockState| pool.lock_path(state, &change.lock);
+        let moved_from = change.edits.iter().find_map(|e| match e {
+            Edit::Delete(s) => Some(*s),
+            _ => None,
+        });
+        let mut req = self
+            .client
+            .create_commit()
+            .repository_name(&self.repo)
+            .branch_name(&self.branch)
+            .parent_commit_id(&base.tip)
+            .author_name(&self.identity.name)
+            .email(&self.identity.email)
+            .commit_message(message)
+            .keep_empty_folders(true);
+        let mut is_move = false;
+        for edit in &change.edits {
+            if let Edit::Write(state, content) = edit {
+                let mut entry = PutFileEntry::builder()
+                    .file_path(path(*state))
+                    .file_mode(FileModeTypeEnum::Normal);
+                entry = match (content, moved_from) {
+                    (Content::Keep(_), Some(from)) => {
+                        is_move = true;
+                        entry.source_file(
+                            SourceFileSpecifier::builder()
+                                .file_path(path(from))
+                                .is_move(true)
+                                .build()
+                                .map_err(|e| build_error("CreateCommit", e))?,
+                        )
+                    }
+                    (Content::Keep(blob), None) => {
+                        let bytes = self.blob(blob)?;
+                        entry.file_content(Blob::new(bytes))
+                    }
+                    (Content::Bytes(bytes), _) => entry.file_content(Blob::new(bytes.clone())),
+                };
+                req = req.put_files(entry.build().map_err(|e| build_error("CreateCommit", e))?);
+            }
+        }
+        for edit in &change.edits {
+            if let Edit::Delete(state) = edit {
+                if !is_move {
+                    req = req.delete_files(
+                        DeleteFileEntry::builder()
+                            .file_path(path(*state))
+                            .build()
+                            .map_err(|e| build_error("CreateCommit", e))?,
+                    );
+                }
+            }
+        }
+        match self.aws.block_on(req.send()) {
+            Ok(out) => Ok(CommitOutcome::Committed(
+                out.commit_id().unwrap_or_default().to_string(),
+            )),
+            Err(e) => {
+                let f = failure(e);
+                match f.code.as_deref() {
+                    Some("ParentCommitIdOutdatedException") => Ok(CommitOutcome::LostRace),
+                    // An update with the content the lock already has.
+                    Some("NoChangeException") => Ok(CommitOutcome::Committed(base.tip.clone())),
+                    _ => {
+                        let err = self.error("CreateCommit", f);
+                        if err.is_retryable() {
+                            if let Some(nonce) = nonce_of(message) {
+                                self.unconfirmed.push((
+                                    nonce,
+                                    base.tip.clone(),
+                                    change.lock.to_string(),
+                                ));
+                            }
+                        }
+                        Err(err)
+                    }
+                }
+            }
+        }
+    }
+
+    fn recover_unconfirmed(&mut self) -> Result<Option<(String, String)>> {
+        if self.unconfirmed.is_empty() {
+            return Ok(None);
+        }
+        let tip = self.tip()?;
+        let pending = std::mem::take(&mut self.unconfirmed);
+        for (nonce, parent, lock) in &pending {
+            let mut found = None;
+            let mut seen_parent = false;
+            let chain = self.walk(&tip, |s, id| {
+                if id == parent {
+                    seen_parent = true;
+                    return Ok(true);
+                }
+                if s.commit_info(id)?.message.contains(nonce.as_str()) {
+                    found = Some(id.to_string());
+                    return Ok(true);
+                }
+                Ok(false)
+            })?;
+            let _ = chain;
+            if let Some(id) = found {
+                return Ok(Some((id, lock.clone())));
+            }
+            if tip == *parent {
+                self.unconfirmed
+                    .push((nonce.clone(), parent.clone(), lock.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn versions(&mut self, since: Option<&str>) -> Result<Vec<String>> {
+        let tip = self.tip()?;
+        let mut found = Vec::new();
+        let mut since_seen = false;
+        self.walk(&tip, |s, id| {
+            if Some(id) == since {
+                since_seen = true;
+                return Ok(true);
+            }
+            if s.touches_pool(id)? {
+                found.push(id.to_string());
+                if since.is_none() {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
+        })?;
+        if !since_seen {
+            return Ok(found.into_iter().take(1).collect());
+        }
+        let mut out: Vec<String> = found.into_iter().rev().collect();
+        if let Some(s) = since {
+            out.insert(0, s.to_string());
+        }
+        Ok(out)
+    }
+
+    fn load_version(&mut self, version: &str, _depth: Option<u32>) -> Result<()> {
+        let tip = self.tip()?;
+        let chain = self.walk(&tip, |_, id| Ok(id == version))?;
+        if chain.last().map(String::as_str) != Some(version) {
+            return Err(self.version_not_found(version));
+        }
+        Ok(())
+    }
+
+    fn changed_pool_paths(&mut self, version: &str) -> Result<Vec<String>> {
+        let parent = self.commit_info(version)?.parent.clone();
+        let pool = self.pool.to_string();
+        let mut paths = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = self
+                .client
+                .get_differences()
+                .repository_name(&self.repo)
+                .after_commit_specifier(version)
+                .before_path(&pool)
+                .after_path(&pool);
+            if let Some(p) = &parent {
+                req = req.before_commit_specifier(p);
+            }
+            if let Some(t) = &token {
+                req = req.next_token(t);
+            }
+            let out = self
+                .aws
+                .block_on(req.send())
+                .map_err(|e| self.error("GetDifferences", failure(e)))?;
+            for d in out.differences() {
+                for blob in [d.before_blob(), d.after_blob()].into_iter().flatten() {
+                    if let Some(p) = blob.path() {
+                        paths.push(p.to_string());
+                    }
+                }
+            }
+            token = out.next_token().map(String::from);
+            if token.is_none() {
+                break;
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        Ok(paths)
+    }
+
+    fn subject(&mut self, version: &str) -> Result<String> {
+        Ok(self
+            .commit_info(version)?
+            .message
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string())
+    }
+
+    fn read_file(&mut self, version: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        match self.entry_at(version, path)? {
+            Some(blob) => Ok(Some(self.blob(&blob)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn changed_since(&mut self, version: &str, path: &str) -> Result<bool> {
+        let tip = self.tip()?;
+        let chain = self.walk(&tip, |_, id| Ok(id == version))?;
+        let mut changed = false;
+        for pair in chain.windows(2) {
+            if self.entry_at(&pair[0], path)? != self.entry_at(&pair[1], path)? {
+                changed = true;
+                break;
+            }
+        }
+        Ok(changed)
+    }
+
+    fn export_tree(&mut self, version: &str, dest: &Path) -> Result<()> {
+        let mut dirs = vec![String::new()];
+        let mut written = 0;
+        while let Some(dir) = dirs.pop() {
+            let out = self
+                .aws
+                .block_on(
+                    self.client
+                        .get_folder()
+                        .repository_name(&self.repo)
+                        .commit_specifier(version)
+                        .folder_path(if dir.is_empty() { "/" } else { dir.as_str() })
+                        .send(),
+                )
+                .map_err(|e| self.error("GetFolder", failure(e)))?;
+            for sub in out.sub_folders() {
+                if let Some(p) = sub.absolute_path() {
+                    dirs.push(p.trim_start_matches('/').to_string());
+                }
+            }
+            for file in out.files() {
+                let (Some(p), Some(blob)) = (file.absolute_path(), file.blob_id()) else {
+                    continue;
+                };
+                written += 1;
+                if written > EXPORT_LIMIT {
+                    return Err(Error::Git {
+                        what: format!("version {version} has more than {EXPORT_LIMIT} files"),
+                        detail: "use the git backend to fetch large repositories".into(),
+                    });
+                }
+                let target = dest.join(p.trim_start_matches('/'));
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        Error::io(format!("could not create {}", parent.display()), e)
+                    })?;
+                }
+                let bytes = self.blob(blob)?;
+                std::fs::write(&target, bytes)
+                    .map_err(|e| Error::io(format!("could not write {}", target.display()), e))?;
+            }
+        }
+        Ok(())
+    }
+}

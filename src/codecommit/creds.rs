@@ -1,0 +1,107 @@
+//! AWS credentials from the default chain, fresh for every connection.
+//!
+//! The Concourse VM's instance profile (IMDSv2), environment variables, a
+//! shared profile, web identity or the container endpoint: whatever
+//! `aws-config`'s default chain finds. Credentials are cached here only until
+//! five minutes before they expire, so a put that waits for hours keeps
+//! signing with valid keys. AWS is only ever contacted for CodeCommit URIs.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_codecommit::config::{Credentials, ProvideCredentials, SharedCredentialsProvider};
+
+use crate::error::{Error, Result};
+
+/// Refresh credentials this long before they expire.
+const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+
+/// The help appended to every "no credentials" error.
+pub const NO_CREDENTIALS_HELP: &str = "no AWS credentials found; tried environment variables (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), the shared config and credentials files (AWS_PROFILE), web identity (AWS_WEB_IDENTITY_TOKEN_FILE), the container credentials endpoint and EC2 instance metadata (IMDSv2). On EC2, attach an instance profile; from inside a container, the instance's metadata hop limit must be at least 2 (aws ec2 modify-instance-metadata-options --instance-id ID --http-put-response-hop-limit 2 --http-tokens required)";
+
+/// The AWS side of a CodeCommit connection: a runtime, the loaded config and
+/// a credential cache.
+pub struct Aws {
+    runtime: tokio::runtime::Runtime,
+    config: SdkConfig,
+    provider: SharedCredentialsProvider,
+    cached: Mutex<Option<Credentials>>,
+}
+
+impl Aws {
+    /// Loads the default chain, with `region` and `profile` if given.
+    pub fn load(region: Option<&str>, profile: Option<&str>) -> Result<Aws> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("could not start the AWS client runtime", e))?;
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(r) = region {
+            loader = loader.region(Region::new(r.to_string()));
+        }
+        if let Some(p) = profile {
+            loader = loader.profile_name(p);
+        }
+        let config = runtime.block_on(loader.load());
+        let provider = config.credentials_provider().ok_or_else(|| Error::Auth {
+            uri: "AWS".into(),
+            detail: NO_CREDENTIALS_HELP.into(),
+        })?;
+        Ok(Aws {
+            runtime,
+            config,
+            provider,
+            cached: Mutex::new(None),
+        })
+    }
+
+    /// The region in effect (from the URI, `source.aws_region` or the chain).
+    pub fn region(&self) -> Option<String> {
+        self.config.region().map(|r| r.to_string())
+    }
+
+    /// The loaded SDK configuration.
+    pub fn sdk_config(&self) -> &SdkConfig {
+        &self.config
+    }
+
+    /// Runs a future on this connection's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// Current credentials, refreshed when they are about to expire.
+    pub fn credentials(&self, uri: &str) -> Result<Credentials> {
+        let fresh = |c: &Credentials| {
+            c.expiry()
+                .is_none_or(|exp| exp > SystemTime::now() + REFRESH_MARGIN)
+        };
+        if let Ok(cached) = self.cached.lock() {
+            if let Some(c) = cached.as_ref().filter(|c| fresh(c)) {
+                return Ok(c.clone());
+            }
+        }
+        let creds = self
+            .runtime
+            .block_on(self.provider.provide_credentials())
+            .map_err(|e| credentials_error(uri, &e))?;
+        if let Ok(mut cached) = self.cached.lock() {
+            *cached = Some(creds.clone());
+        }
+        Ok(creds)
+    }
+}
+
+fn credentials_error(uri: &str, e: &dyn std::error::Error) -> Error {
+    let mut detail = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        detail.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    Error::Auth {
+        uri: uri.to_string(),
+        detail: format!("{NO_CREDENTIALS_HELP} ({detail})"),
+    }
+}
