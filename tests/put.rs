@@ -26,7 +26,7 @@ fn acquire_claims_a_free_lock_and_reports_it() {
         json!({"name": "pool_name", "value": "envs"})
     );
     assert_eq!(version(&out), repo.tip());
-    assert_eq!(repo.claimed("envs"), [lock.clone()]);
+    assert_eq!(repo.claimed("envs"), std::slice::from_ref(&lock));
     let last = repo.log().pop().unwrap();
     assert_eq!(last.subject, format!("claiming: {lock}"));
     assert_eq!(

@@ -25,6 +25,12 @@ pub struct Inputs {
     dir: TempDir,
 }
 
+impl Default for Inputs {
+    fn default() -> Self {
+        Inputs::new()
+    }
+}
+
 impl Inputs {
     /// An empty inputs directory.
     pub fn new() -> Inputs {
