@@ -76,6 +76,9 @@ impl LocalTunnel {
                     Arc::clone(&errors),
                 );
                 thread::spawn(move || {
+                    // Held until the error is recorded: libgit2 must not see
+                    // the connection close before `last_error` explains why.
+                    let _open_until_recorded = client.try_clone();
                     if let Err(e) = forward(client, &host, proxy_port, &target, auth.as_deref()) {
                         if let Ok(mut slot) = errors.lock() {
                             *slot = Some(e);

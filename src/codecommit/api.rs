@@ -80,6 +80,8 @@ pub struct CodeCommitStore {
     folders: HashMap<(String, String), Option<Folder>>,
     /// Commit attempts without an answer: (nonce, parent, lock).
     unconfirmed: Vec<(String, String, String)>,
+    /// Whether the credential chain has been asked once (see [`Self::tip`]).
+    credentials_checked: bool,
 }
 
 impl CodeCommitStore {
@@ -106,6 +108,7 @@ impl CodeCommitStore {
             commits: HashMap::new(),
             folders: HashMap::new(),
             unconfirmed: Vec::new(),
+            credentials_checked: false,
         }
     }
 
@@ -161,6 +164,15 @@ impl CodeCommitStore {
     }
 
     fn tip(&mut self) -> Result<String> {
+        // Every operation starts here. Asking the chain once up front turns
+        // "no credentials" into the same actionable, non-retried error the
+        // git backend gives (sources tried, hop limit); inside the SDK it
+        // would surface as a dispatch failure and be retried as a network
+        // fault.
+        if !self.credentials_checked {
+            self.aws.credentials(&self.uri)?;
+            self.credentials_checked = true;
+        }
         let out = self
             .aws
             .block_on(
@@ -429,7 +441,20 @@ impl LockStore for CodeCommitStore {
             Err(e) => {
                 let f = failure(e);
                 match f.code.as_deref() {
-                    Some("ParentCommitIdOutdatedException") => Ok(CommitOutcome::LostRace),
+                    Some("ParentCommitIdOutdatedException") => {
+                        // The SDK retries a request whose reply was lost, and
+                        // the retry of a commit that did land finds the branch
+                        // moved, by that very commit: look for it before
+                        // treating this as someone else's win.
+                        if let Some(nonce) = nonce_of(message) {
+                            self.unconfirmed.push((
+                                nonce,
+                                base.tip.clone(),
+                                change.lock.to_string(),
+                            ));
+                        }
+                        Ok(CommitOutcome::LostRace)
+                    }
                     // An update with the content the lock already has.
                     Some("NoChangeException") => Ok(CommitOutcome::Committed(base.tip.clone())),
                     _ => {
