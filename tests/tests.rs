@@ -4,10 +4,16 @@
 
 mod support;
 
+mod abort;
 mod check;
+mod codecommit;
 mod get;
+mod image;
+mod pipelines;
 mod protocol;
 mod put;
+mod races;
+mod transports;
 
 use std::path::{Path, PathBuf};
 

@@ -8,8 +8,10 @@
 //! includes this module.
 #![allow(dead_code, unused_imports)]
 
+pub mod codecommit;
 pub mod daemon;
 pub mod http;
+pub mod imds;
 mod net;
 pub mod proxy;
 pub mod repo;
@@ -19,8 +21,10 @@ mod selftest;
 pub mod sshd;
 pub mod tls;
 
+pub use codecommit::{AwsEnv, CodeCommitServer, GitSignatureCheck};
 pub use daemon::GitDaemon;
 pub use http::{HttpGitServer, HttpOptions};
+pub use imds::{Imds, ImdsOptions, IssuedKey, Keyring};
 pub use proxy::ConnectProxy;
 pub use repo::{git, git_ok, CommitInfo, LockRepo};
 pub use run::{run_bin, run_bin_raw, spawn_bin, Run};

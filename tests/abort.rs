@@ -1,0 +1,317 @@
+//! Aborting a waiting `out`, as Concourse does: SIGTERM or SIGINT, then
+//! SIGKILL about ten seconds later. The process must end within a second,
+//! say which signal stopped it, leave no process behind holding stdout (the
+//! Go resource's orphaned ssh-agent hung aborted builds), and never claim the
+//! lock it was waiting for afterwards (the Go resource's "ghost claim").
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::{spawn_bin, ssh_keygen, GitDaemon, LockRepo, Sshd};
+use crate::{lock_name, source, version, Inputs};
+
+const POOL: &str = "envs";
+
+/// What the issue promises: the step ends within a second of the signal.
+const PROMPT: Duration = Duration::from_secs(1);
+/// How long the history is watched for a late claim.
+const WATCH: Duration = Duration::from_millis(500);
+/// Generous limit for things that only have to happen eventually.
+const EVENTUALLY: Duration = Duration::from_secs(30);
+
+/// A running `out` whose stderr is read line by line as it comes.
+struct Waiter {
+    child: Child,
+    pid: u32,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_closed: Receiver<()>,
+    stdout: Receiver<String>,
+}
+
+impl Waiter {
+    fn start(src: &Value, params: Value, inputs: &Inputs) -> Waiter {
+        let mut child = spawn_bin(
+            "out",
+            &[inputs.path()],
+            &json!({"source": src, "params": params}),
+            &[],
+        );
+        let pid = child.id();
+        let (line_tx, lines) = mpsc::channel();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(&stderr);
+        let (closed_tx, stderr_closed) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("lock").push_str(&format!("{line}\n"));
+                let _ = line_tx.send(line);
+            }
+            let _ = closed_tx.send(());
+        });
+        let (out_tx, stdout) = mpsc::channel();
+        let mut pipe = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            let _ = out_tx.send(text);
+        });
+        Waiter {
+            child,
+            pid,
+            lines,
+            stderr,
+            stderr_closed,
+            stdout,
+        }
+    }
+
+    /// Stderr so far.
+    fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// All of stderr, once the process has exited and the pipe is closed.
+    fn all_stderr(&self) -> String {
+        if let Err(RecvTimeoutError::Timeout) =
+            self.stderr_closed.recv_timeout(Duration::from_secs(5))
+        {
+            panic!("stderr is still open after out exited: a child process holds it");
+        }
+        self.stderr()
+    }
+
+    /// Blocks until a stderr line contains `needle`.
+    fn wait_for(&self, needle: &str) {
+        let deadline = Instant::now() + EVENTUALLY;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "out never logged {needle:?}; stderr so far:\n{}",
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) with the `kill` command.
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} {} failed", self.pid);
+    }
+
+    /// Waits for the process to exit and returns its status and how long
+    /// that took; panics (after killing it) if it is still running after
+    /// [`EVENTUALLY`], or if it took longer than `within`.
+    fn exit_within(&mut self, within: Duration) -> ExitStatus {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("polling out") {
+                break status;
+            }
+            if start.elapsed() > EVENTUALLY {
+                let _ = self.child.kill();
+                panic!(
+                    "out still ran {EVENTUALLY:?} after the signal; stderr:\n{}",
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let took = start.elapsed();
+        assert!(
+            took < within,
+            "out took {took:?} to end (allowed: {within:?}); stderr:\n{}",
+            self.stderr()
+        );
+        status
+    }
+
+    /// Everything written to stdout, which must be closed once the process
+    /// is gone: nothing it started may keep it open.
+    fn stdout(&self) -> String {
+        match self.stdout.recv_timeout(Duration::from_secs(5)) {
+            Ok(text) => text,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("stdout is still open after out exited: a child process holds it")
+            }
+            Err(RecvTimeoutError::Disconnected) => panic!("stdout reader died"),
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Processes whose parent is `pid`, from `/proc/*/stat`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("reading /proc").flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name may contain spaces; fields after it are fixed.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            children.push(child);
+        }
+    }
+    children
+}
+
+fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// A repository whose only lock, `a`, is claimed.
+fn held_repo() -> LockRepo {
+    let repo = LockRepo::new("master");
+    repo.add_lock(POOL, "a", true, b"a-meta");
+    repo
+}
+
+/// Aborts a waiting `out` with `signal` and checks everything promised:
+/// it ends within [`PROMPT`] with a non-zero status, says which signal,
+/// prints no JSON, leaves no process behind, and never claims the lock once
+/// it is released.
+fn abort_while_waiting(repo: &LockRepo, src: &Value, params: Value, signal: &str) {
+    let inputs = Inputs::new();
+    let mut waiter = Waiter::start(src, params, &inputs);
+    waiter.wait_for("waiting: ");
+    assert_eq!(
+        children_of(waiter.pid),
+        Vec::<u32>::new(),
+        "out runs no child process"
+    );
+
+    waiter.signal(signal);
+    let status = waiter.exit_within(PROMPT);
+    let stderr = waiter.all_stderr();
+    assert!(
+        !status.success(),
+        "an aborted put fails: {status}\n{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("interrupted by SIG{signal}")),
+        "stderr names the signal ({status}):\n{stderr}"
+    );
+    assert_eq!(waiter.stdout(), "", "no JSON after an abort");
+    assert!(!process_exists(waiter.pid), "the process is gone");
+
+    let released = repo.move_lock(POOL, "a", false);
+    let start = Instant::now();
+    while start.elapsed() < WATCH {
+        assert_eq!(repo.tip(), released, "a lock was claimed after the abort");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(repo.unclaimed(POOL), ["a"]);
+}
+
+#[test]
+fn sigterm_ends_a_waiting_claim_within_a_second() {
+    let repo = held_repo();
+    let mut src = source(&repo.file_url(), "master", POOL);
+    // Only the signal can end a ten-second sleep this early.
+    src["retry_delay"] = json!("10s");
+    abort_while_waiting(&repo, &src, json!({"claim": "a"}), "TERM");
+}
+
+#[test]
+fn sigint_ends_a_waiting_acquire_within_a_second() {
+    let repo = held_repo();
+    let mut src = source(&repo.path().display().to_string(), "master", POOL);
+    src["retry_delay"] = json!("10s");
+    abort_while_waiting(&repo, &src, json!({"acquire": true}), "INT");
+}
+
+#[test]
+fn sigterm_ends_an_acquire_polling_git_daemon_within_a_second() {
+    let repo = held_repo();
+    let daemon = GitDaemon::start(repo.root());
+    let mut src = source(&daemon.url("locks.git"), "master", POOL);
+    // Short waits: the signal is as likely to land during a fetch.
+    src["retry_delay"] = json!("20ms");
+    abort_while_waiting(&repo, &src, json!({"acquire": true}), "TERM");
+}
+
+#[test]
+fn sigint_ends_a_claim_waiting_over_ssh_without_leaving_a_process_behind() {
+    let repo = held_repo();
+    let key = ssh_keygen("ed25519", None, false);
+    let sshd = Sshd::start(std::slice::from_ref(&key.public));
+    let mut src = source(&sshd.url(repo.path()), "master", POOL);
+    src["private_key"] = json!(key.private);
+    src["known_hosts"] = json!(sshd.host_key_line());
+    src["retry_delay"] = json!("10s");
+    abort_while_waiting(&repo, &src, json!({"claim": "a"}), "INT");
+}
+
+#[test]
+fn a_signal_racing_a_release_either_claims_and_says_so_or_claims_nothing() {
+    let repo = held_repo();
+    let mut src = source(&repo.file_url(), "master", POOL);
+    src["retry_delay"] = json!("20ms");
+    let (mut claimed, mut aborted) = (0, 0);
+    for round in 0..6 {
+        let inputs = Inputs::new();
+        let mut waiter = Waiter::start(&src, json!({"claim": "a"}), &inputs);
+        waiter.wait_for("waiting: ");
+        let released = repo.move_lock(POOL, "a", false);
+        // Vary the gap so the signal lands before, during and after the claim.
+        std::thread::sleep(Duration::from_millis(round * 3));
+        waiter.signal("TERM");
+        let status = waiter.exit_within(EVENTUALLY);
+        let stdout = waiter.stdout();
+        let stderr = waiter.all_stderr();
+        if status.success() {
+            // It claimed: it must say so, and its claim is the one on the branch.
+            claimed += 1;
+            let out: Value = serde_json::from_str(&stdout).expect("one JSON document");
+            assert_eq!(lock_name(&out), "a");
+            let log = repo.log();
+            let claim = log.last().expect("a commit");
+            assert_eq!(claim.sha, version(&out), "{stderr}");
+            assert_eq!(claim.subject, "claiming: a");
+            assert_eq!(claim.parents, std::slice::from_ref(&released));
+        } else {
+            // It did not: the released lock stays free.
+            aborted += 1;
+            assert_eq!(stdout, "");
+            assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+            let start = Instant::now();
+            while start.elapsed() < WATCH {
+                assert_eq!(repo.tip(), released, "claimed after the abort:\n{stderr}");
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            repo.move_lock(POOL, "a", true);
+        }
+        assert_eq!(repo.claimed(POOL), ["a"], "round {round}");
+    }
+    eprintln!("{claimed} rounds claimed before the signal, {aborted} aborted");
+}

@@ -1,0 +1,1419 @@
+//! CodeCommit with the instance profile, against local stand-ins that speak
+//! the real protocols: an IMDSv2 endpoint handing out rotating session
+//! credentials, `git http-backend` behind a Basic-auth check that recomputes
+//! CodeCommit's signed password for the real host name, and a CodeCommit
+//! JSON-API server backed by a real bare repository. The executables see no
+//! AWS configuration from the machine (see `support::AwsEnv`).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use crate::support::{
+    AwsEnv, CodeCommitServer, CommitInfo, GitSignatureCheck, HttpGitServer, HttpOptions, Imds,
+    ImdsOptions, Keyring, LockRepo, Run,
+};
+use crate::{lock_name, version, Inputs};
+
+const REGION: &str = "eu-west-2";
+const HOST: &str = "git-codecommit.eu-west-2.amazonaws.com";
+const URI: &str = "https://git-codecommit.eu-west-2.amazonaws.com/v1/repos/locks";
+const POOL: &str = "envs";
+/// Longer than any step should take; a hung executable fails the test
+/// instead of hanging it.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn pool_repo(branch: &str) -> LockRepo {
+    let repo = LockRepo::new(branch);
+    repo.add_lock(POOL, "a", false, b"a-meta\n");
+    repo.add_lock(POOL, "b", false, b"b-meta\n");
+    repo
+}
+
+/// Waits for `child` at most [`DEADLINE`], killing it (and failing) if it
+/// is still running then.
+fn finish(mut child: Child, what: &str) -> Run {
+    let start = Instant::now();
+    while child.try_wait().expect("polling a child").is_none() {
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reaping a child");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let lines: Vec<&str> = stderr.lines().collect();
+            panic!(
+                "{what} still running after {DEADLINE:?}\n--- last lines of stderr ---\n{}",
+                lines[lines.len().saturating_sub(20)..].join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("collecting output");
+    Run {
+        command: what.to_string(),
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Panics if any of `secrets` appears in what `runs` printed.
+fn assert_no_secrets(secrets: &[String], runs: &[&Run]) {
+    assert!(!secrets.is_empty(), "there are secrets to look for");
+    for run in runs {
+        for secret in secrets.iter().filter(|s| s.len() >= 8) {
+            for (stream, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
+                assert!(
+                    !text.contains(secret.as_str()),
+                    "{stream} of {} contains the secret {secret:?}:\n{text}",
+                    run.command
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Git over HTTPS, signed with instance-profile credentials.
+// ---------------------------------------------------------------------------
+
+/// A lock repository served as CodeCommit's Git endpoint, and an IMDS.
+struct GitSide {
+    repo: LockRepo,
+    imds: Imds,
+    check: GitSignatureCheck,
+    server: HttpGitServer,
+    env: AwsEnv,
+}
+
+impl GitSide {
+    fn start(repo: LockRepo, opts: ImdsOptions) -> GitSide {
+        let imds = Imds::start(opts, Keyring::new());
+        let check = GitSignatureCheck::new(imds.keyring(), HOST, REGION);
+        let server = HttpGitServer::start(
+            repo.root(),
+            HttpOptions {
+                auth_check: Some(check.auth_check()),
+                url_prefix: "/v1/repos".into(),
+                ..HttpOptions::default()
+            },
+        );
+        let env = AwsEnv::new().with_imds(&imds).set(
+            "POOL_RESOURCE_CODECOMMIT_GIT_ENDPOINT",
+            &format!("http://127.0.0.1:{}", server.port()),
+        );
+        GitSide {
+            repo,
+            imds,
+            check,
+            server,
+            env,
+        }
+    }
+
+    fn source(&self, uri: &str) -> Value {
+        json!({"uri": uri, "branch": self.repo.branch(), "pool": POOL, "retry_delay": "50ms"})
+    }
+
+    fn put(&self, src: &Value, params: Value, inputs: &Inputs) -> Run {
+        self.env.run(
+            "out",
+            &[inputs.path()],
+            &json!({"source": src, "params": params}),
+        )
+    }
+
+    /// Generations of the keys accepted so far, and every rejection.
+    fn verdicts(&self) -> (Vec<usize>, Vec<String>) {
+        let mut accepted = Vec::new();
+        let mut rejected = Vec::new();
+        for v in self.check.verdicts() {
+            match v.outcome {
+                Ok(generation) => accepted.push(generation),
+                Err(why) => rejected.push(why),
+            }
+        }
+        (accepted, rejected)
+    }
+
+    /// Everything secret: what IMDS handed out and every signed password.
+    fn secrets(&self) -> Vec<String> {
+        let mut out = self.imds.secrets();
+        for v in self.check.verdicts() {
+            out.push(v.password);
+            out.push(v.user);
+        }
+        out
+    }
+}
+
+#[test]
+fn git_over_https_signs_with_instance_profile_keys_and_follows_their_rotation() {
+    let side = GitSide::start(
+        pool_repo("main"),
+        ImdsOptions {
+            rotate_every: 0,
+            ..ImdsOptions::default()
+        },
+    );
+    let src = side.source(URI);
+    let inputs = Inputs::new();
+    let acquire = side.put(&src, json!({"acquire": true}), &inputs);
+    let out = acquire.assert_success().json();
+    let lock = lock_name(&out);
+    assert_eq!(side.repo.claimed(POOL), std::slice::from_ref(&lock));
+    assert_eq!(version(&out), side.repo.tip());
+    let (accepted, rejected) = side.verdicts();
+    assert!(
+        !accepted.is_empty() && accepted.iter().all(|g| *g == 1),
+        "{accepted:?}"
+    );
+    assert!(rejected.is_empty(), "{rejected:?}");
+    assert!(side.imds.served("/latest/api/token") >= 1);
+    assert_eq!(
+        side.imds.served("/latest/meta-data/placement/region"),
+        0,
+        "the region comes from the URI"
+    );
+    assert!(
+        side.imds.credential_fetches() >= 2,
+        "a fresh signature per connection: {:?}",
+        side.imds.requests()
+    );
+    assert!(
+        side.server
+            .requests()
+            .iter()
+            .any(|r| r.contains("/v1/repos/locks/git-receive-pack")),
+        "{:?}",
+        side.server.requests()
+    );
+
+    // The instance profile's keys rotate: the old pair stays valid until it
+    // expires, but everything from now on is signed with the new one.
+    side.imds.rotate();
+    let dest = TempDir::new().unwrap();
+    let get = side.env.run(
+        "in",
+        &[dest.path()],
+        &json!({"source": src, "version": {"ref": version(&out)}}),
+    );
+    assert_eq!(get.assert_success().json(), out);
+    assert_eq!(
+        std::fs::read(dest.path().join("name")).unwrap(),
+        format!("{lock}\n").as_bytes()
+    );
+    inputs.lock("held", &lock, b"");
+    let release = side.put(&src, json!({"release": "held"}), &inputs);
+    assert_eq!(lock_name(&release.assert_success().json()), lock);
+    assert_eq!(side.repo.claimed(POOL), Vec::<String>::new());
+    let (accepted, rejected) = side.verdicts();
+    let first_after_rotation = accepted.iter().position(|g| *g == 2).expect("gen 2 used");
+    assert!(
+        accepted[first_after_rotation..].iter().all(|g| *g == 2),
+        "after the rotation only the new key is used: {accepted:?}"
+    );
+    assert!(rejected.is_empty(), "{rejected:?}");
+    assert_eq!(side.imds.generations(), 2);
+    assert_no_secrets(&side.secrets(), &[&acquire, &get, &release]);
+}
+
+#[test]
+fn every_git_connection_fetches_credentials_again() {
+    let side = GitSide::start(pool_repo("main"), ImdsOptions::default());
+    let src = side.source(URI);
+    let run = side.put(&src, json!({"claim": "a"}), &Inputs::new());
+    run.assert_success();
+    let (accepted, rejected) = side.verdicts();
+    assert!(rejected.is_empty(), "{rejected:?}");
+    let distinct: BTreeSet<usize> = accepted.iter().copied().collect();
+    assert!(
+        distinct.len() >= 2,
+        "the fetch and the push each signed with the key current then: {accepted:?}"
+    );
+    assert_no_secrets(&side.secrets(), &[&run]);
+}
+
+#[test]
+fn a_waiting_put_keeps_working_after_its_first_key_expires() {
+    let repo = LockRepo::new("main");
+    repo.add_lock(POOL, "only", true, b"");
+    let side = GitSide::start(
+        repo,
+        ImdsOptions {
+            lifetime: Duration::from_secs(2),
+            rotate_every: 0,
+            ..ImdsOptions::default()
+        },
+    );
+    let src = side.source(URI);
+    let inputs = Inputs::new();
+    let waiter = side.env.spawn(
+        "out",
+        &[inputs.path()],
+        &json!({"source": src, "params": {"acquire": true}}),
+    );
+    // Wait until the first key has expired and the waiter has gone on
+    // looking (signing with newer keys) after that.
+    let first = side.imds.keyring();
+    let start = Instant::now();
+    let mut seen_after_expiry = None;
+    loop {
+        let expired = first
+            .all()
+            .first()
+            .is_some_and(|k| k.expires < std::time::SystemTime::now());
+        let verdicts = side.check.verdicts().len();
+        match seen_after_expiry {
+            None if expired => seen_after_expiry = Some(verdicts),
+            Some(n) if verdicts >= n + 3 => break,
+            _ => {}
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "no signed looks after the first key expired: {:?}\n{:?}",
+            crate::support::imds::summarize(&side.imds.requests()),
+            side.verdicts()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    inputs.lock("held", "only", b"");
+    side.put(&src, json!({"release": "held"}), &inputs)
+        .assert_success();
+    let run = finish(waiter, "the waiting acquire");
+    assert_eq!(lock_name(&run.assert_success().json()), "only");
+    let (accepted, rejected) = side.verdicts();
+    assert!(rejected.is_empty(), "{rejected:?}");
+    assert!(
+        accepted.contains(&1) && accepted.iter().any(|g| *g >= 3),
+        "{accepted:?}"
+    );
+    assert_no_secrets(&side.secrets(), &[&run]);
+}
+
+#[test]
+fn keys_codecommit_does_not_accept_fail_at_once_naming_git_pull() {
+    let side = GitSide::start(
+        pool_repo("main"),
+        ImdsOptions {
+            wrong_secret: true,
+            ..ImdsOptions::default()
+        },
+    );
+    let start = Instant::now();
+    let run = side.put(&side.source(URI), json!({"acquire": true}), &Inputs::new());
+    run.assert_failure();
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        run.stderr.contains("authentication failed") && run.stderr.contains("codecommit:GitPull"),
+        "{}",
+        run.stderr
+    );
+    let (accepted, rejected) = side.verdicts();
+    assert!(accepted.is_empty(), "{accepted:?}");
+    assert!(
+        rejected.iter().all(|why| why == "signature mismatch"),
+        "{rejected:?}"
+    );
+    assert_eq!(side.repo.claimed(POOL), Vec::<String>::new());
+    assert_no_secrets(&side.secrets(), &[&run]);
+}
+
+#[test]
+fn without_credentials_both_backends_say_where_they_looked_and_mention_the_hop_limit() {
+    let side = GitSide::start(pool_repo("main"), ImdsOptions::default());
+    let env = AwsEnv::new()
+        .with_imds(&side.imds)
+        .set("AWS_EC2_METADATA_DISABLED", "true")
+        .set(
+            "POOL_RESOURCE_CODECOMMIT_GIT_ENDPOINT",
+            &format!("http://127.0.0.1:{}", side.server.port()),
+        );
+    let mut api_src = side.source(URI);
+    api_src["backend"] = json!("codecommit-api");
+    for src in [side.source(URI), api_src] {
+        let start = Instant::now();
+        let run = env.run(
+            "out",
+            &[Inputs::new().path()],
+            &json!({"source": src, "params": {"acquire": true}}),
+        );
+        run.assert_failure();
+        assert!(
+            run.stderr.contains("no AWS credentials found")
+                && run.stderr.contains("instance metadata")
+                && run.stderr.contains("hop limit"),
+            "{}",
+            run.stderr
+        );
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
+    assert!(
+        side.imds.requests().is_empty(),
+        "{:?}",
+        side.imds.requests()
+    );
+}
+
+#[test]
+fn the_codecommit_uri_forms_take_the_region_from_the_uri_the_source_or_the_environment() {
+    let side = GitSide::start(pool_repo("main"), ImdsOptions::default());
+    let inputs = Inputs::new();
+    let grc = side.source("codecommit::eu-west-2://locks");
+    let claim = side.put(&grc, json!({"claim": "a"}), &inputs);
+    let claimed_at = version(&claim.assert_success().json());
+    assert_eq!(side.repo.claimed(POOL), ["a"]);
+
+    let check = |src: &Value, env: &AwsEnv| {
+        let run = env.run("check", &[], &json!({"source": src}));
+        let versions = run.assert_success().json();
+        assert_eq!(versions, json!([{"ref": claimed_at}]), "{src}");
+        run
+    };
+    let mut with_region = side.source("codecommit://locks");
+    with_region["aws_region"] = json!(REGION);
+    let by_source = check(&with_region, &side.env);
+    let by_env = check(
+        &side.source("codecommit://locks"),
+        &AwsEnv::new()
+            .with_imds(&side.imds)
+            .set("AWS_REGION", REGION)
+            .set(
+                "POOL_RESOURCE_CODECOMMIT_GIT_ENDPOINT",
+                &format!("http://127.0.0.1:{}", side.server.port()),
+            ),
+    );
+    let no_region = side.env.run(
+        "check",
+        &[],
+        &json!({"source": side.source("codecommit://locks")}),
+    );
+    no_region.assert_failure();
+    assert!(
+        no_region.stderr.contains("does not say which AWS region"),
+        "{}",
+        no_region.stderr
+    );
+    let (_, rejected) = side.verdicts();
+    assert!(rejected.is_empty(), "{rejected:?}");
+    assert_no_secrets(&side.secrets(), &[&claim, &by_source, &by_env, &no_region]);
+}
+
+#[test]
+fn a_uri_that_is_not_codecommit_never_asks_instance_metadata() {
+    let repo = pool_repo("main");
+    let imds = Imds::start(ImdsOptions::default(), Keyring::new());
+    let env = AwsEnv::new().with_imds(&imds);
+    let src = crate::source(&repo.file_url(), "main", POOL);
+    let run = env.run(
+        "out",
+        &[Inputs::new().path()],
+        &json!({"source": src, "params": {"acquire": true}}),
+    );
+    run.assert_success();
+    assert!(imds.requests().is_empty(), "{:?}", imds.requests());
+}
+
+// ---------------------------------------------------------------------------
+// The CodeCommit API backend.
+// ---------------------------------------------------------------------------
+
+/// A lock repository behind the CodeCommit API stand-in, and an IMDS.
+struct ApiSide {
+    repo: LockRepo,
+    imds: Imds,
+    api: CodeCommitServer,
+    env: AwsEnv,
+}
+
+impl ApiSide {
+    fn start(repo: LockRepo) -> ApiSide {
+        ApiSide::with_imds(repo, ImdsOptions::default())
+    }
+
+    fn with_imds(repo: LockRepo, opts: ImdsOptions) -> ApiSide {
+        let imds = Imds::start(opts, Keyring::new());
+        let api = CodeCommitServer::start(repo.path(), "locks", REGION, imds.keyring());
+        let env = AwsEnv::new()
+            .with_imds(&imds)
+            .set("AWS_ENDPOINT_URL_CODECOMMIT", &api.endpoint());
+        ApiSide {
+            repo,
+            imds,
+            api,
+            env,
+        }
+    }
+
+    fn source(&self, pool: &str) -> Value {
+        json!({
+            "uri": URI,
+            "branch": self.repo.branch(),
+            "pool": pool,
+            "retry_delay": "50ms",
+            "backend": "codecommit-api",
+        })
+    }
+
+    fn out(&self, src: &Value, params: Value, inputs: &Inputs) -> Run {
+        let child = self.env.spawn(
+            "out",
+            &[inputs.path()],
+            &json!({"source": src, "params": params}),
+        );
+        finish(child, &format!("out {params}"))
+    }
+
+    fn put(&self, params: Value, inputs: &Inputs) -> Value {
+        self.out(&self.source(POOL), params, inputs)
+            .assert_success()
+            .json()
+    }
+
+    fn spawn_put(&self, params: Value, inputs: &Inputs) -> Child {
+        self.env.spawn(
+            "out",
+            &[inputs.path()],
+            &json!({"source": self.source(POOL), "params": params}),
+        )
+    }
+
+    fn get(&self, version: &str, params: Value) -> (Run, TempDir) {
+        let dest = TempDir::new().unwrap();
+        let run = self.env.run(
+            "in",
+            &[dest.path()],
+            &json!({"source": self.source(POOL), "version": {"ref": version}, "params": params}),
+        );
+        (run, dest)
+    }
+
+    fn check(&self, src: &Value, version: Option<&str>) -> Vec<String> {
+        let mut req = json!({"source": src});
+        if let Some(v) = version {
+            req["version"] = json!({"ref": v});
+        }
+        let out = self.env.run("check", &[], &req).assert_success().json();
+        out.as_array()
+            .expect("check prints a list")
+            .iter()
+            .map(|v| v["ref"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn subjects(&self) -> Vec<String> {
+        self.repo.log().into_iter().map(|c| c.subject).collect()
+    }
+}
+
+#[test]
+fn api_acquire_claims_a_free_lock_like_the_git_backend_does() {
+    let side = ApiSide::start(pool_repo("master"));
+    let env = [
+        ("BUILD_ID", "1234"),
+        ("BUILD_NAME", "42"),
+        ("BUILD_JOB_NAME", "deploy"),
+        ("BUILD_PIPELINE_NAME", "prod"),
+        ("BUILD_TEAM_NAME", "main"),
+        ("ATC_EXTERNAL_URL", "https://ci.example"),
+    ];
+    let mut aws = AwsEnv::new()
+        .with_imds(&side.imds)
+        .set("AWS_ENDPOINT_URL_CODECOMMIT", &side.api.endpoint());
+    for (k, v) in env {
+        aws = aws.set(k, v);
+    }
+    let run = aws.run(
+        "out",
+        &[Inputs::new().path()],
+        &json!({"source": side.source(POOL), "params": {"acquire": true}}),
+    );
+    let out = run.assert_success().json();
+    let lock = lock_name(&out);
+    assert!(lock == "a" || lock == "b", "{out}");
+    assert_eq!(
+        out["metadata"][1],
+        json!({"name": "pool_name", "value": "envs"})
+    );
+    assert_eq!(version(&out), side.repo.tip());
+    assert_eq!(side.repo.claimed(POOL), std::slice::from_ref(&lock));
+    let c = side.repo.log().pop().unwrap();
+    assert_eq!(c.subject, format!("claiming: {lock}"));
+    assert_eq!(c.changed.len(), 2, "{:?}", c.changed);
+    for needle in [
+        "Build URL: https://ci.example/teams/main/pipelines/prod/jobs/deploy/builds/42",
+        "Pool-Resource-Build: main/prod/deploy #42",
+        "Pool-Resource-Build-Id: 1234",
+        "Pool-Resource-Nonce: ",
+    ] {
+        assert!(c.body.contains(needle), "{needle}: {}", c.body);
+    }
+    assert_eq!(
+        side.repo
+            .file_at(&side.repo.tip(), &format!("{POOL}/claimed/{lock}"))
+            .unwrap(),
+        format!("{lock}-meta\n").as_bytes(),
+        "the lock keeps its content when it moves"
+    );
+    let author = crate::support::git_ok(side.repo.path(), &["log", "-1", "--format=%an <%ae>"]);
+    assert_eq!(author.trim(), "git <git@localhost>");
+    // No clone: the API, with keys from the instance profile.
+    assert_eq!(side.api.calls("CreateCommit"), 1, "{:?}", side.api.log());
+    assert!(side.api.calls("GetBranch") >= 1);
+    assert!(side.imds.credential_fetches() >= 1);
+    assert_eq!(side.imds.served("/latest/meta-data/placement/region"), 0);
+    assert!(
+        side.api.log().iter().all(|l| l.ends_with("-> 200")),
+        "{:?}",
+        side.api.log()
+    );
+    assert_no_secrets(&side.imds.secrets(), &[&run]);
+}
+
+#[test]
+fn api_git_config_sets_the_commit_identity() {
+    let side = ApiSide::start(pool_repo("main"));
+    let mut src = side.source(POOL);
+    src["git_config"] = json!([
+        {"name": "user.name", "value": "Pool Bot"},
+        {"name": "user.email", "value": "bot@example.com"}
+    ]);
+    side.out(&src, json!({"claim": "b"}), &Inputs::new())
+        .assert_success();
+    let author = crate::support::git_ok(side.repo.path(), &["log", "-1", "--format=%an <%ae>"]);
+    assert_eq!(author.trim(), "Pool Bot <bot@example.com>");
+}
+
+#[test]
+fn api_release_moves_the_lock_back_with_its_content() {
+    let side = ApiSide::start(pool_repo("main"));
+    let inputs = Inputs::new();
+    side.put(json!({"claim": "a"}), &inputs);
+    inputs.lock("held", "a", b"ignored");
+    let out = side.put(json!({"release": "held"}), &inputs);
+    assert_eq!(lock_name(&out), "a");
+    assert_eq!(version(&out), side.repo.tip());
+    assert_eq!(side.repo.unclaimed(POOL), ["a", "b"]);
+    assert_eq!(side.subjects().pop().unwrap(), "unclaiming: a");
+    assert_eq!(
+        side.repo.file_at("HEAD", "envs/unclaimed/a").unwrap(),
+        b"a-meta\n"
+    );
+}
+
+#[test]
+fn api_acquire_waits_until_a_lock_is_released() {
+    let repo = LockRepo::new("main");
+    repo.add_lock(POOL, "only", true, b"x");
+    let side = ApiSide::start(repo);
+    let inputs = Inputs::new();
+    let waiter = side.spawn_put(json!({"acquire": true}), &inputs);
+    // The waiter looks at least twice before the lock is released.
+    let start = Instant::now();
+    while side.api.calls("GetBranch") < 2 {
+        assert!(start.elapsed() < DEADLINE, "{:?}", side.api.log());
+        assert_eq!(side.repo.claimed(POOL), ["only"]);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(side.api.calls("CreateCommit"), 0);
+    inputs.lock("held", "only", b"");
+    side.put(json!({"release": "held"}), &inputs);
+    let run = finish(waiter, "the waiting acquire");
+    run.assert_success();
+    assert!(
+        run.stderr
+            .contains("waiting: all 1 locks of pool envs are claimed: only"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(lock_name(&run.json()), "only");
+    let subjects = side.subjects();
+    assert_eq!(
+        subjects[subjects.len() - 2..],
+        ["unclaiming: only", "claiming: only"]
+    );
+}
+
+#[test]
+fn api_claim_waits_for_a_claimed_lock() {
+    let repo = LockRepo::new("main");
+    repo.add_lock(POOL, "a", true, b"");
+    let side = ApiSide::start(repo);
+    let inputs = Inputs::new();
+    let waiter = side.spawn_put(json!({"claim": "a"}), &inputs);
+    let start = Instant::now();
+    while side.api.calls("GetBranch") < 2 {
+        assert!(start.elapsed() < DEADLINE, "{:?}", side.api.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    inputs.lock("held", "a", b"");
+    side.put(json!({"release": "held"}), &inputs);
+    let run = finish(waiter, "the waiting claim");
+    run.assert_success();
+    assert!(
+        run.stderr.contains("lock a of pool envs is claimed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(side.repo.claimed(POOL), ["a"]);
+}
+
+#[test]
+fn api_add_and_add_claimed_create_locks_with_binary_metadata() {
+    let repo = LockRepo::new("main");
+    repo.add_empty_pool(POOL);
+    let side = ApiSide::start(repo);
+    let inputs = Inputs::new();
+    let binary: Vec<u8> = (0..=255u8).chain([0, 0xff, 0xfe]).collect();
+    inputs.lock("new", "fresh", &binary);
+    inputs.lock("new2", "busy", b"busy-meta");
+    assert_eq!(
+        lock_name(&side.put(json!({"add": "new"}), &inputs)),
+        "fresh"
+    );
+    side.put(json!({"add_claimed": "new2"}), &inputs);
+    assert_eq!(side.repo.unclaimed(POOL), ["fresh"]);
+    assert_eq!(side.repo.claimed(POOL), ["busy"]);
+    assert_eq!(
+        side.repo.file_at("HEAD", "envs/unclaimed/fresh").unwrap(),
+        binary
+    );
+    assert!(side.subjects().ends_with(&[
+        "adding unclaimed: fresh".into(),
+        "adding claimed: busy".into()
+    ]));
+}
+
+#[test]
+fn api_adding_a_lock_that_exists_fails_at_once() {
+    let side = ApiSide::start(pool_repo("main"));
+    let inputs = Inputs::new();
+    inputs.lock("dup", "a", b"other");
+    let tip = side.repo.tip();
+    for param in ["add", "add_claimed"] {
+        let run = side.out(&side.source(POOL), json!({param: "dup"}), &inputs);
+        run.assert_failure();
+        assert!(
+            run.stderr
+                .contains("lock \"a\" already exists in pool \"envs\" (it is unclaimed)"),
+            "{}",
+            run.stderr
+        );
+    }
+    assert_eq!(side.repo.tip(), tip, "nothing was committed");
+    assert_eq!(side.api.calls("CreateCommit"), 0);
+}
+
+#[test]
+fn api_remove_deletes_a_lock_in_either_state() {
+    let repo = pool_repo("main");
+    repo.add_lock(POOL, "c", true, b"");
+    let side = ApiSide::start(repo);
+    let inputs = Inputs::new();
+    inputs.lock("x", "a", b"");
+    inputs.lock("y", "c", b"");
+    side.put(json!({"remove": "x"}), &inputs);
+    side.put(json!({"remove": "y"}), &inputs);
+    assert_eq!(side.repo.unclaimed(POOL), ["b"]);
+    assert!(side.repo.claimed(POOL).is_empty());
+    assert_eq!(side.subjects().pop().unwrap(), "removing: c");
+    // The pool's folders survive with their .gitkeep files.
+    assert!(side.repo.file_at("HEAD", "envs/claimed/.gitkeep").is_some());
+}
+
+#[test]
+fn api_missing_locks_and_unclaimed_releases_fail_at_once() {
+    let side = ApiSide::start(pool_repo("main"));
+    let inputs = Inputs::new();
+    inputs.lock("ghost", "ghost", b"");
+    inputs.lock("free", "a", b"");
+    for (params, needle) in [
+        (
+            json!({"release": "ghost"}),
+            "lock \"ghost\" does not exist in pool \"envs\"",
+        ),
+        (
+            json!({"remove": "ghost"}),
+            "lock \"ghost\" does not exist in pool \"envs\"",
+        ),
+        (
+            json!({"claim": "ghost"}),
+            "lock \"ghost\" does not exist in pool \"envs\"",
+        ),
+        (
+            json!({"check": "ghost"}),
+            "lock \"ghost\" does not exist in pool \"envs\"",
+        ),
+        (
+            json!({"check_unclaimed": "ghost"}),
+            "lock \"ghost\" does not exist in pool \"envs\"",
+        ),
+        (json!({"release": "free"}), "is not claimed"),
+    ] {
+        let start = Instant::now();
+        let run = side.out(&side.source(POOL), params.clone(), &inputs);
+        run.assert_failure();
+        assert!(run.stderr.contains(needle), "{params}: {}", run.stderr);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{params} did not fail at once"
+        );
+    }
+    assert_eq!(side.api.calls("CreateCommit"), 0);
+}
+
+#[test]
+fn api_update_replaces_content_adds_when_missing_and_waits_while_claimed() {
+    let repo = pool_repo("main");
+    repo.add_lock(POOL, "held", true, b"old");
+    let side = ApiSide::start(repo);
+    let inputs = Inputs::new();
+    inputs.lock("u1", "a", b"new-a");
+    inputs.lock("u2", "brand-new", b"n");
+    inputs.lock("u3", "held", b"new-held");
+    side.put(json!({"update": "u1"}), &inputs);
+    assert_eq!(
+        side.repo.file_at("HEAD", "envs/unclaimed/a").unwrap(),
+        b"new-a"
+    );
+    assert_eq!(side.subjects().pop().unwrap(), "updating: a");
+    side.put(json!({"update": "u2"}), &inputs);
+    assert!(side.repo.unclaimed(POOL).contains(&"brand-new".to_string()));
+    let waiter = side.spawn_put(json!({"update": "u3"}), &inputs);
+    let before = side.api.calls("GetBranch");
+    let start = Instant::now();
+    while side.api.calls("GetBranch") < before + 2 {
+        assert!(start.elapsed() < DEADLINE, "{:?}", side.api.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        side.repo.file_at("HEAD", "envs/claimed/held").unwrap(),
+        b"old"
+    );
+    inputs.lock("rel", "held", b"");
+    side.put(json!({"release": "rel"}), &inputs);
+    finish(waiter, "the waiting update").assert_success();
+    assert_eq!(
+        side.repo.file_at("HEAD", "envs/unclaimed/held").unwrap(),
+        b"new-held"
+    );
+}
+
+#[test]
+fn api_check_params_wait_without_committing() {
+    let repo = pool_repo("main");
+    repo.add_lock(POOL, "held", true, b"");
+    let side = ApiSide::start(repo);
+    let inputs = Inputs::new();
+    inputs.lock("free", "a", b"");
+    inputs.lock("held", "held", b"");
+    let tip = side.repo.tip();
+    let out = side.put(json!({"check": "free"}), &inputs);
+    assert_eq!(
+        (lock_name(&out), version(&out)),
+        ("a".to_string(), tip.clone())
+    );
+    side.put(json!({"check_unclaimed": "held"}), &inputs);
+    assert_eq!(side.repo.tip(), tip, "check params never commit");
+    assert_eq!(side.api.calls("CreateCommit"), 0);
+    let waiter = side.spawn_put(json!({"check": "held"}), &inputs);
+    let before = side.api.calls("GetBranch");
+    let start = Instant::now();
+    while side.api.calls("GetBranch") < before + 2 {
+        assert!(start.elapsed() < DEADLINE, "{:?}", side.api.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    side.put(json!({"release": "held"}), &inputs);
+    finish(waiter, "the waiting check").assert_success();
+}
+
+#[test]
+fn api_nested_pools_other_branches_and_missing_ones() {
+    let repo = LockRepo::new("locks/v2");
+    repo.add_lock("teams/payments/envs", "eu", false, b"eu");
+    repo.add_lock("teams/payments", "decoy", false, b"not in the nested pool");
+    let side = ApiSide::start(repo);
+    let nested = side.source("teams/payments/envs");
+    let out = side.out(&nested, json!({"acquire": true}), &Inputs::new());
+    assert_eq!(lock_name(&out.assert_success().json()), "eu");
+    assert_eq!(side.repo.claimed("teams/payments/envs"), ["eu"]);
+    assert_eq!(side.repo.unclaimed("teams/payments"), ["decoy"]);
+
+    let run = side.out(
+        &side.source("nope"),
+        json!({"acquire": true}),
+        &Inputs::new(),
+    );
+    run.assert_failure();
+    assert!(
+        run.stderr
+            .contains("pool \"nope\" does not exist on branch \"locks/v2\""),
+        "{}",
+        run.stderr
+    );
+    let mut gone = nested.clone();
+    gone["branch"] = json!("gone");
+    let run = side.out(&gone, json!({"acquire": true}), &Inputs::new());
+    run.assert_failure();
+    assert!(
+        run.stderr.contains("branch \"gone\" does not exist"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn api_in_writes_name_metadata_and_the_tree_of_a_claim() {
+    let repo = LockRepo::new("main");
+    repo.add_lock(POOL, "a", false, b"host=a\n");
+    repo.commit_file("scripts/deploy.sh", b"#!/bin/sh\n", "a file tasks read");
+    let side = ApiSide::start(repo);
+    // One difference per page: `in` must follow GetDifferences' NextToken.
+    side.api.set_page_size(1);
+    let out = side.put(json!({"acquire": true}), &Inputs::new());
+    let (run, dest) = side.get(&version(&out), json!({}));
+    run.assert_success();
+    assert_eq!(run.json(), out, "in reports what out reported");
+    assert_eq!(std::fs::read(dest.path().join("name")).unwrap(), b"a\n");
+    assert_eq!(
+        std::fs::read(dest.path().join("metadata")).unwrap(),
+        b"host=a\n"
+    );
+    assert_eq!(
+        std::fs::read(dest.path().join("scripts/deploy.sh")).unwrap(),
+        b"#!/bin/sh\n",
+        "the tree is there"
+    );
+    assert!(dest.path().join("envs/claimed/a").is_file());
+    assert!(dest.path().join("README.md").is_file());
+    assert!(
+        side.api.calls("GetDifferences") >= 2,
+        "paged: {:?}",
+        side.api.log()
+    );
+    // The git backend gets the same version the same way.
+    let git_dest = TempDir::new().unwrap();
+    let git = side.env.run(
+        "in",
+        &[git_dest.path()],
+        &json!({"source": crate::source(&side.repo.file_url(), "main", POOL),
+                "version": {"ref": version(&out)}}),
+    );
+    assert_eq!(git.assert_success().json(), run.json());
+    for file in ["name", "metadata", "scripts/deploy.sh", "envs/claimed/a"] {
+        assert_eq!(
+            std::fs::read(dest.path().join(file)).unwrap(),
+            std::fs::read(git_dest.path().join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    assert_no_secrets(&side.imds.secrets(), &[&run]);
+}
+
+#[test]
+fn a_waiting_api_put_keeps_working_after_its_first_key_expires() {
+    let repo = LockRepo::new("main");
+    repo.add_lock(POOL, "only", true, b"");
+    let side = ApiSide::with_imds(
+        repo,
+        ImdsOptions {
+            lifetime: Duration::from_secs(2),
+            rotate_every: 0,
+            ..ImdsOptions::default()
+        },
+    );
+    let inputs = Inputs::new();
+    let waiter = side.spawn_put(json!({"acquire": true}), &inputs);
+    let keyring = side.imds.keyring();
+    let start = Instant::now();
+    let mut seen_after_expiry = None;
+    loop {
+        let expired = keyring
+            .all()
+            .first()
+            .is_some_and(|k| k.expires < std::time::SystemTime::now());
+        let looks = side.api.calls("GetBranch");
+        match seen_after_expiry {
+            None if expired => seen_after_expiry = Some(looks),
+            Some(n) if looks >= n + 3 => break,
+            _ => {}
+        }
+        assert!(start.elapsed() < DEADLINE, "{:?}", side.api.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    inputs.lock("held", "only", b"");
+    side.put(json!({"release": "held"}), &inputs);
+    let run = finish(waiter, "the waiting acquire");
+    assert_eq!(lock_name(&run.assert_success().json()), "only");
+    assert!(side.imds.generations() >= 3, "{}", side.imds.generations());
+    assert!(
+        side.api.log().iter().all(|l| l.ends_with("-> 200")),
+        "only valid keys were used: {:?}",
+        side.api.log()
+    );
+    assert_no_secrets(&side.imds.secrets(), &[&run]);
+}
+
+#[test]
+fn api_in_fails_once_the_claim_was_released_since() {
+    let repo = LockRepo::new("main");
+    repo.add_lock(POOL, "a", false, b"");
+    let side = ApiSide::start(repo);
+    let inputs = Inputs::new();
+    let claim = side.put(json!({"claim": "a"}), &inputs);
+    inputs.lock("held", "a", b"");
+    let release = side.put(json!({"release": "held"}), &inputs);
+    let (run, _dest) = side.get(&version(&claim), json!({}));
+    run.assert_failure();
+    assert!(
+        run.stderr.contains("lock instance is no longer acquired"),
+        "{}",
+        run.stderr
+    );
+    side.put(json!({"claim": "a"}), &inputs);
+    side.get(&version(&claim), json!({})).0.assert_failure();
+    let (run, dest) = side.get(&version(&release), json!({}));
+    run.assert_success();
+    assert_eq!(lock_name(&run.json()), "a");
+    assert_eq!(std::fs::read(dest.path().join("name")).unwrap(), b"a\n");
+}
+
+#[test]
+fn api_in_of_a_removed_lock_or_an_unknown_version() {
+    let repo = LockRepo::new("main");
+    repo.add_lock(POOL, "a", false, b"");
+    let side = ApiSide::start(repo);
+    let inputs = Inputs::new();
+    inputs.lock("gone", "a", b"");
+    let removal = side.put(json!({"remove": "gone"}), &inputs);
+    let (run, dest) = side.get(&version(&removal), json!({}));
+    run.assert_success();
+    assert_eq!(lock_name(&run.json()), "a");
+    assert!(!dest.path().join("name").exists());
+    assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
+
+    let (run, _d) = side.get("0123456789012345678901234567890123456789", json!({}));
+    run.assert_failure();
+    assert!(
+        run.stderr.contains("is not on branch \"main\""),
+        "{}",
+        run.stderr
+    );
+    side.get("not-a-sha", json!({})).0.assert_failure();
+}
+
+#[test]
+fn api_check_lists_the_same_versions_as_the_git_backend() {
+    let repo = LockRepo::new("main");
+    let first = repo.add_lock(POOL, "a", false, b"");
+    repo.commit_file("unrelated.txt", b"x", "not the pool");
+    let side = ApiSide::start(repo);
+    let inputs = Inputs::new();
+    let claim = version(&side.put(json!({"claim": "a"}), &inputs));
+    side.repo.add_lock("other", "z", false, b"");
+    inputs.lock("held", "a", b"");
+    let release = version(&side.put(json!({"release": "held"}), &inputs));
+    side.repo
+        .commit_file("unrelated.txt", b"y", "not the pool either");
+
+    let api = side.source(POOL);
+    let git = crate::source(&side.repo.file_url(), "main", POOL);
+    let unknown = "0123456789012345678901234567890123456789";
+    for since in [
+        None,
+        Some(first.as_str()),
+        Some(&claim),
+        Some(&release),
+        Some(unknown),
+    ] {
+        let listed = side.check(&api, since);
+        assert_eq!(listed, side.check(&git, since), "since {since:?}");
+        let expected: Vec<&str> = if since == Some(first.as_str()) {
+            vec![&first, &claim, &release]
+        } else if since == Some(claim.as_str()) {
+            vec![&claim, &release]
+        } else {
+            vec![&release]
+        };
+        assert_eq!(listed, expected, "since {since:?}");
+    }
+    // A pool that never existed has no versions.
+    assert!(side.check(&side.source("never"), None).is_empty());
+}
+
+#[test]
+fn api_credentials_codecommit_refuses_name_the_iam_action() {
+    let side = ApiSide::with_imds(
+        pool_repo("main"),
+        ImdsOptions {
+            wrong_secret: true,
+            ..ImdsOptions::default()
+        },
+    );
+    let start = Instant::now();
+    let run = side.out(&side.source(POOL), json!({"acquire": true}), &Inputs::new());
+    run.assert_failure();
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        run.stderr.contains("authentication failed")
+            && run.stderr.contains("codecommit:GetBranch")
+            && run.stderr.contains("arn:aws:codecommit:eu-west-2:"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        side.api
+            .log()
+            .iter()
+            .all(|l| l.ends_with("InvalidSignatureException")),
+        "{:?}",
+        side.api.log()
+    );
+    assert_no_secrets(&side.imds.secrets(), &[&run]);
+}
+
+#[test]
+fn api_throttling_is_retried() {
+    let side = ApiSide::start(pool_repo("main"));
+    side.api.throttle_next(2);
+    let out = side.put(json!({"claim": "a"}), &Inputs::new());
+    assert_eq!(lock_name(&out), "a");
+    assert_eq!(side.repo.claimed(POOL), ["a"]);
+    let throttled = side
+        .api
+        .log()
+        .iter()
+        .filter(|l| l.ends_with("ThrottlingException"))
+        .count();
+    assert_eq!(throttled, 2, "{:?}", side.api.log());
+}
+
+/// The claiming commits since `base`, oldest first.
+fn claims_since(repo: &LockRepo, base: &str) -> Vec<CommitInfo> {
+    let log = repo.log();
+    let start = log
+        .iter()
+        .position(|c| c.sha == base)
+        .expect("base on branch");
+    log[start + 1..]
+        .iter()
+        .filter(|c| c.subject.starts_with("claiming: "))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_lost_create_commit_reply_is_recovered_without_claiming_a_second_lock() {
+    let side = ApiSide::start(pool_repo("main"));
+    let base = side.repo.tip();
+    side.api.lose_create_commit_replies(1);
+    let run = side.out(&side.source(POOL), json!({"acquire": true}), &Inputs::new());
+    let out = run.assert_success().json();
+    let lost = side.api.lost_commits();
+    assert_eq!(lost.len(), 1, "{:?}", side.api.log());
+    assert_eq!(version(&out), lost[0], "the put reports the commit it made");
+    let lock = lock_name(&out);
+    assert_eq!(side.repo.claimed(POOL), std::slice::from_ref(&lock));
+    let claims = claims_since(&side.repo, &base);
+    assert_eq!(claims.len(), 1, "{claims:?}");
+    assert!(
+        run.stderr.contains("reply was lost did reach the branch"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn lost_replies_of_a_claim_and_a_release_are_recovered_too() {
+    let side = ApiSide::start(pool_repo("main"));
+    let inputs = Inputs::new();
+    side.api.lose_create_commit_replies(1);
+    let claim = side.out(&side.source(POOL), json!({"claim": "a"}), &inputs);
+    let out = claim.assert_success().json();
+    assert_eq!(version(&out), side.api.lost_commits()[0]);
+    assert_eq!(side.repo.claimed(POOL), ["a"]);
+
+    inputs.lock("held", "a", b"");
+    side.api.lose_create_commit_replies(1);
+    let release = side.out(&side.source(POOL), json!({"release": "held"}), &inputs);
+    let out = release.assert_success().json();
+    assert_eq!(version(&out), side.api.lost_commits()[1]);
+    assert_eq!(side.repo.unclaimed(POOL), ["a", "b"]);
+    assert_eq!(
+        side.subjects()[side.subjects().len() - 2..],
+        ["claiming: a", "unclaiming: a"]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Racing processes.
+// ---------------------------------------------------------------------------
+
+/// One process's claim and its release.
+#[derive(Debug, Clone)]
+struct Cycle {
+    build: String,
+    lock: String,
+    claim: String,
+    release: String,
+}
+
+/// Runs `workers` threads of `cycles` acquire → release each; worker `w`
+/// uses `source_of(w)`. Returns every cycle.
+fn race(
+    env: &AwsEnv,
+    workers: usize,
+    cycles: usize,
+    source_of: &dyn Fn(usize) -> Value,
+) -> Vec<Cycle> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let src = source_of(w);
+                scope.spawn(move || {
+                    let inputs = Inputs::new();
+                    let put = |params: Value, build: &str| {
+                        let child = env.spawn_with(
+                            "out",
+                            &[inputs.path()],
+                            &json!({"source": src, "params": params}),
+                            &[("BUILD_ID", build)],
+                        );
+                        let run = finish(child, &format!("worker {w}"));
+                        let out = run.assert_success().json();
+                        (lock_name(&out), version(&out))
+                    };
+                    (0..cycles)
+                        .map(|c| {
+                            let build = format!("w{w}-c{c}");
+                            let (lock, claim) = put(json!({"acquire": true}), &build);
+                            inputs.lock("held", &lock, b"");
+                            let (released, release) = put(json!({"release": "held"}), &build);
+                            assert_eq!(released, lock, "{build} released what it claimed");
+                            Cycle {
+                                build,
+                                lock,
+                                claim,
+                                release,
+                            }
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a racer panicked"))
+            .collect()
+    })
+}
+
+/// Replays the history since `base` and checks mutual exclusion: every claim
+/// of an unclaimed lock, every release of a claimed one, one lock per
+/// commit, each cycle's claim followed by that same cycle's release, and
+/// every lock free at the end.
+fn assert_mutual_exclusion(repo: &LockRepo, base: &str, locks: &[&str], cycles: &[Cycle]) {
+    let log = repo.log();
+    let start = log
+        .iter()
+        .position(|c| c.sha == base)
+        .expect("base on branch");
+    let log = &log[start..];
+    let mut holder: HashMap<String, Option<String>> =
+        locks.iter().map(|l| (l.to_string(), None)).collect();
+    let mut next_after_claim = HashMap::new();
+    for pair in log.windows(2) {
+        let (prev, c) = (&pair[0], &pair[1]);
+        assert_eq!(
+            c.parents,
+            std::slice::from_ref(&prev.sha),
+            "{c:?} is linear"
+        );
+        let (verb, lock) = c.subject.split_once(": ").expect("a lock commit");
+        let state = holder.get_mut(lock).expect("a known lock");
+        if let Some(claim) = state.as_ref() {
+            next_after_claim.insert(claim.clone(), c.sha.clone());
+        }
+        let mut changed = c.changed.clone();
+        changed.sort();
+        let (from, to) = match verb {
+            "claiming" => {
+                assert!(state.is_none(), "{} claims {lock} held by {state:?}", c.sha);
+                *state = Some(c.sha.clone());
+                ("unclaimed", "claimed")
+            }
+            "unclaiming" => {
+                assert!(state.is_some(), "{} releases the free lock {lock}", c.sha);
+                *state = None;
+                ("claimed", "unclaimed")
+            }
+            other => panic!("unexpected commit {other:?}: {c:?}"),
+        };
+        assert_eq!(
+            changed,
+            [
+                ('A', format!("{POOL}/{to}/{lock}")),
+                ('D', format!("{POOL}/{from}/{lock}"))
+            ],
+            "{} moves exactly one lock",
+            c.sha
+        );
+    }
+    let by_sha: HashMap<&str, &CommitInfo> = log.iter().map(|c| (c.sha.as_str(), c)).collect();
+    let mut printed = HashSet::new();
+    for cycle in cycles {
+        for (sha, verb) in [(&cycle.claim, "claiming"), (&cycle.release, "unclaiming")] {
+            assert!(printed.insert(sha.clone()), "{sha} printed twice");
+            let commit = by_sha
+                .get(sha.as_str())
+                .unwrap_or_else(|| panic!("{cycle:?}: {sha} is not on the branch"));
+            assert_eq!(
+                commit.subject,
+                format!("{verb}: {}", cycle.lock),
+                "{cycle:?}"
+            );
+            let trailer = format!("Pool-Resource-Build-Id: {}", cycle.build);
+            assert!(
+                commit.body.lines().any(|l| l == trailer),
+                "{cycle:?}: {sha} was made by another build:\n{}",
+                commit.body
+            );
+        }
+        assert_eq!(
+            next_after_claim.get(&cycle.claim),
+            Some(&cycle.release),
+            "{cycle:?}: the lock changed hands before its holder released it"
+        );
+    }
+    let claims = log.iter().filter(|c| c.subject.starts_with("claiming: "));
+    assert_eq!(claims.count(), cycles.len(), "one claim per cycle");
+    let bodies: HashSet<&String> = log[1..].iter().map(|c| &c.body).collect();
+    assert_eq!(
+        bodies.len(),
+        log.len() - 1,
+        "every commit message is unique"
+    );
+    assert!(holder.values().all(Option::is_none), "{holder:?}");
+    assert!(repo.claimed(POOL).is_empty());
+}
+
+#[test]
+fn racing_api_processes_never_claim_a_lock_twice() {
+    let side = ApiSide::start(pool_repo("main"));
+    let base = side.repo.tip();
+    let start = Instant::now();
+    let src = side.source(POOL);
+    let cycles = race(&side.env, 6, 2, &|_| src.clone());
+    eprintln!(
+        "{} API acquire/release cycles in {:?}; API calls: {} CreateCommit, {} lost races",
+        cycles.len(),
+        start.elapsed(),
+        side.api.calls("CreateCommit"),
+        side.api
+            .log()
+            .iter()
+            .filter(|l| l.ends_with("ParentCommitIdOutdatedException"))
+            .count()
+    );
+    assert_mutual_exclusion(&side.repo, &base, &["a", "b"], &cycles);
+}
+
+#[test]
+fn a_pool_shared_by_git_and_api_processes_stays_consistent() {
+    let side = ApiSide::start(pool_repo("main"));
+    let base = side.repo.tip();
+    let api = side.source(POOL);
+    let git = crate::source(&side.repo.file_url(), "main", POOL);
+    let start = Instant::now();
+    let cycles = race(&side.env, 6, 2, &|w| {
+        if w % 2 == 0 {
+            api.clone()
+        } else {
+            git.clone()
+        }
+    });
+    eprintln!(
+        "{} mixed git/API cycles in {:?}; {} CreateCommit calls",
+        cycles.len(),
+        start.elapsed(),
+        side.api.calls("CreateCommit")
+    );
+    assert!(
+        side.api.calls("CreateCommit") >= 6,
+        "the API side took part"
+    );
+    assert_mutual_exclusion(&side.repo, &base, &["a", "b"], &cycles);
+}
+
+/// The replay must catch a lock claimed twice and a claim ended by another
+/// process, or the race tests above prove nothing.
+#[test]
+fn the_replay_rejects_a_double_claim_and_a_stolen_lock() {
+    let panic_message = |f: &dyn Fn()| -> String {
+        let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+            .expect_err("the replay accepted a broken history");
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
+    };
+    let claimed = format!("{POOL}/claimed/a");
+    let unclaimed = format!("{POOL}/unclaimed/a");
+    let step = |repo: &LockRepo, claim: bool, build: &str| {
+        let (to, from, verb) = if claim {
+            (&claimed, &unclaimed, "claiming")
+        } else {
+            (&unclaimed, &claimed, "unclaiming")
+        };
+        repo.commit_changes(
+            &[(to, b"")],
+            &[from],
+            &format!("{verb}: a\n\nPool-Resource-Build-Id: {build}\n"),
+        )
+    };
+
+    let repo = LockRepo::new("main");
+    repo.add_lock(POOL, "a", false, b"");
+    let base = repo.tip();
+    step(&repo, true, "w0-c0");
+    repo.commit_changes(&[(&claimed, b"x")], &[], "claiming: a");
+    let message = panic_message(&|| assert_mutual_exclusion(&repo, &base, &["a"], &[]));
+    assert!(message.contains("claims a held by"), "{message}");
+
+    let repo = LockRepo::new("main");
+    repo.add_lock(POOL, "a", false, b"");
+    let base = repo.tip();
+    let cycle = |build: &str, claim: &str, release: &str| Cycle {
+        build: build.into(),
+        lock: "a".into(),
+        claim: claim.into(),
+        release: release.into(),
+    };
+    let c1 = step(&repo, true, "w0-c0");
+    let c2 = step(&repo, false, "w0-c0");
+    assert_mutual_exclusion(&repo, &base, &["a"], &[cycle("w0-c0", &c1, &c2)]);
+
+    // w1 releases w0's claim, claims the lock itself, and w0 "releases" it.
+    let c3 = step(&repo, true, "w0-c1");
+    let c4 = step(&repo, false, "w1-c0");
+    let c5 = step(&repo, true, "w1-c0");
+    let c6 = step(&repo, false, "w0-c1");
+    let cycles = [
+        cycle("w0-c0", &c1, &c2),
+        cycle("w0-c1", &c3, &c6),
+        cycle("w1-c0", &c5, &c4),
+    ];
+    let message = panic_message(&|| assert_mutual_exclusion(&repo, &base, &["a"], &cycles));
+    assert!(message.contains("changed hands"), "{message}");
+}
