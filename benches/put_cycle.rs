@@ -11,7 +11,6 @@
 //! through `git daemon` on loopback. The history is padded with commits that
 //! touch a file outside the pool.
 
-#[allow(dead_code, unused_imports)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -30,7 +29,9 @@ fn cycle(uri: &str, inputs: &std::path::Path) -> Duration {
         &[],
     );
     let acquired = out.assert_success().json();
-    let name = acquired["metadata"][0]["value"].as_str().expect("lock name");
+    let name = acquired["metadata"][0]["value"]
+        .as_str()
+        .expect("lock name");
     let held = inputs.join("held");
     std::fs::create_dir_all(&held).expect("creating the lock dir");
     std::fs::write(held.join("name"), name).expect("writing the lock name");
@@ -70,7 +71,8 @@ fn main() {
             ("git://", daemon.url("locks.git")),
         ] {
             cycle(&uri, inputs.path());
-            let mut times: Vec<Duration> = (0..cycles).map(|_| cycle(&uri, inputs.path())).collect();
+            let mut times: Vec<Duration> =
+                (0..cycles).map(|_| cycle(&uri, inputs.path())).collect();
             times.sort();
             println!(
                 "{:<10} {:>9} {:>8} {:>8} {:>8}",

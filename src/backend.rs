@@ -11,6 +11,10 @@ use std::path::Path;
 use crate::error::Result;
 use crate::pool::{Change, Snapshot};
 
+/// How many commits a backend walks back from the tip at most to answer a
+/// question about history ([`LockStore::walk_messages`]).
+pub const HISTORY_WALK_LIMIT: usize = 2000;
+
 /// The commit author and committer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -54,6 +58,13 @@ pub trait LockStore {
     /// its id and the lock it changed if so. Attempts that can no longer land
     /// are forgotten.
     fn recover_unconfirmed(&mut self) -> Result<Option<(String, String)>>;
+
+    /// Hands `visit` the id and message of each commit from `tip` back along
+    /// first parents, newest first, until it returns `true` or the history
+    /// ends or [`HISTORY_WALK_LIMIT`] commits were seen. A shallow copy of the
+    /// history is deepened as the walk goes.
+    fn walk_messages(&mut self, tip: &str, visit: &mut dyn FnMut(&str, &str) -> bool)
+        -> Result<()>;
 
     /// `check`: commits touching the pool from `since` (inclusive) to the tip,
     /// oldest first; without `since`, or if it is not on the branch, only the

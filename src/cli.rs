@@ -137,8 +137,13 @@ pub fn run(
         }
         Command::Out => {
             let src = dir.unwrap_or_default();
-            let op = config::parse_put(&request, &src)?;
+            let params = config::parse_put(&request, &src)?;
             let build = BuildInfo::from_env(|k| std::env::var(k).ok());
+            if params.idempotent && build.get("BUILD_ID").is_none() {
+                return Err(Error::bad_request(
+                    "invalid payload: params.idempotent needs BUILD_ID, which Concourse sets for every put; without it no earlier run of this put can be recognised",
+                ));
+            }
             let mut store = open_store(&source, Purpose::Put, log, interrupt)?;
             let ctx = put::PutContext {
                 source: &source,
@@ -146,8 +151,9 @@ pub fn run(
                 log,
                 interrupt,
                 backoff: Backoff::from_env(),
+                idempotent: params.idempotent,
             };
-            let response = put::run(store.as_mut(), &op, &ctx)?;
+            let response = put::run(store.as_mut(), &params.op, &ctx)?;
             Ok(to_json(&response))
         }
     }

@@ -484,8 +484,18 @@ fn read_lock_name(src: &Path, dir: &str, param: &str) -> Result<LockName> {
     lock_name(text.trim(), &format!("{dir}/name (params.{param})"))
 }
 
+/// Validated put `params`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutParams {
+    /// The one action.
+    pub op: Operation,
+    /// `idempotent: true`: a put run again by the same build gets back what
+    /// the first run did (see [`crate::rerun`]) instead of doing it twice.
+    pub idempotent: bool,
+}
+
 /// Validates put `params` into one [`Operation`], reading lock files under `src`.
-pub fn parse_put(req: &RawRequest, src: &Path) -> Result<Operation> {
+pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
     let mut f = Fields::new("params", req.params.clone());
     let acquire = f.bool("acquire")?;
     let mut dirs = Vec::new();
@@ -494,7 +504,30 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<Operation> {
             dirs.push((*action, v));
         }
     }
-    reject_unknown_params(&f, &PUT_ACTIONS)?;
+    let idempotent = f.bool("idempotent")?.unwrap_or(false);
+    let mut known = PUT_ACTIONS.to_vec();
+    known.push("idempotent");
+    reject_unknown_params(&f, &known)?;
+    let op = parse_action(acquire, dirs, src)?;
+    if idempotent
+        && !matches!(
+            op,
+            Operation::Acquire | Operation::Claim(_) | Operation::Release(_)
+        )
+    {
+        return Err(Error::bad_request(format!(
+            "invalid payload: params.idempotent applies to acquire, claim and release, not {}",
+            op.param()
+        )));
+    }
+    Ok(PutParams { op, idempotent })
+}
+
+fn parse_action(
+    acquire: Option<bool>,
+    mut dirs: Vec<(&str, String)>,
+    src: &Path,
+) -> Result<Operation> {
     let mut given: Vec<&str> = dirs.iter().map(|(a, _)| *a).collect();
     if acquire == Some(true) {
         given.insert(0, "acquire");

@@ -20,6 +20,7 @@ pub mod names;
 pub mod pool;
 pub mod protocol;
 pub mod put;
+pub mod rerun;
 pub mod retry;
 pub mod signal;
 pub mod tunnel;

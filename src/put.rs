@@ -17,6 +17,7 @@ use crate::git::commit_message;
 use crate::log::Log;
 use crate::pool::{plan, Operation, Plan};
 use crate::protocol::{BuildInfo, Response};
+use crate::rerun;
 use crate::retry::{race_jitter, Backoff};
 use crate::signal::Interrupt;
 
@@ -36,6 +37,9 @@ pub struct PutContext<'a> {
     pub interrupt: &'a Interrupt,
     /// Network backoff policy.
     pub backoff: Backoff,
+    /// `idempotent: true`: first look for this build's earlier run of the
+    /// same put ([`crate::rerun`]).
+    pub idempotent: bool,
 }
 
 fn trailers(build: &BuildInfo) -> Vec<(String, String)> {
@@ -44,7 +48,10 @@ fn trailers(build: &BuildInfo) -> Vec<(String, String)> {
         t.push(("Pool-Resource-Build".to_string(), who));
     }
     if let Some(id) = build.get("BUILD_ID") {
-        t.push(("Pool-Resource-Build-Id".to_string(), id.to_string()));
+        t.push((rerun::BUILD_ID_TRAILER.to_string(), id.to_string()));
+    }
+    if let Some(site) = build.get("ATC_EXTERNAL_URL") {
+        t.push((rerun::CONCOURSE_TRAILER.to_string(), site.to_string()));
     }
     t.push((
         "Pool-Resource-Nonce".to_string(),
@@ -61,6 +68,7 @@ pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> R
         log,
         interrupt,
         backoff,
+        idempotent,
     } = ctx;
     let pool = &source.pool;
     let started = Instant::now();
@@ -76,6 +84,21 @@ pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> R
                     "an earlier push whose reply was lost did reach the branch: {commit} ({lock})"
                 ));
                 return Ok(Some(Response::new(&commit, &lock, pool.as_str())));
+            }
+            if *idempotent {
+                if let Some(earlier) = rerun::find(store, &snap, op, build)? {
+                    log.line(format_args!(
+                        "{}: this build already did it in {} (lock {} of pool {pool}); with idempotent: true that is the answer",
+                        op.param(),
+                        earlier.commit,
+                        earlier.lock
+                    ));
+                    return Ok(Some(Response::new(
+                        &earlier.commit,
+                        earlier.lock.as_str(),
+                        pool.as_str(),
+                    )));
+                }
             }
             if let Some((tip, msg)) = rejected.take() {
                 if tip == snap.tip {

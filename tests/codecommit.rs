@@ -1417,3 +1417,33 @@ fn the_replay_rejects_a_double_claim_and_a_stolen_lock() {
     let message = panic_message(&|| assert_mutual_exclusion(&repo, &base, &["a"], &cycles));
     assert!(message.contains("changed hands"), "{message}");
 }
+
+#[test]
+fn api_an_idempotent_acquire_run_again_by_the_same_build_gets_its_lock_back() {
+    let side = ApiSide::start(pool_repo("main"));
+    let build = |id: &str| {
+        AwsEnv::new()
+            .with_imds(&side.imds)
+            .set("AWS_ENDPOINT_URL_CODECOMMIT", &side.api.endpoint())
+            .set("BUILD_ID", id)
+            .set("ATC_EXTERNAL_URL", "https://ci.example")
+    };
+    let request =
+        json!({"source": side.source(POOL), "params": {"acquire": true, "idempotent": true}});
+    let inputs = Inputs::new();
+    let first = build("77")
+        .run("out", &[inputs.path()], &request)
+        .assert_success()
+        .json();
+    let again = build("77")
+        .run("out", &[inputs.path()], &request)
+        .assert_success()
+        .json();
+    assert_eq!(again, first);
+    let other = build("78")
+        .run("out", &[inputs.path()], &request)
+        .assert_success()
+        .json();
+    assert_ne!(lock_name(&other), lock_name(&first));
+    assert_eq!(side.repo.claimed(POOL).len(), 2);
+}

@@ -24,8 +24,9 @@ use crate::error::{Error, Result};
 use crate::names::{is_lock_file_name, LockName, PoolPath};
 use crate::pool::{BlobId, Change, Content, Edit, LockState, Snapshot};
 
-/// How many commits `check` and `in` walk back from the tip at most.
-pub const WALK_LIMIT: usize = 2000;
+/// How many commits `check`, `in` and an idempotent put walk back from the
+/// tip at most (each one is a `GetCommit` call).
+pub const WALK_LIMIT: usize = crate::backend::HISTORY_WALK_LIMIT;
 /// How many files `in` copies out of a version at most.
 const EXPORT_LIMIT: usize = 10_000;
 
@@ -505,6 +506,18 @@ impl LockStore for CodeCommitStore {
             }
         }
         Ok(None)
+    }
+
+    fn walk_messages(
+        &mut self,
+        tip: &str,
+        visit: &mut dyn FnMut(&str, &str) -> bool,
+    ) -> Result<()> {
+        self.walk(tip, |s, id| {
+            let message = &s.commit_info(id)?.message;
+            Ok(visit(id, message))
+        })?;
+        Ok(())
     }
 
     fn versions(&mut self, since: Option<&str>) -> Result<Vec<String>> {

@@ -20,7 +20,7 @@ use git2::{FileMode, Oid, Repository, Signature, Sort};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
-use crate::backend::{CommitOutcome, Identity, LockStore};
+use crate::backend::{CommitOutcome, Identity, LockStore, HISTORY_WALK_LIMIT};
 use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::log::Log;
@@ -173,6 +173,33 @@ impl GitStore {
         };
         self.refresh(next)?;
         Ok(true)
+    }
+
+    /// The first parent written in `id`'s commit object. Read from the raw
+    /// object: libgit2 caches a shallow commit parsed without its parents,
+    /// and keeps that after a deepening fetch.
+    fn first_parent(&self, id: Oid) -> Result<Option<Oid>> {
+        let odb = self
+            .repo
+            .odb()
+            .map_err(git_error("could not open the object database"))?;
+        let raw = odb.read(id).map_err(git_error("could not read a commit"))?;
+        let header = raw
+            .data()
+            .split(|b| *b == b'\n')
+            .take_while(|l| !l.is_empty());
+        for line in header {
+            if let Some(hex) = line.strip_prefix(b"parent ") {
+                return Ok(std::str::from_utf8(hex)
+                    .ok()
+                    .and_then(|h| Oid::from_str(h).ok()));
+            }
+        }
+        Ok(None)
+    }
+
+    fn has_object(&self, id: Oid) -> bool {
+        self.repo.odb().is_ok_and(|odb| odb.exists(id))
     }
 
     fn shallow_roots(&self) -> HashSet<Oid> {
@@ -438,6 +465,40 @@ impl LockStore for GitStore {
         // A commit whose parent is no longer the tip can never land now.
         self.unconfirmed.retain(|(_, parent, _)| *parent == tip);
         Ok(None)
+    }
+
+    fn walk_messages(
+        &mut self,
+        tip: &str,
+        visit: &mut dyn FnMut(&str, &str) -> bool,
+    ) -> Result<()> {
+        let mut next = Some(Oid::from_str(tip).map_err(git_error("bad snapshot tip"))?);
+        let mut seen = 0;
+        while let Some(id) = next.take() {
+            if seen >= HISTORY_WALK_LIMIT {
+                break;
+            }
+            seen += 1;
+            let stop = {
+                let commit = self
+                    .repo
+                    .find_commit(id)
+                    .map_err(git_error("could not read a commit"))?;
+                let message = String::from_utf8_lossy(commit.message_raw_bytes());
+                visit(&id.to_string(), &message)
+            };
+            if stop {
+                break;
+            }
+            let Some(parent) = self.first_parent(id)? else {
+                break;
+            };
+            if !self.has_object(parent) && (!self.deepen()? || !self.has_object(parent)) {
+                break;
+            }
+            next = Some(parent);
+        }
+        Ok(())
     }
 
     fn versions(&mut self, since: Option<&str>) -> Result<Vec<String>> {
