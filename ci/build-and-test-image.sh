@@ -175,6 +175,10 @@ if ! diff -u "$work/expected-files" "$work/files" >&2; then
     fail "the image holds other files than expected (diff above: - expected, + found)"
 fi
 
+# in and out are hard links to check: the image holds the binary once.
+links=$(tar -tvf "$work/fs.tar" | grep -cE 'opt/resource/(in|out) link to \.?/?opt/resource/check$' || true)
+[ "$links" -eq 2 ] || fail "opt/resource/in and out are not hard links to check in the image: $(tar -tvf "$work/fs.tar" | grep opt/resource)"
+
 labels=$(podman image inspect --format '{{json .Labels}}' "$image")
 for label in org.opencontainers.image.source org.opencontainers.image.version \
     org.opencontainers.image.licenses; do
@@ -311,9 +315,9 @@ mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1000000 }'; }
 printf '\nimage %s: %s (%s bytes), %s gzip-compressed; binaries %ss, image %ss, total %ss\n' \
     "$image" "$(mb "$size")" "$size" "$(mb "$compressed")" \
     "$t_binaries" "$t_image" "$(($(now) - started))"
-for bin in check in out; do
-    printf '  /opt/resource/%s: %s bytes\n' "$bin" "$(wc -c < "$context/rootfs/opt/resource/$bin")"
-done
+printf '  /opt/resource/{check,in,out}: one binary of %s bytes, %s links\n' \
+    "$(wc -c < "$context/rootfs/opt/resource/check")" \
+    "$(stat -c %h "$context/rootfs/opt/resource/check")"
 if [ "$size" -gt "$max_bytes" ]; then
     fail "the image is $size bytes, more than IMAGE_MAX_BYTES=$max_bytes"
 fi

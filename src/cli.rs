@@ -34,6 +34,18 @@ pub enum Command {
 }
 
 impl Command {
+    /// The command a multi-call binary was started as: the file name it was
+    /// run by (`/opt/resource/out` → [`Command::Out`]).
+    pub fn from_program_name(program: &str) -> Option<Command> {
+        let name = std::path::Path::new(program).file_name()?.to_str()?;
+        match name {
+            "check" => Some(Command::Check),
+            "in" => Some(Command::In),
+            "out" => Some(Command::Out),
+            _ => None,
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Command::Check => "check",
@@ -91,6 +103,30 @@ fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The secrets in a raw `source`, as written and as `{:?}` quotes them.
+fn raw_secrets(source: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(String::from);
+    let mut found: Vec<String> = ["password", "private_key", "private_key_passphrase"]
+        .iter()
+        .filter_map(|field| text(source.get(*field)))
+        .collect();
+    found.extend(text(
+        source
+            .get("https_tunnel")
+            .and_then(|t| t.get("proxy_password")),
+    ));
+    if let Some(uri) = text(source.get("uri")) {
+        found.extend(crate::uri::embedded_passwords(&uri));
+    }
+    let escaped: Vec<String> = found
+        .iter()
+        .map(|s| s.escape_debug().to_string())
+        .filter(|e| !found.contains(e))
+        .collect();
+    found.extend(escaped);
+    found
+}
+
 /// Runs `command` with `args` (without the program name), reading the
 /// request from `stdin`; returns the JSON to print.
 pub fn run(
@@ -114,6 +150,8 @@ pub fn run(
         }
     };
     let request = RawRequest::parse(&read_stdin(stdin)?)?;
+    // Before validating: an error that quotes a field must not show a secret.
+    log.add_secrets(raw_secrets(&request.source));
     let source = Source::from_request(&request)?;
     log.add_secrets(source.secrets());
     for warning in &source.warnings {
@@ -178,6 +216,24 @@ pub fn report(err: &Error, log: &Log) {
     while let Some(cause) = source {
         log.line(format_args!("  caused by: {cause}"));
         source = cause.source();
+    }
+}
+
+/// The `main` of the multi-call binary the image ships once, hard-linked as
+/// `check`, `in` and `out`: one copy of the code instead of three.
+pub fn multicall_main() -> ExitCode {
+    let program = std::env::args().next().unwrap_or_default();
+    match Command::from_program_name(&program) {
+        Some(command) => main(command),
+        None => {
+            report(
+                &Error::Usage(format!(
+                    "run this program as check, in or out (a link named so), not as {program:?}"
+                )),
+                &Log::stderr(),
+            );
+            ExitCode::FAILURE
+        }
     }
 }
 

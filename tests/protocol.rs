@@ -183,3 +183,71 @@ fn retry_delay_must_be_a_duration() {
     run.assert_failure();
     assert!(run.stderr.contains("source.retry_delay"), "{}", run.stderr);
 }
+
+#[test]
+fn the_multicall_binary_runs_as_the_name_it_is_linked_as() {
+    let repo = LockRepo::new("main");
+    repo.add_lock("envs", "a", false, b"a");
+    let links = tempfile::TempDir::new().unwrap();
+    let multicall = crate::support::run::bin_path("pool-resource");
+    for name in ["check", "in", "out"] {
+        std::fs::hard_link(multicall, links.path().join(name)).unwrap();
+    }
+    let src = source(&repo.path().display().to_string(), "main", "envs");
+    let run = |program: &str, args: &[&std::path::Path], request: serde_json::Value| {
+        let out = std::process::Command::new(links.path().join(program))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(request.to_string().as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let inputs = Inputs::new();
+    let (code, stdout, stderr) = run(
+        "out",
+        &[inputs.path()],
+        json!({"source": src, "params": {"acquire": true}}),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let claimed: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(repo.claimed("envs"), vec!["a".to_string()]);
+    let (code, stdout, stderr) = run("check", &[], json!({"source": src}));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap(),
+        json!([claimed["version"]])
+    );
+    let dest = tempfile::TempDir::new().unwrap();
+    let (code, _, stderr) = run(
+        "in",
+        &[dest.path()],
+        json!({"source": src, "version": claimed["version"]}),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(std::fs::read(dest.path().join("metadata")).unwrap(), b"a");
+    // Under any other name it says how to run it.
+    let plain = run_bin("pool-resource", &[], &json!({"source": src}), &[]);
+    plain.assert_failure();
+    assert!(
+        plain
+            .stderr
+            .contains("run this program as check, in or out"),
+        "{}",
+        plain.stderr
+    );
+}

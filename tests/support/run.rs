@@ -91,6 +91,7 @@ pub fn bin_path(name: &str) -> &'static str {
         "check" => env!("CARGO_BIN_EXE_check"),
         "in" => env!("CARGO_BIN_EXE_in"),
         "out" => env!("CARGO_BIN_EXE_out"),
+        "pool-resource" => env!("CARGO_BIN_EXE_pool-resource"),
         other => panic!("no executable called {other:?}"),
     }
 }

@@ -1,0 +1,6 @@
+//! The image's one binary, hard-linked as `/opt/resource/{check,in,out}`:
+//! see [`pool_resource::cli::multicall_main`].
+
+fn main() -> std::process::ExitCode {
+    pool_resource::cli::multicall_main()
+}
