@@ -76,6 +76,8 @@ const DIRECTORY_ACTIONS: &[&str] = &[
     "check",
     "check_unclaimed",
 ];
+/// Put params that go with an action.
+const PUT_MODIFIERS: &[&str] = &["idempotent"];
 /// Get params of this resource (also allowed as a put's `get_params`).
 const GET_PARAMS: &[&str] = &["depth"];
 
@@ -662,7 +664,13 @@ impl Checker<'_> {
                 return;
             }
         };
-        self.params(params, PUT_ACTIONS, at);
+        let known: Vec<&str> = PUT_ACTIONS.iter().chain(PUT_MODIFIERS).copied().collect();
+        self.params(params, &known, at);
+        if let Some(v) = map.get("idempotent").filter(|v| !v.is_boolean()) {
+            self.problem(format_args!(
+                "{at} idempotent must be true or false, is {v}"
+            ));
+        }
         let actions: Vec<&str> = PUT_ACTIONS
             .iter()
             .copied()
@@ -965,6 +973,7 @@ fn the_param_and_field_names_checked_here_are_the_ones_the_resource_parses() {
     for name in SOURCE_FIELDS
         .iter()
         .chain(PUT_ACTIONS)
+        .chain(PUT_MODIFIERS)
         .chain(GET_PARAMS)
         .chain(BACKENDS)
     {
