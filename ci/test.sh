@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs the servers the
+# integration tests start (git daemon and git http-backend come with git,
+# sshd with openssh-server) when they are missing, then runs every test.
+# The image tests install buildah, podman and musl-tools themselves
+# (ci/build-and-test-image.sh).
+#
+#   ci/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_updated=
+need() { # need COMMAND PACKAGE...
+    command -v "$1" >/dev/null 2>&1 && return 0
+    [ -x "$1" ] && return 0
+    local cmd=$1
+    shift
+    echo "ci/test.sh: installing $* (for $cmd)" >&2
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo -n)
+    if [ -z "$apt_updated" ]; then
+        "${sudo[@]}" apt-get update -qq >&2
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+need git git
+need ssh-keygen openssh-client
+need /usr/sbin/sshd openssh-server
+need update-ca-certificates ca-certificates
+need cc gcc
+need make make
+need pkg-config pkg-config
+# openssl-sys links the system OpenSSL outside the image build.
+pkg-config --exists openssl || need /nonexistent/openssl-headers libssl-dev
+
+cargo test --locked "$@"
