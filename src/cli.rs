@@ -120,7 +120,10 @@ fn raw_secrets(source: &serde_json::Map<String, serde_json::Value>) -> Vec<Strin
     }
     let escaped: Vec<String> = found
         .iter()
-        .map(|s| s.escape_debug().to_string())
+        .map(|s| {
+            let quoted = format!("{s:?}");
+            quoted[1..quoted.len() - 1].to_string()
+        })
         .filter(|e| !found.contains(e))
         .collect();
     found.extend(escaped);

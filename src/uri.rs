@@ -82,6 +82,26 @@ pub fn percent_encode_userinfo(s: &str) -> String {
     out
 }
 
+/// The password embedded in `uri` (`scheme://user:password@host/...`), as
+/// written and percent-decoded. Found even where the rest of the URI is
+/// invalid, so that it can be kept out of the error saying why.
+pub fn embedded_passwords(uri: &str) -> Vec<String> {
+    let Some((_, rest)) = uri.split_once("://") else {
+        return Vec::new();
+    };
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return Vec::new();
+    };
+    let Some((_, password)) = userinfo.split_once(':') else {
+        return Vec::new();
+    };
+    let mut out = vec![password.to_string(), percent_decode(password)];
+    out.dedup();
+    out.retain(|p| !p.is_empty());
+    out
+}
+
 impl RepoUri {
     /// Parses `uri`; the error says what is wrong with it.
     pub fn parse(uri: &str) -> Result<RepoUri, String> {
@@ -323,6 +343,24 @@ mod tests {
     fn bad_uris_are_rejected() {
         for uri in ["ftp://x/y", "https://:80/x", "https://h:99999/x", "a\nb"] {
             assert!(RepoUri::parse(uri).is_err(), "{uri:?}");
+        }
+    }
+
+    #[test]
+    fn embedded_passwords_are_found_even_in_invalid_uris() {
+        assert_eq!(
+            embedded_passwords("https://bot:s3cr%40t@git.example:99999/x"),
+            ["s3cr%40t", "s3cr@t"]
+        );
+        assert_eq!(embedded_passwords("codecommit://me:pw@bad/name"), ["pw"]);
+        for none in [
+            "https://bot@h/x",
+            "https://h/a:b@c",
+            "git@h:x",
+            "/srv/x",
+            "https://:@h/",
+        ] {
+            assert!(embedded_passwords(none).is_empty(), "{none}");
         }
     }
 
