@@ -206,8 +206,22 @@ impl Version {
     pub fn from_request(version: Option<&Map<String, Value>>) -> Result<Option<Version>> {
         let Some(map) = version else { return Ok(None) };
         let mut fields = Fields::new("version", map.clone());
-        let reference = fields.string("ref")?;
-        Ok(reference.map(|reference| Version { reference }))
+        let Some(reference) = fields.string("ref")? else {
+            return Ok(None);
+        };
+        // Versions are commit ids. Anything else cannot have come from this
+        // resource, and would otherwise be echoed into the build log as is.
+        let hex = reference.bytes().all(|b| b.is_ascii_hexdigit());
+        if !hex || !(4..=64).contains(&reference.len()) {
+            let mut shown: String = reference.chars().take(48).collect();
+            if shown.len() < reference.len() {
+                shown.push_str("...");
+            }
+            return Err(Error::bad_request(format!(
+                "invalid payload: version.ref {shown:?} is not a commit id (4 to 64 hexadecimal digits)"
+            )));
+        }
+        Ok(Some(Version { reference }))
     }
 }
 
@@ -353,6 +367,29 @@ mod tests {
         );
         let err = f.reject_unknown("").unwrap_err().to_string();
         assert!(err.contains("params.aquire"), "{err}");
+    }
+
+    #[test]
+    fn versions_must_be_commit_ids() {
+        let v = |r: Value| {
+            let map = json!({ "ref": r }).as_object().unwrap().clone();
+            Version::from_request(Some(&map))
+        };
+        let sha = "0123456789abcdef0123456789ABCDEF01234567";
+        assert_eq!(v(json!(sha)).unwrap().unwrap().reference, sha);
+        assert_eq!(v(json!("abc1")).unwrap().unwrap().reference, "abc1");
+        assert!(v(json!("")).unwrap().is_none());
+        for bad in ["zzz", "abc", "a\nb", "\u{1b}[2J0000", &"a".repeat(65)] {
+            let err = v(json!(bad)).unwrap_err().to_string();
+            assert!(
+                err.contains("version.ref") && err.contains("is not a commit id"),
+                "{err}"
+            );
+        }
+        let err = v(json!("\u{1b}[2J")).unwrap_err().to_string();
+        assert!(!err.contains('\u{1b}'), "{err}");
+        let err = v(json!("x".repeat(1 << 20))).unwrap_err().to_string();
+        assert!(err.len() < 200, "{err}");
     }
 
     #[test]
