@@ -11,13 +11,14 @@ use std::time::Duration;
 /// Units: `ns`, `us`, `µs`, `μs`, `ms`, `s`, `m`, `h`. `"0"` is zero. Negative
 /// durations are rejected (a delay cannot be negative).
 pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let shown = || quoted(text);
     let s = text.trim();
     if s.is_empty() {
         return Err("empty duration".into());
     }
     let s = s.strip_prefix('+').unwrap_or(s);
     if s.starts_with('-') {
-        return Err(format!("negative duration {text:?}"));
+        return Err(format!("negative duration {}", shown()));
     }
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -30,7 +31,7 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
             .unwrap_or(rest.len());
         let (num, after) = rest.split_at(num_len);
         if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-            return Err(format!("invalid duration {text:?}: expected a number"));
+            return Err(format!("invalid duration {}: expected a number", shown()));
         }
         let unit_len = after
             .find(|c: char| c.is_ascii_digit() || c == '.')
@@ -43,20 +44,37 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            "" => return Err(format!("invalid duration {text:?}: missing unit")),
-            other => return Err(format!("invalid duration {text:?}: unknown unit {other:?}")),
+            "" => return Err(format!("invalid duration {}: missing unit", shown())),
+            other => {
+                return Err(format!(
+                    "invalid duration {}: unknown unit {}",
+                    shown(),
+                    quoted(other)
+                ))
+            }
         };
         let value: f64 = num
             .parse()
-            .map_err(|_| format!("invalid duration {text:?}: bad number {num:?}"))?;
+            .map_err(|_| format!("invalid duration {}: bad number {}", shown(), quoted(num)))?;
         total_nanos += value * scale;
         rest = next;
     }
     // Go's Duration is an i64 of nanoseconds: about 292 years.
     if total_nanos > i64::MAX as f64 {
-        return Err(format!("duration {text:?} is too large"));
+        return Err(format!("duration {} is too large", shown()));
     }
     Ok(Duration::from_nanos(total_nanos.round() as u64))
+}
+
+/// `text` quoted for a message, shortened: a value of megabytes must not
+/// flood the build log.
+fn quoted(text: &str) -> String {
+    const SHOWN: usize = 48;
+    if text.chars().count() <= SHOWN {
+        return format!("{text:?}");
+    }
+    let head: String = text.chars().take(SHOWN).collect();
+    format!("{head:?}... ({} bytes)", text.len())
 }
 
 /// Formats a duration for people: `1h2m3s`, `1.5s`, `250ms`.
@@ -118,6 +136,22 @@ mod tests {
             assert!(parse_go_duration(text).is_err(), "{text:?} should fail");
         }
         assert!(parse_go_duration("5 parsecs").unwrap_err().contains("unit"));
+        assert_eq!(
+            parse_go_duration("soon").unwrap_err(),
+            "invalid duration \"soon\": expected a number"
+        );
+    }
+
+    #[test]
+    fn huge_bad_durations_are_not_quoted_whole() {
+        for text in ["x".repeat(5 << 20), format!("1{}", "y".repeat(5 << 20))] {
+            let err = parse_go_duration(&text).unwrap_err();
+            assert!(err.len() < 300, "{} bytes: {}", err.len(), &err[..300]);
+            assert!(
+                err.contains("(5242880 bytes)") || err.contains("(5242881 bytes)"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
