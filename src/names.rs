@@ -10,6 +10,9 @@ use std::fmt;
 /// The longest lock name we accept, in bytes (a common file-name limit).
 pub const MAX_NAME_LEN: usize = 255;
 
+/// The longest pool path we accept, in bytes (a common path-length limit).
+pub const MAX_POOL_LEN: usize = 4096;
+
 /// A lock's file name: non-empty, no `/`, no leading `.`, no control characters.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct LockName(String);
@@ -72,6 +75,13 @@ pub struct PoolPath {
 impl PoolPath {
     /// Checks `pool` and wraps it. A trailing `/` is tolerated and dropped.
     pub fn new(pool: &str) -> Result<PoolPath, String> {
+        // Checked first: every other message quotes the pool.
+        if pool.len() > MAX_POOL_LEN {
+            return Err(format!(
+                "pool is {} bytes long (at most {MAX_POOL_LEN})",
+                pool.len()
+            ));
+        }
         let trimmed = pool.strip_suffix('/').unwrap_or(pool);
         if trimmed.is_empty() {
             return Err("pool is empty".into());
@@ -162,6 +172,16 @@ mod tests {
         let p = PoolPath::new("envs/aws/").unwrap();
         assert_eq!(p.as_str(), "envs/aws");
         assert_eq!(p.components(), ["envs", "aws"]);
+    }
+
+    #[test]
+    fn pools_of_megabytes_are_refused_without_being_quoted() {
+        assert!(PoolPath::new(&"p".repeat(MAX_POOL_LEN)).is_ok());
+        for pool in ["p".repeat(5 << 20), format!("{}\n", "p".repeat(5 << 20))] {
+            let err = PoolPath::new(&pool).unwrap_err();
+            assert!(err.len() < 100, "{}", &err[..100]);
+            assert!(err.contains("bytes long (at most 4096)"), "{err}");
+        }
     }
 
     #[test]
