@@ -28,9 +28,33 @@ use crate::tunnel::{LocalTunnel, TunnelError};
 use crate::uri::Scheme;
 
 /// Connect and read timeouts for every remote operation, so a stalled server
-/// fails (and is retried) instead of hanging the step.
+/// fails (and is retried) instead of hanging the step. libgit2 applies them
+/// to its sockets (git://, http(s)://) and hands the I/O timeout to libssh2.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The environment variable that shortens both timeouts, in milliseconds, so
+/// that tests of a stalled server do not wait a minute per stall.
+pub const TIMEOUT_ENV: &str = "POOL_RESOURCE_GIT_TIMEOUT_MS";
+
+/// The connect and I/O timeouts: the defaults, or [`TIMEOUT_ENV`] (which can
+/// only shorten them; 0 or garbage is ignored).
+fn timeouts() -> (Duration, Duration) {
+    let custom = std::env::var(TIMEOUT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis);
+    match custom {
+        Some(t) => (t.min(CONNECT_TIMEOUT), t.min(IO_TIMEOUT)),
+        None => (CONNECT_TIMEOUT, IO_TIMEOUT),
+    }
+}
+
+/// A timeout as libgit2 wants it: milliseconds in a C int.
+fn millis(d: Duration) -> i32 {
+    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
+}
 
 /// Marker in a callback error that tells the classifier we aborted on purpose.
 const RACE_MARKER: &str = "pool-resource: remote branch moved";
@@ -88,10 +112,9 @@ pub fn configure_process(source: &Source) -> Result<()> {
             // A missing directory is not worth failing over: the bundle may suffice.
             let _ = git2::opts::set_ssl_cert_dir(dir);
         }
-        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(
-            CONNECT_TIMEOUT.as_millis() as i32
-        );
-        let _ = git2::opts::set_server_timeout_in_milliseconds(IO_TIMEOUT.as_millis() as i32);
+        let (connect, io) = timeouts();
+        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis(connect));
+        let _ = git2::opts::set_server_timeout_in_milliseconds(millis(io));
         // We only open repositories the user named or we created.
         let _ = git2::opts::set_verify_owner_validation(false);
     }
