@@ -10,6 +10,7 @@
 
 pub mod codecommit;
 pub mod daemon;
+pub mod faults;
 pub mod http;
 pub mod imds;
 mod net;
