@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use crate::support::{run_bin, CommitInfo, GitDaemon, LockRepo};
 use crate::{lock_name, version, Inputs};
 
-const POOL: &str = "envs";
+pub(crate) const POOL: &str = "envs";
 const LOCKS: [&str; 3] = ["a", "b", "c"];
 
 /// Short network backoff, so a transient fault under load costs little.
@@ -172,7 +172,7 @@ fn race(arena: &Arena, workers: usize, cycles: usize, claim_params: &Value) -> V
 
 /// What a lock looked like at some point of the replay.
 #[derive(Clone, Debug, PartialEq, Eq)]
-enum State {
+pub(crate) enum State {
     Unclaimed,
     /// Claimed by the commit with this id.
     Claimed(String),
@@ -182,7 +182,7 @@ enum State {
 /// panicking at the first commit that breaks mutual exclusion or the
 /// repository layout. Returns, for each claim commit, the commit that next
 /// changed that lock, and the final states.
-fn replay(
+pub(crate) fn replay(
     log: &[CommitInfo],
     initial: &[&str],
 ) -> (HashMap<String, String>, HashMap<String, State>) {

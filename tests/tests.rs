@@ -7,6 +7,7 @@ mod support;
 mod abort;
 mod check;
 mod codecommit;
+mod faults;
 mod get;
 mod image;
 mod pipelines;
