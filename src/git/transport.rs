@@ -166,7 +166,16 @@ impl Remote {
             .clone()
             .or_else(|| uri.user.clone())
             .unwrap_or_else(|| "git".to_string());
-        let mut url = uri.git_url();
+        // libgit2 refuses credentials for another user than the URL's, so
+        // private_key_user goes into the URL itself.
+        let mut url = match (&uri.scheme, &source.private_key_user) {
+            (Scheme::Ssh, Some(user)) => {
+                let mut as_user = uri.clone();
+                as_user.user = Some(user.clone());
+                as_user.git_url()
+            }
+            _ => uri.git_url(),
+        };
         let mut tunnel = None;
         if let (Some(proxy), Scheme::Ssh) = (&source.https_tunnel, &uri.scheme) {
             let t = LocalTunnel::start(proxy, &uri.host, uri.port.unwrap_or(22))?;
@@ -400,8 +409,18 @@ impl Remote {
                 detail: format!("{msg} (set source.skip_ssl_verification, or provide the CA via git_config http.sslCAInfo)"),
             };
         }
+        if lower.contains("unable to extract public key") || lower.contains("unable to decrypt") {
+            // libssh2 reads the key only while authenticating.
+            return Error::Auth {
+                uri,
+                detail: format!(
+                    "source.private_key could not be used ({msg}); is it a valid key, and is private_key_passphrase right?"
+                ),
+            };
+        }
         if e.code() == ErrorCode::Auth
             || lower.contains("authentication")
+            || lower.contains("failed to authenticate")
             || lower.contains("status code: 401")
             || lower.contains("status code: 403")
         {
