@@ -5,6 +5,7 @@
 mod support;
 
 mod abort;
+mod behaviour;
 mod check;
 mod codecommit;
 mod faults;
@@ -14,6 +15,7 @@ mod pipelines;
 mod protocol;
 mod put;
 mod races;
+mod rerun;
 mod transports;
 
 use std::path::{Path, PathBuf};

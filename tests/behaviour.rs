@@ -1,0 +1,388 @@
+//! One behavioural suite, run against every way of reaching a pool: a local
+//! bare repository, `git daemon`, CodeCommit's Git endpoint signed with
+//! instance-profile credentials (`git http-backend` checking the signature),
+//! and the CodeCommit API backend (the JSON-protocol stand-in over a real
+//! repository). Each scenario is written once, as a function of a
+//! [`Backend`]; `on_every_backend!` makes a test of it for each kind, so the
+//! backends are held to the same outputs, commit messages and errors.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use crate::support::{
+    AwsEnv, CodeCommitServer, GitDaemon, GitSignatureCheck, HttpGitServer, HttpOptions, Imds,
+    ImdsOptions, Keyring, LockRepo, Run,
+};
+use crate::{lock_name, version, Inputs};
+
+const POOL: &str = "envs";
+const REGION: &str = "eu-west-2";
+const HOST: &str = "git-codecommit.eu-west-2.amazonaws.com";
+const CODECOMMIT_URI: &str = "https://git-codecommit.eu-west-2.amazonaws.com/v1/repos/locks";
+
+/// How the pool is reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    LocalGit,
+    GitDaemon,
+    CodeCommitGit,
+    CodeCommitApi,
+}
+
+/// A lock repository with locks `a` and `b` unclaimed, the servers in front
+/// of it, and the environment the executables run in.
+pub struct Backend {
+    kind: Kind,
+    repo: LockRepo,
+    uri: String,
+    env: AwsEnv,
+    _daemon: Option<GitDaemon>,
+    _imds: Option<Imds>,
+    _http: Option<(GitSignatureCheck, HttpGitServer)>,
+    _api: Option<CodeCommitServer>,
+}
+
+impl Backend {
+    fn start(kind: Kind) -> Backend {
+        let repo = LockRepo::new("main");
+        repo.add_lock(POOL, "a", false, b"a-meta\n");
+        repo.add_lock(POOL, "b", false, b"b-meta\n");
+        let mut b = Backend {
+            kind,
+            uri: repo.path().display().to_string(),
+            env: AwsEnv::new(),
+            repo,
+            _daemon: None,
+            _imds: None,
+            _http: None,
+            _api: None,
+        };
+        match kind {
+            Kind::LocalGit => {}
+            Kind::GitDaemon => {
+                let daemon = GitDaemon::start(b.repo.root());
+                b.uri = daemon.url("locks.git");
+                b._daemon = Some(daemon);
+            }
+            Kind::CodeCommitGit => {
+                let imds = Imds::start(ImdsOptions::default(), Keyring::new());
+                let check = GitSignatureCheck::new(imds.keyring(), HOST, REGION);
+                let server = HttpGitServer::start(
+                    b.repo.root(),
+                    HttpOptions {
+                        auth_check: Some(check.auth_check()),
+                        url_prefix: "/v1/repos".into(),
+                        ..HttpOptions::default()
+                    },
+                );
+                b.env = AwsEnv::new().with_imds(&imds).set(
+                    "POOL_RESOURCE_CODECOMMIT_GIT_ENDPOINT",
+                    &format!("http://127.0.0.1:{}", server.port()),
+                );
+                b.uri = CODECOMMIT_URI.into();
+                b._imds = Some(imds);
+                b._http = Some((check, server));
+            }
+            Kind::CodeCommitApi => {
+                let imds = Imds::start(ImdsOptions::default(), Keyring::new());
+                let api = CodeCommitServer::start(b.repo.path(), "locks", REGION, imds.keyring());
+                b.env = AwsEnv::new()
+                    .with_imds(&imds)
+                    .set("AWS_ENDPOINT_URL_CODECOMMIT", &api.endpoint());
+                b.uri = CODECOMMIT_URI.into();
+                b._imds = Some(imds);
+                b._api = Some(api);
+            }
+        }
+        b.env = std::mem::take(&mut b.env)
+            .set("POOL_RESOURCE_BACKOFF_BASE_MS", "10")
+            .set("BUILD_ID", "31337")
+            .set("ATC_EXTERNAL_URL", "https://ci.example.com");
+        b
+    }
+
+    fn source(&self, pool: &str) -> Value {
+        let mut s = json!({"uri": self.uri, "branch": "main", "pool": pool, "retry_delay": "50ms"});
+        if self.kind == Kind::CodeCommitApi {
+            s["backend"] = json!("codecommit-api");
+        }
+        s
+    }
+
+    fn run(&self, bin: &str, args: &[&Path], request: Value) -> Run {
+        self.env.run(bin, args, &request)
+    }
+
+    fn out(&self, params: Value, inputs: &Inputs) -> Run {
+        self.run(
+            "out",
+            &[inputs.path()],
+            json!({"source": self.source(POOL), "params": params}),
+        )
+    }
+
+    fn put(&self, params: Value, inputs: &Inputs) -> Value {
+        self.out(params, inputs).assert_success().json()
+    }
+
+    /// A put that must fail at once; returns its stderr.
+    fn put_fails(&self, params: Value, inputs: &Inputs) -> String {
+        let tip = self.repo.tip();
+        let run = self.out(params, inputs);
+        run.assert_failure();
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        assert!(!run.stderr.contains("retrying"), "retried:\n{}", run.stderr);
+        assert_eq!(
+            self.repo.tip(),
+            tip,
+            "a failed put committed:\n{}",
+            run.stderr
+        );
+        run.stderr
+    }
+
+    fn get(&self, version: &str) -> (Run, TempDir) {
+        let dest = TempDir::new().expect("creating the get's destination");
+        let run = self.run(
+            "in",
+            &[dest.path()],
+            json!({"source": self.source(POOL), "version": {"ref": version}}),
+        );
+        (run, dest)
+    }
+
+    fn check(&self, version: Option<&str>) -> Vec<String> {
+        let mut request = json!({"source": self.source(POOL)});
+        if let Some(v) = version {
+            request["version"] = json!({"ref": v});
+        }
+        self.run("check", &[], request)
+            .assert_success()
+            .json()
+            .as_array()
+            .expect("check prints a list")
+            .iter()
+            .map(|v| v["ref"].as_str().expect("a ref").to_string())
+            .collect()
+    }
+
+    fn subjects_since(&self, base: &str) -> Vec<String> {
+        let log = self.repo.log();
+        let start = log.iter().position(|c| c.sha == base).map_or(0, |i| i + 1);
+        log[start..].iter().map(|c| c.subject.clone()).collect()
+    }
+}
+
+macro_rules! on_every_backend {
+    ($($scenario:ident),* $(,)?) => {
+        mod local_git {
+            $(#[test] fn $scenario() { super::$scenario(super::Backend::start(super::Kind::LocalGit)) })*
+        }
+        mod git_daemon {
+            $(#[test] fn $scenario() { super::$scenario(super::Backend::start(super::Kind::GitDaemon)) })*
+        }
+        mod codecommit_git {
+            $(#[test] fn $scenario() { super::$scenario(super::Backend::start(super::Kind::CodeCommitGit)) })*
+        }
+        mod codecommit_api {
+            $(#[test] fn $scenario() { super::$scenario(super::Backend::start(super::Kind::CodeCommitApi)) })*
+        }
+    };
+}
+
+on_every_backend!(
+    acquire_get_release_and_check_make_the_same_commits_and_json,
+    add_update_and_remove_keep_binary_metadata_byte_for_byte,
+    impossible_puts_fail_at_once_with_the_same_messages,
+    in_fails_once_the_claim_was_released_since,
+    check_waits_for_unclaimed_and_check_unclaimed_for_claimed,
+    an_idempotent_acquire_run_again_gets_the_same_lock,
+);
+
+fn acquire_get_release_and_check_make_the_same_commits_and_json(b: Backend) {
+    let base = b.repo.tip();
+    let inputs = Inputs::new();
+    let claimed = b.put(json!({"acquire": true}), &inputs);
+    let lock = lock_name(&claimed);
+    assert!(lock == "a" || lock == "b", "{claimed}");
+    assert_eq!(
+        claimed["metadata"][1],
+        json!({"name": "pool_name", "value": POOL})
+    );
+    assert_eq!(version(&claimed), b.repo.tip());
+    assert_eq!(b.repo.claimed(POOL), vec![lock.clone()]);
+
+    let (get, dest) = b.get(&version(&claimed));
+    assert_eq!(
+        get.assert_success().json(),
+        claimed,
+        "in prints what out printed"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("name")).unwrap(),
+        format!("{lock}\n")
+    );
+    assert_eq!(
+        std::fs::read(dest.path().join("metadata")).unwrap(),
+        format!("{lock}-meta\n").as_bytes()
+    );
+    assert!(
+        dest.path().join(POOL).join("claimed").join(&lock).is_file(),
+        "in leaves the repository's tree"
+    );
+
+    std::fs::rename(dest.path(), inputs.path().join("held")).unwrap();
+    let released = b.put(json!({"release": "held"}), &inputs);
+    assert_eq!(lock_name(&released), lock);
+    assert!(b.repo.claimed(POOL).is_empty());
+    assert_eq!(
+        b.repo
+            .file_at(&b.repo.tip(), &format!("{POOL}/unclaimed/{lock}")),
+        Some(format!("{lock}-meta\n").into_bytes()),
+        "the lock keeps its content"
+    );
+    assert_eq!(
+        b.subjects_since(&base),
+        vec![format!("claiming: {lock}"), format!("unclaiming: {lock}")]
+    );
+    let body = &b.repo.log().pop().unwrap().body;
+    assert!(body.contains("Pool-Resource-Build-Id: 31337"), "{body}");
+    assert!(body.contains("Pool-Resource-Nonce: "), "{body}");
+
+    assert_eq!(
+        b.check(Some(&version(&claimed))),
+        vec![version(&claimed), version(&released)]
+    );
+    assert_eq!(b.check(None), vec![version(&released)]);
+}
+
+fn add_update_and_remove_keep_binary_metadata_byte_for_byte(b: Backend) {
+    let base = b.repo.tip();
+    let binary: &[u8] = b"\x00\xff\xfe binary\nmetadata\r\n\x7f";
+    let inputs = Inputs::new();
+    inputs.lock("new", "c", binary);
+    inputs.lock("held", "d", b"d\n");
+    inputs.lock("changed", "a", b"\x01new content\xff");
+    let added = b.put(json!({"add": "new"}), &inputs);
+    assert_eq!(lock_name(&added), "c");
+    assert_eq!(
+        b.repo
+            .file_at(&b.repo.tip(), &format!("{POOL}/unclaimed/c")),
+        Some(binary.to_vec())
+    );
+    let (get, dest) = b.get(&version(&added));
+    get.assert_success();
+    assert_eq!(std::fs::read(dest.path().join("metadata")).unwrap(), binary);
+
+    b.put(json!({"add_claimed": "held"}), &inputs);
+    assert_eq!(b.repo.claimed(POOL), vec!["d".to_string()]);
+    b.put(json!({"update": "changed"}), &inputs);
+    assert_eq!(
+        b.repo
+            .file_at(&b.repo.tip(), &format!("{POOL}/unclaimed/a")),
+        Some(b"\x01new content\xff".to_vec())
+    );
+    b.put(json!({"remove": "held"}), &inputs);
+    b.put(json!({"remove": "new"}), &inputs);
+    assert!(b.repo.claimed(POOL).is_empty());
+    assert_eq!(
+        b.repo.unclaimed(POOL),
+        vec!["a".to_string(), "b".to_string()]
+    );
+    assert_eq!(
+        b.subjects_since(&base),
+        vec![
+            "adding unclaimed: c",
+            "adding claimed: d",
+            "updating: a",
+            "removing: d",
+            "removing: c"
+        ]
+    );
+}
+
+fn impossible_puts_fail_at_once_with_the_same_messages(b: Backend) {
+    let inputs = Inputs::new();
+    inputs.lock("existing", "a", b"again");
+    inputs.lock("missing", "zz", b"");
+    let err = b.put_fails(json!({"add": "existing"}), &inputs);
+    assert!(
+        err.contains("lock \"a\" already exists in pool \"envs\" (it is unclaimed)"),
+        "{err}"
+    );
+    let err = b.put_fails(json!({"release": "existing"}), &inputs);
+    assert!(
+        err.contains("lock \"a\" in pool \"envs\" is not claimed, so it cannot be released"),
+        "{err}"
+    );
+    for params in [
+        json!({"release": "missing"}),
+        json!({"remove": "missing"}),
+        json!({"claim": "zz"}),
+        json!({"check": "missing"}),
+    ] {
+        let err = b.put_fails(params.clone(), &inputs);
+        assert!(
+            err.contains("lock \"zz\" does not exist in pool \"envs\""),
+            "{params}: {err}"
+        );
+    }
+    let run = b.run(
+        "out",
+        &[inputs.path()],
+        json!({"source": b.source("no-such-pool"), "params": {"acquire": true}}),
+    );
+    run.assert_failure();
+    assert!(
+        run.stderr
+            .contains("pool \"no-such-pool\" does not exist on branch \"main\""),
+        "{}",
+        run.stderr
+    );
+}
+
+fn in_fails_once_the_claim_was_released_since(b: Backend) {
+    let inputs = Inputs::new();
+    let claimed = b.put(json!({"claim": "b"}), &inputs);
+    inputs.lock("held", "b", b"");
+    b.put(json!({"release": "held"}), &inputs);
+    let (get, _dest) = b.get(&version(&claimed));
+    get.assert_failure();
+    assert!(
+        get.stderr.contains("lock instance is no longer acquired"),
+        "{}",
+        get.stderr
+    );
+}
+
+fn check_waits_for_unclaimed_and_check_unclaimed_for_claimed(b: Backend) {
+    let inputs = Inputs::new();
+    inputs.lock("a", "a", b"");
+    let tip = b.repo.tip();
+    let free = b.put(json!({"check": "a"}), &inputs);
+    assert_eq!(
+        version(&free),
+        tip,
+        "check reports the tip and commits nothing"
+    );
+    b.put(json!({"claim": "a"}), &inputs);
+    let tip = b.repo.tip();
+    let held = b.put(json!({"check_unclaimed": "a"}), &inputs);
+    assert_eq!(version(&held), tip);
+    assert_eq!(b.repo.tip(), tip);
+}
+
+fn an_idempotent_acquire_run_again_gets_the_same_lock(b: Backend) {
+    let inputs = Inputs::new();
+    let params = json!({"acquire": true, "idempotent": true});
+    let first = b.put(params.clone(), &inputs);
+    let tip = b.repo.tip();
+    let again = b.put(params, &inputs);
+    assert_eq!(again, first);
+    assert_eq!(b.repo.tip(), tip, "the re-run commits nothing");
+    // Without idempotent the same build takes the other lock.
+    let second = b.put(json!({"acquire": true}), &inputs);
+    assert_ne!(lock_name(&second), lock_name(&first));
+}
