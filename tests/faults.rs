@@ -480,9 +480,11 @@ fn owner(id: &str) -> &str {
     }
 }
 
-/// Replays the history of the run and checks every put against it; records
-/// each broken promise as a violation and returns the totals.
-fn check_history(field: &Field) -> Totals {
+/// Replays the history of the run and checks every put against it, and
+/// that every push that landed without its client hearing so (per `faults`)
+/// was found by its put; records each broken promise as a violation and
+/// returns the totals.
+fn check_history(field: &Field, faults: Option<&FaultCounts>) -> Totals {
     let log = log_since(&field.repo, &field.base);
     let records = field.records.lock().expect("records").clone();
     let mut totals = Totals {
@@ -585,6 +587,16 @@ fn check_history(field: &Field) -> Totals {
             "claimed at the end: {:?}",
             field.repo.claimed(POOL)
         ));
+    }
+    // Each such push is reported by its put, or its put failed and the
+    // worker found it; timeouts under load can add to the left side.
+    if let Some(faults) = faults {
+        if totals.recovered_replies + totals.landed_after_failure < faults.unreported_updates {
+            field.violation(format!(
+                "{} pushes landed unreported, but only {} puts found theirs and {} failed after landing",
+                faults.unreported_updates, totals.recovered_replies, totals.landed_after_failure
+            ));
+        }
     }
     totals.violations = field.violations.lock().expect("violations").len();
     totals
@@ -750,10 +762,12 @@ fn the_fault_proxy_relays_git_unchanged_and_injects_exactly_the_faults_asked_for
             c.cut_mid_push += 1
         }),
         (Fault::LosePushReply, "lost", true, |c| {
-            c.lost_push_replies += 1
+            c.lost_push_replies += 1;
+            c.unreported_updates += 1;
         }),
         (Fault::StallPushReply, "stalled", true, |c| {
-            c.stalled_push_replies += 1
+            c.stalled_push_replies += 1;
+            c.unreported_updates += 1;
         }),
     ];
     for (fault, branch, lands, bump) in pushes {
@@ -894,8 +908,12 @@ fn a_lost_push_reply_is_recognised_on_the_next_round_and_the_put_reports_its_own
     );
     let counts = proxy.counts();
     assert_eq!(
-        (counts.lost_push_replies, counts.injected()),
-        (1, 1),
+        (
+            counts.lost_push_replies,
+            counts.unreported_updates,
+            counts.injected()
+        ),
+        (1, 1, 1),
         "{counts:?}"
     );
 
@@ -918,8 +936,10 @@ fn a_lost_push_reply_is_recognised_on_the_next_round_and_the_put_reports_its_own
 
 /// The reply of an accepted push is lost and then the server stays out of
 /// reach until the put gives up: the put fails (exit 1, `error: gave up
-/// ...`) although its lock is claimed on the branch. The claim names the
-/// build in its trailer, so it is recoverable: releasing that lock frees it.
+/// ...`, naming the last fault) although its lock is claimed on the branch.
+/// The claim names the build in its trailer, so it is recoverable: the same
+/// build's next attempt with `idempotent: true` (a step's `attempts:`) gets
+/// that very claim back instead of taking a second lock, and releases it.
 #[test]
 fn a_lost_push_reply_followed_by_an_outage_fails_the_put_and_leaves_the_lock_claimed_by_that_build()
 {
@@ -959,18 +979,21 @@ fn a_lost_push_reply_followed_by_an_outage_fails_the_put_and_leaves_the_lock_cla
     assert_eq!(claim.subject, format!("claiming: {lock}"));
     assert_eq!(repo.claimed(POOL), [lock.as_str()]);
 
+    let direct = source(&daemon.url("locks.git"));
+    let again = |params: Value, inputs: &Inputs| {
+        run_out(&direct, &params, inputs, &env, HANG, &Arc::default())
+            .assert_success()
+            .json()
+    };
+    let out = again(json!({"acquire": true, "idempotent": true}), &Inputs::new());
+    assert_eq!(
+        (lock_name(&out), version(&out)),
+        (lock.clone(), claim.sha.clone())
+    );
+    assert_eq!(log_since(&repo, &base).len(), 2, "no second claim");
     let inputs = Inputs::new();
     inputs.lock("held", &lock, b"");
-    let direct = source(&daemon.url("locks.git"));
-    run_out(
-        &direct,
-        &json!({"release": "held"}),
-        &inputs,
-        &[],
-        HANG,
-        &Arc::default(),
-    )
-    .assert_success();
+    again(json!({"release": "held", "idempotent": true}), &inputs);
     assert!(repo.claimed(POOL).is_empty());
 }
 
@@ -1048,8 +1071,8 @@ fn puts_through_a_flaky_network_complete_or_fail_clearly_and_never_share_a_lock(
     let started = Instant::now();
     run_workers(&field, &roles, &urls, &proxies, &|c| c < 3);
     let took = started.elapsed();
-    let totals = check_history(&field);
     let faults = fault_totals(&proxies);
+    let totals = check_history(&field, Some(&faults));
     eprintln!(
         "seed {seed}: {} workers in {took:?}\n{totals:#?}\n{faults:#?}",
         roles.len()
@@ -1092,8 +1115,8 @@ fn a_git_server_killed_and_restarted_mid_run_costs_retries_not_locks() {
             assert!(Instant::now() < deadline, "the workers made no progress");
             std::thread::sleep(POLL);
         }
-        daemon.stop();
         let at_kill = field.retries_seen.load(Ordering::SeqCst);
+        daemon.stop();
         let deadline = Instant::now() + HANG;
         while field.retries_seen.load(Ordering::SeqCst) == at_kill {
             assert!(Instant::now() < deadline, "no worker noticed the outage");
@@ -1112,7 +1135,7 @@ fn a_git_server_killed_and_restarted_mid_run_costs_retries_not_locks() {
         (at_kill, at_restart)
     });
     let took = started.elapsed();
-    let totals = check_history(&field);
+    let totals = check_history(&field, None);
     eprintln!(
         "{} workers in {took:?}; retries logged before the kill {retries_at_kill}, before the restart {retries_at_restart}\n{totals:#?}",
         roles.len()
@@ -1159,8 +1182,8 @@ fn soak_puts_through_a_faulty_network_never_share_a_lock() {
         field.started.load(Ordering::SeqCst) < ops
     });
     let took = started.elapsed();
-    let totals = check_history(&field);
     let faults = fault_totals(&proxies);
+    let totals = check_history(&field, Some(&faults));
     let commits = log_since(&field.repo, &field.base).len() - 1;
     println!("soak: seed {seed}, {} processes, {took:?}", roles.len());
     println!(
@@ -1168,7 +1191,7 @@ fn soak_puts_through_a_faulty_network_never_share_a_lock() {
         totals.puts, totals.succeeded, totals.failed
     );
     println!(
-        "faults injected: {} over {} connections: {} dropped at accept, {} stalled, {} cut mid-fetch, {} cut mid-push, {} push replies lost, {} push replies stalled",
+        "faults injected: {} over {} connections: {} dropped at accept, {} stalled, {} cut mid-fetch, {} cut mid-push, {} push replies lost, {} push replies stalled ({} of these {} after the branch was updated)",
         faults.injected(),
         faults.connections,
         faults.dropped_at_accept,
@@ -1176,7 +1199,9 @@ fn soak_puts_through_a_faulty_network_never_share_a_lock() {
         faults.cut_mid_fetch,
         faults.cut_mid_push,
         faults.lost_push_replies,
-        faults.stalled_push_replies
+        faults.stalled_push_replies,
+        faults.unreported_updates,
+        faults.lost_push_replies + faults.stalled_push_replies,
     );
     println!(
         "resource: {} retries after faults, {} lost replies recovered by the put itself, {} failed puts whose change landed (cleaned up by their worker), {} lost races, {} waits",

@@ -150,6 +150,10 @@ pub struct FaultCounts {
     pub lost_push_replies: usize,
     /// [`Fault::StallPushReply`] after the server did reply.
     pub stalled_push_replies: usize,
+    /// Of the lost and stalled replies, those that reported the branch
+    /// updated (`ok refs/...`): pushes that landed unbeknownst to the client.
+    /// The others reported a push the server refused (a race lost there).
+    pub unreported_updates: usize,
     /// Connections closed because the server could not be reached (not an
     /// injected fault: the server was down).
     pub server_unreachable: usize,
@@ -176,6 +180,7 @@ impl std::ops::AddAssign for FaultCounts {
         self.cut_mid_push += o.cut_mid_push;
         self.lost_push_replies += o.lost_push_replies;
         self.stalled_push_replies += o.stalled_push_replies;
+        self.unreported_updates += o.unreported_updates;
         self.server_unreachable += o.server_unreachable;
     }
 }
@@ -586,6 +591,9 @@ impl Conn {
         let mut server = &self.server;
         let withhold_reply =
             self.counts_as(Fault::LosePushReply) || self.counts_as(Fault::StallPushReply);
+        // The report withheld from the client (its start is enough to tell
+        // `ok` from `ng`).
+        let mut withheld: Vec<u8> = Vec::new();
         let mut reply_withheld = false;
         let _ = self.server.set_read_timeout(Some(LINGER));
         loop {
@@ -616,6 +624,9 @@ impl Conn {
                     let keep = advert.feed(chunk);
                     if keep < chunk.len() {
                         reply_withheld = true;
+                        if withheld.len() < 64 * 1024 {
+                            withheld.extend_from_slice(&chunk[keep..]);
+                        }
                     }
                     chunk = &chunk[..keep];
                 }
@@ -634,6 +645,9 @@ impl Conn {
         }
         // The server is done: everything it was sent has been applied or refused.
         if reply_withheld {
+            if withheld.windows(8).any(|w| w == b"ok refs/") {
+                shared.count(|c| c.unreported_updates += 1);
+            }
             if self.counts_as(Fault::StallPushReply) {
                 shared.count(|c| c.stalled_push_replies += 1);
                 self.wait_for_client_or_limit(shared);
