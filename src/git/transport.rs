@@ -100,7 +100,10 @@ pub fn configure_process(source: &Source) -> Result<()> {
     };
     // SAFETY: called once, before any other thread uses libgit2.
     unsafe {
-        if let Some(file) = &file {
+        // Parsing a CA bundle costs tens of milliseconds of CPU (OpenSSL 3
+        // decodes every certificate up front): only HTTPS needs one.
+        let tls = matches!(source.uri.scheme, Scheme::Https);
+        if let Some(file) = file.as_ref().filter(|_| tls) {
             if let Err(e) = git2::opts::set_ssl_cert_file(file) {
                 return Err(git_err(
                     &format!("could not use CA bundle {}", file.display()),
@@ -108,7 +111,7 @@ pub fn configure_process(source: &Source) -> Result<()> {
                 ));
             }
         }
-        if let Some(dir) = &dir {
+        if let Some(dir) = dir.as_ref().filter(|_| tls) {
             // A missing directory is not worth failing over: the bundle may suffice.
             let _ = git2::opts::set_ssl_cert_dir(dir);
         }
