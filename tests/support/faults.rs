@@ -57,13 +57,16 @@ pub enum Fault {
     /// Like [`Fault::LosePushReply`], but hold the connection silent until
     /// the client gives up instead of closing it.
     StallPushReply,
+    /// No fault: a scripted placeholder that lets the next connection
+    /// through, so that the fault queued after it hits the one after.
+    Pass,
 }
 
 impl Fault {
     /// Whether this fault can happen to a connection for `service`.
     fn applies_to(self, service: Service) -> bool {
         match self {
-            Fault::DropAtAccept | Fault::Stall { .. } => true,
+            Fault::DropAtAccept | Fault::Stall { .. } | Fault::Pass => true,
             Fault::CutFetch { .. } => service == Service::UploadPack,
             Fault::CutPush { .. } | Fault::LosePushReply | Fault::StallPushReply => {
                 service == Service::ReceivePack
