@@ -59,6 +59,10 @@ pub trait LockStore {
     /// are forgotten.
     fn recover_unconfirmed(&mut self) -> Result<Option<(String, String)>>;
 
+    /// The changes, one line each, whose push got no answer and that may
+    /// still have landed: what a put that gives up must tell its user.
+    fn unconfirmed_changes(&self) -> Vec<String>;
+
     /// Hands `visit` the id and message of each commit from `tip` back along
     /// first parents, newest first, until it returns `true` or the history
     /// ends or [`HISTORY_WALK_LIMIT`] commits were seen. A shallow copy of the

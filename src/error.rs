@@ -101,8 +101,13 @@ pub enum Error {
     },
 
     /// Too many consecutive lost races or network faults.
-    #[error("gave up after {attempts} attempts: {last}")]
-    GaveUp { attempts: u32, last: String },
+    #[error("gave up after {attempts} attempts: {last}{}", unconfirmed_note(.unconfirmed))]
+    GaveUp {
+        attempts: u32,
+        last: String,
+        /// Changes pushed without an answer that may have landed.
+        unconfirmed: Vec<String>,
+    },
 
     /// SIGINT or SIGTERM arrived.
     #[error(
@@ -131,6 +136,16 @@ impl Error {
             source,
         }
     }
+}
+
+fn unconfirmed_note(changes: &[String]) -> String {
+    if changes.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; a push whose reply was lost may still have landed, so this build may hold {}: run the put again with idempotent: true to get it back (its commit carries this build's Pool-Resource-Build-Id), or release it",
+        changes.join(" and ")
+    )
 }
 
 /// The library's result type.

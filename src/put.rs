@@ -152,6 +152,7 @@ pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> R
                                 return Err(Error::GaveUp {
                                     attempts: races,
                                     last: "the branch kept moving under every attempt".into(),
+                                    unconfirmed: store.unconfirmed_changes(),
                                 });
                             }
                             std::thread::sleep(race_jitter(races));
@@ -183,6 +184,7 @@ pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> R
                     return Err(Error::GaveUp {
                         attempts: faults,
                         last: e.to_string(),
+                        unconfirmed: store.unconfirmed_changes(),
                     });
                 }
                 let delay = backoff.delay(faults);

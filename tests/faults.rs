@@ -965,6 +965,14 @@ fn a_lost_push_reply_followed_by_an_outage_fails_the_put_and_leaves_the_lock_cla
     );
     let error = clear_failure(&run).unwrap_or_else(|why| panic!("{why}"));
     assert!(error.starts_with("error: gave up after "), "{error}");
+    // It says which lock the build may hold, and how to get it back.
+    assert!(
+        error.contains(
+            "a push whose reply was lost may still have landed, so this build may hold lock "
+        ),
+        "{error}"
+    );
+    assert!(error.contains("idempotent: true"), "{error}");
     assert!(proxy.wait_idle(SETTLE));
     let counts = proxy.counts();
     assert_eq!(counts.lost_push_replies, 1);
@@ -997,15 +1005,13 @@ fn a_lost_push_reply_followed_by_an_outage_fails_the_put_and_leaves_the_lock_cla
     assert!(repo.claimed(POOL).is_empty());
 }
 
-/// A known bug, kept as its reproduction until it is fixed: the reply of an
-/// accepted claim is lost, and before the put looks for its commit more
-/// than 100 commits land on top of it (a busy pool, a long backoff).
-/// `GitStore::recover_unconfirmed` fetches only 100 commits deep, does not
-/// see its commit, forgets it (the tip is no longer its parent) and claims
-/// a second lock; the first stays claimed by this build and nothing says so.
+/// The reply of an accepted claim is lost, and before the put looks for its
+/// commit more than 100 commits land on top of it (a busy pool, a long
+/// backoff). `GitStore::recover_unconfirmed` once fetched only 100 commits
+/// deep, missed its commit and claimed a second lock; it now walks down
+/// (deepening the fetch) until it meets its commit or that commit's parent.
 /// The stall holds the put's next fetch while the commits land.
 #[test]
-#[ignore = "known bug: recover_unconfirmed (src/git/mod.rs) looks only 100 commits deep"]
 fn a_lost_push_reply_is_recognised_under_more_than_a_hundred_later_commits() {
     let (repo, daemon) = pool();
     let base = repo.tip();

@@ -508,6 +508,15 @@ impl LockStore for CodeCommitStore {
         Ok(None)
     }
 
+    fn unconfirmed_changes(&self) -> Vec<String> {
+        self.unconfirmed
+            .iter()
+            .map(|(nonce, _, lock)| {
+                format!("lock {lock} (commit with Pool-Resource-Nonce {nonce})")
+            })
+            .collect()
+    }
+
     fn walk_messages(
         &mut self,
         tip: &str,

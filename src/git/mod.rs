@@ -450,21 +450,45 @@ impl LockStore for GitStore {
         if self.unconfirmed.is_empty() {
             return Ok(None);
         }
-        let mut tip = self.refresh(1)?;
-        if matches!(self.access, Access::Remote { .. }) && tip != self.unconfirmed[0].0 {
-            // Our commit may sit a few commits below the tip by now.
-            tip = self.refresh(DEEPEN_STEPS[0])?;
-        }
-        for (commit, _, lock) in &self.unconfirmed {
-            if self.is_ancestor_or_tip(tip, *commit) {
-                let found = (commit.to_string(), lock.clone());
-                self.unconfirmed.clear();
-                return Ok(Some(found));
+        let tip = self.refresh(1)?;
+        let pending = std::mem::take(&mut self.unconfirmed);
+        for (commit, parent, lock) in pending {
+            // The branch only moves by fast-forwards, so walking first
+            // parents down from the tip meets our commit before its parent
+            // if it landed, and the parent alone if it did not. However
+            // many commits came since: the walk deepens the fetch.
+            let (mine, base) = (commit.to_string(), parent.to_string());
+            let mut landed = None;
+            self.walk_messages(&tip.to_string(), &mut |id, _| {
+                if id == mine {
+                    landed = Some(true);
+                } else if id == base {
+                    landed = Some(false);
+                }
+                landed.is_some()
+            })?;
+            match landed {
+                Some(true) => {
+                    self.unconfirmed.clear();
+                    return Ok(Some((mine, lock)));
+                }
+                // The tip is still the parent: the server may yet apply
+                // the push, so keep asking. Otherwise it can never land.
+                Some(false) if parent == tip => self.unconfirmed.push((commit, parent, lock)),
+                Some(false) => {}
+                // Neither within the walk limit: we cannot tell, so keep
+                // it rather than risk taking a second lock.
+                None => self.unconfirmed.push((commit, parent, lock)),
             }
         }
-        // A commit whose parent is no longer the tip can never land now.
-        self.unconfirmed.retain(|(_, parent, _)| *parent == tip);
         Ok(None)
+    }
+
+    fn unconfirmed_changes(&self) -> Vec<String> {
+        self.unconfirmed
+            .iter()
+            .map(|(commit, _, lock)| format!("lock {lock} (commit {commit})"))
+            .collect()
     }
 
     fn walk_messages(
