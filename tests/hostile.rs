@@ -1293,20 +1293,18 @@ fn git_config_values_are_never_run_by_a_shell() {
     ]);
     let mut missing_pool = fx.src_with("git_config", hostile.clone());
     missing_pool["pool"] = json!("nope");
+    // Over HTTP, where libgit2 reads the proxy and CA settings.
     let mut http = fx.src_with(
         "git_config",
         json!([
             {"name": "http.proxy", "value": format!("http://$({}):1", fx.touch("proxy"))},
+            {"name": "http.sslCAInfo", "value": format!("$({})", fx.touch("ca"))},
+            {"name": "http.sslCAPath", "value": format!("`{}`", fx.touch("capath"))},
         ]),
     );
     http["uri"] = json!(fx.http.url("locks.git"));
-    let mut ca = fx.src_with(
-        "git_config",
-        json!([
-            {"name": "http.sslCAInfo", "value": format!("$({})", fx.touch("ca"))},
-        ]),
-    );
-    ca["uri"] = json!(fx.http.url("locks.git"));
+    let mut http_no_branch = http.clone();
+    http_no_branch["branch"] = json!("nope");
     fx.run_table(vec![
         req(
             "a put that fails on a missing pool",
@@ -1321,10 +1319,10 @@ fn git_config_values_are_never_run_by_a_shell() {
             "lock \"zz\" does not exist in pool \"p\"",
         ),
         req(
-            "a CA bundle path with a command substitution",
+            "a check over HTTP of a branch that does not exist",
             "check",
-            json!({"source": ca}),
-            "could not use CA bundle $(touch",
+            json!({ "source": http_no_branch }),
+            "branch \"nope\" does not exist",
         ),
     ]);
 
@@ -1341,7 +1339,6 @@ fn git_config_values_are_never_run_by_a_shell() {
         &env,
     );
     run.assert_success();
-    // Over HTTP, where libgit2 reads http.proxy.
     let check = run_bounded(
         "check",
         &[],
