@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::duration::parse_go_duration;
-use crate::error::{Error, Result};
+use crate::error::{quoted, shortened, Error, Result};
 use crate::names::{LockName, PoolPath};
 use crate::pool::Operation;
 use crate::protocol::{Fields, RawRequest};
@@ -153,6 +153,12 @@ impl Source {
             pool.unwrap_or_default(),
         );
 
+        if uri.len() > MAX_PARAM_PATH {
+            return Err(Error::bad_request(format!(
+                "invalid payload: source.uri is {} bytes long (at most {MAX_PARAM_PATH})",
+                uri.len()
+            )));
+        }
         let aws_region = f.string("aws_region")?;
         let codecommit_repo = crate::codecommit::url::parse(&uri)
             .map_err(|e| Error::bad_request(format!("invalid payload: {e}")))?;
@@ -169,8 +175,8 @@ impl Source {
                     .or_else(|| env("AWS_DEFAULT_REGION"))
                     .ok_or_else(|| {
                         Error::bad_request(format!(
-                            "invalid payload: source.uri {uri:?} does not say which AWS region; use codecommit::REGION://{}, or set source.aws_region",
-                            cc.name
+                            "invalid payload: source.uri {} does not say which AWS region; use codecommit::REGION://{}, or set source.aws_region",
+                            quoted(&uri), cc.name
                         ))
                     })?;
                 let host = cc
@@ -195,7 +201,8 @@ impl Source {
             .map_err(|e| Error::bad_request(format!("invalid payload: {e}")))?;
         if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
             return Err(Error::bad_request(format!(
-                "invalid payload: source.branch {branch:?} is not a valid branch name"
+                "invalid payload: source.branch {} is not a valid branch name",
+                quoted(&branch)
             )));
         }
         let pool = PoolPath::new(&pool)
@@ -244,7 +251,10 @@ impl Source {
                 .push("source.aws_region only applies to CodeCommit URIs and is ignored".into());
         }
         for field in f.leftover() {
-            warnings.push(format!("unknown field source.{field} is ignored"));
+            warnings.push(format!(
+                "unknown field source.{} is ignored",
+                shortened(&field)
+            ));
         }
         if https_tunnel.is_some() && !matches!(uri.scheme, crate::uri::Scheme::Ssh) {
             warnings.push(
@@ -360,7 +370,8 @@ fn parse_bool_setting(name: &str, value: &str) -> Result<bool> {
         "true" | "yes" | "on" | "1" => Ok(true),
         "false" | "no" | "off" | "0" => Ok(false),
         _ => Err(Error::bad_request(format!(
-            "invalid payload: source.git_config {name} must be true or false, not {value:?}"
+            "invalid payload: source.git_config {name} must be true or false, not {}",
+            quoted(value)
         ))),
     }
 }
@@ -391,7 +402,8 @@ fn parse_git_config(value: Option<Value>, warnings: &mut Vec<String>) -> Result<
         let value = e.scalar("value")?.unwrap_or_default();
         if value.chars().any(|c| c == '\0' || c == '\n') {
             return Err(Error::bad_request(format!(
-                "invalid payload: source.git_config {name} contains a newline or NUL"
+                "invalid payload: source.git_config {} contains a newline or NUL",
+                shortened(&name)
             )));
         }
         match name.to_ascii_lowercase().as_str() {
@@ -402,12 +414,17 @@ fn parse_git_config(value: Option<Value>, warnings: &mut Vec<String>) -> Result<
             "http.sslcainfo" => git.ssl_ca_info = Some(PathBuf::from(value)),
             "http.sslcapath" => git.ssl_ca_path = Some(PathBuf::from(value)),
             _ => warnings.push(format!(
-                "source.git_config {name} is not used by pool-resource and is ignored (honoured: user.name, user.email, http.proxy, http.sslVerify, http.sslCAInfo, http.sslCAPath)"
+                "source.git_config {} is not used by pool-resource and is ignored (honoured: user.name, user.email, http.proxy, http.sslVerify, http.sslCAInfo, http.sslCAPath)",
+                shortened(&name)
             )),
         }
     }
     Ok(git)
 }
+
+/// The longest directory a put param may name, and the longest `source.uri`:
+/// Linux's PATH_MAX.
+const MAX_PARAM_PATH: usize = 4096;
 
 const PUT_ACTIONS: [&str; 9] = [
     "acquire",
@@ -425,6 +442,9 @@ const PUT_ACTIONS: [&str; 9] = [
 fn suggest(unknown: &str, known: &[&str]) -> Option<String> {
     known
         .iter()
+        // Cheap first: no name more than two characters longer or shorter
+        // is within two edits, and a huge name must not cost seconds.
+        .filter(|k| unknown.chars().count().abs_diff(k.chars().count()) <= 2)
         .map(|k| (edit_distance(unknown, k), *k))
         .filter(|(d, _)| *d <= 2)
         .min()
@@ -453,8 +473,9 @@ fn reject_unknown_params(f: &Fields, known: &[&str]) -> Result<()> {
             None => format!(" (known: {})", known.join(", ")),
         };
         return Err(Error::bad_request(format!(
-            "invalid payload: unknown field {}.{field}{hint}",
-            f.section()
+            "invalid payload: unknown field {}.{}{hint}",
+            f.section(),
+            shortened(field)
         )));
     }
     Ok(())
@@ -501,6 +522,13 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
     let mut dirs = Vec::new();
     for action in &PUT_ACTIONS[1..] {
         if let Some(v) = f.string(action)? {
+            // A lock name (claim) is checked, with its own message, later.
+            if *action != "claim" && v.len() > MAX_PARAM_PATH {
+                return Err(Error::bad_request(format!(
+                    "invalid payload: params.{action} is {} bytes long (at most {MAX_PARAM_PATH})",
+                    v.len()
+                )));
+            }
             dirs.push((*action, v));
         }
     }

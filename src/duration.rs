@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use crate::error::quoted;
+
 /// Parses a Go duration such as `"300ms"`, `"1m30s"`, `"1.5h"` or `"2h45m"`.
 ///
 /// Units: `ns`, `us`, `µs`, `μs`, `ms`, `s`, `m`, `h`. `"0"` is zero. Negative
@@ -64,17 +66,6 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("duration {} is too large", shown()));
     }
     Ok(Duration::from_nanos(total_nanos.round() as u64))
-}
-
-/// `text` quoted for a message, shortened: a value of megabytes must not
-/// flood the build log.
-fn quoted(text: &str) -> String {
-    const SHOWN: usize = 48;
-    if text.chars().count() <= SHOWN {
-        return format!("{text:?}");
-    }
-    let head: String = text.chars().take(SHOWN).collect();
-    format!("{head:?}... ({} bytes)", text.len())
 }
 
 /// Formats a duration for people: `1h2m3s`, `1.5s`, `250ms`.

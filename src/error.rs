@@ -148,5 +148,27 @@ fn unconfirmed_note(changes: &[String]) -> String {
     )
 }
 
+/// How many characters of a value a message shows.
+const SHOWN: usize = 48;
+
+/// `text` quoted for a message, shortened: a value of megabytes must not
+/// flood the build log.
+pub fn quoted(text: &str) -> String {
+    if text.chars().count() <= SHOWN {
+        return format!("{text:?}");
+    }
+    let head: String = text.chars().take(SHOWN).collect();
+    format!("{head:?}... ({} bytes)", text.len())
+}
+
+/// `text` as it is, shortened like [`quoted`]: for names such as a field's.
+pub fn shortened(text: &str) -> String {
+    if text.chars().count() <= SHOWN {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(SHOWN).collect();
+    format!("{head}... ({} bytes)", text.len())
+}
+
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

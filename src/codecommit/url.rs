@@ -5,6 +5,8 @@
 //! `codecommit::REGION://[PROFILE@]NAME` and `codecommit://[PROFILE@]NAME`.
 //! Anything else is not CodeCommit, and AWS is never contacted for it.
 
+use crate::error::quoted;
+
 /// A CodeCommit repository named by a URI.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CodeCommitRepo {
@@ -73,9 +75,12 @@ fn split_profile(rest: &str) -> (Option<String>, &str) {
 /// Recognises a CodeCommit URI. `Ok(None)` means "not CodeCommit".
 pub fn parse(uri: &str) -> Result<Option<CodeCommitRepo>, String> {
     if let Some(rest) = uri.strip_prefix("codecommit::") {
-        let (region, rest) = rest
-            .split_once("://")
-            .ok_or_else(|| format!("source.uri {uri:?}: expected codecommit::REGION://NAME"))?;
+        let (region, rest) = rest.split_once("://").ok_or_else(|| {
+            format!(
+                "source.uri {}: expected codecommit::REGION://NAME",
+                quoted(uri)
+            )
+        })?;
         let (profile, name) = split_profile(rest);
         return named(uri, Some(region.to_string()), profile, name);
     }
@@ -92,13 +97,18 @@ pub fn parse(uri: &str) -> Result<Option<CodeCommitRepo>, String> {
     let Some(region) = region_from_host(host) else {
         return Ok(None);
     };
-    let name = path
-        .strip_prefix("v1/repos/")
-        .ok_or_else(|| format!("source.uri {uri:?}: a CodeCommit URL's path is /v1/repos/NAME"))?;
+    let name = path.strip_prefix("v1/repos/").ok_or_else(|| {
+        format!(
+            "source.uri {}: a CodeCommit URL's path is /v1/repos/NAME",
+            quoted(uri)
+        )
+    })?;
     let name = name.trim_end_matches('/');
     if !valid_name(name) {
         return Err(format!(
-            "source.uri {uri:?}: {name:?} is not a CodeCommit repository name"
+            "source.uri {}: {} is not a CodeCommit repository name",
+            quoted(uri),
+            quoted(name)
         ));
     }
     Ok(Some(CodeCommitRepo {
@@ -117,12 +127,18 @@ fn named(
 ) -> Result<Option<CodeCommitRepo>, String> {
     if !valid_name(name) {
         return Err(format!(
-            "source.uri {uri:?}: {name:?} is not a CodeCommit repository name"
+            "source.uri {}: {} is not a CodeCommit repository name",
+            quoted(uri),
+            quoted(name)
         ));
     }
     if let Some(r) = &region {
         if r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(format!("source.uri {uri:?}: {r:?} is not an AWS region"));
+            return Err(format!(
+                "source.uri {}: {} is not an AWS region",
+                quoted(uri),
+                quoted(r)
+            ));
         }
     }
     Ok(Some(CodeCommitRepo {

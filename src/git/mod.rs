@@ -293,7 +293,10 @@ impl GitStore {
 
 fn open_local(path: &Path, branch: &str) -> Result<Repository> {
     let repo = Repository::open(path).map_err(|e| Error::Git {
-        what: format!("could not open the lock repository {}", path.display()),
+        what: format!(
+            "could not open the lock repository {}",
+            crate::error::shortened(&path.display().to_string())
+        ),
         detail: e.message().to_string(),
     })?;
     if !repo.is_bare() {
