@@ -10,12 +10,14 @@ mod check;
 mod codecommit;
 mod faults;
 mod get;
+mod hostile;
 mod image;
 mod pipelines;
 mod protocol;
 mod put;
 mod races;
 mod rerun;
+mod secrets;
 mod transports;
 
 use std::path::{Path, PathBuf};
