@@ -5,17 +5,17 @@
 //! must never appear). Then the inputs that are odd but valid: binary lock
 //! metadata, and credentials embedded in the URI.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::support::run::bin_path;
-use crate::support::{HttpGitServer, HttpOptions, LockRepo, Run, AMBIENT_ENV};
+use crate::support::run::spawn_raw;
+use crate::support::{HttpGitServer, HttpOptions, LockRepo, Run};
 use crate::{lock_name, source, version, Inputs};
 
 /// The code the fuzz targets run (see fuzz/README.md), compiled here too so
@@ -32,47 +32,10 @@ const POOL: &str = "p";
 /// must not be quoted whole.
 const MAX_STDERR: usize = 64 * 1024;
 
-/// Starts executable `name` with `stdin` written to it (then closed),
-/// output piped, and `env` added after removing the machine's `AWS_*`, CA
-/// and proxy variables. Returns the child and a printable command line.
-pub(crate) fn spawn_clean(
-    name: &str,
-    args: &[&Path],
-    stdin: &[u8],
-    env: &[(&str, &str)],
-) -> (Child, String) {
-    let mut cmd = Command::new(bin_path(name));
-    cmd.args(args);
-    for (var, _) in std::env::vars_os() {
-        if var.to_string_lossy().starts_with("AWS_") {
-            cmd.env_remove(var);
-        }
-    }
-    for var in AMBIENT_ENV {
-        cmd.env_remove(var);
-    }
-    cmd.envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let command = describe(name, args, stdin, env);
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawning {command}: {e}"));
-    let mut pipe = child.stdin.take().expect("child stdin");
-    let bytes = stdin.to_vec();
-    // The executable may stop reading early (a request that is too big);
-    // that is its business.
-    std::thread::spawn(move || {
-        let _ = pipe.write_all(&bytes);
-    });
-    (child, command)
-}
-
-/// Runs executable `name` like [`spawn_clean`]; kills it and fails if it is
+/// Runs executable `name` like [`spawn_raw`]; kills it and fails if it is
 /// still running after [`DEADLINE`].
 pub(crate) fn run_bounded(name: &str, args: &[&Path], stdin: &[u8], env: &[(&str, &str)]) -> Run {
-    let (mut child, command) = spawn_clean(name, args, stdin, env);
+    let (mut child, command) = spawn_raw(name, args, stdin, env);
     let collect = |mut pipe: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut out = Vec::new();
@@ -103,18 +66,6 @@ pub(crate) fn run_bounded(name: &str, args: &[&Path], stdin: &[u8], env: &[(&str
         stdout: stdout.join().expect("stdout reader"),
         stderr: stderr.join().expect("stderr reader"),
     }
-}
-
-/// `ENV=... name args <<< stdin`, with long stdin shortened.
-fn describe(name: &str, args: &[&Path], stdin: &[u8], env: &[(&str, &str)]) -> String {
-    let mut line: Vec<String> = env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    line.push(name.to_owned());
-    line.extend(args.iter().map(|a| a.display().to_string()));
-    format!(
-        "{} <<< {}",
-        line.join(" "),
-        shorten(&String::from_utf8_lossy(stdin))
-    )
 }
 
 /// At most 300 characters of `text`, for messages.

@@ -19,7 +19,8 @@ use base64::Engine;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::hostile::{error_report, run_bounded, spawn_clean, DEADLINE};
+use crate::hostile::{error_report, run_bounded, DEADLINE};
+use crate::support::run::spawn_raw;
 use crate::support::{
     git, ssh_keygen, CodeCommitServer, GitSignatureCheck, HttpGitServer, HttpOptions, IssuedKey,
     Keyring, LockRepo, Run, SshKey, Sshd,
@@ -655,7 +656,7 @@ fn sigterm_during_a_wait_leaves_no_key_material_behind() {
     let env = s.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let request = json!({"source": src, "params": {"claim": "b"}});
-    let (mut child, command) = spawn_clean(
+    let (mut child, command) = spawn_raw(
         "out",
         &[s.inputs.path()],
         request.to_string().as_bytes(),

@@ -1260,40 +1260,13 @@ impl AwsEnv {
         request: &Value,
         extra: &[(&str, &str)],
     ) -> (Child, String) {
-        let mut cmd = Command::new(bin_path(name));
-        cmd.args(args);
-        for (var, _) in std::env::vars_os() {
-            if var.to_string_lossy().starts_with("AWS_") {
-                cmd.env_remove(var);
-            }
-        }
-        for var in super::AMBIENT_ENV {
-            cmd.env_remove(var);
-        }
-        cmd.envs(self.vars.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .envs(extra.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut line: Vec<String> = self
+        let env: Vec<(&str, &str)> = self
             .vars
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .chain(extra.iter().copied())
-            .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        line.push(name.into());
-        line.extend(args.iter().map(|a| a.display().to_string()));
-        let command = format!("{} <<< {request}", line.join(" "));
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {command}: {e}"));
-        let mut pipe = child.stdin.take().expect("child stdin");
-        let bytes = request.to_string().into_bytes();
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&bytes);
-        });
-        (child, command)
+        super::run::spawn_raw(name, args, request.to_string().as_bytes(), &env)
     }
 }
 

@@ -96,12 +96,22 @@ pub fn bin_path(name: &str) -> &'static str {
     }
 }
 
-/// Spawns the executable without the machine's CA and proxy variables
-/// ([`super::AMBIENT_ENV`]) unless `env` sets them, feeding stdin from a
-/// thread. Returns the child and a printable command line.
-fn spawn_raw(name: &str, args: &[&Path], stdin: &[u8], env: &[(&str, &str)]) -> (Child, String) {
+/// Spawns the executable without the machine's `AWS_*`, CA and proxy
+/// variables ([`super::AMBIENT_ENV`]) unless `env` sets them, feeding stdin
+/// from a thread. Returns the child and a printable command line.
+pub fn spawn_raw(
+    name: &str,
+    args: &[&Path],
+    stdin: &[u8],
+    env: &[(&str, &str)],
+) -> (Child, String) {
     let mut cmd = Command::new(bin_path(name));
     cmd.args(args);
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(var);
+        }
+    }
     for var in super::AMBIENT_ENV {
         cmd.env_remove(var);
     }
@@ -129,11 +139,12 @@ fn describe(name: &str, args: &[&Path], stdin: &[u8], env: &[(&str, &str)]) -> S
     line.push(name.to_owned());
     line.extend(args.iter().map(|a| a.display().to_string()));
     let stdin = String::from_utf8_lossy(stdin);
-    let shown: String = stdin.chars().take(4000).collect();
-    let more = if shown.len() < stdin.len() {
-        " ..."
+    let count = stdin.chars().count();
+    let shown: String = stdin.chars().take(300).collect();
+    let more = if count > 300 {
+        format!("... ({count} characters)")
     } else {
-        ""
+        String::new()
     };
     format!("{} <<< {shown}{more}", line.join(" "))
 }
