@@ -256,6 +256,14 @@ impl Source {
                 shortened(&field)
             ));
         }
+        if git.http_proxy.is_some() && matches!(uri.scheme, crate::uri::Scheme::Http) {
+            // Measured with libgit2 1.9: it sends plain http:// requests
+            // straight to the server whatever the proxy options say.
+            warnings.push(
+                "source.git_config http.proxy is only used for https:// remotes; libgit2 connects to an http:// remote directly"
+                    .into(),
+            );
+        }
         if https_tunnel.is_some() && !matches!(uri.scheme, crate::uri::Scheme::Ssh) {
             warnings.push(
                 "source.https_tunnel only applies to SSH URIs; for http(s) use git_config http.proxy"

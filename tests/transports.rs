@@ -426,6 +426,22 @@ fn git_config_http_proxy_sends_https_through_the_proxy() {
     );
 }
 
+#[test]
+fn git_config_http_proxy_with_an_http_remote_is_warned_about_as_unused() {
+    // libgit2 sends plain http:// requests to the server itself: say so
+    // rather than let an operator believe the proxy is in the path.
+    let repo = pool_repo("master");
+    let server = HttpGitServer::start(repo.root(), HttpOptions::default());
+    let proxy = ConnectProxy::start(None);
+    let mut src = source(&server.url("locks.git"), "master", POOL);
+    src["git_config"] = json!([{"name": "http.proxy", "value": proxy.url()}]);
+    let printed = cycle(&src, &repo, &[]);
+    assert_contains(
+        &printed,
+        "http.proxy is only used for https:// remotes; libgit2 connects to an http:// remote directly",
+    );
+}
+
 // --- ssh:// ------------------------------------------------------------------
 
 /// An ssh `source` for `repo` on `sshd` with `key`, verifying the host key.
