@@ -22,9 +22,10 @@
 # Environment: IMAGE (default localhost/pool-resource:dev), CARGO_TARGET_DIR,
 # IMAGE_MAX_BYTES (default 15000000: fail above it).
 #
-# Exit status: 0 when the image works; 77 when buildah, podman or runc cannot
-# be installed, or buildah or podman cannot be used here (nothing was
-# verified; a line starting with SKIP: says why); anything else is a failure.
+# Exit status: 0 when the image works; 77 when buildah, podman, runc or the
+# musl Rust target cannot be installed, or buildah or podman cannot be used
+# here (nothing was verified; a line starting with SKIP: says why); anything
+# else is a failure.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -101,7 +102,7 @@ case "$(uname -m)" in
 esac
 if ! rustup target list --installed | grep -qx "$triple"; then
     step "adding the Rust target $triple"
-    rustup target add "$triple" >&2
+    rustup target add "$triple" >&2 || skip "the Rust target $triple could not be installed"
 fi
 
 # --- binaries and image --------------------------------------------------
