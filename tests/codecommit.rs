@@ -5,13 +5,14 @@
 //! JSON-API server backed by a real bare repository. The executables see no
 //! AWS configuration from the machine (see `support::AwsEnv`).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+use crate::races::{assert_race_history, Cycle};
 use crate::support::{
     AwsEnv, CodeCommitServer, CommitInfo, GitSignatureCheck, HttpGitServer, HttpOptions, Imds,
     ImdsOptions, Keyring, LockRepo, Run,
@@ -1159,15 +1160,6 @@ fn lost_replies_of_a_claim_and_a_release_are_recovered_too() {
 // Racing processes.
 // ---------------------------------------------------------------------------
 
-/// One process's claim and its release.
-#[derive(Debug, Clone)]
-struct Cycle {
-    build: String,
-    lock: String,
-    claim: String,
-    release: String,
-}
-
 /// Runs `workers` threads of `cycles` acquire → release each; worker `w`
 /// uses `source_of(w)`. Returns every cycle.
 fn race(
@@ -1228,82 +1220,7 @@ fn assert_mutual_exclusion(repo: &LockRepo, base: &str, locks: &[&str], cycles: 
         .iter()
         .position(|c| c.sha == base)
         .expect("base on branch");
-    let log = &log[start..];
-    let mut holder: HashMap<String, Option<String>> =
-        locks.iter().map(|l| (l.to_string(), None)).collect();
-    let mut next_after_claim = HashMap::new();
-    for pair in log.windows(2) {
-        let (prev, c) = (&pair[0], &pair[1]);
-        assert_eq!(
-            c.parents,
-            std::slice::from_ref(&prev.sha),
-            "{c:?} is linear"
-        );
-        let (verb, lock) = c.subject.split_once(": ").expect("a lock commit");
-        let state = holder.get_mut(lock).expect("a known lock");
-        if let Some(claim) = state.as_ref() {
-            next_after_claim.insert(claim.clone(), c.sha.clone());
-        }
-        let mut changed = c.changed.clone();
-        changed.sort();
-        let (from, to) = match verb {
-            "claiming" => {
-                assert!(state.is_none(), "{} claims {lock} held by {state:?}", c.sha);
-                *state = Some(c.sha.clone());
-                ("unclaimed", "claimed")
-            }
-            "unclaiming" => {
-                assert!(state.is_some(), "{} releases the free lock {lock}", c.sha);
-                *state = None;
-                ("claimed", "unclaimed")
-            }
-            other => panic!("unexpected commit {other:?}: {c:?}"),
-        };
-        assert_eq!(
-            changed,
-            [
-                ('A', format!("{POOL}/{to}/{lock}")),
-                ('D', format!("{POOL}/{from}/{lock}"))
-            ],
-            "{} moves exactly one lock",
-            c.sha
-        );
-    }
-    let by_sha: HashMap<&str, &CommitInfo> = log.iter().map(|c| (c.sha.as_str(), c)).collect();
-    let mut printed = HashSet::new();
-    for cycle in cycles {
-        for (sha, verb) in [(&cycle.claim, "claiming"), (&cycle.release, "unclaiming")] {
-            assert!(printed.insert(sha.clone()), "{sha} printed twice");
-            let commit = by_sha
-                .get(sha.as_str())
-                .unwrap_or_else(|| panic!("{cycle:?}: {sha} is not on the branch"));
-            assert_eq!(
-                commit.subject,
-                format!("{verb}: {}", cycle.lock),
-                "{cycle:?}"
-            );
-            let trailer = format!("Pool-Resource-Build-Id: {}", cycle.build);
-            assert!(
-                commit.body.lines().any(|l| l == trailer),
-                "{cycle:?}: {sha} was made by another build:\n{}",
-                commit.body
-            );
-        }
-        assert_eq!(
-            next_after_claim.get(&cycle.claim),
-            Some(&cycle.release),
-            "{cycle:?}: the lock changed hands before its holder released it"
-        );
-    }
-    let claims = log.iter().filter(|c| c.subject.starts_with("claiming: "));
-    assert_eq!(claims.count(), cycles.len(), "one claim per cycle");
-    let bodies: HashSet<&String> = log[1..].iter().map(|c| &c.body).collect();
-    assert_eq!(
-        bodies.len(),
-        log.len() - 1,
-        "every commit message is unique"
-    );
-    assert!(holder.values().all(Option::is_none), "{holder:?}");
+    assert_race_history(&log[start..], locks, cycles, cycles.len());
     assert!(repo.claimed(POOL).is_empty());
 }
 
@@ -1389,7 +1306,10 @@ fn the_replay_rejects_a_double_claim_and_a_stolen_lock() {
     step(&repo, true, "w0-c0");
     repo.commit_changes(&[(&claimed, b"x")], &[], "claiming: a");
     let message = panic_message(&|| assert_mutual_exclusion(&repo, &base, &["a"], &[]));
-    assert!(message.contains("claims a held by"), "{message}");
+    assert!(
+        message.contains("claims a while it is Some(Claimed"),
+        "{message}"
+    );
 
     let repo = LockRepo::new("main");
     repo.add_lock(POOL, "a", false, b"");
