@@ -35,4 +35,18 @@ need pkg-config pkg-config
 # openssl-sys links the system OpenSSL outside the image build.
 pkg-config --exists openssl || need /nonexistent/openssl-headers libssl-dev
 
-cargo test --locked "$@"
+# Unit tests, the binaries and the integration suite (there are no doc
+# tests); then one line with the totals over every test binary.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --locked --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
+awk '/^test result:/ {
+        for (i = 1; i <= NF; i++) {
+            if ($(i + 1) ~ /^passed;?$/) p += $i
+            if ($(i + 1) ~ /^failed;?$/) f += $i
+            if ($(i + 1) ~ /^ignored;?$/) s += $i
+        }
+     }
+     END { printf "total: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"
