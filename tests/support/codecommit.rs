@@ -30,7 +30,7 @@ use tempfile::TempDir;
 
 use super::http::AuthCheck;
 use super::imds::{civil, unix_from_civil, Imds, IssuedKey, Keyring};
-use super::net::{read_head, Head, Server};
+use super::net::{read_body, read_head, Head, Server};
 use super::run::{bin_path, Run};
 
 /// How far a signature's timestamp may be from now, either way.
@@ -399,41 +399,6 @@ fn serve(stream: TcpStream, state: &ApiState) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-fn read_body(conn: &mut impl BufRead, head: &Head) -> io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    if head
-        .header("transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
-        loop {
-            let mut size_line = String::new();
-            conn.read_line(&mut size_line)?;
-            let size = size_line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size, 16)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
-            if size == 0 {
-                loop {
-                    let mut line = String::new();
-                    if conn.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
-                        return Ok(body);
-                    }
-                }
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            conn.read_exact(&mut body[start..])?;
-            let mut crlf = [0; 2];
-            conn.read_exact(&mut crlf)?;
-        }
-    }
-    let length: u64 = head
-        .header("content-length")
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
-    conn.take(length).read_to_end(&mut body)?;
-    Ok(body)
 }
 
 fn handle(state: &ApiState, head: &Head, operation: &str, body: &[u8]) -> Reply {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use openssl::ssl::SslAcceptor;
 
-use super::net::{basic_credentials, read_head, Head, Server};
+use super::net::{basic_credentials, read_body, read_head, Head, Server};
 use super::TestCa;
 
 /// Decides whether `(user, password)` may access `path` (the request path
@@ -292,46 +292,6 @@ fn percent_decode(path: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Reads the whole request body, decoding `Transfer-Encoding: chunked`.
-/// Buffering keeps the CGI plumbing simple; test bodies are small.
-fn read_body(conn: &mut impl BufRead, head: &Head) -> io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    if head
-        .header("transfer-encoding")
-        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
-    {
-        loop {
-            let mut size_line = String::new();
-            conn.read_line(&mut size_line)?;
-            let size = size_line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size, 16)
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
-            if size == 0 {
-                // Skip trailers up to the final empty line.
-                loop {
-                    let mut line = String::new();
-                    if conn.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
-                        return Ok(body);
-                    }
-                }
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            conn.read_exact(&mut body[start..])?;
-            let mut crlf = [0; 2];
-            conn.read_exact(&mut crlf)?;
-        }
-    }
-    if let Some(length) = head.header("content-length") {
-        let length: u64 = length
-            .trim()
-            .parse()
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad Content-Length"))?;
-        conn.take(length).read_to_end(&mut body)?;
-    }
-    Ok(body)
 }
 
 /// Turns the CGI output (headers with an optional `Status:`, then the body)

@@ -3,7 +3,7 @@
 //! socket down so no thread outlives the test.
 
 use std::collections::HashMap;
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Read};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -188,6 +188,46 @@ pub(crate) fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Head>> {
                 .push((name.trim().to_owned(), value.trim().to_owned()));
         }
     }
+}
+
+/// Reads the whole request body, decoding `Transfer-Encoding: chunked`.
+/// Buffering keeps the servers simple; test bodies are small.
+pub(crate) fn read_body(conn: &mut impl BufRead, head: &Head) -> io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    if head
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"))
+    {
+        loop {
+            let mut size_line = String::new();
+            conn.read_line(&mut size_line)?;
+            let size = size_line.split(';').next().unwrap_or("").trim();
+            let size = usize::from_str_radix(size, 16)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
+            if size == 0 {
+                // Skip trailers up to the final empty line.
+                loop {
+                    let mut line = String::new();
+                    if conn.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
+                        return Ok(body);
+                    }
+                }
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            conn.read_exact(&mut body[start..])?;
+            let mut crlf = [0; 2];
+            conn.read_exact(&mut crlf)?;
+        }
+    }
+    if let Some(length) = head.header("content-length") {
+        let length: u64 = length
+            .trim()
+            .parse()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad Content-Length"))?;
+        conn.take(length).read_to_end(&mut body)?;
+    }
+    Ok(body)
 }
 
 /// The user and password of a `Basic` credentials header value.
