@@ -151,23 +151,26 @@ fn unconfirmed_note(changes: &[String]) -> String {
 /// How many characters of a value a message shows.
 const SHOWN: usize = 48;
 
+/// The first [`SHOWN`] characters of `text`, if it has more.
+fn head_of(text: &str) -> Option<String> {
+    (text.chars().count() > SHOWN).then(|| text.chars().take(SHOWN).collect())
+}
+
 /// `text` quoted for a message, shortened: a value of megabytes must not
 /// flood the build log.
 pub fn quoted(text: &str) -> String {
-    if text.chars().count() <= SHOWN {
-        return format!("{text:?}");
+    match head_of(text) {
+        None => format!("{text:?}"),
+        Some(head) => format!("{head:?}... ({} bytes)", text.len()),
     }
-    let head: String = text.chars().take(SHOWN).collect();
-    format!("{head:?}... ({} bytes)", text.len())
 }
 
 /// `text` as it is, shortened like [`quoted`]: for names such as a field's.
 pub fn shortened(text: &str) -> String {
-    if text.chars().count() <= SHOWN {
-        return text.to_string();
+    match head_of(text) {
+        None => text.to_string(),
+        Some(head) => format!("{head}... ({} bytes)", text.len()),
     }
-    let head: String = text.chars().take(SHOWN).collect();
-    format!("{head}... ({} bytes)", text.len())
 }
 
 /// The library's result type.
