@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pool::{Change, Snapshot};
 
 /// How many commits a backend walks back from the tip at most to answer a
@@ -44,6 +44,97 @@ pub enum CommitOutcome {
     Rejected(String),
 }
 
+/// A change whose commit attempt got no clear answer: it may be on the
+/// branch, or land there later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unconfirmed {
+    /// What identifies its commit on the branch.
+    pub mark: Mark,
+    /// The tip it was built on: the only tip it can land on.
+    pub parent: String,
+    /// The lock it changed.
+    pub lock: String,
+}
+
+/// How an [`Unconfirmed`] change's commit is recognised.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mark {
+    /// Its id: git makes the commit before pushing it.
+    Commit(String),
+    /// Its `Pool-Resource-Nonce` trailer: CodeCommit's API makes the commit
+    /// itself, so the id is known only from the reply.
+    Nonce(String),
+}
+
+/// An unconfirmed change found on the branch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// Its commit id.
+    pub commit: String,
+    /// The lock it changed.
+    pub lock: String,
+}
+
+/// What the history says of one [`Unconfirmed`] change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Its commit is on the branch, with this id.
+    Landed(String),
+    /// The branch is still at its parent: it may yet land, and a new commit
+    /// on the same tip excludes it (compare-and-swap), so keep watching.
+    MayLand,
+    /// The branch moved past its parent without it: it can never land.
+    CannotLand,
+    /// Neither it nor its parent is within the history the walk may read.
+    Unknown,
+}
+
+/// Decides every change in `pending` with `fate`, then says what to do:
+/// the change that landed (at most one can: every change after the first
+/// unconfirmed one was built on the same parent or on a tip that excludes
+/// it) and what is still pending. Nothing is decided unless every look
+/// answered: when `fate` fails the caller keeps `pending` whole, which is
+/// why this takes a slice and returns the changes to keep rather than
+/// taking them out first.
+pub fn settle(
+    pending: &[Unconfirmed],
+    mut fate: impl FnMut(&Unconfirmed) -> Result<Fate>,
+) -> Result<(Option<Recovered>, Vec<Unconfirmed>)> {
+    let mut keep = Vec::new();
+    let mut unknown = Vec::new();
+    for change in pending {
+        match fate(change)? {
+            Fate::Landed(commit) => {
+                let lock = change.lock.clone();
+                return Ok((Some(Recovered { commit, lock }), Vec::new()));
+            }
+            Fate::MayLand => keep.push(change.clone()),
+            Fate::CannotLand => {}
+            Fate::Unknown => unknown.push(change.clone()),
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(Error::Unsettled {
+            limit: HISTORY_WALK_LIMIT,
+            unconfirmed: unknown.iter().map(Unconfirmed::describe).collect(),
+        });
+    }
+    Ok((None, keep))
+}
+
+impl Unconfirmed {
+    /// One line for a user: the lock and how to find the commit.
+    pub fn describe(&self) -> String {
+        match &self.mark {
+            Mark::Commit(id) => format!("lock {} (commit {id})", self.lock),
+            Mark::Nonce(nonce) => format!(
+                "lock {} (commit with Pool-Resource-Nonce {nonce})",
+                self.lock
+            ),
+        }
+    }
+}
+
 /// A lock repository reached one way or another.
 pub trait LockStore {
     /// Reads the branch tip and the pool at it.
@@ -54,14 +145,16 @@ pub trait LockStore {
     fn commit(&mut self, base: &Snapshot, change: &Change, message: &str) -> Result<CommitOutcome>;
 
     /// After a commit attempt that failed without a clear answer (a push
-    /// whose reply was lost), whether that commit reached the branch after all:
-    /// its id and the lock it changed if so. Attempts that can no longer land
-    /// are forgotten.
-    fn recover_unconfirmed(&mut self) -> Result<Option<(String, String)>>;
+    /// whose reply was lost), whether that commit reached the branch after
+    /// all. An attempt is forgotten only once the history shows it can never
+    /// land; when the look fails, every attempt is kept for the next round
+    /// ([`settle`]). Fails, not retryable, when the history within reach
+    /// cannot tell, since planning a new change then could take a second lock.
+    fn recover_unconfirmed(&mut self) -> Result<Option<Recovered>>;
 
-    /// The changes, one line each, whose push got no answer and that may
-    /// still have landed: what a put that gives up must tell its user.
-    fn unconfirmed_changes(&self) -> Vec<String>;
+    /// The changes whose push got no answer and that may still have
+    /// landed: what a put that gives up must tell its user.
+    fn unconfirmed(&self) -> &[Unconfirmed];
 
     /// Hands `visit` the id and message of each commit from `tip` back along
     /// first parents, newest first, until it returns `true` or the history
@@ -94,4 +187,85 @@ pub trait LockStore {
 
     /// Writes the repository's files at `version` into `dest`.
     fn export_tree(&mut self, version: &str, dest: &Path) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(mark: &str, lock: &str) -> Unconfirmed {
+        Unconfirmed {
+            mark: Mark::Commit(mark.to_string()),
+            parent: "p".to_string(),
+            lock: lock.to_string(),
+        }
+    }
+
+    fn network() -> Error {
+        Error::Network {
+            what: "fetching".into(),
+            uri: "git://x".into(),
+            detail: "cut".into(),
+        }
+    }
+
+    #[test]
+    fn a_failed_look_decides_nothing_so_the_caller_keeps_every_change() {
+        let pending = [change("c1", "a"), change("c2", "a")];
+        let mut looked = 0;
+        let result = settle(&pending, |c| {
+            looked += 1;
+            match &c.mark {
+                Mark::Commit(m) if m == "c1" => Ok(Fate::CannotLand),
+                _ => Err(network()),
+            }
+        });
+        assert!(matches!(result, Err(Error::Network { .. })));
+        assert_eq!(looked, 2);
+    }
+
+    #[test]
+    fn a_landed_change_is_the_answer_and_nothing_stays_pending() {
+        let pending = [change("c1", "a"), change("c2", "b")];
+        let (found, keep) = settle(&pending, |c| {
+            Ok(match &c.mark {
+                Mark::Commit(m) if m == "c2" => Fate::Landed("c2".into()),
+                _ => Fate::CannotLand,
+            })
+        })
+        .expect("settled");
+        assert_eq!(
+            found,
+            Some(Recovered {
+                commit: "c2".into(),
+                lock: "b".into()
+            })
+        );
+        assert!(keep.is_empty());
+    }
+
+    #[test]
+    fn only_changes_that_may_still_land_are_kept() {
+        let pending = [change("c1", "a"), change("c2", "a")];
+        let (found, keep) = settle(&pending, |c| {
+            Ok(match &c.mark {
+                Mark::Commit(m) if m == "c1" => Fate::CannotLand,
+                _ => Fate::MayLand,
+            })
+        })
+        .expect("settled");
+        assert_eq!(found, None);
+        assert_eq!(keep, [change("c2", "a")]);
+    }
+
+    #[test]
+    fn a_change_the_history_cannot_tell_about_stops_the_put_naming_its_lock() {
+        let pending = [change("c1", "a")];
+        let err = settle(&pending, |_| Ok(Fate::Unknown)).expect_err("unknown");
+        assert!(!err.is_retryable());
+        let text = err.to_string();
+        assert!(text.contains("could not tell whether a push"), "{text}");
+        assert!(text.contains("lock a (commit c1)"), "{text}");
+        assert!(text.contains("idempotent: true"), "{text}");
+    }
 }

@@ -109,6 +109,15 @@ pub enum Error {
         unconfirmed: Vec<String>,
     },
 
+    /// A push whose reply was lost may have landed, and the history within
+    /// reach cannot tell: planning another change could take a second lock.
+    #[error("could not tell whether a push whose reply was lost reached the branch: neither its commit nor the commit it was built on is among the last {limit} commits{}", unconfirmed_note(.unconfirmed))]
+    Unsettled {
+        limit: usize,
+        /// The changes whose fate is unknown.
+        unconfirmed: Vec<String>,
+    },
+
     /// SIGINT or SIGTERM arrived.
     #[error(
         "interrupted by {signal} while {doing}; no lock was changed by this step after the signal"

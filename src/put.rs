@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use crate::backend::{CommitOutcome, LockStore};
+use crate::backend::{CommitOutcome, LockStore, Unconfirmed};
 use crate::config::Source;
 use crate::duration::human;
 use crate::error::{Error, Result};
@@ -79,11 +79,16 @@ pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> R
         interrupt.check(&doing)?;
         let step = (|| -> Result<Option<Response>> {
             let snap = store.snapshot()?;
-            if let Some((commit, lock)) = store.recover_unconfirmed()? {
+            if let Some(found) = store.recover_unconfirmed()? {
                 log.line(format_args!(
-                    "an earlier push whose reply was lost did reach the branch: {commit} ({lock})"
+                    "an earlier push whose reply was lost did reach the branch: {} ({})",
+                    found.commit, found.lock
                 ));
-                return Ok(Some(Response::new(&commit, &lock, pool.as_str())));
+                return Ok(Some(Response::new(
+                    &found.commit,
+                    &found.lock,
+                    pool.as_str(),
+                )));
             }
             if *idempotent {
                 if let Some(earlier) = rerun::find(store, &snap, op, build)? {
@@ -152,7 +157,11 @@ pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> R
                                 return Err(Error::GaveUp {
                                     attempts: races,
                                     last: "the branch kept moving under every attempt".into(),
-                                    unconfirmed: store.unconfirmed_changes(),
+                                    unconfirmed: store
+                                        .unconfirmed()
+                                        .iter()
+                                        .map(Unconfirmed::describe)
+                                        .collect(),
                                 });
                             }
                             std::thread::sleep(race_jitter(races));
@@ -184,7 +193,11 @@ pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> R
                     return Err(Error::GaveUp {
                         attempts: faults,
                         last: e.to_string(),
-                        unconfirmed: store.unconfirmed_changes(),
+                        unconfirmed: store
+                            .unconfirmed()
+                            .iter()
+                            .map(Unconfirmed::describe)
+                            .collect(),
                     });
                 }
                 let delay = backoff.delay(faults);

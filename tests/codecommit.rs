@@ -14,8 +14,8 @@ use tempfile::TempDir;
 
 use crate::races::{assert_race_history, Cycle};
 use crate::support::{
-    AwsEnv, CodeCommitServer, CommitInfo, GitSignatureCheck, HttpGitServer, HttpOptions, Imds,
-    ImdsOptions, Keyring, LockRepo, Run,
+    run_bin, AwsEnv, CodeCommitServer, CommitInfo, GitSignatureCheck, HttpGitServer, HttpOptions,
+    Imds, ImdsOptions, Keyring, LockRepo, Run,
 };
 use crate::{lock_name, version, Inputs};
 
@@ -1153,6 +1153,74 @@ fn lost_replies_of_a_claim_and_a_release_are_recovered_too() {
     assert_eq!(
         side.subjects()[side.subjects().len() - 2..],
         ["claiming: a", "unclaiming: a"]
+    );
+}
+
+/// The reply of an accepted release is lost and, before the put looks for
+/// it, the next build claims the lock; then the `GetCommit` calls of that
+/// look fail (500s, as many as the SDK makes attempts). The put once forgot
+/// its pending release when that look failed, planned a fresh release and
+/// unclaimed the next build's claim: two holders. It must keep the pending
+/// change, find its release on the next round and leave the claim alone.
+#[test]
+fn a_lost_release_reply_then_a_failed_get_commit_never_releases_the_next_holders_claim() {
+    let side = ApiSide::start(pool_repo("main"));
+    let held = Inputs::new();
+    side.put(json!({"claim": "a"}), &held);
+    held.lock("held", "a", b"");
+    let base = side.repo.tip();
+    side.api.lose_create_commit_replies(1);
+    let next = {
+        let local = crate::source(&side.repo.path().display().to_string(), "main", POOL);
+        let api = side.api.fail_handle();
+        let (tx, rx) = std::sync::mpsc::channel();
+        side.api.after_lost_reply(move || {
+            let run = run_bin(
+                "out",
+                &[Inputs::new().path()],
+                &json!({"source": local, "params": {"claim": "a"}}),
+                &[("BUILD_ID", "next-holder")],
+            );
+            api("GetCommit", 3);
+            let _ = tx.send(run);
+        });
+        rx
+    };
+    let release = side.out(&side.source(POOL), json!({"release": "held"}), &held);
+    let next = next
+        .try_recv()
+        .expect("the next build ran while the reply was lost");
+    next.assert_success();
+    let out = release.assert_success().json();
+    let lost = side.api.lost_commits();
+    assert_eq!(lost.len(), 1, "{:?}", side.api.log());
+    assert_eq!(version(&out), lost[0], "the put reports its own release");
+    let log = side.repo.log();
+    let start = log.iter().position(|c| c.sha == base).expect("base");
+    let subjects: Vec<&str> = log[start + 1..]
+        .iter()
+        .map(|c| c.subject.as_str())
+        .collect();
+    assert_eq!(
+        subjects,
+        ["unclaiming: a", "claiming: a"],
+        "{}\n{:?}",
+        release.stderr,
+        side.api.log()
+    );
+    assert_eq!(side.repo.claimed(POOL), ["a"]);
+    let failed = side
+        .api
+        .log()
+        .iter()
+        .filter(|l| *l == "GetCommit -> InternalFailure")
+        .count();
+    assert_eq!(failed, 3, "{:?}", side.api.log());
+    assert!(
+        release.stderr.contains("calling codecommit:GetCommit")
+            && release.stderr.contains("retrying in"),
+        "the failed look was a fault the put retried:\n{}",
+        release.stderr
     );
 }
 

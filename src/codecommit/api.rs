@@ -19,7 +19,9 @@ use aws_sdk_codecommit::types::{
 use aws_sdk_codecommit::Client;
 
 use super::creds::Aws;
-use crate::backend::{CommitOutcome, Identity, LockStore};
+use crate::backend::{
+    settle, CommitOutcome, Fate, Identity, LockStore, Mark, Recovered, Unconfirmed,
+};
 use crate::error::{Error, Result};
 use crate::names::{is_lock_file_name, LockName, PoolPath};
 use crate::pool::{BlobId, Change, Content, Edit, LockState, Snapshot};
@@ -79,8 +81,8 @@ pub struct CodeCommitStore {
     identity: Identity,
     commits: HashMap<String, CommitInfo>,
     folders: HashMap<(String, String), Option<Folder>>,
-    /// Commit attempts without an answer: (nonce, parent, lock).
-    unconfirmed: Vec<(String, String, String)>,
+    /// Commit attempts without an answer, known by their nonce.
+    unconfirmed: Vec<Unconfirmed>,
     /// Whether the credential chain has been asked once (see [`Self::tip`]).
     credentials_checked: bool,
 }
@@ -322,6 +324,43 @@ impl CodeCommitStore {
         Ok(chain)
     }
 
+    /// Records a commit attempt that got no clear answer, by its nonce.
+    fn remember(&mut self, message: &str, base: &Snapshot, change: &Change) {
+        if let Some(nonce) = nonce_of(message) {
+            self.unconfirmed.push(Unconfirmed {
+                mark: Mark::Nonce(nonce),
+                parent: base.tip.clone(),
+                lock: change.lock.to_string(),
+            });
+        }
+    }
+
+    /// What the branch at `tip` says of `change`: walking first parents
+    /// down from the tip meets its commit (by its nonce) before its parent
+    /// if it landed, and the parent alone if it did not.
+    fn fate(&mut self, tip: &str, change: &Unconfirmed) -> Result<Fate> {
+        let Mark::Nonce(nonce) = &change.mark else {
+            return Ok(Fate::Unknown);
+        };
+        let mut fate = Fate::Unknown;
+        self.walk(tip, |s, id| {
+            if id == change.parent {
+                fate = if id == tip {
+                    Fate::MayLand
+                } else {
+                    Fate::CannotLand
+                };
+                return Ok(true);
+            }
+            if s.commit_info(id)?.message.contains(nonce.as_str()) {
+                fate = Fate::Landed(id.to_string());
+                return Ok(true);
+            }
+            Ok(false)
+        })?;
+        Ok(fate)
+    }
+
     fn touches_pool(&mut self, commit: &str) -> Result<bool> {
         let mine = self.pool_tree(commit)?;
         let parent = self.commit_info(commit)?.parent.clone();
@@ -447,13 +486,7 @@ impl LockStore for CodeCommitStore {
                         // the retry of a commit that did land finds the branch
                         // moved, by that very commit: look for it before
                         // treating this as someone else's win.
-                        if let Some(nonce) = nonce_of(message) {
-                            self.unconfirmed.push((
-                                nonce,
-                                base.tip.clone(),
-                                change.lock.to_string(),
-                            ));
-                        }
+                        self.remember(message, base, change);
                         Ok(CommitOutcome::LostRace)
                     }
                     // An update with the content the lock already has.
@@ -461,13 +494,7 @@ impl LockStore for CodeCommitStore {
                     _ => {
                         let err = self.error("CreateCommit", f);
                         if err.is_retryable() {
-                            if let Some(nonce) = nonce_of(message) {
-                                self.unconfirmed.push((
-                                    nonce,
-                                    base.tip.clone(),
-                                    change.lock.to_string(),
-                                ));
-                            }
+                            self.remember(message, base, change);
                         }
                         Err(err)
                     }
@@ -476,45 +503,21 @@ impl LockStore for CodeCommitStore {
         }
     }
 
-    fn recover_unconfirmed(&mut self) -> Result<Option<(String, String)>> {
+    fn recover_unconfirmed(&mut self) -> Result<Option<Recovered>> {
         if self.unconfirmed.is_empty() {
             return Ok(None);
         }
         let tip = self.tip()?;
-        let pending = std::mem::take(&mut self.unconfirmed);
-        for (nonce, parent, lock) in &pending {
-            let mut found = None;
-            let mut seen_parent = false;
-            let chain = self.walk(&tip, |s, id| {
-                if id == parent {
-                    seen_parent = true;
-                    return Ok(true);
-                }
-                if s.commit_info(id)?.message.contains(nonce.as_str()) {
-                    found = Some(id.to_string());
-                    return Ok(true);
-                }
-                Ok(false)
-            })?;
-            let _ = chain;
-            if let Some(id) = found {
-                return Ok(Some((id, lock.clone())));
-            }
-            if tip == *parent {
-                self.unconfirmed
-                    .push((nonce.clone(), parent.clone(), lock.clone()));
-            }
-        }
-        Ok(None)
+        // Decided on a copy: a walk that fails (a GetCommit page throttled
+        // or cut, say) leaves every pending change in place for the next round.
+        let pending = self.unconfirmed.clone();
+        let (found, keep) = settle(&pending, |change| self.fate(&tip, change))?;
+        self.unconfirmed = keep;
+        Ok(found)
     }
 
-    fn unconfirmed_changes(&self) -> Vec<String> {
-        self.unconfirmed
-            .iter()
-            .map(|(nonce, _, lock)| {
-                format!("lock {lock} (commit with Pool-Resource-Nonce {nonce})")
-            })
-            .collect()
+    fn unconfirmed(&self) -> &[Unconfirmed] {
+        &self.unconfirmed
     }
 
     fn walk_messages(

@@ -20,7 +20,10 @@ use git2::{FileMode, Oid, Repository, Signature, Sort};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
-use crate::backend::{CommitOutcome, Identity, LockStore, HISTORY_WALK_LIMIT};
+use crate::backend::{
+    settle, CommitOutcome, Fate, Identity, LockStore, Mark, Recovered, Unconfirmed,
+    HISTORY_WALK_LIMIT,
+};
 use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::log::Log;
@@ -62,8 +65,8 @@ pub struct GitStore {
     source: Source,
     identity: Identity,
     log: Log,
-    /// Commits pushed without a clear answer, with the tip they were built on.
-    unconfirmed: Vec<(Oid, Oid, String)>,
+    /// Commits pushed without a clear answer.
+    unconfirmed: Vec<Unconfirmed>,
 }
 
 /// What the store is opened for; decides where a remote's objects are kept.
@@ -250,6 +253,32 @@ impl GitStore {
                 branch: self.source.branch.clone(),
                 uri: self.source.uri.to_string(),
             })
+    }
+
+    /// What the branch at `tip` says of `change`. The branch only moves by
+    /// fast-forwards, so walking first parents down from the tip meets the
+    /// change's commit before its parent if it landed, and the parent alone
+    /// if it did not, however many commits came since: the walk deepens the
+    /// fetch as it goes.
+    fn fate(&mut self, tip: &str, change: &Unconfirmed) -> Result<Fate> {
+        let Mark::Commit(mine) = &change.mark else {
+            return Ok(Fate::Unknown);
+        };
+        let mut landed = None;
+        self.walk_messages(tip, &mut |id, _| {
+            if id == mine {
+                landed = Some(true);
+            } else if id == change.parent {
+                landed = Some(false);
+            }
+            landed.is_some()
+        })?;
+        Ok(match landed {
+            Some(true) => Fate::Landed(mine.clone()),
+            Some(false) if change.parent == tip => Fate::MayLand,
+            Some(false) => Fate::CannotLand,
+            None => Fate::Unknown,
+        })
     }
 
     fn publish(&self, commit: Oid, parent: Oid, subject: &str) -> Result<CommitOutcome> {
@@ -443,55 +472,30 @@ impl LockStore for GitStore {
             .map_err(git_error("could not create the commit"))?;
         let outcome = self.publish(commit, parent_id, &change.subject);
         if matches!(&outcome, Err(e) if e.is_retryable()) {
-            self.unconfirmed
-                .push((commit, parent_id, change.lock.to_string()));
+            self.unconfirmed.push(Unconfirmed {
+                mark: Mark::Commit(commit.to_string()),
+                parent: parent_id.to_string(),
+                lock: change.lock.to_string(),
+            });
         }
         outcome
     }
 
-    fn recover_unconfirmed(&mut self) -> Result<Option<(String, String)>> {
+    fn recover_unconfirmed(&mut self) -> Result<Option<Recovered>> {
         if self.unconfirmed.is_empty() {
             return Ok(None);
         }
-        let tip = self.refresh(1)?;
-        let pending = std::mem::take(&mut self.unconfirmed);
-        for (commit, parent, lock) in pending {
-            // The branch only moves by fast-forwards, so walking first
-            // parents down from the tip meets our commit before its parent
-            // if it landed, and the parent alone if it did not. However
-            // many commits came since: the walk deepens the fetch.
-            let (mine, base) = (commit.to_string(), parent.to_string());
-            let mut landed = None;
-            self.walk_messages(&tip.to_string(), &mut |id, _| {
-                if id == mine {
-                    landed = Some(true);
-                } else if id == base {
-                    landed = Some(false);
-                }
-                landed.is_some()
-            })?;
-            match landed {
-                Some(true) => {
-                    self.unconfirmed.clear();
-                    return Ok(Some((mine, lock)));
-                }
-                // The tip is still the parent: the server may yet apply
-                // the push, so keep asking. Otherwise it can never land.
-                Some(false) if parent == tip => self.unconfirmed.push((commit, parent, lock)),
-                Some(false) => {}
-                // Neither within the walk limit: we cannot tell, so keep
-                // it rather than risk taking a second lock.
-                None => self.unconfirmed.push((commit, parent, lock)),
-            }
-        }
-        Ok(None)
+        let tip = self.refresh(1)?.to_string();
+        // Decided on a copy: a walk that fails (its deepening fetch cut, say)
+        // leaves every pending change in place for the next round.
+        let pending = self.unconfirmed.clone();
+        let (found, keep) = settle(&pending, |change| self.fate(&tip, change))?;
+        self.unconfirmed = keep;
+        Ok(found)
     }
 
-    fn unconfirmed_changes(&self) -> Vec<String> {
-        self.unconfirmed
-            .iter()
-            .map(|(commit, _, lock)| format!("lock {lock} (commit {commit})"))
-            .collect()
+    fn unconfirmed(&self) -> &[Unconfirmed] {
+        &self.unconfirmed
     }
 
     fn walk_messages(

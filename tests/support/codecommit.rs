@@ -257,6 +257,10 @@ struct ApiState {
     calls: Mutex<HashMap<String, usize>>,
     log: Mutex<Vec<String>>,
     lose_replies: AtomicUsize,
+    /// Run once, after the next CreateCommit whose reply is lost was applied.
+    after_lost_reply: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Operation → how many of its next calls fail with a 500.
+    failing: Mutex<HashMap<String, usize>>,
     throttle: AtomicUsize,
     lost: Mutex<Vec<String>>,
     page_size: AtomicUsize,
@@ -275,6 +279,8 @@ impl CodeCommitServer {
             calls: Mutex::default(),
             log: Mutex::default(),
             lose_replies: AtomicUsize::new(0),
+            after_lost_reply: Mutex::default(),
+            failing: Mutex::default(),
             throttle: AtomicUsize::new(0),
             lost: Mutex::default(),
             page_size: AtomicUsize::new(100),
@@ -313,6 +319,37 @@ impl CodeCommitServer {
     /// closed without a reply, as when a response is lost on the way.
     pub fn lose_create_commit_replies(&self, n: usize) {
         self.state.lose_replies.store(n, Ordering::SeqCst);
+    }
+
+    /// Runs `then` once, after the next CreateCommit whose reply is lost
+    /// was applied and before its connection is closed: what other
+    /// processes do while the put waits for that reply.
+    pub fn after_lost_reply(&self, then: impl FnOnce() + Send + 'static) {
+        *self.state.after_lost_reply.lock().expect("hook lock") = Some(Box::new(then));
+    }
+
+    /// The next `n` calls of `operation` fail with a 500 `InternalFailure`
+    /// (the SDK retries those itself, so failing as many calls as it makes
+    /// attempts surfaces as a fault to the resource).
+    pub fn fail_next(&self, operation: &str, n: usize) {
+        self.state
+            .failing
+            .lock()
+            .expect("failing lock")
+            .insert(operation.to_string(), n);
+    }
+
+    /// [`Self::fail_next`] as a function that outlives this borrow, for a
+    /// hook ([`Self::after_lost_reply`]) to call from inside the server.
+    pub fn fail_handle(&self) -> impl Fn(&str, usize) + Send + 'static {
+        let state = Arc::clone(&self.state);
+        move |operation, n| {
+            state
+                .failing
+                .lock()
+                .expect("failing lock")
+                .insert(operation.to_string(), n);
+        }
     }
 
     /// The next `n` requests, whatever the operation, get `ThrottlingException`.
@@ -419,6 +456,20 @@ fn handle(state: &ApiState, head: &Head, operation: &str, body: &[u8]) -> Reply 
     {
         return Reply::Err(err("ThrottlingException", "Rate exceeded"));
     }
+    if let Some(n) = state
+        .failing
+        .lock()
+        .expect("failing lock")
+        .get_mut(operation)
+        .filter(|n| **n > 0)
+    {
+        *n -= 1;
+        return Reply::Err(ApiError {
+            status: 500,
+            code: "InternalFailure",
+            message: format!("{operation} failed as the test asked"),
+        });
+    }
     if !head
         .header("content-type")
         .is_some_and(|t| t.starts_with("application/x-amz-json-1.1"))
@@ -463,6 +514,11 @@ fn handle(state: &ApiState, head: &Head, operation: &str, body: &[u8]) -> Reply 
                     {
                         let id = out["commitId"].as_str().unwrap_or_default().to_string();
                         state.lost.lock().expect("lost lock").push(id);
+                        drop(_serial);
+                        let hook = state.after_lost_reply.lock().expect("hook lock").take();
+                        if let Some(hook) = hook {
+                            hook();
+                        }
                         return Reply::Drop;
                     }
                     Ok(out)
