@@ -115,6 +115,10 @@ pub struct Rates {
     pub client_bytes: usize,
     /// The longest a stall lasts when the client does not give up first.
     pub stall_limit: Duration,
+    /// Every connection waits a random time below this (drawn from the
+    /// seeded generator) before it reaches the server, so that runs with
+    /// different seeds interleave their processes differently.
+    pub latency: Duration,
 }
 
 impl Rates {
@@ -131,6 +135,7 @@ impl Rates {
             server_bytes: 1536,
             client_bytes: 512,
             stall_limit: Duration::from_secs(60),
+            latency: Duration::ZERO,
         }
     }
 }
@@ -347,6 +352,15 @@ impl Shared {
         roll < self.rates.drop_at_accept
     }
 
+    /// How long the next connection waits before reaching the server.
+    fn latency(&self) -> Duration {
+        let max = self.rates.latency.as_micros() as u64;
+        if max == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.rng.lock().expect("rng lock").u64(0..max))
+    }
+
     /// The fault, if any, for a connection asking for `service`.
     fn choose(&self, service: Service) -> Option<Fault> {
         let (roll, at, push_at) = {
@@ -466,6 +480,10 @@ fn serve(shared: &Arc<Shared>, mut client: TcpStream) {
         return;
     };
     let fault = shared.choose(service);
+    let latency = shared.latency();
+    if !latency.is_zero() {
+        std::thread::sleep(latency);
+    }
     let Ok(mut server) = TcpStream::connect(shared.target) else {
         shared.count(|c| c.server_unreachable += 1);
         let _ = client.shutdown(Shutdown::Both);
