@@ -8,7 +8,8 @@
 //!
 //! The script installs buildah and podman when they are missing. Only when
 //! that fails, or when they cannot be used on this host, does it exit 77; the
-//! tests then print why and pass without checking anything. The Dockerfile's
+//! tests then record a skip ([`crate::support::skip`]: `ci/test.sh` prints
+//! it and counts it as skipped, not passed) and check nothing. The Dockerfile's
 //! `tests` stage skips this module (`--skip image::`): it is inside a build.
 
 use std::path::Path;
@@ -85,8 +86,10 @@ fn image(test: &str) -> Option<&'static str> {
     match build() {
         Build::Ready(_) => Some(IMAGE),
         Build::Skipped(why) => {
-            eprintln!("skipped {test}: {why}");
-            println!("skipped {test}: the image cannot be built here: {why}");
+            crate::support::skip(
+                &format!("image::{test}"),
+                &format!("the image cannot be built here: {why}"),
+            );
             None
         }
         Build::Failed(output) => panic!("{output}"),

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::support::run_bin;
+
 /// The image a `resource_types` entry must name to be this resource.
 const IMAGE_REPOSITORY: &str = "ghcr.io/pool-resource/pool-resource";
 
@@ -967,21 +969,92 @@ fn every_example_is_a_valid_pipeline_using_only_what_this_resource_has() {
     }
 }
 
+/// The names in `(known: a, b, c)` at the end of an `error:` line.
+fn known_names(stderr: &str) -> BTreeSet<String> {
+    let line = stderr
+        .lines()
+        .map(|l| l.replace("\x1b[31m", "").replace("\x1b[0m", ""))
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line in:\n{stderr}"));
+    let list = line
+        .rsplit_once("(known: ")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no list of known names in: {line}"));
+    list.split(", ").map(String::from).collect()
+}
+
+/// The lists above are checked against what the real executables accept,
+/// not against the text of the source (where a name in a comment would
+/// pass): an unknown param's error lists the known ones, every source field
+/// listed here is taken without an "unknown field" warning while a
+/// misspelt one gets it, and a bad backend's error names the backends.
 #[test]
 fn the_param_and_field_names_checked_here_are_the_ones_the_resource_parses() {
-    let config = read(&repo_path("src/config.rs"));
-    for name in SOURCE_FIELDS
+    let dir = tempfile::TempDir::new().expect("a temp dir");
+    let source = |extra: &[(&str, Value)]| {
+        let mut s =
+            serde_json::json!({"uri": "/nonexistent/locks.git", "branch": "main", "pool": "p"});
+        for (k, v) in extra {
+            s[*k] = v.clone();
+        }
+        s
+    };
+    let far = "zzzzzzzzzzzzzzzzzzzzzzzz";
+    let put = run_bin(
+        "out",
+        &[dir.path()],
+        &serde_json::json!({"source": source(&[]), "params": {far: true}}),
+        &[],
+    );
+    let put_known: BTreeSet<String> = PUT_ACTIONS
         .iter()
-        .chain(PUT_ACTIONS)
         .chain(PUT_MODIFIERS)
-        .chain(GET_PARAMS)
-        .chain(BACKENDS)
-    {
-        assert!(
-            config.contains(&format!("\"{name}\"")),
-            "src/config.rs never mentions \"{name}\": update the lists in tests/pipelines.rs"
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(known_names(&put.stderr), put_known, "put params");
+    let get = run_bin(
+        "in",
+        &[dir.path()],
+        &serde_json::json!({"source": source(&[]), "version": {"ref": "abcd"}, "params": {far: 1}}),
+        &[],
+    );
+    let get_known: BTreeSet<String> = GET_PARAMS.iter().map(|s| s.to_string()).collect();
+    assert_eq!(known_names(&get.stderr), get_known, "get params");
+
+    let value_for = |field: &str| match field {
+        "forward_agent" | "skip_ssl_verification" => Value::Bool(false),
+        "git_config" => serde_json::json!([]),
+        "https_tunnel" => serde_json::json!({"proxy_host": "127.0.0.1", "proxy_port": 3128}),
+        "backend" => Value::String("git".into()),
+        _ => Value::String("x".into()),
+    };
+    let warns_unknown = |field: &str| {
+        let extra = [(field, value_for(field))];
+        let run = run_bin(
+            "check",
+            &[],
+            &serde_json::json!({"source": source(&extra)}),
+            &[],
         );
+        run.stderr
+            .contains(&format!("unknown field source.{field} "))
+    };
+    for field in SOURCE_FIELDS {
+        assert!(!warns_unknown(field), "check calls source.{field} unknown");
     }
+    assert!(
+        warns_unknown("privat_key"),
+        "a misspelt field is not warned about"
+    );
+
+    let bad = run_bin(
+        "check",
+        &[],
+        &serde_json::json!({"source": source(&[("backend", Value::String("nope".into()))])}),
+        &[],
+    );
+    let expected = format!("({})", BACKENDS.join(" or "));
+    assert!(bad.stderr.contains(&expected), "{}", bad.stderr);
 }
 
 const POOL_TYPE: &str = "

@@ -1,5 +1,6 @@
 //! `out`: every put param against a real (local, bare) lock repository.
 
+use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -340,20 +341,41 @@ fn check_params_wait_without_committing() {
     );
     put(&src, json!({"check_unclaimed": "held"}), &inputs, &[]);
     assert_eq!(repo.tip(), tip, "check params never commit");
-    let waiter = spawn_bin(
+    // `check` of a claimed lock waits, saying so, and is satisfied by the
+    // release: its version is the release commit, and it made none itself.
+    let mut waiter = spawn_bin(
         "out",
         &[inputs.path()],
         &json!({"source": src, "params": {"check": "held"}}),
         &[],
     );
-    std::thread::sleep(Duration::from_millis(200));
-    put(&src, json!({"release": "held"}), &inputs, &[]);
-    let out = waiter.wait_with_output().unwrap();
+    let mut stderr = BufReader::new(waiter.stderr.take().expect("piped stderr"));
+    let mut seen = String::new();
+    while !seen.contains("waiting: lock held of pool envs is claimed") {
+        let mut line = String::new();
+        let n = stderr
+            .read_line(&mut line)
+            .expect("reading the waiter's log");
+        assert!(n > 0, "check ended without waiting:\n{seen}");
+        seen.push_str(&line);
+    }
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        waiter.try_wait().expect("polling the waiter").is_none(),
+        "check of a claimed lock returned instead of waiting:\n{seen}"
     );
+    assert_eq!(repo.tip(), tip, "a waiting check commits nothing");
+    let released = put(&src, json!({"release": "held"}), &inputs, &[]);
+    let out = waiter.wait_with_output().unwrap();
+    let mut rest = String::new();
+    let _ = stderr.read_to_string(&mut rest);
+    assert!(out.status.success(), "{seen}{rest}");
+    let out: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(
+        version(&out),
+        version(&released),
+        "satisfied by the release"
+    );
+    assert_eq!(repo.tip(), version(&released), "check made no commit");
 }
 
 #[test]
