@@ -16,6 +16,7 @@ pub mod error;
 pub mod get;
 pub mod git;
 pub mod log;
+pub mod message;
 pub mod names;
 pub mod pool;
 pub mod protocol;

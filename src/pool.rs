@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::Error;
+use crate::message::Verb;
 use crate::names::{LockName, PoolPath};
 
 /// Which directory of the pool a lock file is in.
@@ -179,14 +180,14 @@ pub enum Plan {
     Satisfied(LockName),
 }
 
-fn move_lock(lock: &LockName, blob: &BlobId, from: LockState, subject: &str) -> Plan {
+fn move_lock(lock: &LockName, blob: &BlobId, from: LockState, verb: Verb) -> Plan {
     let to = match from {
         LockState::Claimed => LockState::Unclaimed,
         LockState::Unclaimed => LockState::Claimed,
     };
     Plan::Commit(Change {
         lock: lock.clone(),
-        subject: format!("{subject}: {lock}"),
+        subject: verb.subject(lock),
         edits: vec![
             Edit::Delete(from),
             Edit::Write(to, Content::Keep(blob.clone())),
@@ -219,14 +220,14 @@ pub fn plan(
                 })
             } else {
                 let (lock, blob) = free[pick(free.len()) % free.len()];
-                move_lock(lock, blob, LockState::Unclaimed, "claiming")
+                move_lock(lock, blob, LockState::Unclaimed, Verb::Claiming)
             }
         }
         Operation::Claim(lock) => match snap.state_of(lock) {
             None => return Err(not_found(lock)),
             Some((LockState::Claimed, _)) => Plan::Wait(Wait::Claimed(lock.clone())),
             Some((LockState::Unclaimed, blob)) => {
-                move_lock(lock, blob, LockState::Unclaimed, "claiming")
+                move_lock(lock, blob, LockState::Unclaimed, Verb::Claiming)
             }
         },
         Operation::Release(lock) => match snap.state_of(lock) {
@@ -238,7 +239,7 @@ pub fn plan(
                 })
             }
             Some((LockState::Claimed, blob)) => {
-                move_lock(lock, blob, LockState::Claimed, "unclaiming")
+                move_lock(lock, blob, LockState::Claimed, Verb::Unclaiming)
             }
         },
         Operation::Add {
@@ -254,13 +255,13 @@ pub fn plan(
                 });
             }
             let (state, verb) = if *claimed {
-                (LockState::Claimed, "adding claimed")
+                (LockState::Claimed, Verb::AddingClaimed)
             } else {
-                (LockState::Unclaimed, "adding unclaimed")
+                (LockState::Unclaimed, Verb::AddingUnclaimed)
             };
             Plan::Commit(Change {
                 lock: lock.clone(),
-                subject: format!("{verb}: {lock}"),
+                subject: verb.subject(lock),
                 edits: vec![Edit::Write(state, Content::Bytes(content.clone()))],
             })
         }
@@ -277,7 +278,7 @@ pub fn plan(
             }
             Plan::Commit(Change {
                 lock: lock.clone(),
-                subject: format!("removing: {lock}"),
+                subject: Verb::Removing.subject(lock),
                 edits,
             })
         }
@@ -285,7 +286,7 @@ pub fn plan(
             Some((LockState::Claimed, _)) => Plan::Wait(Wait::Claimed(lock.clone())),
             _ => Plan::Commit(Change {
                 lock: lock.clone(),
-                subject: format!("updating: {lock}"),
+                subject: Verb::Updating.subject(lock),
                 edits: vec![Edit::Write(
                     LockState::Unclaimed,
                     Content::Bytes(content.clone()),

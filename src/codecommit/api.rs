@@ -23,6 +23,7 @@ use crate::backend::{
     settle, CommitOutcome, Fate, Identity, LockStore, Mark, Recovered, Unconfirmed,
 };
 use crate::error::{Error, Result};
+use crate::message::{Parsed, Trailer};
 use crate::names::{is_lock_file_name, LockName, PoolPath};
 use crate::pool::{BlobId, Change, Content, Edit, LockState, Snapshot};
 
@@ -387,9 +388,8 @@ impl CodeCommitStore {
 }
 
 fn nonce_of(message: &str) -> Option<String> {
-    message
-        .lines()
-        .find_map(|l| l.strip_prefix("Pool-Resource-Nonce: "))
+    Parsed::new(message)
+        .trailer(Trailer::Nonce)
         .map(String::from)
 }
 

@@ -363,26 +363,6 @@ fn open_cache(source: &Source) -> Result<Repository> {
     )))
 }
 
-/// A commit message: the Go resource's subject line, the build URL, and
-/// trailers naming the build and a nonce that makes every commit unique.
-pub fn commit_message(
-    subject: &str,
-    build_url: Option<&str>,
-    trailers: &[(String, String)],
-) -> String {
-    let mut msg = format!("{subject}\n");
-    if let Some(url) = build_url {
-        msg.push_str(&format!("\nBuild URL: {url}\n"));
-    }
-    if !trailers.is_empty() {
-        msg.push('\n');
-        for (k, v) in trailers {
-            msg.push_str(&format!("{k}: {v}\n"));
-        }
-    }
-    msg
-}
-
 impl LockStore for GitStore {
     fn snapshot(&mut self) -> Result<Snapshot> {
         let tip = self.refresh(1)?;
