@@ -88,6 +88,10 @@ pub enum Trailer {
     Concourse,
     /// `Pool-Resource-Nonce`: random, so that no two commits are identical.
     Nonce,
+    /// `Pool-Resource-Operator`: the person who ran `pool` (`--as`).
+    Operator,
+    /// `Pool-Resource-Reason`: why (`--reason`, or what `reap` decided).
+    Reason,
 }
 
 impl Trailer {
@@ -98,6 +102,8 @@ impl Trailer {
             Trailer::BuildId => "Pool-Resource-Build-Id",
             Trailer::Concourse => "Pool-Resource-Concourse",
             Trailer::Nonce => "Pool-Resource-Nonce",
+            Trailer::Operator => "Pool-Resource-Operator",
+            Trailer::Reason => "Pool-Resource-Reason",
         }
     }
 }
@@ -121,6 +127,28 @@ pub fn build_trailers(build: &BuildInfo) -> Vec<(Trailer, String)> {
     }
     t.push((Trailer::Nonce, nonce()));
     t
+}
+
+/// The trailers of a commit made by an operator with `pool`, and a fresh nonce.
+pub fn operator_trailers(operator: &str, reason: Option<&str>) -> Vec<(Trailer, String)> {
+    let one_line = |s: &str| s.chars().filter(|c| !c.is_control()).collect::<String>();
+    let mut t = vec![(Trailer::Operator, one_line(operator))];
+    if let Some(r) = reason {
+        t.push((Trailer::Reason, one_line(r)));
+    }
+    t.push((Trailer::Nonce, nonce()));
+    t
+}
+
+/// The subject of a commit putting a hold on `pool` (not a lock verb: the
+/// hold file is outside the pool, and Go-resource readers skip it).
+pub fn hold_subject(pool: impl std::fmt::Display) -> String {
+    format!("holding pool: {pool}")
+}
+
+/// The subject of a commit lifting the hold on `pool`.
+pub fn unhold_subject(pool: impl std::fmt::Display) -> String {
+    format!("unholding pool: {pool}")
 }
 
 /// A commit message: the Go resource's subject line, the build URL, and
