@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# The image Concourse workers pull: /opt/resource/{check,in,out} as static
+# The image Concourse workers pull: /opt/resource/{check,in,out,pool} as static
 # musl binaries (libgit2, libssh2 and OpenSSL built in), CA certificates, and
 # nothing else: no shell, no git, no package manager.
 #

@@ -171,14 +171,14 @@ podman rm "$container" >/dev/null
 container=
 printf '%s\n' etc etc/ssl etc/ssl/certs \
     etc/ssl/certs/ca-certificates.crt opt opt/resource opt/resource/check \
-    opt/resource/in opt/resource/out tmp | sort > "$work/expected-files"
+    opt/resource/in opt/resource/out opt/resource/pool tmp | sort > "$work/expected-files"
 if ! diff -u "$work/expected-files" "$work/files" >&2; then
     fail "the image holds other files than expected (diff above: - expected, + found)"
 fi
 
-# in and out are hard links to check: the image holds the binary once.
-links=$(tar -tvf "$work/fs.tar" | grep -cE 'opt/resource/(in|out) link to \.?/?opt/resource/check$' || true)
-[ "$links" -eq 2 ] || fail "opt/resource/in and out are not hard links to check in the image: $(tar -tvf "$work/fs.tar" | grep opt/resource)"
+# in, out and pool are hard links to check: the image holds the binary once.
+links=$(tar -tvf "$work/fs.tar" | grep -cE 'opt/resource/(in|out|pool) link to \.?/?opt/resource/check$' || true)
+[ "$links" -eq 3 ] || fail "opt/resource/in, out and pool are not hard links to check in the image: $(tar -tvf "$work/fs.tar" | grep opt/resource)"
 
 labels=$(podman image inspect --format '{{json .Labels}}' "$image")
 for label in org.opencontainers.image.source org.opencontainers.image.version \
@@ -316,7 +316,7 @@ mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1000000 }'; }
 printf '\nimage %s: %s (%s bytes), %s gzip-compressed; binaries %ss, image %ss, total %ss\n' \
     "$image" "$(mb "$size")" "$size" "$(mb "$compressed")" \
     "$t_binaries" "$t_image" "$(($(now) - started))"
-printf '  /opt/resource/{check,in,out}: one binary of %s bytes, %s links\n' \
+printf '  /opt/resource/{check,in,out,pool}: one binary of %s bytes, %s links\n' \
     "$(wc -c < "$context/rootfs/opt/resource/check")" \
     "$(stat -c %h "$context/rootfs/opt/resource/check")"
 if [ "$size" -gt "$max_bytes" ]; then

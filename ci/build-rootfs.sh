@@ -10,8 +10,9 @@
 # /etc/ssl/certs/ca-certificates.crt) is the PEM file of trusted CAs to ship.
 #
 # What goes in, and why:
-#   /opt/resource/{check,in,out}         the Concourse resource protocol: one
-#                                        binary, three hard links
+#   /opt/resource/{check,in,out}         the Concourse resource protocol, and
+#   /opt/resource/pool                   the operator controls: one binary,
+#                                        four hard links
 #   /etc/ssl/certs/ca-certificates.crt   HTTPS to git servers and AWS; workers
 #                                        may mount their own certs over it
 #   /tmp (1777)                          temp files (SSH keys, check's cache);
@@ -59,6 +60,7 @@ cp "$binary" "$rootfs/opt/resource/check"
 chmod 0755 "$rootfs/opt/resource/check"
 ln "$rootfs/opt/resource/check" "$rootfs/opt/resource/in"
 ln "$rootfs/opt/resource/check" "$rootfs/opt/resource/out"
+ln "$rootfs/opt/resource/check" "$rootfs/opt/resource/pool"
 cp "$ca_bundle" "$rootfs/etc/ssl/certs/ca-certificates.crt"
 chmod 0644 "$rootfs/etc/ssl/certs/ca-certificates.crt"
 mkdir "$rootfs/tmp"

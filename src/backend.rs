@@ -135,6 +135,42 @@ impl Unconfirmed {
     }
 }
 
+/// One commit as a reader of the history sees it ([`LockStore::walk_commits`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitMeta {
+    /// Its id.
+    pub id: String,
+    /// Its first parent, if any.
+    pub parent: Option<String>,
+    /// Committer time, seconds since the Unix epoch (what Pool Boy dates claims by).
+    pub time: i64,
+    /// The author, `Name <email>`.
+    pub author: String,
+    /// The whole message.
+    pub message: String,
+}
+
+/// One entry of a folder at a commit ([`LockStore::list_folder`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FolderEntry {
+    /// Its name within the folder.
+    pub name: String,
+    /// Whether it is a folder (else a file).
+    pub is_dir: bool,
+    /// Its object id (blob or tree).
+    pub id: String,
+}
+
+/// One file of a [`LockStore::commit_files`] commit: write `content`, or
+/// delete the file when it is `None`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileEdit {
+    /// Repository path.
+    pub path: String,
+    /// The new content; `None` deletes.
+    pub content: Option<Vec<u8>>,
+}
+
 /// A lock repository reached one way or another.
 pub trait LockStore {
     /// Reads the branch tip and the pool at it.
@@ -187,6 +223,37 @@ pub trait LockStore {
 
     /// Writes the repository's files at `version` into `dest`.
     fn export_tree(&mut self, version: &str, dest: &Path) -> Result<()>;
+
+    /// The branch tip, `None` when the branch does not exist (an empty
+    /// repository, for `pool init`).
+    fn branch_tip(&mut self) -> Result<Option<String>>;
+
+    /// The entries of folder `path` (`""`: the root) at `version`, `None`
+    /// when there is no such folder.
+    fn list_folder(&mut self, version: &str, path: &str) -> Result<Option<Vec<FolderEntry>>>;
+
+    /// The object id of the file at `path` at `version`, if there is one.
+    fn entry_id(&mut self, version: &str, path: &str) -> Result<Option<String>>;
+
+    /// Hands `visit` each commit from `tip` back along first parents, newest
+    /// first, until it returns `true`, the history ends, or `limit` commits
+    /// were seen. Returns whether the limit cut the walk short.
+    fn walk_commits(
+        &mut self,
+        tip: &str,
+        limit: usize,
+        visit: &mut dyn FnMut(&CommitMeta) -> bool,
+    ) -> Result<bool>;
+
+    /// Commits `edits` (any paths, the pool's or not) with `message` on
+    /// `parent`, only if the branch still points there; with no parent,
+    /// creates the branch, only if it does not exist.
+    fn commit_files(
+        &mut self,
+        parent: Option<&str>,
+        edits: &[FileEdit],
+        message: &str,
+    ) -> Result<CommitOutcome>;
 }
 
 #[cfg(test)]

@@ -104,7 +104,7 @@ fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>> {
 }
 
 /// The secrets in a raw `source`, as written and as `{:?}` quotes them.
-fn raw_secrets(source: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+pub(crate) fn raw_secrets(source: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
     let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(String::from);
     let mut found: Vec<String> = ["password", "private_key", "private_key_passphrase"]
         .iter()
@@ -223,15 +223,19 @@ pub fn report(err: &Error, log: &Log) {
 }
 
 /// The `main` of the multi-call binary the image ships once, hard-linked as
-/// `check`, `in` and `out`: one copy of the code instead of three.
+/// `check`, `in`, `out` and `pool`: one copy of the code instead of four.
 pub fn multicall_main() -> ExitCode {
     let program = std::env::args().next().unwrap_or_default();
+    let name = std::path::Path::new(&program).file_name();
+    if name.and_then(|n| n.to_str()) == Some("pool") {
+        return crate::pool_cli::main();
+    }
     match Command::from_program_name(&program) {
         Some(command) => main(command),
         None => {
             report(
                 &Error::Usage(format!(
-                    "run this program as check, in or out (a link named so), not as {program:?}"
+                    "run this program as check, in, out or pool (a link named so), not as {program:?}"
                 )),
                 &Log::stderr(),
             );

@@ -13,6 +13,7 @@ use crate::backend::LockStore;
 use crate::config::{GetParams, Source};
 use crate::error::{Error, Result};
 use crate::log::Log;
+use crate::message::parse_subject;
 use crate::names::LockName;
 use crate::pool::LockState;
 use crate::protocol::{Response, Version};
@@ -40,9 +41,7 @@ fn lock_of_version(
         }
     }
     let subject = store.subject(version)?;
-    Ok(subject
-        .split_once(": ")
-        .and_then(|(_, name)| LockName::new(name.trim()).ok()))
+    Ok(parse_subject(&subject).and_then(|(_, name)| LockName::new(name).ok()))
 }
 
 /// Runs `in` for `version` into `dest`.

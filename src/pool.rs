@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::Error;
+use crate::message::Verb;
 use crate::names::{LockName, PoolPath};
 
 /// Which directory of the pool a lock file is in.
@@ -38,6 +39,55 @@ impl LockState {
 /// A backend's handle on a lock file's content (a git blob id).
 pub type BlobId = String;
 
+/// An operator's hold on a pool (`pool hold`): while it is there, `acquire`
+/// and `claim` wait; everything else goes on.
+///
+/// It lives outside the pool directory, in the file [`Hold::path`], so
+/// `check` (which lists commits touching the pool) emits no version for it
+/// and the Go resource, which only reads the pool directory, ignores it.
+/// The file holds this struct as JSON.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Hold {
+    /// Who holds the pool (an operator's name).
+    pub by: String,
+    /// Why.
+    pub reason: String,
+    /// Since when, Unix seconds.
+    pub since: i64,
+}
+
+impl Hold {
+    /// The directory of every pool's hold file: a dot-directory is never a
+    /// pool or a lock, and one place keeps this tool's state out of the way.
+    pub const DIR: &'static str = ".pool-resource/holds";
+
+    /// The repository path of `pool`'s hold file.
+    pub fn path(pool: &PoolPath) -> String {
+        format!("{}/{pool}.json", Hold::DIR)
+    }
+
+    /// Reads a hold file. One that cannot be read still holds the pool:
+    /// someone meant to stop it.
+    pub fn parse(bytes: &[u8]) -> Hold {
+        serde_json::from_slice(bytes).unwrap_or_else(|e| Hold {
+            by: "unknown".into(),
+            reason: format!("unreadable hold file: {e}"),
+            since: 0,
+        })
+    }
+
+    /// `held by NAME since DATE (for 1h2m3s): REASON`.
+    pub fn describe(&self, now: i64) -> String {
+        format!(
+            "held by {} since {} (for {}): {}",
+            self.by,
+            crate::duration::utc(self.since),
+            crate::duration::ago(self.since, now),
+            self.reason
+        )
+    }
+}
+
 /// What the pool holds at one commit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -47,6 +97,8 @@ pub struct Snapshot {
     pub claimed: BTreeMap<LockName, BlobId>,
     /// Lock files in `unclaimed/`, by name.
     pub unclaimed: BTreeMap<LockName, BlobId>,
+    /// The pool's hold, if an operator holds it.
+    pub hold: Option<Hold>,
 }
 
 impl Snapshot {
@@ -148,6 +200,8 @@ pub enum Wait {
     Claimed(LockName),
     /// `check_unclaimed`: the lock is unclaimed.
     Unclaimed(LockName),
+    /// `acquire`/`claim`: an operator holds the pool.
+    Held(Hold),
 }
 
 impl Wait {
@@ -164,6 +218,10 @@ impl Wait {
             ),
             Wait::Claimed(lock) => format!("lock {lock} of pool {pool} is claimed"),
             Wait::Unclaimed(lock) => format!("lock {lock} of pool {pool} is unclaimed"),
+            Wait::Held(hold) => format!(
+                "pool {pool} is {}",
+                hold.describe(crate::duration::now_unix())
+            ),
         }
     }
 }
@@ -179,14 +237,14 @@ pub enum Plan {
     Satisfied(LockName),
 }
 
-fn move_lock(lock: &LockName, blob: &BlobId, from: LockState, subject: &str) -> Plan {
+fn move_lock(lock: &LockName, blob: &BlobId, from: LockState, verb: Verb) -> Plan {
     let to = match from {
         LockState::Claimed => LockState::Unclaimed,
         LockState::Unclaimed => LockState::Claimed,
     };
     Plan::Commit(Change {
         lock: lock.clone(),
-        subject: format!("{subject}: {lock}"),
+        subject: verb.subject(lock),
         edits: vec![
             Edit::Delete(from),
             Edit::Write(to, Content::Keep(blob.clone())),
@@ -206,6 +264,14 @@ pub fn plan(
         pool: pool.to_string(),
         lock: lock.to_string(),
     };
+    if let (Operation::Acquire | Operation::Claim(_), Some(hold)) = (op, &snap.hold) {
+        if let Operation::Claim(lock) = op {
+            if snap.state_of(lock).is_none() {
+                return Err(not_found(lock));
+            }
+        }
+        return Ok(Plan::Wait(Wait::Held(hold.clone())));
+    }
     Ok(match op {
         Operation::Acquire => {
             let free: Vec<(&LockName, &BlobId)> = snap
@@ -219,14 +285,14 @@ pub fn plan(
                 })
             } else {
                 let (lock, blob) = free[pick(free.len()) % free.len()];
-                move_lock(lock, blob, LockState::Unclaimed, "claiming")
+                move_lock(lock, blob, LockState::Unclaimed, Verb::Claiming)
             }
         }
         Operation::Claim(lock) => match snap.state_of(lock) {
             None => return Err(not_found(lock)),
             Some((LockState::Claimed, _)) => Plan::Wait(Wait::Claimed(lock.clone())),
             Some((LockState::Unclaimed, blob)) => {
-                move_lock(lock, blob, LockState::Unclaimed, "claiming")
+                move_lock(lock, blob, LockState::Unclaimed, Verb::Claiming)
             }
         },
         Operation::Release(lock) => match snap.state_of(lock) {
@@ -238,7 +304,7 @@ pub fn plan(
                 })
             }
             Some((LockState::Claimed, blob)) => {
-                move_lock(lock, blob, LockState::Claimed, "unclaiming")
+                move_lock(lock, blob, LockState::Claimed, Verb::Unclaiming)
             }
         },
         Operation::Add {
@@ -254,13 +320,13 @@ pub fn plan(
                 });
             }
             let (state, verb) = if *claimed {
-                (LockState::Claimed, "adding claimed")
+                (LockState::Claimed, Verb::AddingClaimed)
             } else {
-                (LockState::Unclaimed, "adding unclaimed")
+                (LockState::Unclaimed, Verb::AddingUnclaimed)
             };
             Plan::Commit(Change {
                 lock: lock.clone(),
-                subject: format!("{verb}: {lock}"),
+                subject: verb.subject(lock),
                 edits: vec![Edit::Write(state, Content::Bytes(content.clone()))],
             })
         }
@@ -277,7 +343,7 @@ pub fn plan(
             }
             Plan::Commit(Change {
                 lock: lock.clone(),
-                subject: format!("removing: {lock}"),
+                subject: Verb::Removing.subject(lock),
                 edits,
             })
         }
@@ -285,7 +351,7 @@ pub fn plan(
             Some((LockState::Claimed, _)) => Plan::Wait(Wait::Claimed(lock.clone())),
             _ => Plan::Commit(Change {
                 lock: lock.clone(),
-                subject: format!("updating: {lock}"),
+                subject: Verb::Updating.subject(lock),
                 edits: vec![Edit::Write(
                     LockState::Unclaimed,
                     Content::Bytes(content.clone()),
@@ -324,6 +390,7 @@ mod tests {
             tip: "tip".into(),
             claimed: blobs(claimed),
             unclaimed: blobs(unclaimed),
+            hold: None,
         }
     }
 
@@ -440,6 +507,30 @@ mod tests {
             Plan::Wait(Wait::Claimed(name("a")))
         );
         assert!(matches!(run(op("new"), &s).unwrap(), Plan::Commit(_)));
+    }
+
+    #[test]
+    fn a_held_pool_makes_acquire_and_claim_wait_and_lets_release_through() {
+        let mut s = snap(&["a"], &["b"]);
+        let hold = Hold {
+            by: "ops".into(),
+            reason: "upgrade".into(),
+            since: 0,
+        };
+        s.hold = Some(hold.clone());
+        for op in [Operation::Acquire, Operation::Claim(name("b"))] {
+            assert_eq!(run(op, &s).unwrap(), Plan::Wait(Wait::Held(hold.clone())));
+        }
+        assert!(matches!(
+            run(Operation::Release(name("a")), &s).unwrap(),
+            Plan::Commit(_)
+        ));
+        let why = Wait::Held(hold).describe(&PoolPath::new("p").unwrap());
+        assert!(
+            why.starts_with("pool p is held by ops since 1970-01-01T00:00:00Z"),
+            "{why}"
+        );
+        assert!(why.ends_with(": upgrade"), "{why}");
     }
 
     #[test]

@@ -13,8 +13,8 @@ use crate::backend::{CommitOutcome, LockStore, Unconfirmed};
 use crate::config::Source;
 use crate::duration::human;
 use crate::error::{Error, Result};
-use crate::git::commit_message;
 use crate::log::Log;
+use crate::message::{build_trailers, commit_message};
 use crate::pool::{plan, Operation, Plan};
 use crate::protocol::{BuildInfo, Response};
 use crate::rerun;
@@ -40,24 +40,6 @@ pub struct PutContext<'a> {
     /// `idempotent: true`: first look for this build's earlier run of the
     /// same put ([`crate::rerun`]).
     pub idempotent: bool,
-}
-
-fn trailers(build: &BuildInfo) -> Vec<(String, String)> {
-    let mut t = Vec::new();
-    if let Some(who) = build.describe() {
-        t.push(("Pool-Resource-Build".to_string(), who));
-    }
-    if let Some(id) = build.get("BUILD_ID") {
-        t.push((rerun::BUILD_ID_TRAILER.to_string(), id.to_string()));
-    }
-    if let Some(site) = build.get("ATC_EXTERNAL_URL") {
-        t.push((rerun::CONCOURSE_TRAILER.to_string(), site.to_string()));
-    }
-    t.push((
-        "Pool-Resource-Nonce".to_string(),
-        format!("{:016x}", fastrand::u64(..)),
-    ));
-    t
 }
 
 /// What one round of the put loop came to.
@@ -231,7 +213,11 @@ fn round(
         Plan::Commit(change) => change,
     };
     interrupt.check(doing)?;
-    let message = commit_message(&change.subject, build.url().as_deref(), &trailers(build));
+    let message = commit_message(
+        &change.subject,
+        build.url().as_deref(),
+        &build_trailers(build),
+    );
     Ok(match store.commit(&snap, &change, &message)? {
         CommitOutcome::Committed(id) => {
             log.line(format_args!("{} ({id})", change.subject));

@@ -18,15 +18,10 @@ use std::collections::HashMap;
 
 use crate::backend::LockStore;
 use crate::error::Result;
+use crate::message::{Parsed, Trailer, Verb};
 use crate::names::LockName;
 use crate::pool::{Operation, Snapshot};
 use crate::protocol::BuildInfo;
-
-/// The trailer naming the build that made a commit.
-pub const BUILD_ID_TRAILER: &str = "Pool-Resource-Build-Id";
-/// The trailer naming the Concourse it ran on (`ATC_EXTERNAL_URL`): build
-/// ids are only unique within one installation.
-pub const CONCOURSE_TRAILER: &str = "Pool-Resource-Concourse";
 
 /// What an earlier run of the same put by this build did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,10 +33,10 @@ pub struct Earlier {
 }
 
 /// Commit subjects that leave a lock in the state `op` wants.
-fn verbs(op: &Operation) -> &'static [&'static str] {
+fn verbs(op: &Operation) -> &'static [Verb] {
     match op {
-        Operation::Acquire | Operation::Claim(_) => &["claiming"],
-        Operation::Release(_) => &["unclaiming"],
+        Operation::Acquire | Operation::Claim(_) => &[Verb::Claiming],
+        Operation::Release(_) => &[Verb::Unclaiming],
         _ => &[],
     }
 }
@@ -52,15 +47,10 @@ pub fn made_by(message: &str, build: &BuildInfo) -> bool {
     let Some(id) = build.get("BUILD_ID") else {
         return false;
     };
-    let trailer = |name: &str| {
-        message
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
-            .map(str::trim)
-    };
+    let message = Parsed::new(message);
     let site = |url: Option<&str>| url.map(|u| u.trim_end_matches('/').to_string());
-    trailer(BUILD_ID_TRAILER) == Some(id)
-        && site(trailer(CONCOURSE_TRAILER)) == site(build.get("ATC_EXTERNAL_URL"))
+    message.trailer(Trailer::BuildId) == Some(id)
+        && site(message.trailer(Trailer::Concourse)) == site(build.get("ATC_EXTERNAL_URL"))
 }
 
 /// The earlier run of `op` by `build` that the pool in `snap` still shows,
@@ -93,14 +83,13 @@ pub fn find(
     let mut open: HashMap<&str, &LockName> = wanted.iter().map(|l| (l.as_str(), *l)).collect();
     let mut found = None;
     store.walk_messages(&snap.tip, &mut |id, message| {
-        let subject = message.lines().next().unwrap_or("");
-        let Some((verb, name)) = subject.split_once(": ") else {
+        let Some((verb, name)) = Parsed::new(message).verb() else {
             return false;
         };
         if !verbs.contains(&verb) {
             return false;
         }
-        if let Some(lock) = open.remove(name.trim()) {
+        if let Some(lock) = open.remove(name) {
             if made_by(message, build) {
                 found = Some(Earlier {
                     commit: id.to_string(),

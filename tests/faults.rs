@@ -23,6 +23,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pool_resource::message::{parse_subject, Parsed, Trailer};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
@@ -187,20 +188,13 @@ fn clear_failure(run: &Run) -> Result<String, String> {
     }
 }
 
-/// The value of trailer `key` in a commit message.
-fn trailer<'a>(body: &'a str, key: &str) -> Option<&'a str> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
-}
-
 fn build_id(commit: &CommitInfo) -> Option<&str> {
-    trailer(&commit.body, "Pool-Resource-Build-Id")
+    Parsed::new(&commit.body).trailer(Trailer::BuildId)
 }
 
 /// The lock a commit's subject names (`claiming: a` → `a`).
 fn lock_of(subject: &str) -> String {
-    subject
-        .split_once(": ")
+    parse_subject(subject)
         .map(|(_, lock)| lock.to_string())
         .unwrap_or_default()
 }
@@ -920,7 +914,9 @@ fn a_lost_push_reply_is_recognised_on_the_next_round_and_the_put_reports_its_own
     assert_eq!(commit.sha, printed, "the put printed its own commit");
     assert_eq!(commit.subject, format!("claiming: {lock}"));
     assert_eq!(build_id(commit), Some("lost-reply"));
-    let nonce = trailer(&commit.body, "Pool-Resource-Nonce").expect("a nonce trailer");
+    let nonce = Parsed::new(&commit.body)
+        .trailer(Trailer::Nonce)
+        .expect("a nonce trailer");
     assert!(nonce.len() == 16 && nonce.chars().all(|c| c.is_ascii_hexdigit()));
     assert_eq!(repo.claimed(POOL), [lock.as_str()]);
 

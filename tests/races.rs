@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use pool_resource::message::parse_subject;
 use serde_json::{json, Value};
 
 use crate::support::{run_bin, CommitInfo, GitDaemon, LockRepo};
@@ -200,9 +201,8 @@ pub(crate) fn replay(
             "{} is a fast-forward of the previous commit",
             c.sha
         );
-        let (verb, lock) = c
-            .subject
-            .split_once(": ")
+        let (verb, lock) = parse_subject(&c.subject)
+            .map(|(verb, lock)| (verb.as_str(), lock))
             .unwrap_or_else(|| panic!("unexpected commit {c:?}"));
         let lock = lock.to_string();
         let before = states.get(&lock).cloned();

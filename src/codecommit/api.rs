@@ -20,11 +20,13 @@ use aws_sdk_codecommit::Client;
 
 use super::creds::Aws;
 use crate::backend::{
-    settle, CommitOutcome, Fate, Identity, LockStore, Mark, Recovered, Unconfirmed,
+    settle, CommitMeta, CommitOutcome, Fate, FileEdit, FolderEntry, Identity, LockStore, Mark,
+    Recovered, Unconfirmed,
 };
 use crate::error::{Error, Result};
+use crate::message::{Parsed, Trailer};
 use crate::names::{is_lock_file_name, LockName, PoolPath};
-use crate::pool::{BlobId, Change, Content, Edit, LockState, Snapshot};
+use crate::pool::{BlobId, Change, Content, Edit, Hold, LockState, Snapshot};
 
 /// How many commits `check`, `in` and an idempotent put walk back from the
 /// tip at most (each one is a `GetCommit` call).
@@ -67,6 +69,9 @@ type Folder = (Option<String>, BTreeMap<String, String>);
 struct CommitInfo {
     parent: Option<String>,
     message: String,
+    /// Committer time, Unix seconds (CodeCommit's `date` is `SECONDS +HHMM`).
+    time: i64,
+    author: String,
 }
 
 /// A lock repository in CodeCommit, reached through its API.
@@ -218,9 +223,20 @@ impl CodeCommitStore {
                 }
             };
             let commit = out.commit();
+            let author = commit.and_then(|c| c.author());
             let info = CommitInfo {
                 parent: commit.and_then(|c| c.parents().first().cloned()),
                 message: commit.and_then(|c| c.message()).unwrap_or("").to_string(),
+                time: commit
+                    .and_then(|c| c.committer())
+                    .and_then(|u| u.date())
+                    .and_then(|d| d.split_whitespace().next()?.parse().ok())
+                    .unwrap_or(0),
+                author: format!(
+                    "{} <{}>",
+                    author.and_then(|a| a.name()).unwrap_or(""),
+                    author.and_then(|a| a.email()).unwrap_or("")
+                ),
             };
             self.commits.insert(id.to_string(), info);
         }
@@ -387,9 +403,8 @@ impl CodeCommitStore {
 }
 
 fn nonce_of(message: &str) -> Option<String> {
-    message
-        .lines()
-        .find_map(|l| l.strip_prefix("Pool-Resource-Nonce: "))
+    Parsed::new(message)
+        .trailer(Trailer::Nonce)
         .map(String::from)
 }
 
@@ -412,10 +427,23 @@ impl LockStore for CodeCommitStore {
                 uri: self.uri.clone(),
             });
         }
+        // Asked of the root first, which always exists: a missing hold
+        // folder would otherwise cost a failed call on every look.
+        let top = Hold::DIR.split('/').next().unwrap_or_default();
+        let root = self.list_folder(&tip, "")?.unwrap_or_default();
+        let hold = if root.iter().any(|e| e.is_dir && e.name == top) {
+            match self.entry_at(&tip, &Hold::path(&self.pool))? {
+                Some(blob) => Some(Hold::parse(&self.blob(&blob)?)),
+                None => None,
+            }
+        } else {
+            None
+        };
         Ok(Snapshot {
             tip,
             claimed: claimed.unwrap_or_default(),
             unclaimed: unclaimed.unwrap_or_default(),
+            hold,
         })
     }
 
@@ -681,5 +709,140 @@ impl LockStore for CodeCommitStore {
             }
         }
         Ok(())
+    }
+
+    fn branch_tip(&mut self) -> Result<Option<String>> {
+        match self.tip() {
+            Ok(tip) => Ok(Some(tip)),
+            Err(Error::BranchNotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list_folder(&mut self, version: &str, path: &str) -> Result<Option<Vec<FolderEntry>>> {
+        let out = self.aws.block_on(
+            self.client
+                .get_folder()
+                .repository_name(&self.repo)
+                .commit_specifier(version)
+                .folder_path(if path.is_empty() { "/" } else { path })
+                .send(),
+        );
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                let f = failure(e);
+                if f.code.as_deref() == Some("FolderDoesNotExistException") {
+                    return Ok(None);
+                }
+                return Err(self.error("GetFolder", f));
+            }
+        };
+        let mut entries: Vec<FolderEntry> = out
+            .sub_folders()
+            .iter()
+            .filter_map(|d| {
+                Some(FolderEntry {
+                    name: d.relative_path()?.to_string(),
+                    is_dir: true,
+                    id: d.tree_id().unwrap_or_default().to_string(),
+                })
+            })
+            .collect();
+        entries.extend(out.files().iter().filter_map(|f| {
+            Some(FolderEntry {
+                name: f.relative_path()?.to_string(),
+                is_dir: false,
+                id: f.blob_id()?.to_string(),
+            })
+        }));
+        Ok(Some(entries))
+    }
+
+    fn entry_id(&mut self, version: &str, path: &str) -> Result<Option<String>> {
+        self.entry_at(version, path)
+    }
+
+    fn walk_commits(
+        &mut self,
+        tip: &str,
+        limit: usize,
+        visit: &mut dyn FnMut(&CommitMeta) -> bool,
+    ) -> Result<bool> {
+        let mut next = Some(tip.to_string());
+        let mut seen = 0;
+        while let Some(id) = next.take() {
+            if seen >= limit {
+                return Ok(true);
+            }
+            seen += 1;
+            let info = self.commit_info(&id)?;
+            let meta = CommitMeta {
+                id: id.clone(),
+                parent: info.parent.clone(),
+                time: info.time,
+                author: info.author.clone(),
+                message: info.message.clone(),
+            };
+            if visit(&meta) {
+                break;
+            }
+            next = meta.parent;
+        }
+        Ok(false)
+    }
+
+    fn commit_files(
+        &mut self,
+        parent: Option<&str>,
+        edits: &[FileEdit],
+        message: &str,
+    ) -> Result<CommitOutcome> {
+        let mut req = self
+            .client
+            .create_commit()
+            .repository_name(&self.repo)
+            .branch_name(&self.branch)
+            .author_name(&self.identity.name)
+            .email(&self.identity.email)
+            .commit_message(message)
+            .keep_empty_folders(true);
+        if let Some(p) = parent {
+            req = req.parent_commit_id(p);
+        }
+        for edit in edits {
+            req = match &edit.content {
+                Some(bytes) => req.put_files(
+                    PutFileEntry::builder()
+                        .file_path(&edit.path)
+                        .file_mode(FileModeTypeEnum::Normal)
+                        .file_content(Blob::new(bytes.clone()))
+                        .build()
+                        .map_err(|e| build_error("CreateCommit", e))?,
+                ),
+                None => req.delete_files(
+                    DeleteFileEntry::builder()
+                        .file_path(&edit.path)
+                        .build()
+                        .map_err(|e| build_error("CreateCommit", e))?,
+                ),
+            };
+        }
+        match self.aws.block_on(req.send()) {
+            Ok(out) => Ok(CommitOutcome::Committed(
+                out.commit_id().unwrap_or_default().to_string(),
+            )),
+            Err(e) => {
+                let f = failure(e);
+                match f.code.as_deref() {
+                    Some(
+                        "ParentCommitIdOutdatedException"
+                        | "ParentCommitIdRequiredException"
+                        | "BranchNameExistsException",
+                    ) => Ok(CommitOutcome::LostRace),
+                    _ => Err(self.error("CreateCommit", f)),
+                }
+            }
+        }
     }
 }

@@ -21,13 +21,13 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 use crate::backend::{
-    settle, CommitOutcome, Fate, Identity, LockStore, Mark, Recovered, Unconfirmed,
-    HISTORY_WALK_LIMIT,
+    settle, CommitMeta, CommitOutcome, Fate, FileEdit, FolderEntry, Identity, LockStore, Mark,
+    Recovered, Unconfirmed, HISTORY_WALK_LIMIT,
 };
 use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::log::Log;
-use crate::pool::{Change, Content, Edit, LockState, Snapshot};
+use crate::pool::{Change, Content, Edit, Hold, LockState, Snapshot};
 use crate::signal::Interrupt;
 use transport::Remote;
 use tree::TreeEdit;
@@ -363,26 +363,6 @@ fn open_cache(source: &Source) -> Result<Repository> {
     )))
 }
 
-/// A commit message: the Go resource's subject line, the build URL, and
-/// trailers naming the build and a nonce that makes every commit unique.
-pub fn commit_message(
-    subject: &str,
-    build_url: Option<&str>,
-    trailers: &[(String, String)],
-) -> String {
-    let mut msg = format!("{subject}\n");
-    if let Some(url) = build_url {
-        msg.push_str(&format!("\nBuild URL: {url}\n"));
-    }
-    if !trailers.is_empty() {
-        msg.push('\n');
-        for (k, v) in trailers {
-            msg.push_str(&format!("{k}: {v}\n"));
-        }
-    }
-    msg
-}
-
 impl LockStore for GitStore {
     fn snapshot(&mut self) -> Result<Snapshot> {
         let tip = self.refresh(1)?;
@@ -408,10 +388,20 @@ impl LockStore for GitStore {
                 uri: self.source.uri.to_string(),
             });
         };
+        let hold = match tree::entry_at(&root, &Hold::path(&self.source.pool)) {
+            Some((id, _)) => Some(Hold::parse(
+                self.repo
+                    .find_blob(id)
+                    .map_err(git_error("could not read the pool's hold"))?
+                    .content(),
+            )),
+            None => None,
+        };
         Ok(Snapshot {
             tip: tip.to_string(),
             claimed,
             unclaimed,
+            hold,
         })
     }
 
@@ -695,5 +685,173 @@ impl LockStore for GitStore {
             )))?;
         let _ = &self.log;
         Ok(())
+    }
+
+    fn branch_tip(&mut self) -> Result<Option<String>> {
+        match self.refresh(1) {
+            Ok(tip) => Ok(Some(tip.to_string())),
+            Err(Error::BranchNotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list_folder(&mut self, version: &str, path: &str) -> Result<Option<Vec<FolderEntry>>> {
+        let commit = self.find_commit(version)?;
+        let root = commit.tree().map_err(git_error("could not read a tree"))?;
+        let tree = if path.is_empty() {
+            root
+        } else {
+            match root.get_path(Path::new(path)) {
+                Ok(e) if e.kind() == Some(git2::ObjectType::Tree) => self
+                    .repo
+                    .find_tree(e.id())
+                    .map_err(git_error("could not read a tree"))?,
+                _ => return Ok(None),
+            }
+        };
+        Ok(Some(
+            tree.iter()
+                .filter_map(|e| {
+                    Some(FolderEntry {
+                        name: e.name().ok()?.to_string(),
+                        is_dir: e.kind() == Some(git2::ObjectType::Tree),
+                        id: e.id().to_string(),
+                    })
+                })
+                .collect(),
+        ))
+    }
+
+    fn entry_id(&mut self, version: &str, path: &str) -> Result<Option<String>> {
+        let commit = self.find_commit(version)?;
+        let tree = commit.tree().map_err(git_error("could not read a tree"))?;
+        Ok(tree::entry_at(&tree, path).map(|(id, _)| id.to_string()))
+    }
+
+    fn walk_commits(
+        &mut self,
+        tip: &str,
+        limit: usize,
+        visit: &mut dyn FnMut(&CommitMeta) -> bool,
+    ) -> Result<bool> {
+        let mut next = Some(Oid::from_str(tip).map_err(git_error("bad commit id"))?);
+        let mut seen = 0;
+        while let Some(id) = next.take() {
+            if seen >= limit {
+                return Ok(true);
+            }
+            seen += 1;
+            let parent = self.first_parent(id)?;
+            let stop = {
+                let commit = self
+                    .repo
+                    .find_commit(id)
+                    .map_err(git_error("could not read a commit"))?;
+                let author = commit.author();
+                let meta = CommitMeta {
+                    id: id.to_string(),
+                    parent: parent.map(|p| p.to_string()),
+                    time: commit.committer().when().seconds(),
+                    author: format!(
+                        "{} <{}>",
+                        String::from_utf8_lossy(author.name_bytes()),
+                        String::from_utf8_lossy(author.email_bytes())
+                    ),
+                    message: String::from_utf8_lossy(commit.message_raw_bytes()).into_owned(),
+                };
+                visit(&meta)
+            };
+            if stop {
+                break;
+            }
+            let Some(parent) = parent else {
+                break;
+            };
+            if !self.has_object(parent) && (!self.deepen()? || !self.has_object(parent)) {
+                break;
+            }
+            next = Some(parent);
+        }
+        Ok(false)
+    }
+
+    fn commit_files(
+        &mut self,
+        parent: Option<&str>,
+        edits: &[FileEdit],
+        message: &str,
+    ) -> Result<CommitOutcome> {
+        let parent = match parent {
+            Some(p) => {
+                let id = Oid::from_str(p).map_err(git_error("bad commit id"))?;
+                Some(
+                    self.repo
+                        .find_commit(id)
+                        .map_err(git_error("could not read the branch tip"))?,
+                )
+            }
+            None => None,
+        };
+        let root = match &parent {
+            Some(c) => Some(
+                c.tree()
+                    .map_err(git_error("could not read the tip's tree"))?,
+            ),
+            None => None,
+        };
+        let mut tree_edits = Vec::new();
+        for edit in edits {
+            let entry = match &edit.content {
+                Some(bytes) => Some((
+                    self.repo
+                        .blob(bytes)
+                        .map_err(git_error("could not store a file"))?,
+                    FileMode::Blob.into(),
+                )),
+                None => None,
+            };
+            tree_edits.push(TreeEdit {
+                path: edit.path.split('/').map(String::from).collect(),
+                entry,
+            });
+        }
+        let tree_id = tree::apply(&self.repo, root.as_ref(), &tree_edits)
+            .map_err(git_error("could not build the new tree"))?
+            .ok_or_else(|| Error::Git {
+                what: "the change would leave the repository empty".into(),
+                detail: message.lines().next().unwrap_or("").to_string(),
+            })?;
+        let tree = self
+            .repo
+            .find_tree(tree_id)
+            .map_err(git_error("could not read the new tree"))?;
+        let sig = Signature::now(&self.identity.name, &self.identity.email).map_err(git_error(
+            "invalid commit identity (git_config user.name/user.email)",
+        ))?;
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let commit = self
+            .repo
+            .commit(None, &sig, &sig, message, &tree, &parents)
+            .map_err(git_error("could not create the commit"))?;
+        let subject = message.lines().next().unwrap_or("").to_string();
+        match parent.as_ref().map(|p| p.id()) {
+            Some(parent_id) => self.publish(commit, parent_id, &subject),
+            None if matches!(self.access, Access::Local) => {
+                match self.repo.reference(
+                    &self.branch_ref(),
+                    commit,
+                    false,
+                    &format!("pool-resource: {subject}"),
+                ) {
+                    Ok(_) => Ok(CommitOutcome::Committed(commit.to_string())),
+                    Err(e) if e.code() == git2::ErrorCode::Exists => Ok(CommitOutcome::LostRace),
+                    Err(e) => Err(git_error(format!(
+                        "could not create branch {} of {}",
+                        self.source.branch, self.source.uri
+                    ))(e)),
+                }
+            }
+            None => self.publish(commit, Oid::ZERO_SHA1, &subject),
+        }
     }
 }

@@ -92,6 +92,7 @@ pub fn bin_path(name: &str) -> &'static str {
         "in" => env!("CARGO_BIN_EXE_in"),
         "out" => env!("CARGO_BIN_EXE_out"),
         "pool-resource" => env!("CARGO_BIN_EXE_pool-resource"),
+        "pool" => env!("CARGO_BIN_EXE_pool"),
         other => panic!("no executable called {other:?}"),
     }
 }
