@@ -272,7 +272,7 @@ mod tests {
         Error::Network {
             what: "fetching".into(),
             uri: "git://x".into(),
-            detail: "cut".into(),
+            source: crate::error::Cause::msg("cut"),
         }
     }
 

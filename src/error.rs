@@ -76,21 +76,46 @@ pub enum Error {
     #[error("could not verify the identity of {uri}: {detail}")]
     Identity { uri: String, detail: String },
 
-    /// A network-class failure: worth retrying.
-    #[error("{what} ({uri}): {detail}")]
+    /// A network-class failure: worth retrying. The cause is the
+    /// `git2::Error` (its class and code decided this) or the SDK's error.
+    #[error("{what} ({uri})")]
     Network {
         what: String,
         uri: String,
-        detail: String,
+        #[source]
+        source: Cause,
     },
 
     /// The server refused our push for a reason other than a lost race.
     #[error("push to {uri} was rejected: {detail}")]
     PushRejected { uri: String, detail: String },
 
-    /// Any other git failure.
+    /// A libgit2 call failed for a reason that is not worth retrying; the
+    /// `git2::Error` (class, code, message) is the cause.
+    #[error("{what}")]
+    Git {
+        what: String,
+        #[source]
+        source: git2::Error,
+    },
+
+    /// A CodeCommit API call failed for a reason of its own (not
+    /// credentials, a missing repository or branch); `retryable` for
+    /// throttling and server errors. The SDK's error is the cause.
+    #[error("codecommit:{action} failed ({code}) on {uri}")]
+    Api {
+        action: String,
+        code: String,
+        uri: String,
+        retryable: bool,
+        #[source]
+        source: Cause,
+    },
+
+    /// The repository or a request to it is not as this operation needs,
+    /// with no library error behind it.
     #[error("{what}: {detail}")]
-    Git { what: String, detail: String },
+    Repository { what: String, detail: String },
 
     /// A local I/O failure.
     #[error("{what}")]
@@ -130,7 +155,27 @@ impl Error {
     /// again: network faults only. Authentication, certificate and request
     /// errors never are.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Network { .. })
+        matches!(
+            self,
+            Error::Network { .. }
+                | Error::Api {
+                    retryable: true,
+                    ..
+                }
+        )
+    }
+
+    /// The message and every cause on one line, `: `-separated: for the
+    /// one-line warnings of a put that retries, and for [`Error::GaveUp`].
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
     }
 
     /// Shorthand for [`Error::BadRequest`].
@@ -179,6 +224,36 @@ pub fn shortened(text: &str) -> String {
     match head_of(text) {
         None => text.to_string(),
         Some(head) => format!("{head}... ({} bytes)", text.len()),
+    }
+}
+
+/// The cause behind an [`Error::Network`] or [`Error::Api`]: a library's
+/// error, boxed (a `git2::Error`, with its message already scrubbed of
+/// secrets, or an AWS SDK error).
+#[derive(Debug)]
+pub struct Cause(pub Box<dyn std::error::Error + Send + Sync>);
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl Cause {
+    /// A cause that is only a message (a fault we detect ourselves).
+    pub fn msg(text: impl Into<String>) -> Cause {
+        Cause(text.into().into())
+    }
+
+    /// The `git2::Error` behind this cause, if it is one.
+    pub fn git2(&self) -> Option<&git2::Error> {
+        self.0.downcast_ref()
     }
 }
 

@@ -109,13 +109,13 @@ pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> R
                 if faults >= ctx.backoff.max_failures {
                     return Err(Error::GaveUp {
                         attempts: faults,
-                        last: e.to_string(),
+                        last: e.chain(),
                         unconfirmed: unconfirmed(store),
                     });
                 }
                 let delay = ctx.backoff.delay(faults);
                 ctx.log
-                    .warn(format_args!("{e}; retrying in {}", human(delay)));
+                    .warn(format_args!("{}; retrying in {}", e.chain(), human(delay)));
                 ctx.interrupt.sleep(delay, &doing)?;
             }
             Err(e) => return Err(e),

@@ -1217,7 +1217,9 @@ fn a_lost_release_reply_then_a_failed_get_commit_never_releases_the_next_holders
         .count();
     assert_eq!(failed, 3, "{:?}", side.api.log());
     assert!(
-        release.stderr.contains("calling codecommit:GetCommit")
+        release
+            .stderr
+            .contains("codecommit:GetCommit failed (InternalFailure)")
             && release.stderr.contains("retrying in"),
         "the failed look was a fault the put retried:\n{}",
         release.stderr

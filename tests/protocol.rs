@@ -246,7 +246,7 @@ fn the_multicall_binary_runs_as_the_name_it_is_linked_as() {
     assert!(
         plain
             .stderr
-            .contains("run this program as check, in or out"),
+            .contains("run this program as check, in, out or pool"),
         "{}",
         plain.stderr
     );

@@ -23,7 +23,7 @@ use crate::backend::{
     settle, CommitMeta, CommitOutcome, Fate, FileEdit, FolderEntry, Identity, LockStore, Mark,
     Recovered, Unconfirmed,
 };
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use crate::message::{Parsed, Trailer};
 use crate::names::{is_lock_file_name, LockName, PoolPath};
 use crate::pool::{BlobId, Change, Content, Edit, Hold, LockState, Snapshot};
@@ -34,31 +34,41 @@ pub const WALK_LIMIT: usize = crate::backend::HISTORY_WALK_LIMIT;
 /// How many files `in` copies out of a version at most.
 const EXPORT_LIMIT: usize = 10_000;
 
-/// What went wrong with one API call, reduced to what we act on.
+/// What went wrong with one API call, read from the SDK's error: what we
+/// act on, and the service's own words as the cause (the SDK's error
+/// chain repeats them inside debug output).
 #[derive(Debug)]
 struct Failure {
     code: Option<String>,
     detail: String,
+    /// A dispatch failure, timeout or unreadable response: no reply.
+    no_reply: bool,
+    /// Throttling or a server error: the service says try again.
     transient: bool,
+    cause: Cause,
 }
 
 fn failure<E>(e: SdkError<E, aws_sdk_codecommit::config::http::HttpResponse>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    let transient = matches!(
+    let no_reply = matches!(
         e,
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_)
-    ) || matches!(&e, SdkError::ServiceError(s) if s.raw().status().is_server_error());
+    );
+    let server_error =
+        matches!(&e, SdkError::ServiceError(s) if s.raw().status().is_server_error());
     let code = e.code().map(String::from);
     let detail = match e.message() {
         Some(m) => m.to_string(),
         None => DisplayErrorContext(&e).to_string(),
     };
-    let transient = transient || matches!(code.as_deref(), Some("ThrottlingException"));
+    let transient = server_error || matches!(code.as_deref(), Some("ThrottlingException"));
     Failure {
+        cause: Cause::msg(detail.clone()),
         code,
         detail,
+        no_reply,
         transient,
     }
 }
@@ -130,11 +140,20 @@ impl CodeCommitStore {
     /// Turns an API failure into the library's error, naming the IAM action.
     fn error(&self, action: &str, f: Failure) -> Error {
         let uri = self.uri.clone();
-        if f.transient {
+        if f.no_reply {
             return Error::Network {
                 what: format!("calling codecommit:{action}"),
                 uri,
-                detail: f.detail,
+                source: f.cause,
+            };
+        }
+        if f.transient {
+            return Error::Api {
+                action: action.to_string(),
+                code: f.code.unwrap_or_else(|| "server error".into()),
+                uri,
+                retryable: true,
+                source: f.cause,
             };
         }
         match f.code.as_deref() {
@@ -153,7 +172,7 @@ impl CodeCommitStore {
                     self.arn()
                 ),
             },
-            Some("RepositoryDoesNotExistException") => Error::Git {
+            Some("RepositoryDoesNotExistException") => Error::Repository {
                 what: format!("repository {:?} not found in {}", self.repo, self.region),
                 detail: f.detail,
             },
@@ -161,12 +180,12 @@ impl CodeCommitStore {
                 branch: self.branch.clone(),
                 uri,
             },
-            code => Error::Git {
-                what: format!(
-                    "codecommit:{action} failed ({})",
-                    code.unwrap_or("no error code")
-                ),
-                detail: f.detail,
+            code => Error::Api {
+                action: action.to_string(),
+                code: code.unwrap_or("no error code").to_string(),
+                uri,
+                retryable: false,
+                source: f.cause,
             },
         }
     }
@@ -409,7 +428,7 @@ fn nonce_of(message: &str) -> Option<String> {
 }
 
 fn build_error(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Git {
+    Error::Repository {
         what: format!("could not build the {what} request"),
         detail: e.to_string(),
     }
@@ -692,7 +711,7 @@ impl LockStore for CodeCommitStore {
                 };
                 written += 1;
                 if written > EXPORT_LIMIT {
-                    return Err(Error::Git {
+                    return Err(Error::Repository {
                         what: format!("version {version} has more than {EXPORT_LIMIT} files"),
                         detail: "use the git backend to fetch large repositories".into(),
                     });

@@ -39,10 +39,7 @@ const PUSH_REF: &str = "refs/pool-resource/push";
 
 fn git_error(what: impl Into<String>) -> impl FnOnce(git2::Error) -> Error {
     let what = what.into();
-    move |e| Error::Git {
-        what,
-        detail: e.message().to_string(),
-    }
+    move |source| Error::Git { what, source }
 }
 
 enum Access {
@@ -321,12 +318,12 @@ impl GitStore {
 }
 
 fn open_local(path: &Path, branch: &str) -> Result<Repository> {
-    let repo = Repository::open(path).map_err(|e| Error::Git {
+    let repo = Repository::open(path).map_err(|source| Error::Git {
         what: format!(
             "could not open the lock repository {}",
             crate::error::shortened(&path.display().to_string())
         ),
-        detail: e.message().to_string(),
+        source,
     })?;
     if !repo.is_bare() {
         let head = repo
@@ -445,7 +442,7 @@ impl LockStore for GitStore {
         }
         let tree_id = tree::apply(&self.repo, Some(&root), &edits)
             .map_err(git_error("could not build the new tree"))?
-            .ok_or_else(|| Error::Git {
+            .ok_or_else(|| Error::Repository {
                 what: "the change would leave the repository empty".into(),
                 detail: change.subject.clone(),
             })?;
@@ -817,7 +814,7 @@ impl LockStore for GitStore {
         }
         let tree_id = tree::apply(&self.repo, root.as_ref(), &tree_edits)
             .map_err(git_error("could not build the new tree"))?
-            .ok_or_else(|| Error::Git {
+            .ok_or_else(|| Error::Repository {
                 what: "the change would leave the repository empty".into(),
                 detail: message.lines().next().unwrap_or("").to_string(),
             })?;

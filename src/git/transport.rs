@@ -21,7 +21,7 @@ use super::known_hosts::{self, Verdict};
 use crate::backend::CommitOutcome;
 use crate::codecommit::{self, GitSigner};
 use crate::config::Source;
-use crate::error::{Error, Result};
+use crate::error::{Cause, Error, Result};
 use crate::log::Log;
 use crate::signal::Interrupt;
 use crate::tunnel::{LocalTunnel, TunnelError};
@@ -94,9 +94,9 @@ pub fn configure_process(source: &Source) -> Result<()> {
         .or_else(|| env_path("GIT_SSL_CAPATH"))
         .or_else(|| env_path("SSL_CERT_DIR"))
         .or_else(|| Some(PathBuf::from("/etc/ssl/certs")).filter(|p| p.is_dir()));
-    let git_err = |what: &str, e: git2::Error| Error::Git {
+    let git_err = |what: &str, source: git2::Error| Error::Git {
         what: what.to_string(),
-        detail: e.message().to_string(),
+        source,
     };
     // SAFETY: called once, before any other thread uses libgit2.
     unsafe {
@@ -402,62 +402,35 @@ impl Remote {
             };
         }
         let msg = self.log.redact(e.message());
-        let lower = msg.to_ascii_lowercase();
-        if e.code() == ErrorCode::Certificate
-            || lower.contains("certificate")
-            || lower.contains("ssl error")
-        {
-            return Error::Identity {
-                uri,
-                detail: format!("{msg} (set source.skip_ssl_verification, or provide the CA via git_config http.sslCAInfo)"),
-            };
-        }
-        if lower.contains("unable to extract public key") || lower.contains("unable to decrypt") {
-            // libssh2 reads the key only while authenticating.
-            return Error::Auth {
-                uri,
-                detail: format!(
-                    "source.private_key could not be used ({msg}); is it a valid key, and is private_key_passphrase right?"
-                ),
-            };
-        }
-        if e.code() == ErrorCode::Auth
-            || lower.contains("authentication")
-            || lower.contains("failed to authenticate")
-            || lower.contains("status code: 401")
-            || lower.contains("status code: 403")
-        {
-            return Error::Auth { uri, detail: msg };
-        }
         let tunnel_note = match self.tunnel.as_ref().and_then(|t| t.last_error()) {
             Some(TunnelError::Other(d)) => format!(" ({d})"),
             _ => String::new(),
         };
-        let spurious = matches!(
-            e.class(),
-            ErrorClass::Net
-                | ErrorClass::Os
-                | ErrorClass::Zlib
-                | ErrorClass::Ssh
-                | ErrorClass::Http
-        ) || e.code() == ErrorCode::Eof;
-        let not_found = lower.contains("status code: 404")
-            || lower.contains("not found")
-            || lower.contains("does not appear to be a git repository")
-            || lower.contains("repository not exported")
-            || lower.contains("no such file");
-        let server_error = lower.contains("status code: 5");
-        if spurious && (!not_found || server_error) {
-            Error::Network {
+        // The cause keeps libgit2's class and code, with the message
+        // scrubbed of secrets and the tunnel's own complaint added.
+        let cause = git2::Error::new(e.code(), e.class(), format!("{msg}{tunnel_note}"));
+        match Kind::of(&e) {
+            Kind::Identity => Error::Identity {
+                uri,
+                detail: format!("{msg} (set source.skip_ssl_verification, or provide the CA via git_config http.sslCAInfo)"),
+            },
+            // libssh2 reads the key only while authenticating.
+            Kind::KeyUnusable => Error::Auth {
+                uri,
+                detail: format!(
+                    "source.private_key could not be used ({msg}); is it a valid key, and is private_key_passphrase right?"
+                ),
+            },
+            Kind::Auth => Error::Auth { uri, detail: msg },
+            Kind::Spurious => Error::Network {
                 what: what.to_string(),
                 uri,
-                detail: format!("{msg}{tunnel_note}"),
-            }
-        } else {
-            Error::Git {
+                source: Cause(Box::new(cause)),
+            },
+            Kind::Permanent => Error::Git {
                 what: format!("{what} ({uri})"),
-                detail: format!("{msg}{tunnel_note}"),
-            }
+                source: cause,
+            },
         }
     }
 
@@ -540,5 +513,143 @@ impl Remote {
                 None => CommitOutcome::Committed(String::new()),
             }),
         }
+    }
+}
+
+/// What a libgit2 failure of a network operation means for the put, read
+/// from its class and code as cargo's `maybe_spurious` does. The message
+/// is read only where libgit2 has no code for the case: the HTTP status
+/// of a smart-HTTP reply, libssh2's words for a key it cannot decode or a
+/// session it could not authenticate, and a server's "no such repository".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// The server's identity could not be verified (TLS).
+    Identity,
+    /// `source.private_key` could not be read (bad key or passphrase).
+    KeyUnusable,
+    /// The server refused the credentials.
+    Auth,
+    /// The network or the server failed; worth retrying.
+    Spurious,
+    /// Anything else, such as a repository that does not exist.
+    Permanent,
+}
+
+impl Kind {
+    fn of(e: &git2::Error) -> Kind {
+        let lower = e.message().to_ascii_lowercase();
+        let http_status = |prefix: &str| {
+            e.class() == ErrorClass::Http && lower.contains(&format!("status code: {prefix}"))
+        };
+        if e.code() == ErrorCode::Certificate || e.class() == ErrorClass::Ssl {
+            return Kind::Identity;
+        }
+        if e.class() == ErrorClass::Ssh
+            && (lower.contains("unable to extract public key")
+                || lower.contains("unable to decrypt"))
+        {
+            return Kind::KeyUnusable;
+        }
+        if e.code() == ErrorCode::Auth
+            || http_status("401")
+            || http_status("403")
+            || (e.class() == ErrorClass::Ssh && lower.contains("authenticat"))
+        {
+            return Kind::Auth;
+        }
+        let not_found = e.code() == ErrorCode::NotFound
+            || http_status("404")
+            || lower.contains("does not appear to be a git repository")
+            || lower.contains("repository not exported")
+            || lower.contains("no such file");
+        // An SSH error that is not about the key or the credentials (both
+        // handled above) is the connection failing: retry it.
+        let spurious = matches!(
+            e.class(),
+            ErrorClass::Net
+                | ErrorClass::Os
+                | ErrorClass::Zlib
+                | ErrorClass::Ssh
+                | ErrorClass::Http
+        ) || e.code() == ErrorCode::Eof;
+        if (spurious && !not_found) || http_status("5") {
+            Kind::Spurious
+        } else {
+            Kind::Permanent
+        }
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    fn kind(code: ErrorCode, class: ErrorClass, msg: &str) -> Kind {
+        Kind::of(&git2::Error::new(code, class, msg))
+    }
+
+    #[test]
+    fn network_failures_are_spurious_and_missing_repositories_are_not() {
+        use ErrorClass::*;
+        use ErrorCode::GenericError as G;
+        assert_eq!(
+            kind(G, Net, "could not read from socket: timed out"),
+            Kind::Spurious
+        );
+        assert_eq!(
+            kind(G, Os, "failed to connect to 127.0.0.1: Connection refused"),
+            Kind::Spurious
+        );
+        assert_eq!(kind(ErrorCode::Eof, Net, "early EOF"), Kind::Spurious);
+        assert_eq!(kind(G, Ssh, "Failed getting banner"), Kind::Spurious);
+        assert_eq!(
+            kind(G, Http, "unexpected http status code: 502"),
+            Kind::Spurious
+        );
+        assert_eq!(
+            kind(G, Http, "unexpected http status code: 404"),
+            Kind::Permanent
+        );
+        assert_eq!(
+            kind(G, Net, "remote error: repository not exported: /x"),
+            Kind::Permanent
+        );
+        assert_eq!(kind(G, Object, "object not found"), Kind::Permanent);
+    }
+
+    #[test]
+    fn credentials_and_identity_are_never_retried() {
+        use ErrorClass::*;
+        use ErrorCode::GenericError as G;
+        assert_eq!(
+            kind(
+                ErrorCode::Certificate,
+                Net,
+                "the SSL certificate is invalid"
+            ),
+            Kind::Identity
+        );
+        assert_eq!(kind(G, Ssl, "SSL error: handshake failed"), Kind::Identity);
+        assert_eq!(
+            kind(
+                ErrorCode::Auth,
+                Http,
+                "too many redirects or authentication replays"
+            ),
+            Kind::Auth
+        );
+        assert_eq!(
+            kind(G, Http, "unexpected http status code: 403"),
+            Kind::Auth
+        );
+        assert_eq!(kind(G, Ssh, "Failed to authenticate SSH session: Unable to extract public key from private key file"), Kind::KeyUnusable);
+        assert_eq!(
+            kind(
+                G,
+                Ssh,
+                "failed to authenticate SSH session: Callback returned error"
+            ),
+            Kind::Auth
+        );
     }
 }
