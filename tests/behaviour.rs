@@ -199,6 +199,7 @@ on_every_backend!(
     in_fails_once_the_claim_was_released_since,
     check_waits_for_unclaimed_and_check_unclaimed_for_claimed,
     an_idempotent_acquire_run_again_gets_the_same_lock,
+    update_says_adding_for_a_missing_lock_and_updating_for_an_unclaimed_one,
 );
 
 fn acquire_get_release_and_check_make_the_same_commits_and_json(b: Backend) {
@@ -385,4 +386,26 @@ fn an_idempotent_acquire_run_again_gets_the_same_lock(b: Backend) {
     // Without idempotent the same build takes the other lock.
     let second = b.put(json!({"acquire": true}), &inputs);
     assert_ne!(lock_name(&second), lock_name(&first));
+}
+
+fn update_says_adding_for_a_missing_lock_and_updating_for_an_unclaimed_one(b: Backend) {
+    let base = b.repo.tip();
+    let inputs = Inputs::new();
+    inputs.lock("missing", "c", b"c-meta\n");
+    inputs.lock("present", "a", b"a-new\n");
+    b.put(json!({"update": "missing"}), &inputs);
+    b.put(json!({"update": "present"}), &inputs);
+    assert_eq!(
+        b.subjects_since(&base),
+        vec!["adding unclaimed: c", "updating: a"]
+    );
+    assert_eq!(
+        b.repo.unclaimed(POOL),
+        vec!["a".to_string(), "b".to_string(), "c".to_string()]
+    );
+    assert_eq!(
+        b.repo
+            .file_at(&b.repo.tip(), &format!("{POOL}/unclaimed/c")),
+        Some(b"c-meta\n".to_vec())
+    );
 }
