@@ -96,7 +96,11 @@ impl Backend {
                 b._api = Some(api);
             }
         }
+        // check's cache lives under TMPDIR and is keyed by URI and branch:
+        // every backend gets its own, or tests of one URI would share one.
+        let tmp = b.env.home().display().to_string();
         b.env = std::mem::take(&mut b.env)
+            .set("TMPDIR", &tmp)
             .set("POOL_RESOURCE_BACKOFF_BASE_MS", "10")
             .set("BUILD_ID", "31337")
             .set("ATC_EXTERNAL_URL", "https://ci.example.com");
@@ -158,8 +162,9 @@ impl Backend {
         if let Some(v) = version {
             request["version"] = json!({"ref": v});
         }
-        self.run("check", &[], request)
-            .assert_success()
+        let run = self.run("check", &[], request);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        run.assert_success()
             .json()
             .as_array()
             .expect("check prints a list")
@@ -200,6 +205,7 @@ on_every_backend!(
     check_waits_for_unclaimed_and_check_unclaimed_for_claimed,
     an_idempotent_acquire_run_again_gets_the_same_lock,
     update_says_adding_for_a_missing_lock_and_updating_for_an_unclaimed_one,
+    check_answers_what_git_log_answers_on_a_history_with_merges,
 );
 
 fn acquire_get_release_and_check_make_the_same_commits_and_json(b: Backend) {
@@ -408,4 +414,133 @@ fn update_says_adding_for_a_missing_lock_and_updating_for_an_unclaimed_one(b: Ba
             .file_at(&b.repo.tip(), &format!("{POOL}/unclaimed/c")),
         Some(b"c-meta\n".to_vec())
     );
+}
+
+/// Builds on the backend's pool (`a`, `b` unclaimed) a history with three
+/// merges of hand-made branches into `main`, and an unmerged branch:
+///
+/// ```text
+/// B -- C1 ------ M1 -- D -------------- E -- M2 -- F -------- M3 -- G
+///  \            /       \                   /        \        /
+///   S1 --------'         S2 -- S2b --------'          S3 ----'
+/// ```
+/// - S1 claims `a`; C1 adds a lock to another pool; M1 takes the pool from
+///   S1 (git follows only S1 there);
+/// - D claims `b`; S2 adds `c`, S2b touches no pool; E releases `a`; M2
+///   combines both (its pool differs from both parents: listed);
+/// - S3 adds `d`, F touches no pool, M3 keeps F's pool (S3 is never seen);
+/// - G releases `b`; `unmerged` (off G) claims `c`.
+///
+/// Returns every commit, oldest first, and the unmerged one.
+fn build_merged_history(repo: &LockRepo) -> (Vec<String>, String) {
+    let lock = |state: &str, name: &str| format!("{POOL}/{state}/{name}");
+    let meta = |name: &str| format!("{name}-meta\n").into_bytes();
+    let b = repo.tip();
+    let s1 = repo.commit_on(
+        &[&b],
+        &[(&lock("claimed", "a"), &meta("a"))],
+        &[&lock("unclaimed", "a")],
+        "claiming: a",
+    );
+    let c1 = repo.commit_on(
+        &[&b],
+        &[("other/unclaimed/z", b"z\n")],
+        &[],
+        "adding unclaimed: z",
+    );
+    let m1 = repo.commit_on(
+        &[&c1, &s1],
+        &[(&lock("claimed", "a"), &meta("a"))],
+        &[&lock("unclaimed", "a")],
+        "Merge branch 'side-1'",
+    );
+    let d = repo.commit_on(
+        &[&m1],
+        &[(&lock("claimed", "b"), &meta("b"))],
+        &[&lock("unclaimed", "b")],
+        "claiming: b",
+    );
+    let s2 = repo.commit_on(
+        &[&d],
+        &[(&lock("unclaimed", "c"), &meta("c"))],
+        &[],
+        "adding unclaimed: c",
+    );
+    let s2b = repo.commit_on(&[&s2], &[("notes.txt", b"side\n")], &[], "notes");
+    let e = repo.commit_on(
+        &[&d],
+        &[(&lock("unclaimed", "a"), &meta("a"))],
+        &[&lock("claimed", "a")],
+        "unclaiming: a",
+    );
+    let m2 = repo.commit_on(
+        &[&e, &s2b],
+        &[
+            (&lock("unclaimed", "c"), &meta("c")),
+            ("notes.txt", b"side\n"),
+        ],
+        &[],
+        "Merge branch 'side-2'",
+    );
+    let s3 = repo.commit_on(
+        &[&m2],
+        &[(&lock("unclaimed", "d"), &meta("d"))],
+        &[],
+        "adding unclaimed: d",
+    );
+    let f = repo.commit_on(&[&m2], &[("README.md", b"changed\n")], &[], "readme");
+    let m3 = repo.commit_on(&[&f, &s3], &[], &[], "Merge branch 'side-3' (ours)");
+    let g = repo.commit_on(
+        &[&m3],
+        &[(&lock("unclaimed", "b"), &meta("b"))],
+        &[&lock("claimed", "b")],
+        "unclaiming: b",
+    );
+    let unmerged = repo.commit_on(
+        &[&g],
+        &[(&lock("claimed", "c"), &meta("c"))],
+        &[&lock("unclaimed", "c")],
+        "claiming: c",
+    );
+    repo.git_out(&["update-ref", "refs/heads/unmerged", &unmerged]);
+    repo.move_branch(Some(&b), &g);
+    let all = repo.git_out(&["rev-list", "--reverse", "--topo-order", "main"]);
+    (all.lines().map(String::from).collect(), unmerged)
+}
+
+/// What the git CLI says `check` from `since` lists (the Go resource's
+/// command).
+fn git_check(repo: &LockRepo, since: Option<&str>) -> Vec<String> {
+    let out = match since {
+        None => repo.git_out(&["log", "-1", "--format=%H", "main", "--", POOL]),
+        Some(s) => {
+            let root = repo.git_out(&["rev-list", "--max-parents=0", "main"]);
+            let range = if root.trim() == s {
+                "main".to_string()
+            } else {
+                format!("{s}~1..main")
+            };
+            repo.git_out(&["log", "--reverse", "--format=%H", &range, "--", POOL])
+        }
+    };
+    out.lines().map(String::from).collect()
+}
+
+fn check_answers_what_git_log_answers_on_a_history_with_merges(b: Backend) {
+    let (all, unmerged) = build_merged_history(&b.repo);
+    let mut answers = Vec::new();
+    assert_eq!(b.check(None), git_check(&b.repo, None));
+    for since in &all {
+        let listed = b.check(Some(since));
+        assert_eq!(
+            listed,
+            git_check(&b.repo, Some(since)),
+            "check from {since}"
+        );
+        answers.push(listed.len());
+    }
+    assert_eq!(b.check(Some(&unmerged)), git_check(&b.repo, None));
+    // The history is one where following first parents only, or every
+    // parent, would list other versions (see build_merged_history).
+    assert!(answers.iter().any(|n| *n > 1), "{answers:?}");
 }
