@@ -82,6 +82,10 @@ pub trait LockStore {
     /// (reachable from the tip through any parent).
     fn load_version(&mut self, version: &str, depth: Option<u32>) -> Result<()>;
 
+    /// `in`: the most recent commit at or before `at` that touched the pool
+    /// ([`crate::history::last_change`]); `None` if none did.
+    fn last_pool_change(&mut self, at: &str) -> Result<Option<String>>;
+
     /// Paths under the pool that `version` changed, compared with its first
     /// parent, sorted as git sorts them.
     fn changed_pool_paths(&mut self, version: &str) -> Result<Vec<String>>;

@@ -205,7 +205,8 @@ on_every_backend!(
     check_waits_for_unclaimed_and_check_unclaimed_for_claimed,
     an_idempotent_acquire_run_again_gets_the_same_lock,
     update_says_adding_for_a_missing_lock_and_updating_for_an_unclaimed_one,
-    check_answers_what_git_log_answers_on_a_history_with_merges,
+    in_of_a_version_about_another_pool_gets_this_pools_last_lock,
+    check_and_in_answer_what_git_log_answers_on_a_history_with_merges,
 );
 
 fn acquire_get_release_and_check_make_the_same_commits_and_json(b: Backend) {
@@ -416,6 +417,63 @@ fn update_says_adding_for_a_missing_lock_and_updating_for_an_unclaimed_one(b: Ba
     );
 }
 
+fn in_of_a_version_about_another_pool_gets_this_pools_last_lock(b: Backend) {
+    let inputs = Inputs::new();
+    let claimed = b.put(json!({"claim": "b"}), &inputs);
+    // Another pool on the same branch, and a commit by hand: neither
+    // touches this pool, and both still stand for its last lock.
+    let other_pool = b.repo.add_lock("other", "z", false, b"z-meta\n");
+    let by_hand = b
+        .repo
+        .commit_file("notes.txt", b"hello\n", "a commit by hand");
+    for v in [&other_pool, &by_hand] {
+        let (get, dest) = b.get(v);
+        let out = get.assert_success().json();
+        assert_eq!(
+            out,
+            json!({"version": {"ref": v}, "metadata": [
+                {"name": "lock_name", "value": "b"},
+                {"name": "pool_name", "value": POOL}]}),
+            "the requested version, with the lock {} changed",
+            version(&claimed)
+        );
+        assert_eq!(
+            std::fs::read_to_string(dest.path().join("name")).unwrap(),
+            "b\n"
+        );
+        assert_eq!(
+            std::fs::read(dest.path().join("metadata")).unwrap(),
+            b"b-meta\n"
+        );
+        assert!(dest.path().join("other/unclaimed/z").is_file());
+    }
+    // The claim those versions stand for ends with its release.
+    inputs.lock("held", "b", b"");
+    let released = b.put(json!({"release": "held"}), &inputs);
+    let (get, _dest) = b.get(&by_hand);
+    get.assert_failure();
+    assert!(
+        get.stderr.contains("lock instance is no longer acquired"),
+        "{}",
+        get.stderr
+    );
+    // After the release, a version about another pool stands for it: free.
+    let later = b
+        .repo
+        .commit_file("notes.txt", b"again\n", "another hand commit");
+    let (get, dest) = b.get(&later);
+    assert_eq!(lock_name(&get.assert_success().json()), "b");
+    assert_eq!(
+        std::fs::read(dest.path().join("metadata")).unwrap(),
+        b"b-meta\n"
+    );
+    assert_eq!(
+        b.check(Some(&other_pool)),
+        vec![version(&released)],
+        "a version that did not touch the pool is not one of its versions"
+    );
+}
+
 /// Builds on the backend's pool (`a`, `b` unclaimed) a history with three
 /// merges of hand-made branches into `main`, and an unmerged branch:
 ///
@@ -526,7 +584,52 @@ fn git_check(repo: &LockRepo, since: Option<&str>) -> Vec<String> {
     out.lines().map(String::from).collect()
 }
 
-fn check_answers_what_git_log_answers_on_a_history_with_merges(b: Backend) {
+/// What the git CLI says `in` of `v` gives: the lock of the last commit at
+/// or before `v` that touched the pool (a merge compared with its first
+/// parent; dotfiles are not locks; none before the pool existed), whether
+/// its claim is gone, and its content at `v`.
+fn git_in(repo: &LockRepo, v: &str) -> (String, bool, Option<Vec<u8>>) {
+    let last = repo.git_out(&["log", "-1", "--format=%H", v, "--", POOL]);
+    let last = last.trim();
+    if last.is_empty() {
+        return (String::new(), false, None);
+    }
+    let out = repo.git_out(&[
+        "diff-tree",
+        "-r",
+        "--root",
+        "-m",
+        "--first-parent",
+        "--no-commit-id",
+        "--name-only",
+        "--no-renames",
+        last,
+        "--",
+        POOL,
+    ]);
+    let lock = out
+        .lines()
+        .filter_map(|p| p.strip_prefix(&format!("{POOL}/")))
+        .filter_map(|p| p.split_once('/'))
+        .filter(|(dir, name)| (*dir == "claimed" || *dir == "unclaimed") && !name.starts_with('.'))
+        .map(|(_, name)| name.to_string())
+        .next();
+    let Some(lock) = lock else {
+        return (String::new(), false, None);
+    };
+    let claimed = format!("{POOL}/claimed/{lock}");
+    let gone = repo.file_at(v, &claimed).is_some()
+        && !repo
+            .git_out(&["log", "--format=%H", &format!("{v}..main"), "--", &claimed])
+            .trim()
+            .is_empty();
+    let content = repo
+        .file_at(v, &claimed)
+        .or_else(|| repo.file_at(v, &format!("{POOL}/unclaimed/{lock}")));
+    (lock, gone, content)
+}
+
+fn check_and_in_answer_what_git_log_answers_on_a_history_with_merges(b: Backend) {
     let (all, unmerged) = build_merged_history(&b.repo);
     let mut answers = Vec::new();
     assert_eq!(b.check(None), git_check(&b.repo, None));
@@ -543,4 +646,35 @@ fn check_answers_what_git_log_answers_on_a_history_with_merges(b: Backend) {
     // The history is one where following first parents only, or every
     // parent, would list other versions (see build_merged_history).
     assert!(answers.iter().any(|n| *n > 1), "{answers:?}");
+    let mut gone = 0;
+    for v in &all {
+        let subject = b.repo.git_out(&["log", "-1", "--format=%s", v]);
+        let what = format!("in {v} ({})", subject.trim());
+        let (lock, no_longer_acquired, content) = git_in(&b.repo, v);
+        let (get, dest) = b.get(v);
+        if no_longer_acquired {
+            gone += 1;
+            get.assert_failure();
+            assert!(
+                get.stderr.contains("lock instance is no longer acquired"),
+                "{what}: {}",
+                get.stderr
+            );
+            continue;
+        }
+        let out = get.assert_success().json();
+        assert_eq!(version(&out), *v);
+        assert_eq!(lock_name(&out), lock, "{what}");
+        match content {
+            Some(bytes) => {
+                assert_eq!(
+                    std::fs::read_to_string(dest.path().join("name")).unwrap(),
+                    format!("{lock}\n")
+                );
+                assert_eq!(std::fs::read(dest.path().join("metadata")).unwrap(), bytes);
+            }
+            None => assert!(!dest.path().join("name").exists(), "{what}"),
+        }
+    }
+    assert!(gone > 0, "some claims in the history are gone");
 }

@@ -620,6 +620,12 @@ impl LockStore for CodeCommitStore {
         }
     }
 
+    fn last_pool_change(&mut self, at: &str) -> Result<Option<String>> {
+        let pool = self.pool.to_string();
+        let walk = history::last_change(self, at, &pool, WALK_LIMIT)?;
+        self.answer("which commit last changed the pool", walk)
+    }
+
     fn changed_pool_paths(&mut self, version: &str) -> Result<Vec<String>> {
         let parent = self.commit_info(version)?.parent.clone();
         let pool = self.pool.to_string();

@@ -614,6 +614,14 @@ impl LockStore for GitStore {
         }
     }
 
+    fn last_pool_change(&mut self, at: &str) -> Result<Option<String>> {
+        let at = self.find_commit(at)?.id().to_string();
+        let pool = self.source.pool.to_string();
+        self.with_history("which commit last changed the pool", |g| {
+            history::last_change(g, &at, &pool, usize::MAX)
+        })
+    }
+
     fn changed_since(&mut self, version: &str, path: &str) -> Result<bool> {
         let v = self.find_commit(version)?.id().to_string();
         let tip = self.refresh(0)?.to_string();
