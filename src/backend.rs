@@ -3,8 +3,10 @@
 //! Like the Go resource's `LockHandler`, a backend only knows how to read the
 //! pool at the branch tip, commit one change on top of a given tip
 //! (compare-and-swap), and answer the questions `check` and `in` ask of the
-//! history. Which change to make, when to wait and when to retry is decided
-//! once, above the backends, in [`crate::put`], [`crate::get`] and [`crate::check`].
+//! history — each through [`crate::history`], so that both answer them the
+//! way `git log -- POOL` does. Which change to make, when to wait and when to
+//! retry is decided once, above the backends, in [`crate::put`],
+//! [`crate::get`] and [`crate::check`].
 
 use std::path::Path;
 
@@ -200,13 +202,18 @@ pub trait LockStore {
         -> Result<()>;
 
     /// `check`: commits touching the pool from `since` (inclusive) to the tip,
-    /// oldest first; without `since`, or if it is not on the branch, only the
-    /// latest such commit.
+    /// oldest first, as [`crate::history::versions`] lists them; without
+    /// `since`, or if it is not on the branch, only the latest such commit.
     fn versions(&mut self, since: Option<&str>) -> Result<Vec<String>>;
 
     /// `in`: makes `version` and the history from it to the tip available.
-    /// Fails with [`crate::Error::VersionNotFound`] if it is not on the branch.
+    /// Fails with [`crate::Error::VersionNotFound`] if it is not on the branch
+    /// (reachable from the tip through any parent).
     fn load_version(&mut self, version: &str, depth: Option<u32>) -> Result<()>;
+
+    /// `in`: the most recent commit at or before `at` that touched the pool
+    /// ([`crate::history::last_change`]); `None` if none did.
+    fn last_pool_change(&mut self, at: &str) -> Result<Option<String>>;
 
     /// Paths under the pool that `version` changed, compared with its first
     /// parent, sorted as git sorts them.
@@ -218,7 +225,8 @@ pub trait LockStore {
     /// A file's content at `version`.
     fn read_file(&mut self, version: &str, path: &str) -> Result<Option<Vec<u8>>>;
 
-    /// Whether any commit after `version`, up to the tip, changed `path`.
+    /// Whether any commit after `version`, up to the tip, changed `path`
+    /// ([`crate::history::changed_since`]).
     fn changed_since(&mut self, version: &str, path: &str) -> Result<bool>;
 
     /// Writes the repository's files at `version` into `dest`.

@@ -1,11 +1,15 @@
 //! `in`: fetch a version and write the lock's `name` and `metadata`.
 //!
-//! The lock is the first pool path the version's commit changed (as the Go
-//! resource finds it). If that lock is claimed at the version but its claim
-//! file changed on the branch since, the claim this version stands for is
-//! gone and `in` fails with `lock instance is no longer acquired`, the message
-//! pipelines grep for. A version whose lock no longer exists prints the
-//! version and writes no files.
+//! The lock is the first lock file changed by the most recent commit at or
+//! before the version that touched the pool, as the Go resource finds it
+//! with `git log -1 --name-only -- POOL` at the version: several pools often
+//! share a branch, so a version may be a commit about another pool, and it
+//! still stands for this pool's last lock. (A merge's change is the one
+//! against its first parent.) If that lock is claimed at the version but its
+//! claim file changed on the branch since, the claim this version stands for
+//! is gone and `in` fails with `lock instance is no longer acquired`, the
+//! message pipelines grep for. A version whose lock no longer exists prints
+//! the version and writes no files.
 
 use std::path::Path;
 
@@ -18,15 +22,15 @@ use crate::names::LockName;
 use crate::pool::LockState;
 use crate::protocol::{Response, Version};
 
-/// The lock a version is about: from the paths it changed, else from the
-/// commit subject (`claiming: NAME` and friends).
-fn lock_of_version(
+/// The lock a commit that touched the pool is about: from the paths it
+/// changed, else from its subject (`claiming: NAME` and friends).
+fn lock_of_commit(
     store: &mut dyn LockStore,
     source: &Source,
-    version: &str,
+    commit: &str,
 ) -> Result<Option<LockName>> {
     let prefix = format!("{}/", source.pool);
-    for path in store.changed_pool_paths(version)? {
+    for path in store.changed_pool_paths(commit)? {
         let Some(rest) = path.strip_prefix(&prefix) else {
             continue;
         };
@@ -40,7 +44,7 @@ fn lock_of_version(
             return Ok(Some(lock));
         }
     }
-    let subject = store.subject(version)?;
+    let subject = store.subject(commit)?;
     Ok(parse_subject(&subject).and_then(|(_, name)| LockName::new(name).ok()))
 }
 
@@ -58,7 +62,17 @@ pub fn run(
         .reference;
     let pool = &source.pool;
     store.load_version(&version, params.depth)?;
-    let lock = lock_of_version(store, source, &version)?;
+    let lock = match store.last_pool_change(&version)? {
+        Some(commit) => {
+            if commit != version {
+                log.line(format_args!(
+                    "version {version} did not change pool {pool}; its lock is the one {commit} changed"
+                ));
+            }
+            lock_of_commit(store, source, &commit)?
+        }
+        None => None,
+    };
     let claimed_path = lock.as_ref().map(|l| pool.lock_path(LockState::Claimed, l));
     if let Some(path) = &claimed_path {
         if store.read_file(&version, path)?.is_some() && store.changed_since(&version, path)? {
@@ -70,7 +84,7 @@ pub fn run(
     store.export_tree(&version, dest)?;
     let Some(lock) = lock else {
         log.warn(format_args!(
-            "version {version} changed no lock of pool {pool}"
+            "no commit at or before version {version} changed a lock of pool {pool}"
         ));
         return Ok(Response::new(&version, "", pool.as_str()));
     };

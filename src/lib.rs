@@ -15,6 +15,7 @@ pub mod duration;
 pub mod error;
 pub mod get;
 pub mod git;
+pub mod history;
 pub mod log;
 pub mod message;
 pub mod names;

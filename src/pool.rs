@@ -347,17 +347,25 @@ pub fn plan(
                 edits,
             })
         }
-        Operation::Update { lock, content } => match snap.state_of(lock) {
-            Some((LockState::Claimed, _)) => Plan::Wait(Wait::Claimed(lock.clone())),
-            _ => Plan::Commit(Change {
+        Operation::Update { lock, content } => {
+            // Tools that read the history key on the verb: `updating` only
+            // when an unclaimed lock was replaced, as the Go resource writes.
+            let verb = match snap.state_of(lock) {
+                Some((LockState::Claimed, _)) => {
+                    return Ok(Plan::Wait(Wait::Claimed(lock.clone())))
+                }
+                Some((LockState::Unclaimed, _)) => Verb::Updating,
+                None => Verb::AddingUnclaimed,
+            };
+            Plan::Commit(Change {
                 lock: lock.clone(),
-                subject: Verb::Updating.subject(lock),
+                subject: verb.subject(lock),
                 edits: vec![Edit::Write(
                     LockState::Unclaimed,
                     Content::Bytes(content.clone()),
                 )],
-            }),
-        },
+            })
+        }
         Operation::WaitUntilUnclaimed(lock) => match snap.state_of(lock) {
             None => return Err(not_found(lock)),
             Some((LockState::Claimed, _)) => Plan::Wait(Wait::Claimed(lock.clone())),
@@ -506,7 +514,21 @@ mod tests {
             run(op("a"), &s).unwrap(),
             Plan::Wait(Wait::Claimed(name("a")))
         );
-        assert!(matches!(run(op("new"), &s).unwrap(), Plan::Commit(_)));
+        let Plan::Commit(added) = run(op("new"), &s).unwrap() else {
+            panic!("a missing lock is added")
+        };
+        assert_eq!(added.subject, "adding unclaimed: new");
+        let Plan::Commit(updated) = run(op("b"), &snap(&[], &["b"])).unwrap() else {
+            panic!("an unclaimed lock is updated")
+        };
+        assert_eq!(updated.subject, "updating: b");
+        assert_eq!(
+            updated.edits,
+            vec![Edit::Write(
+                LockState::Unclaimed,
+                Content::Bytes(b"x".to_vec())
+            )]
+        );
     }
 
     #[test]

@@ -96,7 +96,11 @@ impl Backend {
                 b._api = Some(api);
             }
         }
+        // check's cache lives under TMPDIR and is keyed by URI and branch:
+        // every backend gets its own, or tests of one URI would share one.
+        let tmp = b.env.home().display().to_string();
         b.env = std::mem::take(&mut b.env)
+            .set("TMPDIR", &tmp)
             .set("POOL_RESOURCE_BACKOFF_BASE_MS", "10")
             .set("BUILD_ID", "31337")
             .set("ATC_EXTERNAL_URL", "https://ci.example.com");
@@ -158,8 +162,9 @@ impl Backend {
         if let Some(v) = version {
             request["version"] = json!({"ref": v});
         }
-        self.run("check", &[], request)
-            .assert_success()
+        let run = self.run("check", &[], request);
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        run.assert_success()
             .json()
             .as_array()
             .expect("check prints a list")
@@ -199,6 +204,9 @@ on_every_backend!(
     in_fails_once_the_claim_was_released_since,
     check_waits_for_unclaimed_and_check_unclaimed_for_claimed,
     an_idempotent_acquire_run_again_gets_the_same_lock,
+    update_says_adding_for_a_missing_lock_and_updating_for_an_unclaimed_one,
+    in_of_a_version_about_another_pool_gets_this_pools_last_lock,
+    check_and_in_answer_what_git_log_answers_on_a_history_with_merges,
 );
 
 fn acquire_get_release_and_check_make_the_same_commits_and_json(b: Backend) {
@@ -385,4 +393,288 @@ fn an_idempotent_acquire_run_again_gets_the_same_lock(b: Backend) {
     // Without idempotent the same build takes the other lock.
     let second = b.put(json!({"acquire": true}), &inputs);
     assert_ne!(lock_name(&second), lock_name(&first));
+}
+
+fn update_says_adding_for_a_missing_lock_and_updating_for_an_unclaimed_one(b: Backend) {
+    let base = b.repo.tip();
+    let inputs = Inputs::new();
+    inputs.lock("missing", "c", b"c-meta\n");
+    inputs.lock("present", "a", b"a-new\n");
+    b.put(json!({"update": "missing"}), &inputs);
+    b.put(json!({"update": "present"}), &inputs);
+    assert_eq!(
+        b.subjects_since(&base),
+        vec!["adding unclaimed: c", "updating: a"]
+    );
+    assert_eq!(
+        b.repo.unclaimed(POOL),
+        vec!["a".to_string(), "b".to_string(), "c".to_string()]
+    );
+    assert_eq!(
+        b.repo
+            .file_at(&b.repo.tip(), &format!("{POOL}/unclaimed/c")),
+        Some(b"c-meta\n".to_vec())
+    );
+}
+
+fn in_of_a_version_about_another_pool_gets_this_pools_last_lock(b: Backend) {
+    let inputs = Inputs::new();
+    let claimed = b.put(json!({"claim": "b"}), &inputs);
+    // Another pool on the same branch, and a commit by hand: neither
+    // touches this pool, and both still stand for its last lock.
+    let other_pool = b.repo.add_lock("other", "z", false, b"z-meta\n");
+    let by_hand = b
+        .repo
+        .commit_file("notes.txt", b"hello\n", "a commit by hand");
+    for v in [&other_pool, &by_hand] {
+        let (get, dest) = b.get(v);
+        let out = get.assert_success().json();
+        assert_eq!(
+            out,
+            json!({"version": {"ref": v}, "metadata": [
+                {"name": "lock_name", "value": "b"},
+                {"name": "pool_name", "value": POOL}]}),
+            "the requested version, with the lock {} changed",
+            version(&claimed)
+        );
+        assert_eq!(
+            std::fs::read_to_string(dest.path().join("name")).unwrap(),
+            "b\n"
+        );
+        assert_eq!(
+            std::fs::read(dest.path().join("metadata")).unwrap(),
+            b"b-meta\n"
+        );
+        assert!(dest.path().join("other/unclaimed/z").is_file());
+    }
+    // The claim those versions stand for ends with its release.
+    inputs.lock("held", "b", b"");
+    let released = b.put(json!({"release": "held"}), &inputs);
+    let (get, _dest) = b.get(&by_hand);
+    get.assert_failure();
+    assert!(
+        get.stderr.contains("lock instance is no longer acquired"),
+        "{}",
+        get.stderr
+    );
+    // After the release, a version about another pool stands for it: free.
+    let later = b
+        .repo
+        .commit_file("notes.txt", b"again\n", "another hand commit");
+    let (get, dest) = b.get(&later);
+    assert_eq!(lock_name(&get.assert_success().json()), "b");
+    assert_eq!(
+        std::fs::read(dest.path().join("metadata")).unwrap(),
+        b"b-meta\n"
+    );
+    assert_eq!(
+        b.check(Some(&other_pool)),
+        vec![version(&released)],
+        "a version that did not touch the pool is not one of its versions"
+    );
+}
+
+/// Builds on the backend's pool (`a`, `b` unclaimed) a history with three
+/// merges of hand-made branches into `main`, and an unmerged branch:
+///
+/// ```text
+/// B -- C1 ------ M1 -- D -------------- E -- M2 -- F -------- M3 -- G
+///  \            /       \                   /        \        /
+///   S1 --------'         S2 -- S2b --------'          S3 ----'
+/// ```
+/// - S1 claims `a`; C1 adds a lock to another pool; M1 takes the pool from
+///   S1 (git follows only S1 there);
+/// - D claims `b`; S2 adds `c`, S2b touches no pool; E releases `a`; M2
+///   combines both (its pool differs from both parents: listed);
+/// - S3 adds `d`, F touches no pool, M3 keeps F's pool (S3 is never seen);
+/// - G releases `b`; `unmerged` (off G) claims `c`.
+///
+/// Returns every commit, oldest first, and the unmerged one.
+fn build_merged_history(repo: &LockRepo) -> (Vec<String>, String) {
+    let lock = |state: &str, name: &str| format!("{POOL}/{state}/{name}");
+    let meta = |name: &str| format!("{name}-meta\n").into_bytes();
+    let b = repo.tip();
+    let s1 = repo.commit_on(
+        &[&b],
+        &[(&lock("claimed", "a"), &meta("a"))],
+        &[&lock("unclaimed", "a")],
+        "claiming: a",
+    );
+    let c1 = repo.commit_on(
+        &[&b],
+        &[("other/unclaimed/z", b"z\n")],
+        &[],
+        "adding unclaimed: z",
+    );
+    let m1 = repo.commit_on(
+        &[&c1, &s1],
+        &[(&lock("claimed", "a"), &meta("a"))],
+        &[&lock("unclaimed", "a")],
+        "Merge branch 'side-1'",
+    );
+    let d = repo.commit_on(
+        &[&m1],
+        &[(&lock("claimed", "b"), &meta("b"))],
+        &[&lock("unclaimed", "b")],
+        "claiming: b",
+    );
+    let s2 = repo.commit_on(
+        &[&d],
+        &[(&lock("unclaimed", "c"), &meta("c"))],
+        &[],
+        "adding unclaimed: c",
+    );
+    let s2b = repo.commit_on(&[&s2], &[("notes.txt", b"side\n")], &[], "notes");
+    let e = repo.commit_on(
+        &[&d],
+        &[(&lock("unclaimed", "a"), &meta("a"))],
+        &[&lock("claimed", "a")],
+        "unclaiming: a",
+    );
+    let m2 = repo.commit_on(
+        &[&e, &s2b],
+        &[
+            (&lock("unclaimed", "c"), &meta("c")),
+            ("notes.txt", b"side\n"),
+        ],
+        &[],
+        "Merge branch 'side-2'",
+    );
+    let s3 = repo.commit_on(
+        &[&m2],
+        &[(&lock("unclaimed", "d"), &meta("d"))],
+        &[],
+        "adding unclaimed: d",
+    );
+    let f = repo.commit_on(&[&m2], &[("README.md", b"changed\n")], &[], "readme");
+    let m3 = repo.commit_on(&[&f, &s3], &[], &[], "Merge branch 'side-3' (ours)");
+    let g = repo.commit_on(
+        &[&m3],
+        &[(&lock("unclaimed", "b"), &meta("b"))],
+        &[&lock("claimed", "b")],
+        "unclaiming: b",
+    );
+    let unmerged = repo.commit_on(
+        &[&g],
+        &[(&lock("claimed", "c"), &meta("c"))],
+        &[&lock("unclaimed", "c")],
+        "claiming: c",
+    );
+    repo.git_out(&["update-ref", "refs/heads/unmerged", &unmerged]);
+    repo.move_branch(Some(&b), &g);
+    let all = repo.git_out(&["rev-list", "--reverse", "--topo-order", "main"]);
+    (all.lines().map(String::from).collect(), unmerged)
+}
+
+/// What the git CLI says `check` from `since` lists (the Go resource's
+/// command).
+fn git_check(repo: &LockRepo, since: Option<&str>) -> Vec<String> {
+    let out = match since {
+        None => repo.git_out(&["log", "-1", "--format=%H", "main", "--", POOL]),
+        Some(s) => {
+            let root = repo.git_out(&["rev-list", "--max-parents=0", "main"]);
+            let range = if root.trim() == s {
+                "main".to_string()
+            } else {
+                format!("{s}~1..main")
+            };
+            repo.git_out(&["log", "--reverse", "--format=%H", &range, "--", POOL])
+        }
+    };
+    out.lines().map(String::from).collect()
+}
+
+/// What the git CLI says `in` of `v` gives: the lock of the last commit at
+/// or before `v` that touched the pool (a merge compared with its first
+/// parent; dotfiles are not locks; none before the pool existed), whether
+/// its claim is gone, and its content at `v`.
+fn git_in(repo: &LockRepo, v: &str) -> (String, bool, Option<Vec<u8>>) {
+    let last = repo.git_out(&["log", "-1", "--format=%H", v, "--", POOL]);
+    let last = last.trim();
+    if last.is_empty() {
+        return (String::new(), false, None);
+    }
+    let out = repo.git_out(&[
+        "diff-tree",
+        "-r",
+        "--root",
+        "-m",
+        "--first-parent",
+        "--no-commit-id",
+        "--name-only",
+        "--no-renames",
+        last,
+        "--",
+        POOL,
+    ]);
+    let lock = out
+        .lines()
+        .filter_map(|p| p.strip_prefix(&format!("{POOL}/")))
+        .filter_map(|p| p.split_once('/'))
+        .filter(|(dir, name)| (*dir == "claimed" || *dir == "unclaimed") && !name.starts_with('.'))
+        .map(|(_, name)| name.to_string())
+        .next();
+    let Some(lock) = lock else {
+        return (String::new(), false, None);
+    };
+    let claimed = format!("{POOL}/claimed/{lock}");
+    let gone = repo.file_at(v, &claimed).is_some()
+        && !repo
+            .git_out(&["log", "--format=%H", &format!("{v}..main"), "--", &claimed])
+            .trim()
+            .is_empty();
+    let content = repo
+        .file_at(v, &claimed)
+        .or_else(|| repo.file_at(v, &format!("{POOL}/unclaimed/{lock}")));
+    (lock, gone, content)
+}
+
+fn check_and_in_answer_what_git_log_answers_on_a_history_with_merges(b: Backend) {
+    let (all, unmerged) = build_merged_history(&b.repo);
+    let mut answers = Vec::new();
+    assert_eq!(b.check(None), git_check(&b.repo, None));
+    for since in &all {
+        let listed = b.check(Some(since));
+        assert_eq!(
+            listed,
+            git_check(&b.repo, Some(since)),
+            "check from {since}"
+        );
+        answers.push(listed.len());
+    }
+    assert_eq!(b.check(Some(&unmerged)), git_check(&b.repo, None));
+    // The history is one where following first parents only, or every
+    // parent, would list other versions (see build_merged_history).
+    assert!(answers.iter().any(|n| *n > 1), "{answers:?}");
+    let mut gone = 0;
+    for v in &all {
+        let subject = b.repo.git_out(&["log", "-1", "--format=%s", v]);
+        let what = format!("in {v} ({})", subject.trim());
+        let (lock, no_longer_acquired, content) = git_in(&b.repo, v);
+        let (get, dest) = b.get(v);
+        if no_longer_acquired {
+            gone += 1;
+            get.assert_failure();
+            assert!(
+                get.stderr.contains("lock instance is no longer acquired"),
+                "{what}: {}",
+                get.stderr
+            );
+            continue;
+        }
+        let out = get.assert_success().json();
+        assert_eq!(version(&out), *v);
+        assert_eq!(lock_name(&out), lock, "{what}");
+        match content {
+            Some(bytes) => {
+                assert_eq!(
+                    std::fs::read_to_string(dest.path().join("name")).unwrap(),
+                    format!("{lock}\n")
+                );
+                assert_eq!(std::fs::read(dest.path().join("metadata")).unwrap(), bytes);
+            }
+            None => assert!(!dest.path().join("name").exists(), "{what}"),
+        }
+    }
+    assert!(gone > 0, "some claims in the history are gone");
 }

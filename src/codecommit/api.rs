@@ -5,8 +5,10 @@
 //! CodeCommit refuses it with `ParentCommitIdOutdatedException` when someone
 //! moved the branch first. The repository layout, commit messages and output
 //! are the git backend's, so a pool can be used through both at once.
-//! `check` walks first parents from the tip (there is no API listing the
-//! commits that touch a folder), comparing the pool folder's tree id.
+//! There is no API listing the commits that touch a folder: `check` and `in`
+//! walk `GetCommit` parents from the tip and compare what `GetFolder` says is
+//! at the pool's path, answering through [`crate::history`] exactly as the git
+//! backend does, merges included.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -24,6 +26,7 @@ use crate::backend::{
     Recovered, Unconfirmed,
 };
 use crate::error::{Cause, Error, Result};
+use crate::history::{self, Facts, Graph, Stop, Walk};
 use crate::message::{Parsed, Trailer};
 use crate::names::{is_lock_file_name, LockName, PoolPath};
 use crate::pool::{BlobId, Change, Content, Edit, Hold, LockState, Snapshot};
@@ -73,14 +76,24 @@ where
     }
 }
 
-/// A folder at a commit: its tree id and its files (name → blob id).
-type Folder = (Option<String>, BTreeMap<String, String>);
+/// A folder at a commit.
+#[derive(Clone)]
+struct Folder {
+    tree: Option<String>,
+    /// Its files: name → blob id.
+    files: BTreeMap<String, String>,
+    /// Everything in it, as git compares entries: name → object id and mode.
+    entries: BTreeMap<String, String>,
+}
 
 struct CommitInfo {
+    /// The first parent.
     parent: Option<String>,
-    message: String,
+    /// Every parent, in order.
+    parents: Vec<String>,
     /// Committer time, Unix seconds (CodeCommit's `date` is `SECONDS +HHMM`).
     time: i64,
+    message: String,
     author: String,
 }
 
@@ -243,14 +256,19 @@ impl CodeCommitStore {
             };
             let commit = out.commit();
             let author = commit.and_then(|c| c.author());
+            let parents = commit.map(|c| c.parents().to_vec()).unwrap_or_default();
+            // CodeCommit dates are "SECONDS +HHMM".
+            let time = commit
+                .and_then(|c| c.committer())
+                .and_then(|u| u.date())
+                .and_then(|d| d.split_whitespace().next())
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(0);
             let info = CommitInfo {
-                parent: commit.and_then(|c| c.parents().first().cloned()),
+                parent: parents.first().cloned(),
+                parents,
+                time,
                 message: commit.and_then(|c| c.message()).unwrap_or("").to_string(),
-                time: commit
-                    .and_then(|c| c.committer())
-                    .and_then(|u| u.date())
-                    .and_then(|d| d.split_whitespace().next()?.parse().ok())
-                    .unwrap_or(0),
                 author: format!(
                     "{} <{}>",
                     author.and_then(|a| a.name()).unwrap_or(""),
@@ -294,7 +312,33 @@ impl CodeCommitStore {
                         Some((f.relative_path()?.to_string(), f.blob_id()?.to_string()))
                     })
                     .collect();
-                Some((o.tree_id().map(String::from), files))
+                let mut entries = BTreeMap::new();
+                for f in o.files() {
+                    if let (Some(name), Some(blob)) = (f.relative_path(), f.blob_id()) {
+                        let mode = f.file_mode().map(|m| m.as_str()).unwrap_or("");
+                        entries.insert(name.to_string(), format!("{blob} {mode}"));
+                    }
+                }
+                for l in o.symbolic_links() {
+                    if let (Some(name), Some(blob)) = (l.relative_path(), l.blob_id()) {
+                        entries.insert(name.to_string(), format!("{blob} SYMLINK"));
+                    }
+                }
+                for d in o.sub_folders() {
+                    if let (Some(name), Some(tree)) = (d.relative_path(), d.tree_id()) {
+                        entries.insert(name.to_string(), format!("{tree} TREE"));
+                    }
+                }
+                for m in o.sub_modules() {
+                    if let (Some(name), Some(commit)) = (m.relative_path(), m.commit_id()) {
+                        entries.insert(name.to_string(), format!("{commit} COMMIT"));
+                    }
+                }
+                Some(Folder {
+                    tree: o.tree_id().map(String::from),
+                    files,
+                    entries,
+                })
             }
             Err(e) => {
                 let f = failure(e);
@@ -315,8 +359,9 @@ impl CodeCommitStore {
         state: LockState,
     ) -> Result<Option<BTreeMap<LockName, BlobId>>> {
         let path = format!("{}/{}", self.pool, state.dir());
-        Ok(self.folder(commit, &path)?.map(|(_, files)| {
-            files
+        Ok(self.folder(commit, &path)?.map(|folder| {
+            folder
+                .files
                 .into_iter()
                 .filter(|(name, _)| is_lock_file_name(name))
                 .filter_map(|(name, blob)| Some((LockName::new(&name).ok()?, blob)))
@@ -329,12 +374,38 @@ impl CodeCommitStore {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
         Ok(self
             .folder(commit, dir)?
-            .and_then(|(_, files)| files.get(name).cloned()))
+            .and_then(|folder| folder.files.get(name).cloned()))
     }
 
     fn pool_tree(&mut self, commit: &str) -> Result<Option<String>> {
         let pool = self.pool.to_string();
-        Ok(self.folder(commit, &pool)?.and_then(|(tree, _)| tree))
+        Ok(self.folder(commit, &pool)?.and_then(|folder| folder.tree))
+    }
+
+    /// A history answer; the API has the whole history, so only the walk
+    /// limit can stop one.
+    fn answer<T>(&self, what: &str, walk: Walk<T>) -> Result<T> {
+        walk.map_err(|stop| Error::Repository {
+            what: format!(
+                "could not tell {what} from the history of branch {} of {}",
+                self.branch, self.uri
+            ),
+            detail: match stop {
+                Stop::TooLong => format!(
+                    "the answer lies more than {WALK_LIMIT} commits back (each one a GetCommit call); use backend: git"
+                ),
+                Stop::NeedsHistory => "GetCommit did not return a commit's parents".into(),
+            },
+        })
+    }
+
+    /// Whether `id` is a commit of the repository at all.
+    fn exists(&mut self, id: &str) -> Result<bool> {
+        match self.commit_info(id) {
+            Ok(_) => Ok(true),
+            Err(Error::VersionNotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// First parents from the tip, newest first, until `stop` returns true
@@ -394,16 +465,6 @@ impl CodeCommitStore {
             Ok(false)
         })?;
         Ok(fate)
-    }
-
-    fn touches_pool(&mut self, commit: &str) -> Result<bool> {
-        let mine = self.pool_tree(commit)?;
-        let parent = self.commit_info(commit)?.parent.clone();
-        let before = match parent {
-            Some(p) => self.pool_tree(&p)?,
-            None => None,
-        };
-        Ok(mine != before)
     }
 
     fn blob(&mut self, blob_id: &str) -> Result<Vec<u8>> {
@@ -581,38 +642,31 @@ impl LockStore for CodeCommitStore {
 
     fn versions(&mut self, since: Option<&str>) -> Result<Vec<String>> {
         let tip = self.tip()?;
-        let mut found = Vec::new();
-        let mut since_seen = false;
-        self.walk(&tip, |s, id| {
-            if Some(id) == since {
-                since_seen = true;
-                return Ok(true);
-            }
-            if s.touches_pool(id)? {
-                found.push(id.to_string());
-                if since.is_none() {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        })?;
-        if !since_seen {
-            return Ok(found.into_iter().take(1).collect());
-        }
-        let mut out: Vec<String> = found.into_iter().rev().collect();
-        if let Some(s) = since {
-            out.insert(0, s.to_string());
-        }
-        Ok(out)
+        // A commit that does not exist needs no walk to be unknown.
+        let since = match since {
+            Some(s) if self.exists(s)? => Some(s),
+            _ => None,
+        };
+        let pool = self.pool.to_string();
+        let walk = history::versions(self, &tip, since, &pool, WALK_LIMIT)?;
+        self.answer("the versions of the pool", walk)
     }
 
     fn load_version(&mut self, version: &str, _depth: Option<u32>) -> Result<()> {
         let tip = self.tip()?;
-        let chain = self.walk(&tip, |_, id| Ok(id == version))?;
-        if chain.last().map(String::as_str) != Some(version) {
+        if !self.exists(version)? {
             return Err(self.version_not_found(version));
         }
-        Ok(())
+        match history::is_reachable(self, &tip, version, WALK_LIMIT)? {
+            Ok(true) => Ok(()),
+            _ => Err(self.version_not_found(version)),
+        }
+    }
+
+    fn last_pool_change(&mut self, at: &str) -> Result<Option<String>> {
+        let pool = self.pool.to_string();
+        let walk = history::last_change(self, at, &pool, WALK_LIMIT)?;
+        self.answer("which commit last changed the pool", walk)
     }
 
     fn changed_pool_paths(&mut self, version: &str) -> Result<Vec<String>> {
@@ -674,15 +728,8 @@ impl LockStore for CodeCommitStore {
 
     fn changed_since(&mut self, version: &str, path: &str) -> Result<bool> {
         let tip = self.tip()?;
-        let chain = self.walk(&tip, |_, id| Ok(id == version))?;
-        let mut changed = false;
-        for pair in chain.windows(2) {
-            if self.entry_at(&pair[0], path)? != self.entry_at(&pair[1], path)? {
-                changed = true;
-                break;
-            }
-        }
-        Ok(changed)
+        let walk = history::changed_since(self, &tip, version, path, WALK_LIMIT)?;
+        self.answer(&format!("whether {path} changed since {version}"), walk)
     }
 
     fn export_tree(&mut self, version: &str, dest: &Path) -> Result<()> {
@@ -863,5 +910,27 @@ impl LockStore for CodeCommitStore {
                 }
             }
         }
+    }
+}
+
+impl Graph for CodeCommitStore {
+    fn facts(&mut self, commit: &str) -> Result<Option<Facts>> {
+        match self.commit_info(commit) {
+            Ok(info) => Ok(Some(Facts {
+                time: info.time,
+                parents: Some(info.parents.clone()),
+            })),
+            Err(Error::VersionNotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn at_path(&mut self, commit: &str, path: &str) -> Result<Option<String>> {
+        // From the listing of the folder above: one GetFolder answers for a
+        // folder (its tree id) and for a file (its blob id and mode) alike.
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("/", path));
+        Ok(self
+            .folder(commit, dir)?
+            .and_then(|folder| folder.entries.get(name).cloned()))
     }
 }

@@ -16,7 +16,7 @@ pub mod tree;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use git2::{FileMode, Oid, Repository, Signature, Sort};
+use git2::{FileMode, Oid, Repository, Signature};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
@@ -26,6 +26,7 @@ use crate::backend::{
 };
 use crate::config::Source;
 use crate::error::{Error, Result};
+use crate::history::{self, Facts, Graph, Stop, Walk};
 use crate::log::Log;
 use crate::pool::{Change, Content, Edit, Hold, LockState, Snapshot};
 use crate::signal::Interrupt;
@@ -210,36 +211,35 @@ impl GitStore {
             .collect()
     }
 
-    fn pool_tree_id(&self, commit: &git2::Commit<'_>) -> Result<Option<Oid>> {
-        let tree = commit.tree().map_err(git_error("could not read a tree"))?;
-        Ok(tree
-            .get_path(Path::new(self.source.pool.as_str()))
-            .ok()
-            .map(|e| e.id()))
-    }
-
-    /// Whether `commit` changed the pool directory. `None` if its parent was
-    /// not fetched (a shallow boundary) so nobody can tell yet.
-    fn touches_pool(
-        &self,
-        commit: &git2::Commit<'_>,
-        shallow: &HashSet<Oid>,
-    ) -> Result<Option<bool>> {
-        if shallow.contains(&commit.id()) {
-            return Ok(None);
+    /// Asks `question` of the history fetched so far, fetching more while
+    /// the answer needs it.
+    fn with_history<T>(
+        &mut self,
+        what: &str,
+        mut question: impl FnMut(&mut dyn Graph) -> Result<Walk<T>>,
+    ) -> Result<T> {
+        loop {
+            let mut graph = Fetched {
+                repo: &self.repo,
+                shallow: self.shallow_roots(),
+            };
+            match question(&mut graph)? {
+                Ok(answer) => return Ok(answer),
+                Err(Stop::NeedsHistory) if self.deepen()? => {}
+                Err(stop) => {
+                    return Err(Error::Repository {
+                        what: format!(
+                            "could not tell {what} from the history of branch {} of {}",
+                            self.source.branch, self.source.uri
+                        ),
+                        detail: match stop {
+                            Stop::NeedsHistory => "the history is incomplete".into(),
+                            Stop::TooLong => "the history is too long".into(),
+                        },
+                    })
+                }
+            }
         }
-        let mine = self.pool_tree_id(commit)?;
-        let parent = match commit.parent(0) {
-            Ok(p) => self.pool_tree_id(&p)?,
-            Err(_) => None,
-        };
-        Ok(Some(mine != parent))
-    }
-
-    fn is_ancestor_or_tip(&self, tip: Oid, commit: Oid) -> bool {
-        tip == commit
-            || (self.repo.find_commit(commit).is_ok()
-                && self.repo.graph_descendant_of(tip, commit).unwrap_or(false))
     }
 
     fn find_commit(&self, version: &str) -> Result<git2::Commit<'_>> {
@@ -521,57 +521,13 @@ impl LockStore for GitStore {
 
     fn versions(&mut self, since: Option<&str>) -> Result<Vec<String>> {
         let first_fetch = self.repo.is_empty().unwrap_or(true);
-        let mut tip = self.refresh(if first_fetch { DEEPEN_STEPS[0] } else { 0 })?;
-        let since = since.and_then(|s| Oid::from_str(s).ok());
-        loop {
-            let shallow = self.shallow_roots();
-            let mut walk = self
-                .repo
-                .revwalk()
-                .map_err(git_error("could not walk history"))?;
-            walk.set_sorting(Sort::TOPOLOGICAL)
-                .and_then(|_| walk.push(tip))
-                .map_err(git_error("could not walk history"))?;
-            let known_since = since.filter(|s| self.is_ancestor_or_tip(tip, *s));
-            if let Some(s) = known_since {
-                walk.hide(s).map_err(git_error("could not walk history"))?;
-            }
-            let mut found = Vec::new();
-            let mut incomplete = false;
-            for oid in walk {
-                let oid = oid.map_err(git_error("could not walk history"))?;
-                let commit = self
-                    .repo
-                    .find_commit(oid)
-                    .map_err(git_error("could not read a commit"))?;
-                match self.touches_pool(&commit, &shallow)? {
-                    Some(true) => found.push(oid),
-                    Some(false) => {}
-                    None => incomplete = true,
-                }
-                if known_since.is_none() && !found.is_empty() {
-                    break;
-                }
-                if incomplete {
-                    break;
-                }
-            }
-            let done = match known_since {
-                Some(_) => true,
-                None => !found.is_empty() || !incomplete,
-            };
-            // Without a known `since`, a version we cannot see yet may be
-            // deeper in history: deepen before calling it unknown.
-            let since_missing = since.is_some() && known_since.is_none() && self.repo.is_shallow();
-            if (done && !since_missing) || !self.deepen()? {
-                let mut out: Vec<String> = found.iter().rev().map(Oid::to_string).collect();
-                if let Some(s) = known_since {
-                    out.insert(0, s.to_string());
-                }
-                return Ok(out);
-            }
-            tip = self.refresh(0)?;
-        }
+        let tip = self
+            .refresh(if first_fetch { DEEPEN_STEPS[0] } else { 0 })?
+            .to_string();
+        let pool = self.source.pool.to_string();
+        self.with_history("the versions of the pool", |g| {
+            history::versions(g, &tip, since, &pool, usize::MAX)
+        })
     }
 
     fn load_version(&mut self, version: &str, depth: Option<u32>) -> Result<()> {
@@ -583,9 +539,17 @@ impl LockStore for GitStore {
         })?;
         loop {
             let oid = self.find_commit(version).ok().map(|c| c.id());
-            let ready = oid.is_some_and(|v| {
-                self.is_ancestor_or_tip(tip, v) && !self.shallow_roots().contains(&v)
-            });
+            let ready = match oid {
+                Some(v) if !self.shallow_roots().contains(&v) => {
+                    let mut graph = Fetched {
+                        repo: &self.repo,
+                        shallow: self.shallow_roots(),
+                    };
+                    history::is_reachable(&mut graph, &tip.to_string(), &v.to_string(), usize::MAX)?
+                        == Ok(true)
+                }
+                _ => false,
+            };
             if ready {
                 return Ok(());
             }
@@ -641,33 +605,20 @@ impl LockStore for GitStore {
         }
     }
 
+    fn last_pool_change(&mut self, at: &str) -> Result<Option<String>> {
+        let at = self.find_commit(at)?.id().to_string();
+        let pool = self.source.pool.to_string();
+        self.with_history("which commit last changed the pool", |g| {
+            history::last_change(g, &at, &pool, usize::MAX)
+        })
+    }
+
     fn changed_since(&mut self, version: &str, path: &str) -> Result<bool> {
-        let v = self.find_commit(version)?.id();
-        let tip = self.refresh(0)?;
-        let mut walk = self
-            .repo
-            .revwalk()
-            .map_err(git_error("could not walk history"))?;
-        walk.push(tip)
-            .and_then(|_| walk.hide(v))
-            .map_err(git_error("could not walk history"))?;
-        for oid in walk {
-            let oid = oid.map_err(git_error("could not walk history"))?;
-            let commit = self
-                .repo
-                .find_commit(oid)
-                .map_err(git_error("could not read a commit"))?;
-            let here = commit.tree().ok().and_then(|t| tree::entry_at(&t, path));
-            let before = commit
-                .parent(0)
-                .ok()
-                .and_then(|p| p.tree().ok())
-                .and_then(|t| tree::entry_at(&t, path));
-            if here != before {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let v = self.find_commit(version)?.id().to_string();
+        let tip = self.refresh(0)?.to_string();
+        self.with_history(&format!("whether {path} changed since {v}"), |g| {
+            history::changed_since(g, &tip, &v, path, usize::MAX)
+        })
     }
 
     fn export_tree(&mut self, version: &str, dest: &Path) -> Result<()> {
@@ -850,5 +801,63 @@ impl LockStore for GitStore {
             }
             None => self.publish(commit, Oid::ZERO_SHA1, &subject),
         }
+    }
+}
+
+/// The commit graph as far as it has been fetched.
+struct Fetched<'r> {
+    repo: &'r Repository,
+    shallow: HashSet<Oid>,
+}
+
+impl Graph for Fetched<'_> {
+    fn facts(&mut self, commit: &str) -> Result<Option<Facts>> {
+        let Ok(id) = Oid::from_str(commit) else {
+            return Ok(None);
+        };
+        let odb = self
+            .repo
+            .odb()
+            .map_err(git_error("could not open the object database"))?;
+        if !odb.exists(id) {
+            return Ok(None);
+        }
+        // Parents from the raw object: libgit2 keeps a shallow commit parsed
+        // without its parents after a deepening fetch.
+        let raw = odb.read(id).map_err(git_error("could not read a commit"))?;
+        let mut parents = Vec::new();
+        let mut time = 0;
+        for line in raw
+            .data()
+            .split(|b| *b == b'\n')
+            .take_while(|l| !l.is_empty())
+        {
+            let line = String::from_utf8_lossy(line);
+            if let Some(hex) = line.strip_prefix("parent ") {
+                parents.push(hex.trim().to_string());
+            } else if let Some(who) = line.strip_prefix("committer ") {
+                time = who
+                    .rsplit(' ')
+                    .nth(1)
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
+            }
+        }
+        let fetched = !self.shallow.contains(&id)
+            && parents
+                .iter()
+                .all(|p| Oid::from_str(p).is_ok_and(|p| odb.exists(p)));
+        Ok(Some(Facts {
+            time,
+            parents: fetched.then_some(parents),
+        }))
+    }
+
+    fn at_path(&mut self, commit: &str, path: &str) -> Result<Option<String>> {
+        let commit = Oid::from_str(commit)
+            .and_then(|id| self.repo.find_commit(id))
+            .map_err(git_error("could not read a commit"))?;
+        let tree = commit.tree().map_err(git_error("could not read a tree"))?;
+        Ok(tree::entry_at(&tree, path).map(|(id, mode)| format!("{id} {mode:o}")))
     }
 }

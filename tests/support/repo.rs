@@ -226,6 +226,22 @@ impl LockRepo {
         message: &str,
     ) -> String {
         let parent = self.try_tip();
+        let parents: Vec<&str> = parent.iter().map(String::as_str).collect();
+        let commit = self.commit_on(&parents, writes, deletes, message);
+        self.move_branch(parent.as_deref(), &commit);
+        commit
+    }
+
+    /// Makes a commit with `parents` (a merge if several, a root if none)
+    /// whose tree is the first parent's with `writes` and `deletes` applied,
+    /// without moving any branch; returns its id.
+    pub fn commit_on(
+        &self,
+        parents: &[&str],
+        writes: &[(&str, &[u8])],
+        deletes: &[&str],
+        message: &str,
+    ) -> String {
         let scratch = tempfile::tempdir_in(self.root()).expect("creating a scratch index dir");
         let index = scratch.path().join("index");
         let with_index = |args: &[&str]| {
@@ -233,8 +249,8 @@ impl LockRepo {
             cmd.env("GIT_INDEX_FILE", &index).args(args);
             cmd
         };
-        match &parent {
-            Some(tip) => output(&mut with_index(&["read-tree", tip]), None),
+        match parents.first() {
+            Some(first) => output(&mut with_index(&["read-tree", first]), None),
             None => output(&mut with_index(&["read-tree", "--empty"]), None),
         };
         let mut info = Vec::new();
@@ -255,17 +271,30 @@ impl LockRepo {
         let tree = trimmed(output(&mut with_index(&["write-tree"]), None));
         let mut commit_tree = self.git();
         commit_tree.args(["commit-tree", &tree, "-F", "-"]);
-        if let Some(tip) = &parent {
-            commit_tree.args(["-p", tip]);
+        for parent in parents {
+            commit_tree.args(["-p", parent]);
         }
-        let commit = trimmed(output(&mut commit_tree, Some(message.as_bytes())));
-        let old = parent.as_deref().unwrap_or(ZERO_OID);
+        trimmed(output(&mut commit_tree, Some(message.as_bytes())))
+    }
+
+    /// Moves the branch from `old` (`None`: it does not exist yet) to
+    /// `commit`; panics if it is not at `old`.
+    pub fn move_branch(&self, old: Option<&str>, commit: &str) {
         output(
-            self.git()
-                .args(["update-ref", &self.branch_ref(), &commit, old]),
+            self.git().args([
+                "update-ref",
+                &self.branch_ref(),
+                commit,
+                old.unwrap_or(ZERO_OID),
+            ]),
             None,
         );
-        commit
+    }
+
+    /// Runs git in the bare repository and returns its stdout, panicking if
+    /// it fails.
+    pub fn git_out(&self, args: &[&str]) -> String {
+        String::from_utf8_lossy(&output(self.git().args(args), None).stdout).into_owned()
     }
 
     /// Appends `n` commits that each change `filler.txt` (outside any pool),
