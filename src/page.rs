@@ -171,6 +171,7 @@ fn freshness(board: &Board, now: i64) -> Markup {
     html! {
         p.meta {
             @match read {
+                Some(t) if now - t < 1 => { "Data refreshed " (utc(t)) " (just now)" }
                 Some(t) => { "Data refreshed " (utc(t)) " (" (ago(t, now)) " ago)" }
                 None => { "Not read yet" }
             }
