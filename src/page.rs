@@ -258,15 +258,17 @@ fn safe_url(url: &str) -> Option<&str> {
     (lower.starts_with("https://") || lower.starts_with("http://")).then_some(url)
 }
 
-/// Who, in a few words: the build, else the operator, else the author.
+/// Who, in a few words: the operator, else the build (its name, id or the
+/// Go resource's build URL), else the author.
 pub fn holder_name(by: &Actor) -> String {
     if let Some(op) = &by.operator {
         return op.clone();
     }
-    match (&by.build, &by.build_id) {
-        (Some(b), _) => b.clone(),
-        (None, Some(id)) => format!("build {id}"),
-        (None, None) => by.author.clone(),
+    match (&by.build, &by.build_id, &by.build_url) {
+        (Some(b), _, _) => b.clone(),
+        (None, Some(id), _) => format!("build {id}"),
+        (None, None, Some(url)) => url.clone(),
+        (None, None, None) => by.author.clone(),
     }
 }
 
@@ -321,13 +323,18 @@ fn colour(key: &str) -> String {
     format!("hsl({} 65% 48%)", h % 360)
 }
 
-/// What a holder's colour is keyed by: the job (a build name without
-/// its `#N`), so one job keeps its colour from build to build.
+/// What a holder's colour is keyed by: the job (a build name without its
+/// `#N`, a build URL without its `/builds/N`), so one job keeps its colour
+/// from build to build.
 fn colour_key(by: &Actor) -> String {
     let name = holder_name(by);
-    match (&by.build, name.rfind(" #")) {
-        (Some(_), Some(i)) => name[..i].to_string(),
-        _ => name,
+    let cut = match &by.build {
+        Some(_) => name.rfind(" #"),
+        None => name.rfind("/builds/"),
+    };
+    match cut {
+        Some(i) => name[..i].to_string(),
+        None => name,
     }
 }
 

@@ -63,6 +63,22 @@ impl Fixture {
         let repo = LockRepo::new("main");
         let local = source(&repo.path().display().to_string(), "main", POOL);
         pool(&local, &["--as", "ops", "init", "qa", "staging"]).assert_success();
+        // A day of claims as the Go resource records them, for the timeline.
+        let now = pool_resource::duration::now_unix();
+        let go = |job: &str, n: u32| {
+            format!("Build URL: https://ci.example.com/teams/main/pipelines/app/jobs/{job}/builds/{n}\n")
+        };
+        for (lock, job, n, from_h, to_h) in [
+            ("qa", "nightly", 31, 22.0, 19.5),
+            ("staging", "deploy", 5, 20.0, 17.0),
+            ("qa", "integration", 12, 15.0, 13.8),
+            ("staging", "nightly", 32, 11.0, 6.5),
+            ("qa", "integration", 13, 5.0, 2.2),
+        ] {
+            let at = |h: f64| now - (h * 3600.0) as i64;
+            repo.move_lock_at(POOL, lock, true, at(from_h), &go(job, n));
+            repo.move_lock_at(POOL, lock, false, at(to_h), &go(job, n));
+        }
         let daemon = GitDaemon::start(repo.root());
         let f = Fixture { repo, daemon };
         let inputs = Inputs::new();
@@ -418,6 +434,7 @@ fn metrics_pass_promtool_and_match_the_repository() {
         .write_all(r.body.as_bytes())
         .expect("feeding promtool");
     let out = check.wait_with_output().expect("promtool");
+    eprintln!("/metrics:\n{}", r.body);
     assert!(
         out.status.success(),
         "promtool check metrics failed:\n{}{}\n{}",
