@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the servers the
 # integration tests start (git daemon and git http-backend come with git,
-# sshd with openssh-server) when they are missing, then runs every test.
+# sshd with openssh-server, Chromium and promtool for the pool serve tests)
+# when they are missing, then runs every test.
 # The image tests install buildah, podman and musl-tools themselves
 # (ci/build-and-test-image.sh).
 #
@@ -31,6 +32,9 @@ need /usr/sbin/sshd openssh-server
 need update-ca-certificates ca-certificates
 need cc gcc
 need make make
+# tests/serve.rs: the page in headless Chromium, /metrics through promtool.
+need chromium chromium
+need promtool prometheus
 need pkg-config pkg-config
 # openssl-sys links the system OpenSSL outside the image build.
 pkg-config --exists openssl || need /nonexistent/openssl-headers libssl-dev

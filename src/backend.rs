@@ -236,6 +236,12 @@ pub trait LockStore {
     /// repository, for `pool init`).
     fn branch_tip(&mut self) -> Result<Option<String>>;
 
+    /// The branch tip as the server has it now, read as cheaply as the
+    /// backend can (git: the ref advertisement alone, no objects fetched;
+    /// CodeCommit: one `GetBranch`), for a watcher that reads the rest only
+    /// when the tip moved. `None` when the branch does not exist.
+    fn peek_tip(&mut self) -> Result<Option<String>>;
+
     /// The entries of folder `path` (`""`: the root) at `version`, `None`
     /// when there is no such folder.
     fn list_folder(&mut self, version: &str, path: &str) -> Result<Option<Vec<FolderEntry>>>;

@@ -28,7 +28,10 @@ use crate::signal::Interrupt;
 
 const USAGE: &str = "pool [--source FILE | POOL_SOURCE=JSON] [--uri URI] [--branch B] [--pool P] [--as NAME] [--reason TEXT] [--json] COMMAND
 commands:
-  status                       every pool and lock: state, since when, by whom
+  status [--html FILE]         every pool and lock: state, since when, by whom (--html: also as a page)
+  serve [--listen ADDR] [--refresh D]
+                               the page, JSON and metrics over HTTP (default 127.0.0.1:8080, 30s);
+                               --source may be given once per lock repository
   history [LOCK] [--since D]   claims and releases, newest first (default --since 24h)
   init LOCK...                 create the pool and the missing locks (unclaimed)
   add LOCK [--claimed] [--metadata FILE]
@@ -40,7 +43,7 @@ commands:
   reap --older-than D [--dry-run]";
 
 /// Options that take a value.
-const VALUED: [&str; 9] = [
+const VALUED: [&str; 12] = [
     "--source",
     "--uri",
     "--branch",
@@ -50,6 +53,9 @@ const VALUED: [&str; 9] = [
     "--metadata",
     "--since",
     "--older-than",
+    "--html",
+    "--listen",
+    "--refresh",
 ];
 /// Flags.
 const FLAGS: [&str; 6] = [
@@ -76,6 +82,8 @@ pub struct Invocation {
     pub values: std::collections::BTreeMap<&'static str, String>,
     /// Flags given.
     pub flags: Vec<&'static str>,
+    /// Every `--source`, in order (only `serve` takes more than one).
+    pub sources: Vec<String>,
 }
 
 impl Invocation {
@@ -99,6 +107,9 @@ impl Invocation {
                             .cloned()
                             .ok_or_else(|| Error::Usage(format!("{opt} needs a value")))?,
                     };
+                    if *opt == "--source" {
+                        inv.sources.push(value.clone());
+                    }
                     inv.values.insert(opt, value);
                 } else if let Some(flag) = FLAGS.iter().find(|f| **f == name) {
                     inv.flags.push(flag);
@@ -118,7 +129,8 @@ impl Invocation {
             .ok_or_else(|| Error::Usage(format!("no command\n{USAGE}")))?;
         inv.args = positional.collect();
         let (allowed, min, max): (&[&str], usize, usize) = match inv.command.as_str() {
-            "status" => (&["--json"], 0, 0),
+            "status" => (&["--json", "--html"], 0, 0),
+            "serve" => (&["--listen", "--refresh"], 0, 0),
             "history" => (&["--json", "--since"], 0, 1),
             "init" => (&[], 0, usize::MAX),
             "add" => (&["--claimed", "--metadata"], 1, 1),
@@ -137,6 +149,12 @@ impl Invocation {
                     inv.command
                 )));
             }
+        }
+        if inv.sources.len() > 1 && inv.command != "serve" {
+            return Err(Error::Usage(format!(
+                "{} takes one --source (only serve takes several)",
+                inv.command
+            )));
         }
         if inv.args.len() < min || inv.args.len() > max {
             return Err(Error::Usage(format!(
@@ -171,17 +189,18 @@ impl Invocation {
 
 /// Whether a command only reads.
 fn read_only(command: &str) -> bool {
-    matches!(command, "status" | "history")
+    matches!(command, "status" | "history" | "serve")
 }
 
-/// The raw `source` object: `--source FILE` (YAML or JSON, `-` is stdin),
-/// else `POOL_SOURCE`, with the overrides applied.
+/// The raw `source` object: `--source FILE` (`path`; YAML or JSON, `-` is
+/// stdin), else `POOL_SOURCE`, with the overrides applied.
 fn raw_source(
     inv: &Invocation,
+    path: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
     stdin: &mut dyn Read,
 ) -> Result<Map<String, Value>> {
-    let text = match inv.value("--source") {
+    let text = match path {
         Some("-") => {
             let mut s = String::new();
             stdin
@@ -251,16 +270,16 @@ fn operator_name(inv: &Invocation, env: &dyn Fn(&str) -> Option<String>) -> Stri
     format!("{user}@{}", host.trim())
 }
 
-/// Runs `pool` with `args`; returns what to print on stdout.
-pub fn run(
-    args: &[String],
+/// The `Source` of `--source path` (else `POOL_SOURCE`), and whether it
+/// names a pool; the secrets go to the log's redaction.
+fn load_source(
+    inv: &Invocation,
+    path: Option<&str>,
     env: &dyn Fn(&str) -> Option<String>,
     stdin: &mut dyn Read,
     log: &Log,
-    interrupt: &Interrupt,
-) -> Result<Option<String>> {
-    let inv = Invocation::parse(args)?;
-    let mut raw = raw_source(&inv, env, stdin)?;
+) -> Result<(Source, bool)> {
+    let mut raw = raw_source(inv, path, env, stdin)?;
     log.add_secrets(raw_secrets(&raw));
     let pool_given = raw
         .get("pool")
@@ -286,6 +305,61 @@ pub fn run(
     for warning in &source.warnings {
         log.warn(warning);
     }
+    Ok((source, pool_given))
+}
+
+/// `pool serve`: every `--source` (else `POOL_SOURCE`), every pool on its
+/// branch, until SIGINT or SIGTERM.
+fn serve(
+    inv: &Invocation,
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    log: &Log,
+    interrupt: &Interrupt,
+) -> Result<Option<String>> {
+    let listen = inv.value("--listen").unwrap_or("127.0.0.1:8080");
+    let listen = listen.parse().map_err(|_| {
+        Error::Usage(format!(
+            "--listen {listen:?} is not an address and port (like 127.0.0.1:8080)"
+        ))
+    })?;
+    let refresh = inv
+        .duration("--refresh")?
+        .unwrap_or(Duration::from_secs(30));
+    if refresh < Duration::from_secs(1) {
+        return Err(Error::Usage("--refresh is at least 1s".into()));
+    }
+    let paths: Vec<Option<&str>> = if inv.sources.is_empty() {
+        vec![None]
+    } else {
+        inv.sources.iter().map(|s| Some(s.as_str())).collect()
+    };
+    let mut sources = Vec::new();
+    for path in paths {
+        let (source, _) = load_source(inv, path, env, stdin, log)?;
+        let (log, interrupt) = (log.clone(), interrupt.clone());
+        let open: crate::watch::Opener =
+            Box::new(move |s: &Source| open_store(s, Purpose::Put, &log, &interrupt));
+        sources.push((source, open));
+    }
+    let config = crate::serve::Config { listen, refresh };
+    crate::serve::serve(&config, sources, log, interrupt)?;
+    Ok(None)
+}
+
+/// Runs `pool` with `args`; returns what to print on stdout.
+pub fn run(
+    args: &[String],
+    env: &dyn Fn(&str) -> Option<String>,
+    stdin: &mut dyn Read,
+    log: &Log,
+    interrupt: &Interrupt,
+) -> Result<Option<String>> {
+    let inv = Invocation::parse(args)?;
+    if inv.command == "serve" {
+        return serve(&inv, env, stdin, log, interrupt);
+    }
+    let (source, pool_given) = load_source(&inv, inv.value("--source"), env, stdin, log)?;
     let mut store = open_store(&source, Purpose::Put, log, interrupt)?;
     let store = store.as_mut();
     let pool = &source.pool;
@@ -300,7 +374,15 @@ pub fn run(
     };
     let done = match inv.command.as_str() {
         "status" => {
-            let st = ops::status(store, &source.branch, pool_given.then_some(pool))?;
+            let st = match inv.value("--html") {
+                None => ops::status(store, &source.branch, pool_given.then_some(pool))?,
+                Some(file) => {
+                    let read =
+                        crate::watch::read_all(store, &source.branch, pool_given.then_some(pool))?;
+                    write_page(&source, read.clone(), file, log)?;
+                    read.status
+                }
+            };
             return Ok(Some(if json {
                 serde_json::to_string_pretty(&st).unwrap_or_default()
             } else {
@@ -396,6 +478,30 @@ pub fn run(
         ));
     }
     Ok(None)
+}
+
+/// `status --html FILE`: the page of `pool serve`, as one static file.
+fn write_page(source: &Source, read: crate::watch::Read, file: &str, log: &Log) -> Result<()> {
+    let now = read.status.now;
+    let board = crate::watch::Board {
+        refresh: None,
+        views: vec![crate::watch::View {
+            read: Some(read),
+            last_success: Some(now),
+            last_attempt: Some(now),
+            ..crate::watch::View::of(source)
+        }],
+    };
+    let page = crate::page::render(
+        &board,
+        now,
+        crate::page::Window::Day,
+        crate::page::Mode::Static,
+    );
+    std::fs::write(file, log.redact(&page))
+        .map_err(|e| Error::io(format!("could not write --html {file}"), e))?;
+    log.line(format_args!("wrote the status page to {file}"));
+    Ok(())
 }
 
 fn render_history(h: &[ops::Interval]) -> String {

@@ -19,6 +19,7 @@ mod put;
 mod races;
 mod rerun;
 mod secrets;
+mod serve;
 mod transports;
 
 use std::path::{Path, PathBuf};

@@ -785,6 +785,11 @@ impl LockStore for CodeCommitStore {
         }
     }
 
+    fn peek_tip(&mut self) -> Result<Option<String>> {
+        // GetBranch is already the cheapest call: one request of the quota.
+        self.branch_tip()
+    }
+
     fn list_folder(&mut self, version: &str, path: &str) -> Result<Option<Vec<FolderEntry>>> {
         let out = self.aws.block_on(
             self.client

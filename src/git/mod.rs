@@ -643,6 +643,20 @@ impl LockStore for GitStore {
         }
     }
 
+    fn peek_tip(&mut self) -> Result<Option<String>> {
+        let tip = match &self.access {
+            Access::Local => match self.repo.refname_to_id(&self.branch_ref()) {
+                Ok(oid) => Some(oid),
+                Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+                Err(e) => return Err(git_error("could not read the branch")(e)),
+            },
+            Access::Remote { remote, .. } => {
+                remote.list_tip(&self.repo, "looking at the lock repository's branch")?
+            }
+        };
+        Ok(tip.map(|t| t.to_string()))
+    }
+
     fn list_folder(&mut self, version: &str, path: &str) -> Result<Option<Vec<FolderEntry>>> {
         let commit = self.find_commit(version)?;
         let root = commit.tree().map_err(git_error("could not read a tree"))?;

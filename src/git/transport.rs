@@ -467,6 +467,28 @@ impl Remote {
         result.map_err(|e: git2::Error| self.classify(e, &state.borrow(), what))
     }
 
+    /// The branch tip the server advertises: connects and reads the ref
+    /// list like `git ls-remote`, fetching nothing.
+    pub fn list_tip(&self, repo: &Repository, what: &str) -> Result<Option<Oid>> {
+        let state = RefCell::new(CallState::default());
+        let result = (|| {
+            let mut remote = repo.remote_anonymous(&self.url)?;
+            let conn = remote.connect_auth(
+                git2::Direction::Fetch,
+                Some(self.callbacks(&state)),
+                Some(self.proxy_options()),
+            )?;
+            let head = format!("refs/heads/{}", self.source.branch);
+            let tip = conn
+                .list()?
+                .iter()
+                .find(|h| h.name() == head)
+                .map(|h| h.oid());
+            Ok(tip)
+        })();
+        result.map_err(|e: git2::Error| self.classify(e, &state.borrow(), what))
+    }
+
     /// Pushes `local_ref` to the branch, only if the remote branch is still at
     /// `expected_old` (checked in the push negotiation, and by the server's
     /// fast-forward rule).

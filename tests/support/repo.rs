@@ -216,6 +216,30 @@ impl LockRepo {
         self.commit_changes(&[(&to, &content)], &[&from], &format!("{verb}: {name}"))
     }
 
+    /// [`Self::move_lock`] at time `at`, with `body` after the subject (the
+    /// Go resource's `Build URL:` line, say).
+    pub fn move_lock_at(
+        &self,
+        pool: &str,
+        name: &str,
+        to_claimed: bool,
+        at: i64,
+        body: &str,
+    ) -> String {
+        let (from, to, verb) = if to_claimed {
+            ("unclaimed", "claimed", "claiming")
+        } else {
+            ("claimed", "unclaimed", "unclaiming")
+        };
+        let from = format!("{pool}/{from}/{name}");
+        let to = format!("{pool}/{to}/{name}");
+        let content = self
+            .file_at(&self.branch, &from)
+            .unwrap_or_else(|| panic!("{from} does not exist on {}", self.branch));
+        let message = format!("{verb}: {name}\n\n{body}");
+        self.commit_changes_at(&[(&to, &content)], &[&from], &message, Some(at))
+    }
+
     /// Commits on top of the branch tip: writes each `(path, content)`,
     /// deletes each path in `deletes`, and returns the new commit id. Panics
     /// if the branch moved meanwhile.
@@ -225,9 +249,21 @@ impl LockRepo {
         deletes: &[&str],
         message: &str,
     ) -> String {
+        self.commit_changes_at(writes, deletes, message, None)
+    }
+
+    /// [`Self::commit_changes`] with author and committer time `at` (Unix
+    /// seconds), for a history that looks hours or days old.
+    pub fn commit_changes_at(
+        &self,
+        writes: &[(&str, &[u8])],
+        deletes: &[&str],
+        message: &str,
+        at: Option<i64>,
+    ) -> String {
         let parent = self.try_tip();
         let parents: Vec<&str> = parent.iter().map(String::as_str).collect();
-        let commit = self.commit_on(&parents, writes, deletes, message);
+        let commit = self.commit_on_at(&parents, writes, deletes, message, at);
         self.move_branch(parent.as_deref(), &commit);
         commit
     }
@@ -241,6 +277,18 @@ impl LockRepo {
         writes: &[(&str, &[u8])],
         deletes: &[&str],
         message: &str,
+    ) -> String {
+        self.commit_on_at(parents, writes, deletes, message, None)
+    }
+
+    /// [`Self::commit_on`] with author and committer time `at`.
+    pub fn commit_on_at(
+        &self,
+        parents: &[&str],
+        writes: &[(&str, &[u8])],
+        deletes: &[&str],
+        message: &str,
+        at: Option<i64>,
     ) -> String {
         let scratch = tempfile::tempdir_in(self.root()).expect("creating a scratch index dir");
         let index = scratch.path().join("index");
@@ -271,6 +319,12 @@ impl LockRepo {
         let tree = trimmed(output(&mut with_index(&["write-tree"]), None));
         let mut commit_tree = self.git();
         commit_tree.args(["commit-tree", &tree, "-F", "-"]);
+        if let Some(t) = at {
+            let date = format!("@{t} +0000");
+            commit_tree
+                .env("GIT_AUTHOR_DATE", &date)
+                .env("GIT_COMMITTER_DATE", &date);
+        }
         for parent in parents {
             commit_tree.args(["-p", parent]);
         }

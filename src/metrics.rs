@@ -1,0 +1,188 @@
+//! `/metrics` of `pool serve`: the [`Board`] in Prometheus' text exposition
+//! format (version 0.0.4), every name under the `pool_resource_` prefix,
+//! each family with its HELP and TYPE lines.
+//!
+//! Labels: `source` (the repository's URI, without credentials) and
+//! `branch` on everything, `pool`, `state` and `lock` where they apply.
+
+use std::fmt::Write;
+
+use crate::watch::Board;
+
+/// The `Content-Type` of the exposition.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// A label value escaped as the format wants (`\`, `"` and newlines).
+fn esc(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Family {
+    out: String,
+}
+
+impl Family {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP pool_resource_{name} {help}");
+        let _ = writeln!(self.out, "# TYPE pool_resource_{name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let labels: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", esc(v)))
+            .collect();
+        let _ = writeln!(
+            self.out,
+            "pool_resource_{name}{{{}}} {value}",
+            labels.join(",")
+        );
+    }
+}
+
+/// The exposition of `board` at time `now` (Unix seconds).
+pub fn render(board: &Board, now: i64) -> String {
+    let mut f = Family { out: String::new() };
+    f.head(
+        "locks",
+        "gauge",
+        "Locks by pool and state (claimed or unclaimed).",
+    );
+    for v in &board.views {
+        let Some(read) = &v.read else { continue };
+        for p in &read.status.pools {
+            for state in ["claimed", "unclaimed"] {
+                let n = p.locks.iter().filter(|l| l.state == state).count();
+                f.sample(
+                    "locks",
+                    &[
+                        ("source", &v.uri),
+                        ("branch", &v.branch),
+                        ("pool", &p.pool),
+                        ("state", state),
+                    ],
+                    n,
+                );
+            }
+        }
+    }
+    f.head(
+        "lock_held_seconds",
+        "gauge",
+        "Seconds each claimed lock has been held (at least, when the claim is older than the look-back).",
+    );
+    for v in &board.views {
+        let Some(read) = &v.read else { continue };
+        for p in &read.status.pools {
+            for l in p.locks.iter().filter(|l| l.state == "claimed") {
+                f.sample(
+                    "lock_held_seconds",
+                    &[
+                        ("source", &v.uri),
+                        ("branch", &v.branch),
+                        ("pool", &p.pool),
+                        ("lock", &l.name),
+                    ],
+                    (now - l.since.time()).max(0),
+                );
+            }
+        }
+    }
+    f.head(
+        "pool_held",
+        "gauge",
+        "Whether an operator holds the pool (1) or not (0): acquire and claim wait while it does.",
+    );
+    for v in &board.views {
+        let Some(read) = &v.read else { continue };
+        for p in &read.status.pools {
+            f.sample(
+                "pool_held",
+                &[("source", &v.uri), ("branch", &v.branch), ("pool", &p.pool)],
+                u8::from(p.hold.is_some()),
+            );
+        }
+    }
+    let repo = |v: &crate::watch::View| [("source", v.uri.clone()), ("branch", v.branch.clone())];
+    let per_repo = |f: &mut Family, name: &str, value: &dyn Fn(&crate::watch::View) -> String| {
+        for v in &board.views {
+            let labels = repo(v);
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            f.sample(name, &labels, value(v));
+        }
+    };
+    f.head(
+        "last_refresh_success_timestamp_seconds",
+        "gauge",
+        "When a refresh of the repository last succeeded, Unix seconds (0: never).",
+    );
+    per_repo(&mut f, "last_refresh_success_timestamp_seconds", &|v| {
+        v.last_success.unwrap_or(0).to_string()
+    });
+    f.head(
+        "refresh_up",
+        "gauge",
+        "Whether the last refresh of the repository succeeded (1) or failed (0).",
+    );
+    per_repo(&mut f, "refresh_up", &|v| {
+        u8::from(v.last_success.is_some() && v.last_error.is_none()).to_string()
+    });
+    f.head(
+        "refreshes_total",
+        "counter",
+        "Refreshes of the repository attempted (each one look at the branch tip).",
+    );
+    per_repo(&mut f, "refreshes_total", &|v| v.refreshes.to_string());
+    f.head(
+        "refresh_failures_total",
+        "counter",
+        "Refreshes of the repository that failed.",
+    );
+    per_repo(&mut f, "refresh_failures_total", &|v| {
+        v.failures.to_string()
+    });
+    f.head(
+        "full_reads_total",
+        "counter",
+        "Refreshes that found the branch tip moved and read the pools again.",
+    );
+    per_repo(&mut f, "full_reads_total", &|v| v.full_reads.to_string());
+    f.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch::View;
+
+    #[test]
+    fn a_label_value_with_quotes_and_backslashes_is_escaped() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn a_repository_never_read_still_reports_its_refreshes() {
+        let board = Board {
+            refresh: Some(30),
+            views: vec![View {
+                uri: "git://h/l.git".into(),
+                branch: "main".into(),
+                refreshes: 3,
+                failures: 3,
+                last_error: Some("down".into()),
+                ..View::default()
+            }],
+        };
+        let text = render(&board, 100);
+        assert!(text.contains(
+            "pool_resource_refresh_failures_total{source=\"git://h/l.git\",branch=\"main\"} 3"
+        ));
+        assert!(
+            text.contains("pool_resource_refresh_up{source=\"git://h/l.git\",branch=\"main\"} 0")
+        );
+        assert!(text.contains("# TYPE pool_resource_locks gauge"));
+    }
+}

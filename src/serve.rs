@@ -1,0 +1,421 @@
+//! `pool serve`: the status page, the JSON documents and Prometheus metrics
+//! over HTTP, read-only.
+//!
+//! A thread refreshes the [`Board`] on the timer ([`crate::watch`]); the
+//! HTTP side (axum on a current-thread tokio runtime) only reads it, so a
+//! request never reaches the git server. Every response is `GET`/`HEAD`
+//! only (anything else is 405), carries a Content-Security-Policy and goes
+//! through the log's redaction; bad query parameters are a 400 that says
+//! why.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+
+use crate::config::Source;
+use crate::duration::{now_unix, parse_go_duration};
+use crate::error::{Error, Result};
+use crate::log::Log;
+use crate::ops::{Interval, Status};
+use crate::page::{self, Mode, Window};
+use crate::signal::Interrupt;
+use crate::watch::{self, Board, Opener, Watcher};
+
+/// How often the server looks for a termination signal.
+const SIGNAL_POLL: Duration = Duration::from_millis(100);
+
+/// What `pool serve` was asked for.
+pub struct Config {
+    /// `--listen`: where to listen (loopback by default).
+    pub listen: SocketAddr,
+    /// `--refresh`: how often each repository is looked at.
+    pub refresh: Duration,
+}
+
+#[derive(Clone)]
+struct App {
+    board: Arc<RwLock<Board>>,
+    log: Log,
+}
+
+impl App {
+    fn board(&self) -> std::sync::RwLockReadGuard<'_, Board> {
+        self.board.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Serves `sources` until SIGINT or SIGTERM; each source is opened with
+/// `open` in the refresh thread.
+pub fn serve(
+    config: &Config,
+    sources: Vec<(Source, Opener)>,
+    log: &Log,
+    interrupt: &Interrupt,
+) -> Result<()> {
+    let listener = std::net::TcpListener::bind(config.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|_| l))
+        .map_err(|e| Error::io(format!("could not listen on {}", config.listen), e))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::io("could not read the listening address", e))?;
+    if !local.ip().is_loopback() {
+        log.warn(format_args!(
+            "listening on {local}: the page is reachable from other machines"
+        ));
+    }
+    let board = Board {
+        refresh: Some(config.refresh.as_secs().max(1)),
+        views: sources.iter().map(|(s, _)| watch::View::of(s)).collect(),
+    };
+    let board = Arc::new(RwLock::new(board));
+    let refresher = {
+        let (board, log, interrupt) = (board.clone(), log.clone(), interrupt.clone());
+        let refresh = config.refresh;
+        std::thread::spawn(move || refresh_loop(sources, &board, refresh, &log, &interrupt))
+    };
+    log.line(format_args!(
+        "pool serve: listening on http://{local}/ (refreshing every {}s)",
+        config.refresh.as_secs().max(1)
+    ));
+    let app = App {
+        board,
+        log: log.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| Error::io("could not start the HTTP runtime", e))?;
+    let stop = interrupt.clone();
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        axum::serve(listener, router(app))
+            .with_graceful_shutdown(async move {
+                while stop.received().is_none() {
+                    tokio::time::sleep(SIGNAL_POLL).await;
+                }
+            })
+            .await
+    });
+    let _ = refresher.join();
+    served.map_err(|e| Error::io("serving HTTP failed", e))?;
+    if let Some(signal) = interrupt.received() {
+        log.line(format_args!("pool serve: stopped by {signal}"));
+    }
+    Ok(())
+}
+
+fn refresh_loop(
+    sources: Vec<(Source, Opener)>,
+    board: &RwLock<Board>,
+    refresh: Duration,
+    log: &Log,
+    interrupt: &Interrupt,
+) {
+    let mut watchers: Vec<Watcher> = sources
+        .into_iter()
+        .map(|(s, open)| Watcher::new(s, open))
+        .collect();
+    loop {
+        for (i, w) in watchers.iter_mut().enumerate() {
+            if interrupt.received().is_some() {
+                return;
+            }
+            let outcome = w.refresh();
+            let mut b = board.write().unwrap_or_else(|e| e.into_inner());
+            let view = &mut b.views[i];
+            if let Some(why) = watch::record(view, outcome, &|s| log.redact(s)) {
+                log.warn(format_args!(
+                    "refreshing branch {} of {}: {why}",
+                    view.branch, view.uri
+                ));
+            }
+        }
+        if interrupt.sleep(refresh, "serving").is_err() {
+            return;
+        }
+    }
+}
+
+fn router(app: App) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/status.json", get(status_json))
+        .route("/history.json", get(history_json))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .layer(middleware::from_fn(guard))
+        .with_state(app)
+}
+
+/// Every response: security headers, and the log's redaction of the body.
+async fn guard(request: Request, next: Next) -> Response {
+    let allowed = matches!(*request.method(), Method::GET | Method::HEAD);
+    let mut response = if allowed {
+        next.run(request).await
+    } else {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed: this server is read-only (GET and HEAD)\n".into(),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        r
+    };
+    let headers = response.headers_mut();
+    let csp = page::content_security_policy(true);
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn bad_request(why: String) -> Response {
+    text(StatusCode::BAD_REQUEST, format!("bad request: {why}\n"))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query's parameters, refusing any not in `allowed` and repeats.
+pub fn parse_query(
+    raw: Option<&str>,
+    allowed: &[&str],
+) -> std::result::Result<BTreeMap<String, String>, String> {
+    let mut params = BTreeMap::new();
+    for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (percent_decode(k), percent_decode(v));
+        let shown: String = k.chars().take(40).collect();
+        if !allowed.contains(&k.as_str()) {
+            return Err(if allowed.is_empty() {
+                format!("unknown query parameter {shown:?} (this address takes none)")
+            } else {
+                format!(
+                    "unknown query parameter {shown:?} (this address takes {})",
+                    allowed.join(", ")
+                )
+            });
+        }
+        if params.insert(k, v).is_some() {
+            return Err(format!("query parameter {shown:?} is given twice"));
+        }
+    }
+    Ok(params)
+}
+
+fn html(app: &App, body: String) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        app.log.redact(&body),
+    )
+        .into_response()
+}
+
+fn json(app: &App, value: &impl serde::Serialize) -> Response {
+    let body = serde_json::to_string_pretty(value).unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        app.log.redact(&body),
+    )
+        .into_response()
+}
+
+async fn index(State(app): State<App>, RawQuery(q): RawQuery) -> Response {
+    let window = match parse_query(q.as_deref(), &["window"]) {
+        Ok(p) => match p.get("window").map(|w| Window::parse(w)) {
+            None => Window::Day,
+            Some(Ok(w)) => w,
+            Some(Err(why)) => return bad_request(why),
+        },
+        Err(why) => return bad_request(why),
+    };
+    let body = page::render(&app.board(), now_unix(), window, Mode::Served);
+    html(&app, body)
+}
+
+/// `status` as `pool status --json` would print it now: the read's pools,
+/// with the times brought up to `now`.
+fn status_now(status: &Status, now: i64) -> Status {
+    let mut st = status.clone();
+    st.now = now;
+    for p in &mut st.pools {
+        for l in &mut p.locks {
+            l.for_seconds = (now - l.since.time()).max(0);
+        }
+    }
+    st
+}
+
+fn not_read_yet() -> Response {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not read yet: the first refresh of every repository has not succeeded\n".into(),
+    )
+}
+
+/// One document per repository: the document itself for one, a list for several.
+fn one_or_many<T: serde::Serialize>(app: &App, docs: Vec<T>) -> Response {
+    if docs.len() == 1 {
+        json(app, &docs[0])
+    } else {
+        json(app, &docs)
+    }
+}
+
+async fn status_json(State(app): State<App>, RawQuery(q): RawQuery) -> Response {
+    if let Err(why) = parse_query(q.as_deref(), &[]) {
+        return bad_request(why);
+    }
+    let now = now_unix();
+    let docs: Option<Vec<Status>> = app
+        .board()
+        .views
+        .iter()
+        .map(|v| v.read.as_ref().map(|r| status_now(&r.status, now)))
+        .collect();
+    match docs {
+        Some(d) => one_or_many(&app, d),
+        None => not_read_yet(),
+    }
+}
+
+async fn history_json(State(app): State<App>, RawQuery(q): RawQuery) -> Response {
+    let since = match parse_query(q.as_deref(), &["since"]) {
+        Ok(p) => match p.get("since") {
+            None => 86_400,
+            Some(s) => match parse_go_duration(s) {
+                Ok(d) if d.as_secs() as i64 <= watch::HISTORY_KEPT => d.as_secs() as i64,
+                Ok(_) => {
+                    return bad_request(format!(
+                        "since is at most {}h (the server keeps 7 days)",
+                        watch::HISTORY_KEPT / 3600
+                    ))
+                }
+                Err(e) => return bad_request(format!("since: {e}")),
+            },
+        },
+        Err(why) => return bad_request(why),
+    };
+    let now = now_unix();
+    let docs: Option<Vec<Vec<Interval>>> = app
+        .board()
+        .views
+        .iter()
+        .map(|v| {
+            v.read.as_ref().map(|r| {
+                r.history
+                    .iter()
+                    .filter(|i| i.claimed_at >= now - since)
+                    .map(|i| {
+                        let mut i = i.clone();
+                        if i.released_at.is_none() {
+                            i.seconds = (now - i.claimed_at).max(0);
+                        }
+                        i
+                    })
+                    .collect()
+            })
+        })
+        .collect();
+    match docs {
+        Some(d) => one_or_many(&app, d),
+        None => not_read_yet(),
+    }
+}
+
+async fn metrics(State(app): State<App>, RawQuery(q): RawQuery) -> Response {
+    if let Err(why) = parse_query(q.as_deref(), &[]) {
+        return bad_request(why);
+    }
+    let body = crate::metrics::render(&app.board(), now_unix());
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        app.log.redact(&body),
+    )
+        .into_response()
+}
+
+async fn healthz() -> Response {
+    text(StatusCode::OK, "ok\n".into())
+}
+
+async fn not_found() -> Response {
+    text(
+        StatusCode::NOT_FOUND,
+        "not found: this server has /, /status.json, /history.json, /metrics and /healthz\n".into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_query_takes_only_the_parameters_named_once_each() {
+        let p = parse_query(Some("window=7d"), &["window"]).expect("ok");
+        assert_eq!(p["window"], "7d");
+        let err = parse_query(Some("win%64ow=7d&x=1"), &["window"]).unwrap_err();
+        assert!(
+            err.contains("\"x\"") && err.contains("takes window"),
+            "{err}"
+        );
+        let err = parse_query(Some("since=1h&since=2h"), &["since"]).unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+        assert!(parse_query(Some("a"), &[])
+            .unwrap_err()
+            .contains("takes none"));
+        assert_eq!(percent_decode("a%20b+c%zz%4"), "a b c%zz%4");
+    }
+}
