@@ -3,7 +3,9 @@
 //! A lock name becomes a file name in the lock repository and a pool name a
 //! directory path, so both are checked once, here, before anything touches
 //! git: a name that passes cannot escape its directory, hide as a dotfile or
-//! smuggle control characters into a commit message.
+//! smuggle control characters into a commit message. The two directories of
+//! a pool ([`LockState`]) are named here too, so the pool model imports
+//! names and not the other way round.
 
 use std::fmt;
 
@@ -120,7 +122,7 @@ impl PoolPath {
     }
 
     /// `<pool>/<state>/<lock>` as a repository path.
-    pub fn lock_path(&self, state: crate::pool::LockState, lock: &LockName) -> String {
+    pub fn lock_path(&self, state: LockState, lock: &LockName) -> String {
         format!("{}/{}/{}", self.text, state.dir(), lock)
     }
 }
@@ -128,6 +130,30 @@ impl PoolPath {
 impl fmt::Display for PoolPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.text)
+    }
+}
+
+/// Which directory of the pool a lock file is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LockState {
+    /// `<pool>/claimed/<lock>`
+    Claimed,
+    /// `<pool>/unclaimed/<lock>`
+    Unclaimed,
+}
+
+impl LockState {
+    /// The directory name in the pool.
+    pub fn dir(self) -> &'static str {
+        match self {
+            LockState::Claimed => "claimed",
+            LockState::Unclaimed => "unclaimed",
+        }
+    }
+
+    /// The directory name as an adjective for messages.
+    pub fn describe(self) -> &'static str {
+        self.dir()
     }
 }
 

@@ -12,29 +12,7 @@ use crate::error::Error;
 use crate::message::Verb;
 use crate::names::{LockName, PoolPath};
 
-/// Which directory of the pool a lock file is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum LockState {
-    /// `<pool>/claimed/<lock>`
-    Claimed,
-    /// `<pool>/unclaimed/<lock>`
-    Unclaimed,
-}
-
-impl LockState {
-    /// The directory name in the pool.
-    pub fn dir(self) -> &'static str {
-        match self {
-            LockState::Claimed => "claimed",
-            LockState::Unclaimed => "unclaimed",
-        }
-    }
-
-    /// The directory name as an adjective for messages.
-    pub fn describe(self) -> &'static str {
-        self.dir()
-    }
-}
+pub use crate::names::LockState;
 
 /// A backend's handle on a lock file's content (a git blob id).
 pub type BlobId = String;

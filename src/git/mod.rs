@@ -62,7 +62,6 @@ pub struct GitStore {
     access: Access,
     source: Source,
     identity: Identity,
-    log: Log,
     /// Commits pushed without a clear answer.
     unconfirmed: Vec<Unconfirmed>,
 }
@@ -119,7 +118,6 @@ impl GitStore {
             access,
             source: source.clone(),
             identity,
-            log,
             unconfirmed: Vec::new(),
         })
     }
@@ -631,7 +629,6 @@ impl LockStore for GitStore {
                 "could not write the repository's files into {}",
                 dest.display()
             )))?;
-        let _ = &self.log;
         Ok(())
     }
 

@@ -210,11 +210,6 @@ impl Remote {
         })
     }
 
-    /// The URI for messages (no credentials).
-    pub fn display(&self) -> &str {
-        &self.display
-    }
-
     fn callbacks<'a>(&'a self, state: &'a RefCell<CallState>) -> RemoteCallbacks<'a> {
         let mut cb = RemoteCallbacks::new();
         cb.credentials(move |_url, _user_from_url, allowed| self.credentials(state, allowed));
