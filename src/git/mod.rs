@@ -306,10 +306,7 @@ impl GitStore {
                 self.repo
                     .reference(PUSH_REF, commit, true, "pool-resource")
                     .map_err(git_error("could not record the new commit"))?;
-                Ok(match remote.push(&self.repo, PUSH_REF, parent)? {
-                    CommitOutcome::Committed(_) => CommitOutcome::Committed(commit.to_string()),
-                    other => other,
-                })
+                remote.push(&self.repo, PUSH_REF, commit, parent)
             }
         }
     }

@@ -484,13 +484,14 @@ impl Remote {
         result.map_err(|e: git2::Error| self.classify(e, &state.borrow(), what))
     }
 
-    /// Pushes `local_ref` to the branch, only if the remote branch is still at
+    /// Pushes `local_ref` (commit `new`) to the branch, only if the remote branch is still at
     /// `expected_old` (checked in the push negotiation, and by the server's
     /// fast-forward rule).
     pub fn push(
         &self,
         repo: &Repository,
         local_ref: &str,
+        new: Oid,
         expected_old: Oid,
     ) -> Result<CommitOutcome> {
         let state = RefCell::new(CallState::default());
@@ -527,7 +528,7 @@ impl Remote {
             Err(e) => Err(self.classify(e, &st, "pushing the lock change")),
             Ok(()) => Ok(match &st.rejected {
                 Some(msg) => CommitOutcome::Rejected(msg.clone()),
-                None => CommitOutcome::Committed(String::new()),
+                None => CommitOutcome::Committed(new.to_string()),
             }),
         }
     }
