@@ -93,11 +93,11 @@ pub fn now_unix() -> i64 {
         .unwrap_or(0)
 }
 
-/// A Unix time as RFC 3339 UTC: `2026-05-01T12:34:56Z`.
-pub fn utc(secs: i64) -> String {
+/// A Unix time as its UTC calendar date and time of day: (year, month,
+/// day, hour, minute, second), by Howard Hinnant's `civil_from_days`.
+pub fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -107,12 +107,13 @@ pub fn utc(secs: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
+    (year, month, day, rem / 3600, (rem / 60) % 60, rem % 60)
+}
+
+/// A Unix time as RFC 3339 UTC: `2026-05-01T12:34:56Z`.
+pub fn utc(secs: i64) -> String {
+    let (year, month, day, h, m, s) = civil(secs);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
 }
 
 /// How long ago `since` (Unix seconds) was, for people (`1h2m3s`).

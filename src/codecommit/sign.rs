@@ -24,24 +24,8 @@ fn hex(bytes: &[u8]) -> String {
 
 /// A UTC time as `YYYYMMDDTHHMMSS`, from seconds since the epoch.
 pub fn timestamp(unix_secs: u64) -> String {
-    let days = (unix_secs / 86_400) as i64;
-    let secs = unix_secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60
-    )
+    let (year, month, day, h, m, s) = crate::duration::civil(unix_secs as i64);
+    format!("{year:04}{month:02}{day:02}T{h:02}{m:02}{s:02}")
 }
 
 /// The canonical request for a Git connection to `path` on `host`.

@@ -451,15 +451,15 @@ impl Remote {
                 fo.depth(depth);
             }
             remote.fetch(refspecs, Some(&mut fo), None)?;
-            let head = format!("refs/heads/{}", self.source.branch);
-            let tip = remote
-                .list()?
-                .iter()
-                .find(|h| h.name() == head)
-                .map(|h| h.oid());
-            Ok(tip)
+            Ok(self.advertised_tip(remote.list()?))
         })();
         result.map_err(|e: git2::Error| self.classify(e, &state.borrow(), what))
+    }
+
+    /// The branch's id among the refs a server advertised.
+    fn advertised_tip(&self, heads: &[git2::RemoteHead<'_>]) -> Option<Oid> {
+        let head = format!("refs/heads/{}", self.source.branch);
+        heads.iter().find(|h| h.name() == head).map(|h| h.oid())
     }
 
     /// The branch tip the server advertises: connects and reads the ref
@@ -473,13 +473,7 @@ impl Remote {
                 Some(self.callbacks(&state)),
                 Some(self.proxy_options()),
             )?;
-            let head = format!("refs/heads/{}", self.source.branch);
-            let tip = conn
-                .list()?
-                .iter()
-                .find(|h| h.name() == head)
-                .map(|h| h.oid());
-            Ok(tip)
+            Ok(self.advertised_tip(conn.list()?))
         })();
         result.map_err(|e: git2::Error| self.classify(e, &state.borrow(), what))
     }
