@@ -14,7 +14,7 @@ use pool_resource::config::{self, Source};
 use pool_resource::duration::parse_go_duration;
 use pool_resource::names::{is_lock_file_name, LockName, PoolPath};
 use pool_resource::pool::LockState;
-use pool_resource::protocol::{RawRequest, Version};
+use pool_resource::protocol::{CheckFrom, RawRequest, Version};
 use pool_resource::uri::{RepoUri, Scheme};
 
 /// Where `parse_put` looks for lock files: a directory that does not exist,
@@ -34,6 +34,20 @@ pub fn request(data: &[u8]) {
     if let Ok(Some(version)) = Version::from_request(req.version.as_ref()) {
         let hex = version.reference.bytes().all(|b| b.is_ascii_hexdigit());
         assert!(hex, "version.ref {:?} accepted", version.reference);
+    }
+    match CheckFrom::from_request(req.version.as_ref()) {
+        Ok(CheckFrom::Commit(id)) => {
+            let commit_id = id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit());
+            assert!(commit_id, "check took {id:?} for a commit id");
+        }
+        Ok(CheckFrom::Unknown(shown)) => {
+            assert!(shown.len() <= MAX_MESSAGE, "unknown version shown whole");
+            assert!(
+                !shown.chars().any(char::is_control),
+                "control character shown"
+            );
+        }
+        Ok(CheckFrom::Nothing) | Err(_) => {}
     }
     let _ = config::parse_check(&req);
     let _ = config::parse_get(&req);
