@@ -264,10 +264,16 @@ impl Fixture {
 
     fn env(&self) -> Vec<(&'static str, String)> {
         let home = self.home.path().display().to_string();
+        let missing = |name: &str| self.home.path().join(name).display().to_string();
         vec![
             ("HOME", home.clone()),
             ("TMPDIR", home),
             ("POOL_RESOURCE_BACKOFF_BASE_MS", "5".into()),
+            // A CodeCommit URI without a region asks the AWS region chain:
+            // never the machine's profile or instance metadata.
+            ("AWS_CONFIG_FILE", missing("no-aws-config")),
+            ("AWS_SHARED_CREDENTIALS_FILE", missing("no-aws-credentials")),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ]
     }
 

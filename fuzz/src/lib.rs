@@ -54,7 +54,11 @@ pub fn request(data: &[u8]) {
     if let Err(e) = config::parse_put(&req, Path::new(NO_SOURCES)) {
         assert!(e.to_string().len() <= MAX_MESSAGE, "message too long");
     }
-    match Source::from_request(&req) {
+    // The region chain of a `codecommit://NAME` source may ask instance
+    // metadata: never from here. Half the inputs find a region, half none.
+    let found = data.len().is_multiple_of(2);
+    let mut lookup = |_: Option<&str>| Ok(found.then(|| "eu-west-1".to_string()));
+    match Source::from_request_with(&req, &mut lookup) {
         Ok(source) => {
             assert_pool(&source.pool);
             assert!(source.retry_delay > Duration::ZERO, "a zero retry delay");
