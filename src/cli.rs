@@ -17,7 +17,7 @@ use crate::config::{self, BackendKind, Source};
 use crate::error::{Error, Result};
 use crate::git::{GitStore, Purpose};
 use crate::log::Log;
-use crate::protocol::{BuildInfo, RawRequest, Version, MAX_REQUEST_BYTES};
+use crate::protocol::{BuildInfo, CheckFrom, RawRequest, Version, MAX_REQUEST_BYTES};
 use crate::retry::Backoff;
 use crate::signal::Interrupt;
 use crate::{check, get, put};
@@ -160,13 +160,21 @@ pub fn run(
     for warning in &source.warnings {
         log.warn(warning);
     }
-    let version = Version::from_request(request.version.as_ref())?;
+    // `check` takes any string as a version (an unknown one); `in` must be
+    // able to fetch it, and `out` refuses a malformed one as `in` does.
+    let (since, version) = match command {
+        Command::Check => (CheckFrom::from_request(request.version.as_ref())?, None),
+        _ => (
+            CheckFrom::Nothing,
+            Version::from_request(request.version.as_ref())?,
+        ),
+    };
     let to_json = |v: &dyn erased::Json| v.json();
     match command {
         Command::Check => {
             config::parse_check(&request)?;
             let mut store = open_store(&source, Purpose::Check, log, interrupt)?;
-            let versions = check::run(store.as_mut(), version)?;
+            let versions = check::run(store.as_mut(), since, log)?;
             Ok(to_json(&versions))
         }
         Command::In => {

@@ -83,7 +83,9 @@ pub enum BackendKind {
 /// A CodeCommit repository named by `source.uri`, with its region resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CodeCommit {
-    /// Region (from the URI, `source.aws_region`, or `AWS_REGION`/`AWS_DEFAULT_REGION`).
+    /// Region: from the URI, else `source.aws_region`, else the AWS SDK's
+    /// default region chain (`AWS_REGION`/`AWS_DEFAULT_REGION`, the shared
+    /// profile, EC2 instance metadata).
     pub region: String,
     /// Repository name.
     pub name: String,
@@ -130,9 +132,21 @@ pub struct Source {
     pub warnings: Vec<String>,
 }
 
+/// Finds the region of a CodeCommit URI that names none, given the URI's
+/// profile (`PROFILE@NAME`); `None` if nothing says.
+pub type RegionLookup<'a> = &'a mut dyn FnMut(Option<&str>) -> Result<Option<String>>;
+
 impl Source {
-    /// Validates the `source` of `req`.
+    /// Validates the `source` of `req`. The region of a `codecommit://NAME`
+    /// URI that the request does not give is asked of the AWS SDK's default
+    /// region chain ([`crate::codecommit::creds::default_region`]) once
+    /// everything else is valid.
     pub fn from_request(req: &RawRequest) -> Result<Source> {
+        Source::from_request_with(req, &mut crate::codecommit::creds::default_region)
+    }
+
+    /// [`Source::from_request`], with the region looked up by `lookup`.
+    pub fn from_request_with(req: &RawRequest, lookup: RegionLookup<'_>) -> Result<Source> {
         let mut f = Fields::new("source", req.source.clone());
         let uri = f.string("uri")?;
         let branch = f.string("branch")?;
@@ -163,42 +177,25 @@ impl Source {
         let codecommit_repo = crate::codecommit::url::parse(&uri)
             .map_err(|e| Error::bad_request(format!("invalid payload: {e}")))?;
         let mut codecommit = None;
-        let uri = match codecommit_repo {
-            None => uri,
-            Some(cc) => {
-                let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-                let region = cc
-                    .region
-                    .clone()
-                    .or_else(|| aws_region.clone())
-                    .or_else(|| env("AWS_REGION"))
-                    .or_else(|| env("AWS_DEFAULT_REGION"))
-                    .ok_or_else(|| {
-                        Error::bad_request(format!(
-                            "invalid payload: source.uri {} does not say which AWS region; use codecommit::REGION://{}, or set source.aws_region",
-                            quoted(&uri), cc.name
-                        ))
-                    })?;
-                let host = cc
-                    .host
-                    .clone()
-                    .unwrap_or_else(|| crate::codecommit::url::git_host(&region));
-                let https = if uri.starts_with("https://") {
-                    uri
-                } else {
-                    format!("https://{host}/v1/repos/{}", cc.name)
-                };
-                codecommit = Some(CodeCommit {
-                    region,
-                    name: cc.name,
-                    profile: cc.profile,
-                    iam_auth: true,
-                });
-                https
-            }
+        let parse_uri = |u: &str| {
+            RepoUri::parse(u).map_err(|e| Error::bad_request(format!("invalid payload: {e}")))
         };
-        let uri = RepoUri::parse(&uri)
-            .map_err(|e| Error::bad_request(format!("invalid payload: {e}")))?;
+        let uri = match codecommit_repo {
+            None => Written::Parsed(parse_uri(&uri)?),
+            Some(cc) => match cc.region.clone().or_else(|| aws_region.clone()) {
+                Some(region) => {
+                    let https = codecommit_https(&uri, &cc, &region);
+                    codecommit = Some(CodeCommit {
+                        region,
+                        name: cc.name,
+                        profile: cc.profile,
+                        iam_auth: true,
+                    });
+                    Written::Parsed(parse_uri(&https)?)
+                }
+                None => Written::AwaitingRegion(uri, cc),
+            },
+        };
         if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
             return Err(Error::bad_request(format!(
                 "invalid payload: source.branch {} is not a valid branch name",
@@ -218,10 +215,10 @@ impl Source {
                     .into(),
             );
         }
-        let username = f.string("username")?.or_else(|| uri.user.clone());
+        let username = f.string("username")?.or_else(|| uri.parsed()?.user.clone());
         let password = f
             .string("password")?
-            .or_else(|| uri.password.clone())
+            .or_else(|| uri.parsed()?.password.clone())
             .map(Secret::new);
         let git = parse_git_config(f.take("git_config"), &mut warnings)?;
         let retry_delay = parse_retry_delay(f.take("retry_delay"))?;
@@ -238,15 +235,13 @@ impl Source {
                 )))
             }
         };
-        if let Some(cc) = &mut codecommit {
-            cc.iam_auth = username.is_none() && password.is_none();
-        }
-        if backend == BackendKind::CodeCommitApi && codecommit.is_none() {
+        let is_codecommit = codecommit.is_some() || uri.parsed().is_none();
+        if backend == BackendKind::CodeCommitApi && !is_codecommit {
             return Err(Error::bad_request(
                 "invalid payload: source.backend codecommit-api needs a CodeCommit source.uri (https://git-codecommit.REGION.amazonaws.com/v1/repos/NAME or codecommit::REGION://NAME)",
             ));
         }
-        if aws_region.is_some() && codecommit.is_none() {
+        if aws_region.is_some() && !is_codecommit {
             warnings
                 .push("source.aws_region only applies to CodeCommit URIs and is ignored".into());
         }
@@ -255,6 +250,37 @@ impl Source {
                 "unknown field source.{} is ignored",
                 shortened(&field)
             ));
+        }
+        // Everything else is valid: only now may the region chain ask
+        // instance metadata.
+        let uri = match uri {
+            Written::Parsed(uri) => uri,
+            Written::AwaitingRegion(written, cc) => {
+                let region = lookup(cc.profile.as_deref())?
+                    .filter(|r| crate::codecommit::url::is_region(r))
+                    .ok_or_else(|| {
+                        Error::bad_request(format!(
+                            "invalid payload: source.uri {} does not say which AWS region, and none was found; tried {}. Use codecommit::REGION://{}, or set source.aws_region",
+                            quoted(&written),
+                            crate::codecommit::creds::region_sources(cc.profile.as_deref()),
+                            match &cc.profile {
+                                Some(p) => format!("{p}@{}", cc.name),
+                                None => cc.name.clone(),
+                            }
+                        ))
+                    })?;
+                let https = codecommit_https(&written, &cc, &region);
+                codecommit = Some(CodeCommit {
+                    region,
+                    name: cc.name,
+                    profile: cc.profile,
+                    iam_auth: true,
+                });
+                parse_uri(&https)?
+            }
+        };
+        if let Some(cc) = &mut codecommit {
+            cc.iam_auth = username.is_none() && password.is_none();
         }
         if git.http_proxy.is_some() && matches!(uri.scheme, crate::uri::Scheme::Http) {
             // Measured with libgit2 1.9: it sends plain http:// requests
@@ -310,6 +336,42 @@ impl Source {
         }
         out
     }
+}
+
+/// `source.uri` on its way to a [`RepoUri`].
+enum Written {
+    Parsed(RepoUri),
+    /// `codecommit://[PROFILE@]NAME` whose region the request does not give
+    /// (as written): the region chain may have to ask instance metadata, so
+    /// that waits until everything else is valid. It has no credentials in
+    /// it and becomes an https URL.
+    AwaitingRegion(String, crate::codecommit::url::CodeCommitRepo),
+}
+
+impl Written {
+    fn parsed(&self) -> Option<&RepoUri> {
+        match self {
+            Written::Parsed(uri) => Some(uri),
+            Written::AwaitingRegion(..) => None,
+        }
+    }
+}
+
+/// The https URL of a CodeCommit repository: as written if it is one, else
+/// its Git endpoint in `region`.
+fn codecommit_https(
+    written: &str,
+    cc: &crate::codecommit::url::CodeCommitRepo,
+    region: &str,
+) -> String {
+    if written.starts_with("https://") {
+        return written.to_string();
+    }
+    let host = cc
+        .host
+        .clone()
+        .unwrap_or_else(|| crate::codecommit::url::git_host(region));
+    format!("https://{host}/v1/repos/{}", cc.name)
 }
 
 fn parse_retry_delay(value: Option<Value>) -> Result<Duration> {
@@ -749,6 +811,68 @@ mod tests {
                 err.starts_with("invalid payload (missing acquire, release"),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn a_codecommit_uri_without_a_region_asks_the_region_chain_last() {
+        let with = |src: serde_json::Value, lookup: RegionLookup<'_>| {
+            Source::from_request_with(&req(json!({ "source": src })), lookup)
+        };
+        let src = |uri: &str| json!({"uri": uri, "branch": "main", "pool": "p"});
+        let mut asked = Vec::new();
+        let s = with(src("codecommit://ops@locks"), &mut |p| {
+            asked.push(p.map(String::from));
+            Ok(Some("eu-west-1".into()))
+        })
+        .unwrap();
+        assert_eq!(asked, [Some("ops".to_string())]);
+        let cc = s.codecommit.unwrap();
+        assert_eq!(
+            (cc.region.as_str(), cc.name.as_str()),
+            ("eu-west-1", "locks")
+        );
+        assert!(cc.iam_auth);
+        assert_eq!(
+            s.uri.to_string(),
+            "https://git-codecommit.eu-west-1.amazonaws.com/v1/repos/locks"
+        );
+
+        // A region from the URI or the source, or no CodeCommit URI at all:
+        // nothing is asked.
+        let mut never =
+            |_: Option<&str>| -> Result<Option<String>> { panic!("the region chain was asked") };
+        for s in [
+            src("codecommit::eu-west-2://locks"),
+            src("https://git-codecommit.eu-west-2.amazonaws.com/v1/repos/locks"),
+            json!({"uri": "codecommit://locks", "branch": "main", "pool": "p", "aws_region": "eu-west-2"}),
+            src("/srv/locks.git"),
+            src("https://github.com/org/locks.git"),
+        ] {
+            with(s, &mut never).unwrap();
+        }
+        // Everything else is validated first: no lookup for a bad request.
+        let err = with(
+            json!({"uri": "codecommit://locks", "branch": "a..b", "pool": "p"}),
+            &mut never,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("source.branch"), "{err}");
+
+        // Nothing says, or something that is no region: the places tried.
+        for found in [None, Some("evil.example/x".to_string())] {
+            let err = with(src("codecommit://locks"), &mut |_| Ok(found.clone()))
+                .unwrap_err()
+                .to_string();
+            for needle in [
+                "does not say which AWS region",
+                "source.aws_region",
+                "AWS_REGION",
+                "shared config file",
+                "EC2 instance metadata",
+            ] {
+                assert!(err.contains(needle), "{needle}: {err}");
+            }
         }
     }
 

@@ -634,6 +634,34 @@ mod tests {
     }
 
     #[test]
+    fn the_bottoms_parents_are_left_out_before_the_walk_reaches_them() {
+        // M (newer than the bottom X) merges X and X's own parent Q, taking
+        // Q's pool: Q is already left out, so M differs from its only
+        // relevant parent and is listed (git: `X..T` lists T and M).
+        let mut g = Mem::default();
+        g.add("r", 100, &[], Some("p0"));
+        g.add("q", 101, &["r"], Some("q"));
+        g.add("p1", 102, &["r"], Some("p1"));
+        g.add("x", 103, &["p1", "q"], Some("x"));
+        g.add("m", 104, &["x", "q"], Some("q"));
+        g.add("t", 105, &["m"], Some("t"));
+        assert_eq!(all(&mut g, "t", Some("x")), ["t", "m"]);
+    }
+
+    #[test]
+    fn with_equal_times_the_walk_goes_on_until_the_left_out_part_is_marked() {
+        // All at one second: the root is reached through T before the walk
+        // down from X marks it, and git walks on (its SLOP) until it does.
+        let mut g = Mem::default();
+        g.add("r", 100, &[], Some("r"));
+        for (c, p) in [("y", "r"), ("z", "y"), ("a", "z"), ("b", "a"), ("x", "b")] {
+            g.add(c, 100, &[p], Some(c));
+        }
+        g.add("t", 100, &["x", "r"], Some("t"));
+        assert_eq!(all(&mut g, "t", Some("x")), ["t"]);
+    }
+
+    #[test]
     fn a_range_walks_little_beyond_its_bottom() {
         let mut g = Mem::default();
         g.add("c0", 0, &[], Some("p0"));

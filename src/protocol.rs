@@ -213,6 +213,41 @@ impl Version {
     }
 }
 
+/// What `check` was given as `version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckFrom {
+    /// No version (the first check).
+    Nothing,
+    /// A full commit id, lowercased; it may or may not be on the branch.
+    Commit(String),
+    /// Any other string, quoted and shortened for the build log: a version
+    /// pinned by hand, kept from a replaced repository or left by another
+    /// resource type. It is merely unknown, so the answer is the latest
+    /// version, as the Go resource gives (its own tests check `bogus-ref`).
+    Unknown(String),
+}
+
+impl CheckFrom {
+    /// Reads `version.ref` for `check`. Only a `ref` that is not a string
+    /// is an error: Concourse versions are strings.
+    pub fn from_request(version: Option<&Map<String, Value>>) -> Result<CheckFrom> {
+        let Some(map) = version else {
+            return Ok(CheckFrom::Nothing);
+        };
+        let mut fields = Fields::new("version", map.clone());
+        let Some(reference) = fields.string("ref")? else {
+            return Ok(CheckFrom::Nothing);
+        };
+        // Commit ids are 40 hexadecimal digits; nothing else can name one
+        // (an abbreviation is never looked up), so nothing else needs a walk.
+        if reference.len() == 40 && reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(CheckFrom::Commit(reference.to_ascii_lowercase()))
+        } else {
+            Ok(CheckFrom::Unknown(crate::error::quoted(&reference)))
+        }
+    }
+}
+
 /// One `{name, value}` metadata pair shown in the Concourse UI.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Metadata {
@@ -381,6 +416,41 @@ mod tests {
         assert!(!err.contains('\u{1b}'), "{err}");
         let err = v(json!("x".repeat(1 << 20))).unwrap_err().to_string();
         assert!(err.len() < 200, "{err}");
+    }
+
+    #[test]
+    fn check_takes_any_string_that_is_not_a_commit_id_as_unknown() {
+        let v = |r: Value| {
+            let map = json!({ "ref": r }).as_object().unwrap().clone();
+            CheckFrom::from_request(Some(&map))
+        };
+        let sha = "0123456789abcdef0123456789ABCDEF01234567";
+        assert_eq!(
+            v(json!(sha)).unwrap(),
+            CheckFrom::Commit(sha.to_ascii_lowercase())
+        );
+        assert_eq!(CheckFrom::from_request(None).unwrap(), CheckFrom::Nothing);
+        assert_eq!(v(json!("")).unwrap(), CheckFrom::Nothing);
+        assert_eq!(
+            v(json!("bogus-ref")).unwrap(),
+            CheckFrom::Unknown("\"bogus-ref\"".into())
+        );
+        for odd in ["abc1", "\u{1b}[2J", "a\nb", &"0".repeat(41)] {
+            assert!(
+                matches!(v(json!(odd)).unwrap(), CheckFrom::Unknown(_)),
+                "{odd:?}"
+            );
+        }
+        let CheckFrom::Unknown(shown) = v(json!("0".repeat(5 << 20))).unwrap() else {
+            panic!("a huge ref is unknown")
+        };
+        assert!(shown.len() < 100, "{shown}");
+        let CheckFrom::Unknown(shown) = v(json!("\u{1b}[2J")).unwrap() else {
+            panic!()
+        };
+        assert!(!shown.contains('\u{1b}'), "{shown}");
+        let err = v(json!(12)).unwrap_err().to_string();
+        assert!(err.contains("version.ref must be a string"), "{err}");
     }
 
     #[test]

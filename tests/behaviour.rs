@@ -206,6 +206,7 @@ on_every_backend!(
     an_idempotent_acquire_run_again_gets_the_same_lock,
     update_says_adding_for_a_missing_lock_and_updating_for_an_unclaimed_one,
     in_of_a_version_about_another_pool_gets_this_pools_last_lock,
+    check_of_a_version_that_is_not_on_the_branch_lists_the_latest_whatever_the_string,
     check_and_in_answer_what_git_log_answers_on_a_history_with_merges,
 );
 
@@ -472,6 +473,40 @@ fn in_of_a_version_about_another_pool_gets_this_pools_last_lock(b: Backend) {
         vec![version(&released)],
         "a version that did not touch the pool is not one of its versions"
     );
+}
+
+fn check_of_a_version_that_is_not_on_the_branch_lists_the_latest_whatever_the_string(b: Backend) {
+    let latest = b.repo.tip();
+    // A commit of the repository that is not on the branch.
+    let elsewhere = b.repo.commit_on(
+        &[&latest],
+        &[(&format!("{POOL}/unclaimed/x"), b"")],
+        &[],
+        "adding unclaimed: x",
+    );
+    b.repo
+        .git_out(&["update-ref", "refs/heads/elsewhere", &elsewhere]);
+    let missing = "0123456789abcdef0123456789abcdef01234567";
+    for since in [
+        "bogus-ref",
+        missing,
+        &elsewhere,
+        "not hex at all, with spaces",
+        "abc1",
+    ] {
+        assert_eq!(b.check(Some(since)), vec![latest.clone()], "{since}");
+    }
+    assert_eq!(b.check(Some(&latest.to_uppercase())), vec![latest.clone()]);
+    // in cannot fetch such a version, and says so.
+    for (v, says) in [
+        ("bogus-ref", "version.ref \"bogus-ref\" is not a commit id"),
+        (missing, "is not on branch \"main\""),
+        (elsewhere.as_str(), "is not on branch \"main\""),
+    ] {
+        let (get, _dest) = b.get(v);
+        get.assert_failure();
+        assert!(get.stderr.contains(says), "{v}: {}", get.stderr);
+    }
 }
 
 /// Builds on the backend's pool (`a`, `b` unclaimed) a history with three

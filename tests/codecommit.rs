@@ -390,20 +390,106 @@ fn the_codecommit_uri_forms_take_the_region_from_the_uri_the_source_or_the_envir
                 &format!("http://127.0.0.1:{}", side.server.port()),
             ),
     );
-    let no_region = side.env.run(
-        "check",
-        &[],
-        &json!({"source": side.source("codecommit://locks")}),
-    );
-    no_region.assert_failure();
-    assert!(
-        no_region.stderr.contains("does not say which AWS region"),
-        "{}",
-        no_region.stderr
+    assert_eq!(
+        side.imds.served("/latest/meta-data/placement/region"),
+        0,
+        "the URI, the source and the environment come before instance metadata"
     );
     let (_, rejected) = side.verdicts();
     assert!(rejected.is_empty(), "{rejected:?}");
-    assert_no_secrets(&side.secrets(), &[&claim, &by_source, &by_env, &no_region]);
+    assert_no_secrets(&side.secrets(), &[&claim, &by_source, &by_env]);
+}
+
+#[test]
+fn both_backends_find_the_region_of_codecommit_name_in_the_profile_or_instance_metadata() {
+    let side = GitSide::start(pool_repo("main"), ImdsOptions::default());
+    let api = CodeCommitServer::start(side.repo.path(), "locks", REGION, side.imds.keyring());
+    let tip = side.repo.tip();
+    let region_asked = || side.imds.served("/latest/meta-data/placement/region");
+    let config = side.env.home().join("aws-config");
+    std::fs::write(
+        &config,
+        "[default]\nregion = us-east-1\n\n[profile ops]\nregion = eu-west-2\n",
+    )
+    .unwrap();
+    let env = |imds: Option<&Imds>| {
+        let env = match imds {
+            Some(imds) => AwsEnv::new().with_imds(imds),
+            None => AwsEnv::new(),
+        };
+        env.set(
+            "POOL_RESOURCE_CODECOMMIT_GIT_ENDPOINT",
+            &format!("http://127.0.0.1:{}", side.server.port()),
+        )
+        .set("AWS_ENDPOINT_URL_CODECOMMIT", &api.endpoint())
+    };
+    let sources = |uri: &str| {
+        let git = side.source(uri);
+        let mut api = git.clone();
+        api["backend"] = json!("codecommit-api");
+        [git, api]
+    };
+    let check = |src: &Value, env: &AwsEnv| {
+        let run = env.run("check", &[], &json!({"source": src}));
+        assert_eq!(run.assert_success().json(), json!([{"ref": tip}]), "{src}");
+        run
+    };
+    let mut runs = Vec::new();
+
+    // Nothing in the URI, the source, the environment or a profile: the
+    // instance's metadata says, as the SDK's default region chain finds it.
+    for src in sources("codecommit://locks") {
+        let before = region_asked();
+        runs.push(check(&src, &env(Some(&side.imds))));
+        assert!(region_asked() > before, "{src}: {:?}", side.imds.requests());
+    }
+    // The profile's region comes before instance metadata; the
+    // environment before the profile (the default profile's us-east-1
+    // would be signed for the wrong region and refused).
+    let with_profile = env(Some(&side.imds)).set("AWS_CONFIG_FILE", &config.display().to_string());
+    let before = region_asked();
+    for src in sources("codecommit://ops@locks") {
+        runs.push(check(&src, &with_profile));
+    }
+    let by_env = with_profile.set("AWS_REGION", REGION);
+    for src in sources("codecommit://locks") {
+        runs.push(check(&src, &by_env));
+    }
+    assert_eq!(region_asked(), before, "{:?}", side.imds.requests());
+
+    // Nowhere: the error lists where it looked. Instance metadata turned
+    // off, or not answering (as off EC2).
+    let closed = format!("http://127.0.0.1:{}", crate::support::free_port());
+    for env in [
+        env(Some(&side.imds)).set("AWS_EC2_METADATA_DISABLED", "true"),
+        env(None).set("AWS_EC2_METADATA_SERVICE_ENDPOINT", &closed),
+    ] {
+        for src in sources("codecommit://locks") {
+            let start = Instant::now();
+            let run = env.run("check", &[], &json!({"source": src}));
+            run.assert_failure();
+            for needle in [
+                "does not say which AWS region",
+                "source.aws_region",
+                "AWS_REGION",
+                "the shared config file",
+                "EC2 instance metadata",
+            ] {
+                assert!(run.stderr.contains(needle), "{needle}: {}", run.stderr);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "{:?}",
+                start.elapsed()
+            );
+            runs.push(run);
+        }
+    }
+    let (accepted, rejected) = side.verdicts();
+    assert!(!accepted.is_empty() && rejected.is_empty(), "{rejected:?}");
+    assert!(api.calls("GetBranch") >= 3, "{:?}", api.log());
+    let runs: Vec<&Run> = runs.iter().collect();
+    assert_no_secrets(&side.secrets(), &runs);
 }
 
 #[test]

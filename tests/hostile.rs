@@ -264,10 +264,16 @@ impl Fixture {
 
     fn env(&self) -> Vec<(&'static str, String)> {
         let home = self.home.path().display().to_string();
+        let missing = |name: &str| self.home.path().join(name).display().to_string();
         vec![
             ("HOME", home.clone()),
             ("TMPDIR", home),
             ("POOL_RESOURCE_BACKOFF_BASE_MS", "5".into()),
+            // A CodeCommit URI without a region asks the AWS region chain:
+            // never the machine's profile or instance metadata.
+            ("AWS_CONFIG_FILE", missing("no-aws-config")),
+            ("AWS_SHARED_CREDENTIALS_FILE", missing("no-aws-credentials")),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ]
     }
 
@@ -1155,7 +1161,7 @@ fn huge_values_fail_quickly() {
             "lock name is 5242880 bytes long (at most 255)",
         ),
         fx.version_row("in", json!({ "ref": mb("z") }), "version.ref \"zzzz"),
-        fx.version_row("check", json!({ "ref": mb("0") }), "is not a commit id"),
+        fx.version_row("in", json!({ "ref": mb("0") }), "is not a commit id"),
     ];
     rows.extend(flooding_rows(&fx).into_iter().map(Row::floods));
     fx.run_table(rows);
@@ -1196,14 +1202,19 @@ fn bad_versions_are_refused() {
             "version.ref must be a string, not a boolean",
         ),
         v(
-            "check",
+            "in",
             json!({"ref": "zzz"}),
             "version.ref \"zzz\" is not a commit id",
         ),
         v(
-            "check",
+            "in",
             json!({"ref": "a\nb"}),
             "version.ref \"a\\nb\" is not a commit id",
+        ),
+        v(
+            "in",
+            json!({"ref": "bogus-ref"}),
+            "version.ref \"bogus-ref\" is not a commit id",
         ),
         v(
             "in",
@@ -1227,6 +1238,50 @@ fn bad_versions_are_refused() {
             &format!("version {missing} is not on branch \"main\""),
         ),
     ]);
+}
+
+/// `check` with a version that is not a commit of the branch, whatever the
+/// string: just the latest version, exit 0, quickly, and the string never
+/// quoted whole or raw.
+#[test]
+fn check_takes_any_string_version_it_cannot_find_as_unknown() {
+    let fx = Fixture::new();
+    let latest = json!([{"ref": fx.repo.tip()}]);
+    let env = fx.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let start = Instant::now();
+    for reference in [
+        "bogus-ref".to_string(),
+        "zzz".into(),
+        "a\nb".into(),
+        "\u{1b}[2J".into(),
+        "abc1".into(),
+        "0123456789abcdef0123456789abcdef01234567".into(),
+        "0".repeat(41),
+        mb("0"),
+        "x".repeat(3 << 20),
+    ] {
+        let shown = shorten(&format!("{reference:?}"));
+        let request = json!({"source": fx.src(), "version": {"ref": reference}});
+        let run = run_bounded("check", &[], request.to_string().as_bytes(), &env);
+        let out: Value = match serde_json::from_str(&run.stdout) {
+            Ok(v) if run.status.success() => v,
+            _ => panic!("check of {shown} failed:\n{}", run.stderr),
+        };
+        assert_eq!(out, latest, "check of {shown}");
+        assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
+        assert!(
+            run.stderr.len() <= MAX_STDERR,
+            "check of {shown}: {} bytes on stderr",
+            run.stderr.len()
+        );
+        assert!(
+            !run.stderr.contains("\u{1b}[2J") && !run.stderr.contains("a\nb"),
+            "check of {shown} echoed a control character:\n{}",
+            run.stderr
+        );
+    }
+    assert!(start.elapsed() < DEADLINE, "took {:?}", start.elapsed());
 }
 
 #[test]

@@ -14,7 +14,7 @@ use pool_resource::config::{self, Source};
 use pool_resource::duration::parse_go_duration;
 use pool_resource::names::{is_lock_file_name, LockName, PoolPath};
 use pool_resource::pool::LockState;
-use pool_resource::protocol::{RawRequest, Version};
+use pool_resource::protocol::{CheckFrom, RawRequest, Version};
 use pool_resource::uri::{RepoUri, Scheme};
 
 /// Where `parse_put` looks for lock files: a directory that does not exist,
@@ -35,12 +35,30 @@ pub fn request(data: &[u8]) {
         let hex = version.reference.bytes().all(|b| b.is_ascii_hexdigit());
         assert!(hex, "version.ref {:?} accepted", version.reference);
     }
+    match CheckFrom::from_request(req.version.as_ref()) {
+        Ok(CheckFrom::Commit(id)) => {
+            let commit_id = id.len() == 40 && id.bytes().all(|b| b.is_ascii_hexdigit());
+            assert!(commit_id, "check took {id:?} for a commit id");
+        }
+        Ok(CheckFrom::Unknown(shown)) => {
+            assert!(shown.len() <= MAX_MESSAGE, "unknown version shown whole");
+            assert!(
+                !shown.chars().any(char::is_control),
+                "control character shown"
+            );
+        }
+        Ok(CheckFrom::Nothing) | Err(_) => {}
+    }
     let _ = config::parse_check(&req);
     let _ = config::parse_get(&req);
     if let Err(e) = config::parse_put(&req, Path::new(NO_SOURCES)) {
         assert!(e.to_string().len() <= MAX_MESSAGE, "message too long");
     }
-    match Source::from_request(&req) {
+    // The region chain of a `codecommit://NAME` source may ask instance
+    // metadata: never from here. Half the inputs find a region, half none.
+    let found = data.len().is_multiple_of(2);
+    let mut lookup = |_: Option<&str>| Ok(found.then(|| "eu-west-1".to_string()));
+    match Source::from_request_with(&req, &mut lookup) {
         Ok(source) => {
             assert_pool(&source.pool);
             assert!(source.retry_delay > Duration::ZERO, "a zero retry delay");

@@ -4,7 +4,9 @@
 //! shared profile, web identity or the container endpoint: whatever
 //! `aws-config`'s default chain finds. Credentials are cached here only until
 //! five minutes before they expire, so a put that waits for hours keeps
-//! signing with valid keys. AWS is only ever contacted for CodeCommit URIs.
+//! signing with valid keys. The region of a `codecommit://NAME` URI that
+//! names none comes from the SDK's default region chain the same way
+//! ([`default_region`]). AWS is only ever contacted for CodeCommit URIs.
 
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
@@ -19,6 +21,46 @@ const REFRESH_MARGIN: Duration = Duration::from_secs(300);
 
 /// The help appended to every "no credentials" error.
 pub const NO_CREDENTIALS_HELP: &str = "no AWS credentials found; tried environment variables (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), the shared config and credentials files (AWS_PROFILE), web identity (AWS_WEB_IDENTITY_TOKEN_FILE), the container credentials endpoint and EC2 instance metadata (IMDSv2). On EC2, attach an instance profile; from inside a container, the instance's metadata hop limit must be at least 2 (aws ec2 modify-instance-metadata-options --instance-id ID --http-put-response-hop-limit 2 --http-tokens required)";
+
+/// Where the region of a CodeCommit URI that names none was looked for, in
+/// order, for the error when none of them said (`profile`: the URI's).
+pub fn region_sources(profile: Option<&str>) -> String {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let profile = profile
+        .map(String::from)
+        .or_else(|| var("AWS_PROFILE"))
+        .unwrap_or_else(|| "default".into());
+    let config = var("AWS_CONFIG_FILE").unwrap_or_else(|| "~/.aws/config".into());
+    let imds = if var("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+        "EC2 instance metadata (not asked: AWS_EC2_METADATA_DISABLED is true)".to_string()
+    } else {
+        "EC2 instance metadata (IMDSv2 /latest/meta-data/placement/region; from inside a container the instance's metadata hop limit must be at least 2)".to_string()
+    };
+    format!(
+        "the URI (codecommit::REGION://NAME), source.aws_region, the environment (AWS_REGION, AWS_DEFAULT_REGION), the region of profile {profile:?} in the shared config file ({config}) and {imds}"
+    )
+}
+
+/// The region the AWS SDK's default region chain finds, as it finds it:
+/// the environment (`AWS_REGION`, `AWS_DEFAULT_REGION`), the shared config
+/// file's region for `profile` (else `AWS_PROFILE`, else `default`), then
+/// EC2 instance metadata (IMDSv2, unless `AWS_EC2_METADATA_DISABLED`).
+/// `None` when none of them says. Only ever called for CodeCommit URIs.
+pub fn default_region(profile: Option<&str>) -> Result<Option<String>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("could not start the AWS client runtime", e))?;
+    let mut chain = aws_config::default_provider::region::DefaultRegionChain::builder();
+    if let Some(p) = profile {
+        chain = chain.profile_name(p);
+    }
+    let chain = chain.build();
+    Ok(runtime
+        .block_on(chain.region())
+        .map(|r| r.to_string())
+        .filter(|r| !r.is_empty()))
+}
 
 /// The AWS side of a CodeCommit connection: a runtime, the loaded config and
 /// a credential cache.

@@ -57,6 +57,15 @@ fn region_from_host(host: &str) -> Option<String> {
     None
 }
 
+/// Whether `region` can be an AWS region name (it becomes part of a host name).
+pub fn is_region(region: &str) -> bool {
+    !region.is_empty()
+        && region.len() <= 64
+        && region
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 100
@@ -133,7 +142,7 @@ fn named(
         ));
     }
     if let Some(r) = &region {
-        if r.is_empty() || !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        if !is_region(r) {
             return Err(format!(
                 "source.uri {}: {} is not an AWS region",
                 quoted(uri),
