@@ -10,8 +10,14 @@
 
 use std::path::Path;
 
+use crate::codecommit::api::CodeCommitStore;
+use crate::codecommit::creds::Aws;
+use crate::config::{Backend, Source};
 use crate::error::{Error, Result};
+use crate::git::{GitStore, Purpose};
+use crate::log::Log;
 use crate::pool::{Change, Snapshot};
+use crate::signal::Interrupt;
 
 /// How many commits a backend walks back from the tip at most to answer a
 /// question about history ([`LockStore::walk_messages`]).
@@ -171,6 +177,41 @@ pub struct FileEdit {
     pub path: String,
     /// The new content; `None` deletes.
     pub content: Option<Vec<u8>>,
+}
+
+/// Opens the backend `source` asks for: the CodeCommit API, or git over
+/// whichever transport the URI names.
+pub fn open_store(
+    source: &Source,
+    purpose: Purpose,
+    log: &Log,
+    interrupt: &Interrupt,
+) -> Result<Box<dyn LockStore>> {
+    let defaults = Identity::default();
+    let identity = Identity {
+        name: source.git.user_name.clone().unwrap_or(defaults.name),
+        email: source.git.user_email.clone().unwrap_or(defaults.email),
+    };
+    match &source.backend {
+        Backend::CodeCommitApi(cc) => {
+            let aws = Aws::load(Some(&cc.region), cc.profile.as_deref())?;
+            Ok(Box::new(CodeCommitStore::new(
+                aws,
+                &cc.name,
+                &source.branch,
+                &source.pool,
+                &source.uri.to_string(),
+                identity,
+            )))
+        }
+        Backend::Git { .. } => Ok(Box::new(GitStore::open(
+            source,
+            identity,
+            purpose,
+            log.clone(),
+            interrupt.clone(),
+        )?)),
+    }
 }
 
 /// A lock repository reached one way or another.

@@ -10,12 +10,10 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::backend::{Identity, LockStore};
-use crate::codecommit::api::CodeCommitStore;
-use crate::codecommit::creds::Aws;
-use crate::config::{self, BackendKind, Source};
+use crate::backend::open_store;
+use crate::config::{self, raw_secrets, Source};
 use crate::error::{Error, Result};
-use crate::git::{GitStore, Purpose};
+use crate::git::Purpose;
 use crate::log::Log;
 use crate::protocol::{BuildInfo, CheckFrom, RawRequest, Version, MAX_REQUEST_BYTES};
 use crate::retry::Backoff;
@@ -55,45 +53,6 @@ impl Command {
     }
 }
 
-/// Opens the backend `source` asks for.
-pub fn open_store(
-    source: &Source,
-    purpose: Purpose,
-    log: &Log,
-    interrupt: &Interrupt,
-) -> Result<Box<dyn LockStore>> {
-    let identity = Identity {
-        name: source
-            .git
-            .user_name
-            .clone()
-            .unwrap_or_else(|| Identity::default().name),
-        email: source
-            .git
-            .user_email
-            .clone()
-            .unwrap_or_else(|| Identity::default().email),
-    };
-    if let (BackendKind::CodeCommitApi, Some(cc)) = (source.backend, &source.codecommit) {
-        let aws = Aws::load(Some(&cc.region), cc.profile.as_deref())?;
-        return Ok(Box::new(CodeCommitStore::new(
-            aws,
-            &cc.name,
-            &source.branch,
-            &source.pool,
-            &source.uri.to_string(),
-            identity,
-        )));
-    }
-    Ok(Box::new(GitStore::open(
-        source,
-        identity,
-        purpose,
-        log.clone(),
-        interrupt.clone(),
-    )?))
-}
-
 fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     stdin
@@ -101,33 +60,6 @@ fn read_stdin(stdin: &mut dyn Read) -> Result<Vec<u8>> {
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io("could not read the request from stdin", e))?;
     Ok(bytes)
-}
-
-/// The secrets in a raw `source`, as written and as `{:?}` quotes them.
-pub(crate) fn raw_secrets(source: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
-    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(String::from);
-    let mut found: Vec<String> = ["password", "private_key", "private_key_passphrase"]
-        .iter()
-        .filter_map(|field| text(source.get(*field)))
-        .collect();
-    found.extend(text(
-        source
-            .get("https_tunnel")
-            .and_then(|t| t.get("proxy_password")),
-    ));
-    if let Some(uri) = text(source.get("uri")) {
-        found.extend(crate::uri::embedded_passwords(&uri));
-    }
-    let escaped: Vec<String> = found
-        .iter()
-        .map(|s| {
-            let quoted = format!("{s:?}");
-            quoted[1..quoted.len() - 1].to_string()
-        })
-        .filter(|e| !found.contains(e))
-        .collect();
-    found.extend(escaped);
-    found
 }
 
 /// Runs `command` with `args` (without the program name), reading the

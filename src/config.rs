@@ -71,13 +71,26 @@ pub struct GitSettings {
     pub ssl_ca_path: Option<PathBuf>,
 }
 
-/// Which backend drives the pool (`source.backend`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendKind {
-    /// `git` (default): libgit2 over any transport.
-    Git,
+/// Which backend drives the pool (`source.backend`), carrying what it
+/// needs: the API backend cannot exist without a CodeCommit repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `git` (default): libgit2 over any transport; `codecommit` when the
+    /// URI is CodeCommit's (Git over HTTPS, signed with IAM credentials
+    /// unless a username and password are given).
+    Git { codecommit: Option<CodeCommit> },
     /// `codecommit-api`: the CodeCommit API, no clone.
-    CodeCommitApi,
+    CodeCommitApi(CodeCommit),
+}
+
+impl Backend {
+    /// The CodeCommit repository, whichever backend reaches it.
+    pub fn codecommit(&self) -> Option<&CodeCommit> {
+        match self {
+            Backend::Git { codecommit } => codecommit.as_ref(),
+            Backend::CodeCommitApi(cc) => Some(cc),
+        }
+    }
 }
 
 /// A CodeCommit repository named by `source.uri`, with its region resolved.
@@ -93,6 +106,43 @@ pub struct CodeCommit {
     pub profile: Option<String>,
     /// Whether Git traffic is signed with IAM credentials (no username/password given).
     pub iam_auth: bool,
+}
+
+/// The `source` fields that hold secrets (read by [`Source::from_request`]
+/// and by [`raw_secrets`], which must agree).
+const PASSWORD: &str = "password";
+const PRIVATE_KEY: &str = "private_key";
+const PRIVATE_KEY_PASSPHRASE: &str = "private_key_passphrase";
+/// `https_tunnel.proxy_password`.
+const PROXY_PASSWORD: &str = "proxy_password";
+
+/// The secrets in a raw `source`, as written and as `{:?}` quotes them:
+/// read before the source is validated, so that even the errors of
+/// validation never show them.
+pub fn raw_secrets(source: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(String::from);
+    let mut found: Vec<String> = [PASSWORD, PRIVATE_KEY, PRIVATE_KEY_PASSPHRASE]
+        .iter()
+        .filter_map(|field| text(source.get(*field)))
+        .collect();
+    found.extend(text(
+        source
+            .get("https_tunnel")
+            .and_then(|t| t.get(PROXY_PASSWORD)),
+    ));
+    if let Some(uri) = text(source.get("uri")) {
+        found.extend(crate::uri::embedded_passwords(&uri));
+    }
+    let escaped: Vec<String> = found
+        .iter()
+        .map(|s| {
+            let quoted = format!("{s:?}");
+            quoted[1..quoted.len() - 1].to_string()
+        })
+        .filter(|e| !found.contains(e))
+        .collect();
+    found.extend(escaped);
+    found
 }
 
 /// A validated `source`.
@@ -124,10 +174,8 @@ pub struct Source {
     pub skip_ssl_verification: bool,
     /// `known_hosts`: verify SSH host keys against these lines.
     pub known_hosts: Option<String>,
-    /// The CodeCommit repository, if `uri` names one.
-    pub codecommit: Option<CodeCommit>,
-    /// `backend`.
-    pub backend: BackendKind,
+    /// `backend`, with the CodeCommit repository if `uri` names one.
+    pub backend: Backend,
     /// Warnings for the build log (unknown fields, ignored settings).
     pub warnings: Vec<String>,
 }
@@ -206,9 +254,9 @@ impl Source {
             .map_err(|e| Error::bad_request(format!("invalid payload: source.{e}")))?;
 
         let mut warnings = Vec::new();
-        let private_key = f.string("private_key")?.map(Secret::new);
+        let private_key = f.string(PRIVATE_KEY)?.map(Secret::new);
         let private_key_user = f.string("private_key_user")?;
-        let private_key_passphrase = f.string("private_key_passphrase")?.map(Secret::new);
+        let private_key_passphrase = f.string(PRIVATE_KEY_PASSPHRASE)?.map(Secret::new);
         if f.bool("forward_agent")? == Some(true) {
             warnings.push(
                 "source.forward_agent is not supported (libssh2 cannot forward an agent) and is ignored"
@@ -217,7 +265,7 @@ impl Source {
         }
         let username = f.string("username")?.or_else(|| uri.parsed()?.user.clone());
         let password = f
-            .string("password")?
+            .string(PASSWORD)?
             .or_else(|| uri.parsed()?.password.clone())
             .map(Secret::new);
         let git = parse_git_config(f.take("git_config"), &mut warnings)?;
@@ -226,9 +274,9 @@ impl Source {
         let skip_ssl_verification =
             f.bool("skip_ssl_verification")?.unwrap_or(false) || git.ssl_verify == Some(false);
         let known_hosts = f.string("known_hosts")?;
-        let backend = match f.string("backend")?.as_deref() {
-            None | Some("git") => BackendKind::Git,
-            Some("codecommit-api") => BackendKind::CodeCommitApi,
+        let wants_api = match f.string("backend")?.as_deref() {
+            None | Some("git") => false,
+            Some("codecommit-api") => true,
             Some(other) => {
                 return Err(Error::bad_request(format!(
                     "invalid payload: source.backend {other:?} is not a backend (git or codecommit-api)"
@@ -236,10 +284,13 @@ impl Source {
             }
         };
         let is_codecommit = codecommit.is_some() || uri.parsed().is_none();
-        if backend == BackendKind::CodeCommitApi && !is_codecommit {
-            return Err(Error::bad_request(
+        let api_needs_codecommit = || {
+            Error::bad_request(
                 "invalid payload: source.backend codecommit-api needs a CodeCommit source.uri (https://git-codecommit.REGION.amazonaws.com/v1/repos/NAME or codecommit::REGION://NAME)",
-            ));
+            )
+        };
+        if wants_api && !is_codecommit {
+            return Err(api_needs_codecommit());
         }
         if aws_region.is_some() && !is_codecommit {
             warnings
@@ -282,6 +333,11 @@ impl Source {
         if let Some(cc) = &mut codecommit {
             cc.iam_auth = username.is_none() && password.is_none();
         }
+        let backend = match (wants_api, codecommit) {
+            (true, Some(cc)) => Backend::CodeCommitApi(cc),
+            (true, None) => return Err(api_needs_codecommit()),
+            (false, codecommit) => Backend::Git { codecommit },
+        };
         if git.http_proxy.is_some() && matches!(uri.scheme, crate::uri::Scheme::Http) {
             // Measured with libgit2 1.9: it sends plain http:// requests
             // straight to the server whatever the proxy options say.
@@ -310,10 +366,14 @@ impl Source {
             https_tunnel,
             skip_ssl_verification,
             known_hosts,
-            codecommit,
             backend,
             warnings,
         })
+    }
+
+    /// The CodeCommit repository `uri` names, if it is one.
+    pub fn codecommit(&self) -> Option<&CodeCommit> {
+        self.backend.codecommit()
     }
 
     /// Every secret in the source, for scrubbing output.
@@ -417,7 +477,7 @@ fn parse_tunnel(f: &mut Fields, warnings: &mut Vec<String>) -> Result<Option<Tun
         ))
     })?;
     let user = t.string("proxy_user")?;
-    let password = t.string("proxy_password")?;
+    let password = t.string(PROXY_PASSWORD)?;
     let auth = match (user, password) {
         (Some(u), p) => Some((u, Secret::new(p.unwrap_or_default()))),
         (None, Some(_)) => {
@@ -827,7 +887,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(asked, [Some("ops".to_string())]);
-        let cc = s.codecommit.unwrap();
+        let cc = s.codecommit().cloned().unwrap();
         assert_eq!(
             (cc.region.as_str(), cc.name.as_str()),
             ("eu-west-1", "locks")

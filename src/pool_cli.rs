@@ -3,7 +3,7 @@
 //! Parses the arguments into a [`Invocation`] (usage errors exit 2), builds
 //! the resource's own [`Source`] from `--source FILE` (YAML or JSON, `-`
 //! for stdin) or `POOL_SOURCE` (JSON) with `--uri`/`--branch`/`--pool`
-//! overrides, opens the same backend the resource would ([`cli::open_store`])
+//! overrides, opens the same backend the resource would ([`crate::backend::open_store`])
 //! and runs one [`crate::ops`] function. Read-only commands print one JSON
 //! document with `--json`; everything else a person reads goes to stderr,
 //! scrubbed of the source's secrets.
@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::cli::{open_store, raw_secrets, report};
+use crate::backend::open_store;
+use crate::cli::report;
+use crate::config::raw_secrets;
 use crate::config::Source;
 use crate::duration::{now_unix, parse_go_duration};
 use crate::error::{Error, Result};

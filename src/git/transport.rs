@@ -150,7 +150,7 @@ pub struct Remote {
 impl Remote {
     /// Prepares a connection to `source.uri` (starting the tunnel if configured).
     pub fn new(source: &Source, log: Log, interrupt: Interrupt) -> Result<Remote> {
-        let signer = match &source.codecommit {
+        let signer = match source.codecommit() {
             Some(cc) if cc.iam_auth => {
                 let aws = codecommit::creds::Aws::load(Some(&cc.region), cc.profile.as_deref())?;
                 Some(GitSigner::new(
@@ -190,7 +190,7 @@ impl Remote {
             tunnel = Some(t);
         }
         if let (Some(cc), Some(endpoint)) = (
-            &source.codecommit,
+            source.codecommit(),
             std::env::var(codecommit::GIT_ENDPOINT_ENV)
                 .ok()
                 .filter(|e| !e.is_empty()),
@@ -279,7 +279,7 @@ impl Remote {
             allowed.contains(CredentialType::USER_PASS_PLAINTEXT),
         ) {
             if st.tried.contains(&"aws") {
-                let cc = self.source.codecommit.as_ref();
+                let cc = self.source.codecommit();
                 return fail(
                     &mut st,
                     format!(
