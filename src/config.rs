@@ -14,10 +14,10 @@ use serde_json::Value;
 
 use crate::duration::parse_go_duration;
 use crate::error::{quoted, shortened, Error, Result};
+use crate::git::uri::RepoUri;
 use crate::names::{LockName, PoolPath};
 use crate::pool::Operation;
 use crate::protocol::{Fields, RawRequest};
-use crate::uri::RepoUri;
 
 /// The retry delay when `retry_delay` is absent or zero, as in the Go resource.
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(10);
@@ -131,7 +131,7 @@ pub fn raw_secrets(source: &serde_json::Map<String, serde_json::Value>) -> Vec<S
             .and_then(|t| t.get(PROXY_PASSWORD)),
     ));
     if let Some(uri) = text(source.get("uri")) {
-        found.extend(crate::uri::embedded_passwords(&uri));
+        found.extend(crate::git::uri::embedded_passwords(&uri));
     }
     let escaped: Vec<String> = found
         .iter()
@@ -338,7 +338,7 @@ impl Source {
             (true, None) => return Err(api_needs_codecommit()),
             (false, codecommit) => Backend::Git { codecommit },
         };
-        if git.http_proxy.is_some() && matches!(uri.scheme, crate::uri::Scheme::Http) {
+        if git.http_proxy.is_some() && matches!(uri.scheme, crate::git::uri::Scheme::Http) {
             // Measured with libgit2 1.9: it sends plain http:// requests
             // straight to the server whatever the proxy options say.
             warnings.push(
@@ -346,7 +346,7 @@ impl Source {
                     .into(),
             );
         }
-        if https_tunnel.is_some() && !matches!(uri.scheme, crate::uri::Scheme::Ssh) {
+        if https_tunnel.is_some() && !matches!(uri.scheme, crate::git::uri::Scheme::Ssh) {
             warnings.push(
                 "source.https_tunnel only applies to SSH URIs; for http(s) use git_config http.proxy"
                     .into(),

@@ -30,8 +30,6 @@ pub mod rerun;
 pub mod retry;
 pub mod serve;
 pub mod signal;
-pub mod tunnel;
-pub mod uri;
 pub mod watch;
 
 pub use error::{Error, Result};

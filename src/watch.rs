@@ -79,7 +79,7 @@ pub struct Board {
 }
 
 /// The URI of `source` as shown to anyone: no password (see
-/// [`crate::uri::RepoUri`]'s `Display`) and no user name either.
+/// [`crate::git::uri::RepoUri`]'s `Display`) and no user name either.
 pub fn public_uri(source: &Source) -> String {
     let shown = source.uri.to_string();
     match shown.split_once("://") {

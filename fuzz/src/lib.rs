@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use pool_resource::config::{self, Source};
 use pool_resource::duration::parse_go_duration;
+use pool_resource::git::uri::{RepoUri, Scheme};
 use pool_resource::names::{is_lock_file_name, LockName, PoolPath};
 use pool_resource::pool::LockState;
 use pool_resource::protocol::{CheckFrom, RawRequest, Version};
-use pool_resource::uri::{RepoUri, Scheme};
 
 /// Where `parse_put` looks for lock files: a directory that does not exist,
 /// so that reading them fails the same way whatever the input says.

@@ -10,8 +10,11 @@
 //! `$TMPDIR` that is deepened only as far as the answer needs.
 
 pub mod known_hosts;
+pub mod sign;
 pub mod transport;
 pub mod tree;
+pub mod tunnel;
+pub mod uri;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -18,14 +18,15 @@ use git2::{
 };
 
 use super::known_hosts::{self, Verdict};
+use super::sign::{GitSigner, GIT_ENDPOINT_ENV};
+use super::tunnel::{LocalTunnel, TunnelError};
+use super::uri::Scheme;
 use crate::backend::CommitOutcome;
-use crate::codecommit::{self, GitSigner};
+use crate::codecommit;
 use crate::config::Source;
 use crate::error::{Cause, Error, Result};
 use crate::log::Log;
 use crate::signal::Interrupt;
-use crate::tunnel::{LocalTunnel, TunnelError};
-use crate::uri::Scheme;
 
 /// Connect and read timeouts for every remote operation, so a stalled server
 /// fails (and is retried) instead of hanging the step. libgit2 applies them
@@ -191,7 +192,7 @@ impl Remote {
         }
         if let (Some(cc), Some(endpoint)) = (
             source.codecommit(),
-            std::env::var(codecommit::GIT_ENDPOINT_ENV)
+            std::env::var(GIT_ENDPOINT_ENV)
                 .ok()
                 .filter(|e| !e.is_empty()),
         ) {

@@ -1,13 +1,22 @@
 //! The CodeCommit Git-over-HTTPS password: a SigV4 signature of a `GIT` request.
 //!
+//! Part of the git transport: [`GitSigner`] gives libgit2's credential
+//! callback a fresh user name and password for every connection to a
+//! CodeCommit repository, from the AWS default chain.
+//!
 //! This is the scheme `aws codecommit credential-helper` and
 //! git-remote-codecommit use: the password is `YYYYMMDDTHHMMSSZ` followed by
 //! the hex signature of the canonical request `GIT /v1/repos/NAME` for the
 //! host, signed with the secret key for the `codecommit` service. The session
 //! token travels in the user name (`KEY%TOKEN`), not in the signature.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+
+use crate::codecommit::creds::Aws;
+use crate::error::Result;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -53,6 +62,51 @@ pub fn username(access_key_id: &str, session_token: Option<&str>) -> String {
     match session_token {
         Some(token) if !token.is_empty() => format!("{access_key_id}%{token}"),
         _ => access_key_id.to_string(),
+    }
+}
+
+/// Test hook: connect Git traffic for CodeCommit to this base URL (e.g.
+/// `http://127.0.0.1:PORT`) while still signing for the real host. Never set
+/// in production; it only changes where bytes go, not what is signed.
+pub const GIT_ENDPOINT_ENV: &str = "POOL_RESOURCE_CODECOMMIT_GIT_ENDPOINT";
+
+/// Signs Git-over-HTTPS connections to one CodeCommit repository.
+pub struct GitSigner {
+    aws: Aws,
+    region: String,
+    host: String,
+    path: String,
+    uri: String,
+}
+
+impl GitSigner {
+    /// A signer for repository `name` at `host` in `region`.
+    pub fn new(aws: Aws, region: &str, host: &str, name: &str, uri: &str) -> GitSigner {
+        GitSigner {
+            aws,
+            region: region.to_string(),
+            host: host.to_string(),
+            path: format!("/v1/repos/{name}"),
+            uri: uri.to_string(),
+        }
+    }
+
+    /// A fresh user name and password for one connection.
+    pub fn credentials(&self) -> Result<(String, String)> {
+        let creds = self.aws.credentials(&self.uri)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let user = username(creds.access_key_id(), creds.session_token());
+        let password = password(
+            creds.secret_access_key(),
+            &self.region,
+            &self.host,
+            &self.path,
+            &timestamp(now),
+        );
+        Ok((user, password))
     }
 }
 
