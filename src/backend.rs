@@ -16,7 +16,7 @@ use crate::config::{Backend, Source};
 use crate::error::{Error, Result};
 use crate::git::{GitStore, Purpose};
 use crate::log::Log;
-use crate::pool::{Change, Snapshot};
+use crate::pool::{Change, CommitId, Snapshot};
 use crate::signal::Interrupt;
 
 /// How many commits a backend walks back from the tip at most to answer a
@@ -45,7 +45,7 @@ impl Default for Identity {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommitOutcome {
     /// The branch now points at this commit.
-    Committed(String),
+    Committed(CommitId),
     /// The branch moved since the snapshot: someone else was first.
     LostRace,
     /// The server refused the update; the caller decides whether it was a race.
@@ -59,7 +59,7 @@ pub struct Unconfirmed {
     /// What identifies its commit on the branch.
     pub mark: Mark,
     /// The tip it was built on: the only tip it can land on.
-    pub parent: String,
+    pub parent: CommitId,
     /// The lock it changed.
     pub lock: String,
 }
@@ -68,7 +68,7 @@ pub struct Unconfirmed {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Mark {
     /// Its id: git makes the commit before pushing it.
-    Commit(String),
+    Commit(CommitId),
     /// Its `Pool-Resource-Nonce` trailer: CodeCommit's API makes the commit
     /// itself, so the id is known only from the reply.
     Nonce(String),
@@ -78,7 +78,7 @@ pub enum Mark {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Recovered {
     /// Its commit id.
-    pub commit: String,
+    pub commit: CommitId,
     /// The lock it changed.
     pub lock: String,
 }
@@ -87,7 +87,7 @@ pub struct Recovered {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fate {
     /// Its commit is on the branch, with this id.
-    Landed(String),
+    Landed(CommitId),
     /// The branch is still at its parent: it may yet land, and a new commit
     /// on the same tip excludes it (compare-and-swap), so keep watching.
     MayLand,
@@ -317,8 +317,8 @@ mod tests {
 
     fn change(mark: &str, lock: &str) -> Unconfirmed {
         Unconfirmed {
-            mark: Mark::Commit(mark.to_string()),
-            parent: "p".to_string(),
+            mark: Mark::Commit(mark.into()),
+            parent: "p".into(),
             lock: lock.to_string(),
         }
     }

@@ -554,7 +554,7 @@ pub fn init(
         match store.commit_files(tip.as_deref(), &edits, &who.message(&subject))? {
             CommitOutcome::Committed(id) => {
                 done.lines.push(format!("{subject} ({id})"));
-                done.commits.push(id);
+                done.commits.push(id.into());
             }
             CommitOutcome::LostRace => {
                 races += 1;
@@ -677,7 +677,7 @@ pub fn change_lock(
             CommitOutcome::Committed(id) => {
                 return Ok(Done {
                     lines: vec![format!("{} ({id})", change.subject)],
-                    commits: vec![id],
+                    commits: vec![id.into()],
                 })
             }
             CommitOutcome::LostRace => {
@@ -733,7 +733,7 @@ pub fn set_hold(
             CommitOutcome::Committed(id) => {
                 return Ok(Done {
                     lines: vec![format!("{subject} ({id})")],
-                    commits: vec![id],
+                    commits: vec![id.into()],
                 })
             }
             CommitOutcome::LostRace => {

@@ -66,11 +66,99 @@ impl Hold {
     }
 }
 
+/// A commit id as both backends produce it (git2's `Oid` as hex, or the
+/// id CodeCommit's API returns): what a snapshot was read at, what a put
+/// committed, what `check` and `in` print as `version.ref`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct CommitId(String);
+
+impl CommitId {
+    /// The id as hex text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for CommitId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for CommitId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An id a backend read from its library or service.
+impl From<String> for CommitId {
+    fn from(id: String) -> CommitId {
+        CommitId(id)
+    }
+}
+
+impl From<&str> for CommitId {
+    fn from(id: &str) -> CommitId {
+        CommitId(id.to_string())
+    }
+}
+
+impl From<git2::Oid> for CommitId {
+    fn from(id: git2::Oid) -> CommitId {
+        CommitId(id.to_string())
+    }
+}
+
+impl PartialEq<str> for CommitId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for CommitId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<CommitId> for str {
+    fn eq(&self, other: &CommitId) -> bool {
+        self == other.0
+    }
+}
+
+impl PartialEq<CommitId> for &str {
+    fn eq(&self, other: &CommitId) -> bool {
+        *self == other.0
+    }
+}
+
+impl PartialEq<CommitId> for String {
+    fn eq(&self, other: &CommitId) -> bool {
+        *self == other.0
+    }
+}
+
+impl From<CommitId> for String {
+    fn from(id: CommitId) -> String {
+        id.0
+    }
+}
+
+impl From<&CommitId> for String {
+    fn from(id: &CommitId) -> String {
+        id.0.clone()
+    }
+}
+
 /// What the pool holds at one commit.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// The commit the snapshot was read from (the branch tip).
-    pub tip: String,
+    pub tip: CommitId,
     /// Lock files in `claimed/`, by name.
     pub claimed: BTreeMap<LockName, BlobId>,
     /// Lock files in `unclaimed/`, by name.

@@ -15,7 +15,7 @@ use crate::duration::human;
 use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::message::{build_trailers, commit_message};
-use crate::pool::{plan, Operation, Plan};
+use crate::pool::{plan, CommitId, Operation, Plan};
 use crate::protocol::{BuildInfo, Response};
 use crate::rerun;
 use crate::retry::{race_jitter, Backoff};
@@ -59,7 +59,7 @@ enum Round {
 /// A push the server refused, and the tip it was built on.
 #[derive(Debug)]
 struct Rejection {
-    tip: String,
+    tip: CommitId,
     detail: String,
 }
 

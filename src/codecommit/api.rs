@@ -459,7 +459,7 @@ impl CodeCommitStore {
                 return Ok(true);
             }
             if s.commit_info(id)?.message.contains(nonce.as_str()) {
-                fate = Fate::Landed(id.to_string());
+                fate = Fate::Landed(id.into());
                 return Ok(true);
             }
             Ok(false)
@@ -520,7 +520,7 @@ impl LockStore for CodeCommitStore {
             None
         };
         Ok(Snapshot {
-            tip,
+            tip: tip.into(),
             claimed: claimed.unwrap_or_default(),
             unclaimed: unclaimed.unwrap_or_default(),
             hold,
@@ -584,7 +584,7 @@ impl LockStore for CodeCommitStore {
         }
         match self.aws.block_on(req.send()) {
             Ok(out) => Ok(CommitOutcome::Committed(
-                out.commit_id().unwrap_or_default().to_string(),
+                out.commit_id().unwrap_or_default().into(),
             )),
             Err(e) => {
                 let f = failure(e);
@@ -901,7 +901,7 @@ impl LockStore for CodeCommitStore {
         }
         match self.aws.block_on(req.send()) {
             Ok(out) => Ok(CommitOutcome::Committed(
-                out.commit_id().unwrap_or_default().to_string(),
+                out.commit_id().unwrap_or_default().into(),
             )),
             Err(e) => {
                 let f = failure(e);

@@ -290,7 +290,7 @@ impl GitStore {
                     &format!("pool-resource: {subject}"),
                 );
                 match result {
-                    Ok(_) => Ok(CommitOutcome::Committed(commit.to_string())),
+                    Ok(_) => Ok(CommitOutcome::Committed(commit.into())),
                     Err(e)
                         if matches!(
                             e.code(),
@@ -393,7 +393,7 @@ impl LockStore for GitStore {
             None => None,
         };
         Ok(Snapshot {
-            tip: tip.to_string(),
+            tip: tip.into(),
             claimed,
             unclaimed,
             hold,
@@ -458,8 +458,8 @@ impl LockStore for GitStore {
         let outcome = self.publish(commit, parent_id, &change.subject);
         if matches!(&outcome, Err(e) if e.is_retryable()) {
             self.unconfirmed.push(Unconfirmed {
-                mark: Mark::Commit(commit.to_string()),
-                parent: parent_id.to_string(),
+                mark: Mark::Commit(commit.into()),
+                parent: parent_id.into(),
                 lock: change.lock.to_string(),
             });
         }
@@ -802,7 +802,7 @@ impl LockStore for GitStore {
                     false,
                     &format!("pool-resource: {subject}"),
                 ) {
-                    Ok(_) => Ok(CommitOutcome::Committed(commit.to_string())),
+                    Ok(_) => Ok(CommitOutcome::Committed(commit.into())),
                     Err(e) if e.code() == git2::ErrorCode::Exists => Ok(CommitOutcome::LostRace),
                     Err(e) => Err(git_error(format!(
                         "could not create branch {} of {}",

@@ -523,7 +523,7 @@ impl Remote {
             Err(e) => Err(self.classify(e, &st, "pushing the lock change")),
             Ok(()) => Ok(match &st.rejected {
                 Some(msg) => CommitOutcome::Rejected(msg.clone()),
-                None => CommitOutcome::Committed(new.to_string()),
+                None => CommitOutcome::Committed(new.into()),
             }),
         }
     }
