@@ -61,7 +61,7 @@ fn finish(mut child: Child, what: &str) -> Run {
 }
 
 /// Panics if any of `secrets` appears in what `runs` printed.
-fn assert_no_secrets(secrets: &[String], runs: &[&Run]) {
+pub(crate) fn assert_no_secrets(secrets: &[String], runs: &[&Run]) {
     assert!(!secrets.is_empty(), "there are secrets to look for");
     for run in runs {
         for secret in secrets.iter().filter(|s| s.len() >= 8) {
@@ -571,96 +571,9 @@ impl ApiSide {
         )
     }
 
-    fn get(&self, version: &str, params: Value) -> (Run, TempDir) {
-        let dest = TempDir::new().unwrap();
-        let run = self.env.run(
-            "in",
-            &[dest.path()],
-            &json!({"source": self.source(POOL), "version": {"ref": version}, "params": params}),
-        );
-        (run, dest)
-    }
-
-    fn check(&self, src: &Value, version: Option<&str>) -> Vec<String> {
-        let mut req = json!({"source": src});
-        if let Some(v) = version {
-            req["version"] = json!({"ref": v});
-        }
-        let out = self.env.run("check", &[], &req).assert_success().json();
-        out.as_array()
-            .expect("check prints a list")
-            .iter()
-            .map(|v| v["ref"].as_str().unwrap().to_string())
-            .collect()
-    }
-
     fn subjects(&self) -> Vec<String> {
         self.repo.log().into_iter().map(|c| c.subject).collect()
     }
-}
-
-#[test]
-fn api_acquire_claims_a_free_lock_like_the_git_backend_does() {
-    let side = ApiSide::start(pool_repo("master"));
-    let env = [
-        ("BUILD_ID", "1234"),
-        ("BUILD_NAME", "42"),
-        ("BUILD_JOB_NAME", "deploy"),
-        ("BUILD_PIPELINE_NAME", "prod"),
-        ("BUILD_TEAM_NAME", "main"),
-        ("ATC_EXTERNAL_URL", "https://ci.example"),
-    ];
-    let mut aws = AwsEnv::new()
-        .with_imds(&side.imds)
-        .set("AWS_ENDPOINT_URL_CODECOMMIT", &side.api.endpoint());
-    for (k, v) in env {
-        aws = aws.set(k, v);
-    }
-    let run = aws.run(
-        "out",
-        &[Inputs::new().path()],
-        &json!({"source": side.source(POOL), "params": {"acquire": true}}),
-    );
-    let out = run.assert_success().json();
-    let lock = lock_name(&out);
-    assert!(lock == "a" || lock == "b", "{out}");
-    assert_eq!(
-        out["metadata"][1],
-        json!({"name": "pool_name", "value": "envs"})
-    );
-    assert_eq!(version(&out), side.repo.tip());
-    assert_eq!(side.repo.claimed(POOL), std::slice::from_ref(&lock));
-    let c = side.repo.log().pop().unwrap();
-    assert_eq!(c.subject, format!("claiming: {lock}"));
-    assert_eq!(c.changed.len(), 2, "{:?}", c.changed);
-    for needle in [
-        "Build URL: https://ci.example/teams/main/pipelines/prod/jobs/deploy/builds/42",
-        "Pool-Resource-Build: main/prod/deploy #42",
-        "Pool-Resource-Build-Id: 1234",
-        "Pool-Resource-Nonce: ",
-    ] {
-        assert!(c.body.contains(needle), "{needle}: {}", c.body);
-    }
-    assert_eq!(
-        side.repo
-            .file_at(&side.repo.tip(), &format!("{POOL}/claimed/{lock}"))
-            .unwrap(),
-        format!("{lock}-meta\n").as_bytes(),
-        "the lock keeps its content when it moves"
-    );
-    let author = crate::support::git_ok(side.repo.path(), &["log", "-1", "--format=%an <%ae>"]);
-    assert_eq!(author.trim(), "git <git@localhost>");
-    // No clone: the API, with keys from the instance profile.
-    assert_eq!(side.api.calls("CreateCommit"), 1, "{:?}", side.api.log());
-    assert!(side.api.calls("GetBranch") >= 1);
-    assert!(side.imds.credential_fetches() >= 1);
-    assert_eq!(side.imds.served("/latest/meta-data/placement/region"), 0);
-    assert!(
-        side.api.log().iter().all(|l| l.ends_with("-> 200")),
-        "{:?}",
-        side.api.log()
-    );
-    assert_no_secrets(&side.imds.secrets(), &[&run]);
 }
 
 #[test]
@@ -675,23 +588,6 @@ fn api_git_config_sets_the_commit_identity() {
         .assert_success();
     let author = crate::support::git_ok(side.repo.path(), &["log", "-1", "--format=%an <%ae>"]);
     assert_eq!(author.trim(), "Pool Bot <bot@example.com>");
-}
-
-#[test]
-fn api_release_moves_the_lock_back_with_its_content() {
-    let side = ApiSide::start(pool_repo("main"));
-    let inputs = Inputs::new();
-    side.put(json!({"claim": "a"}), &inputs);
-    inputs.lock("held", "a", b"ignored");
-    let out = side.put(json!({"release": "held"}), &inputs);
-    assert_eq!(lock_name(&out), "a");
-    assert_eq!(version(&out), side.repo.tip());
-    assert_eq!(side.repo.unclaimed(POOL), ["a", "b"]);
-    assert_eq!(side.subjects().pop().unwrap(), "unclaiming: a");
-    assert_eq!(
-        side.repo.file_at("HEAD", "envs/unclaimed/a").unwrap(),
-        b"a-meta\n"
-    );
 }
 
 #[test]
@@ -778,84 +674,6 @@ fn api_add_and_add_claimed_create_locks_with_binary_metadata() {
 }
 
 #[test]
-fn api_adding_a_lock_that_exists_fails_at_once() {
-    let side = ApiSide::start(pool_repo("main"));
-    let inputs = Inputs::new();
-    inputs.lock("dup", "a", b"other");
-    let tip = side.repo.tip();
-    for param in ["add", "add_claimed"] {
-        let run = side.out(&side.source(POOL), json!({param: "dup"}), &inputs);
-        run.assert_failure();
-        assert!(
-            run.stderr
-                .contains("lock \"a\" already exists in pool \"envs\" (it is unclaimed)"),
-            "{}",
-            run.stderr
-        );
-    }
-    assert_eq!(side.repo.tip(), tip, "nothing was committed");
-    assert_eq!(side.api.calls("CreateCommit"), 0);
-}
-
-#[test]
-fn api_remove_deletes_a_lock_in_either_state() {
-    let repo = pool_repo("main");
-    repo.add_lock(POOL, "c", true, b"");
-    let side = ApiSide::start(repo);
-    let inputs = Inputs::new();
-    inputs.lock("x", "a", b"");
-    inputs.lock("y", "c", b"");
-    side.put(json!({"remove": "x"}), &inputs);
-    side.put(json!({"remove": "y"}), &inputs);
-    assert_eq!(side.repo.unclaimed(POOL), ["b"]);
-    assert!(side.repo.claimed(POOL).is_empty());
-    assert_eq!(side.subjects().pop().unwrap(), "removing: c");
-    // The pool's folders survive with their .gitkeep files.
-    assert!(side.repo.file_at("HEAD", "envs/claimed/.gitkeep").is_some());
-}
-
-#[test]
-fn api_missing_locks_and_unclaimed_releases_fail_at_once() {
-    let side = ApiSide::start(pool_repo("main"));
-    let inputs = Inputs::new();
-    inputs.lock("ghost", "ghost", b"");
-    inputs.lock("free", "a", b"");
-    for (params, needle) in [
-        (
-            json!({"release": "ghost"}),
-            "lock \"ghost\" does not exist in pool \"envs\"",
-        ),
-        (
-            json!({"remove": "ghost"}),
-            "lock \"ghost\" does not exist in pool \"envs\"",
-        ),
-        (
-            json!({"claim": "ghost"}),
-            "lock \"ghost\" does not exist in pool \"envs\"",
-        ),
-        (
-            json!({"check": "ghost"}),
-            "lock \"ghost\" does not exist in pool \"envs\"",
-        ),
-        (
-            json!({"check_unclaimed": "ghost"}),
-            "lock \"ghost\" does not exist in pool \"envs\"",
-        ),
-        (json!({"release": "free"}), "is not claimed"),
-    ] {
-        let start = Instant::now();
-        let run = side.out(&side.source(POOL), params.clone(), &inputs);
-        run.assert_failure();
-        assert!(run.stderr.contains(needle), "{params}: {}", run.stderr);
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{params} did not fail at once"
-        );
-    }
-    assert_eq!(side.api.calls("CreateCommit"), 0);
-}
-
-#[test]
 fn api_update_replaces_content_adds_when_missing_and_waits_while_claimed() {
     let repo = pool_repo("main");
     repo.add_lock(POOL, "held", true, b"old");
@@ -893,34 +711,6 @@ fn api_update_replaces_content_adds_when_missing_and_waits_while_claimed() {
 }
 
 #[test]
-fn api_check_params_wait_without_committing() {
-    let repo = pool_repo("main");
-    repo.add_lock(POOL, "held", true, b"");
-    let side = ApiSide::start(repo);
-    let inputs = Inputs::new();
-    inputs.lock("free", "a", b"");
-    inputs.lock("held", "held", b"");
-    let tip = side.repo.tip();
-    let out = side.put(json!({"check": "free"}), &inputs);
-    assert_eq!(
-        (lock_name(&out), version(&out)),
-        ("a".to_string(), tip.clone())
-    );
-    side.put(json!({"check_unclaimed": "held"}), &inputs);
-    assert_eq!(side.repo.tip(), tip, "check params never commit");
-    assert_eq!(side.api.calls("CreateCommit"), 0);
-    let waiter = side.spawn_put(json!({"check": "held"}), &inputs);
-    let before = side.api.calls("GetBranch");
-    let start = Instant::now();
-    while side.api.calls("GetBranch") < before + 2 {
-        assert!(start.elapsed() < DEADLINE, "{:?}", side.api.log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    side.put(json!({"release": "held"}), &inputs);
-    finish(waiter, "the waiting check").assert_success();
-}
-
-#[test]
 fn api_nested_pools_other_branches_and_missing_ones() {
     let repo = LockRepo::new("locks/v2");
     repo.add_lock("teams/payments/envs", "eu", false, b"eu");
@@ -953,54 +743,6 @@ fn api_nested_pools_other_branches_and_missing_ones() {
         "{}",
         run.stderr
     );
-}
-
-#[test]
-fn api_in_writes_name_metadata_and_the_tree_of_a_claim() {
-    let repo = LockRepo::new("main");
-    repo.add_lock(POOL, "a", false, b"host=a\n");
-    repo.commit_file("scripts/deploy.sh", b"#!/bin/sh\n", "a file tasks read");
-    let side = ApiSide::start(repo);
-    // One difference per page: `in` must follow GetDifferences' NextToken.
-    side.api.set_page_size(1);
-    let out = side.put(json!({"acquire": true}), &Inputs::new());
-    let (run, dest) = side.get(&version(&out), json!({}));
-    run.assert_success();
-    assert_eq!(run.json(), out, "in reports what out reported");
-    assert_eq!(std::fs::read(dest.path().join("name")).unwrap(), b"a\n");
-    assert_eq!(
-        std::fs::read(dest.path().join("metadata")).unwrap(),
-        b"host=a\n"
-    );
-    assert_eq!(
-        std::fs::read(dest.path().join("scripts/deploy.sh")).unwrap(),
-        b"#!/bin/sh\n",
-        "the tree is there"
-    );
-    assert!(dest.path().join("envs/claimed/a").is_file());
-    assert!(dest.path().join("README.md").is_file());
-    assert!(
-        side.api.calls("GetDifferences") >= 2,
-        "paged: {:?}",
-        side.api.log()
-    );
-    // The git backend gets the same version the same way.
-    let git_dest = TempDir::new().unwrap();
-    let git = side.env.run(
-        "in",
-        &[git_dest.path()],
-        &json!({"source": crate::source(&side.repo.file_url(), "main", POOL),
-                "version": {"ref": version(&out)}}),
-    );
-    assert_eq!(git.assert_success().json(), run.json());
-    for file in ["name", "metadata", "scripts/deploy.sh", "envs/claimed/a"] {
-        assert_eq!(
-            std::fs::read(dest.path().join(file)).unwrap(),
-            std::fs::read(git_dest.path().join(file)).unwrap(),
-            "{file}"
-        );
-    }
-    assert_no_secrets(&side.imds.secrets(), &[&run]);
 }
 
 #[test]
@@ -1045,93 +787,6 @@ fn a_waiting_api_put_keeps_working_after_its_first_key_expires() {
         side.api.log()
     );
     assert_no_secrets(&side.imds.secrets(), &[&run]);
-}
-
-#[test]
-fn api_in_fails_once_the_claim_was_released_since() {
-    let repo = LockRepo::new("main");
-    repo.add_lock(POOL, "a", false, b"");
-    let side = ApiSide::start(repo);
-    let inputs = Inputs::new();
-    let claim = side.put(json!({"claim": "a"}), &inputs);
-    inputs.lock("held", "a", b"");
-    let release = side.put(json!({"release": "held"}), &inputs);
-    let (run, _dest) = side.get(&version(&claim), json!({}));
-    run.assert_failure();
-    assert!(
-        run.stderr.contains("lock instance is no longer acquired"),
-        "{}",
-        run.stderr
-    );
-    side.put(json!({"claim": "a"}), &inputs);
-    side.get(&version(&claim), json!({})).0.assert_failure();
-    let (run, dest) = side.get(&version(&release), json!({}));
-    run.assert_success();
-    assert_eq!(lock_name(&run.json()), "a");
-    assert_eq!(std::fs::read(dest.path().join("name")).unwrap(), b"a\n");
-}
-
-#[test]
-fn api_in_of_a_removed_lock_or_an_unknown_version() {
-    let repo = LockRepo::new("main");
-    repo.add_lock(POOL, "a", false, b"");
-    let side = ApiSide::start(repo);
-    let inputs = Inputs::new();
-    inputs.lock("gone", "a", b"");
-    let removal = side.put(json!({"remove": "gone"}), &inputs);
-    let (run, dest) = side.get(&version(&removal), json!({}));
-    run.assert_success();
-    assert_eq!(lock_name(&run.json()), "a");
-    assert!(!dest.path().join("name").exists());
-    assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
-
-    let (run, _d) = side.get("0123456789012345678901234567890123456789", json!({}));
-    run.assert_failure();
-    assert!(
-        run.stderr.contains("is not on branch \"main\""),
-        "{}",
-        run.stderr
-    );
-    side.get("not-a-sha", json!({})).0.assert_failure();
-}
-
-#[test]
-fn api_check_lists_the_same_versions_as_the_git_backend() {
-    let repo = LockRepo::new("main");
-    let first = repo.add_lock(POOL, "a", false, b"");
-    repo.commit_file("unrelated.txt", b"x", "not the pool");
-    let side = ApiSide::start(repo);
-    let inputs = Inputs::new();
-    let claim = version(&side.put(json!({"claim": "a"}), &inputs));
-    side.repo.add_lock("other", "z", false, b"");
-    inputs.lock("held", "a", b"");
-    let release = version(&side.put(json!({"release": "held"}), &inputs));
-    side.repo
-        .commit_file("unrelated.txt", b"y", "not the pool either");
-
-    let api = side.source(POOL);
-    let git = crate::source(&side.repo.file_url(), "main", POOL);
-    let unknown = "0123456789012345678901234567890123456789";
-    for since in [
-        None,
-        Some(first.as_str()),
-        Some(&claim),
-        Some(&release),
-        Some(unknown),
-    ] {
-        let listed = side.check(&api, since);
-        assert_eq!(listed, side.check(&git, since), "since {since:?}");
-        let expected: Vec<&str> = if since == Some(first.as_str()) {
-            vec![&first, &claim, &release]
-        } else if since == Some(claim.as_str()) {
-            vec![&claim, &release]
-        } else {
-            vec![&release]
-        };
-        assert_eq!(listed, expected, "since {since:?}");
-    }
-    // A pool that never existed has no versions.
-    assert!(side.check(&side.source("never"), None).is_empty());
 }
 
 #[test]
@@ -1492,34 +1147,4 @@ fn the_replay_rejects_a_double_claim_and_a_stolen_lock() {
     ];
     let message = panic_message(&|| assert_mutual_exclusion(&repo, &base, &["a"], &cycles));
     assert!(message.contains("changed hands"), "{message}");
-}
-
-#[test]
-fn api_an_idempotent_acquire_run_again_by_the_same_build_gets_its_lock_back() {
-    let side = ApiSide::start(pool_repo("main"));
-    let build = |id: &str| {
-        AwsEnv::new()
-            .with_imds(&side.imds)
-            .set("AWS_ENDPOINT_URL_CODECOMMIT", &side.api.endpoint())
-            .set("BUILD_ID", id)
-            .set("ATC_EXTERNAL_URL", "https://ci.example")
-    };
-    let request =
-        json!({"source": side.source(POOL), "params": {"acquire": true, "idempotent": true}});
-    let inputs = Inputs::new();
-    let first = build("77")
-        .run("out", &[inputs.path()], &request)
-        .assert_success()
-        .json();
-    let again = build("77")
-        .run("out", &[inputs.path()], &request)
-        .assert_success()
-        .json();
-    assert_eq!(again, first);
-    let other = build("78")
-        .run("out", &[inputs.path()], &request)
-        .assert_success()
-        .json();
-    assert_ne!(lock_name(&other), lock_name(&first));
-    assert_eq!(side.repo.claimed(POOL).len(), 2);
 }
