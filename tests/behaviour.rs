@@ -356,6 +356,12 @@ on_every_backend!(
     in_of_a_version_about_another_pool_gets_this_pools_last_lock,
     check_of_a_version_that_is_not_on_the_branch_lists_the_latest_whatever_the_string,
     check_and_in_answer_what_git_log_answers_on_a_history_with_merges,
+    git_config_sets_the_commit_identity,
+    acquire_waits_until_a_lock_is_released,
+    claim_waits_for_a_claimed_lock,
+    update_waits_while_the_lock_is_claimed,
+    add_and_add_claimed_fill_an_empty_pool_with_binary_metadata,
+    nested_pools_and_other_branches_work_and_missing_ones_fail,
 );
 
 fn acquire_get_release_and_check_make_the_same_commits_and_json(b: Backend) {
@@ -972,4 +978,160 @@ fn check_and_in_answer_what_git_log_answers_on_a_history_with_merges(b: Backend)
     assert!(gone > 0, "some claims in the history are gone");
     // git log of a pool that never existed lists nothing, and so does check.
     assert!(b.check_pool("never", None).is_empty());
+}
+
+fn git_config_sets_the_commit_identity(b: Backend) {
+    let mut src = b.source(POOL);
+    src["git_config"] = json!([
+        {"name": "user.name", "value": "Pool Bot"},
+        {"name": "user.email", "value": "bot@example.com"}
+    ]);
+    let inputs = Inputs::new();
+    b.run(
+        "out",
+        &[inputs.path()],
+        json!({"source": src, "params": {"claim": "b"}}),
+    )
+    .assert_success();
+    let author = b.repo.git_out(&["log", "-1", "--format=%an <%ae>"]);
+    assert_eq!(author.trim(), "Pool Bot <bot@example.com>");
+}
+
+fn acquire_waits_until_a_lock_is_released(b: Backend) {
+    let inputs = Inputs::new();
+    b.put(json!({"claim": "a"}), &inputs);
+    b.put(json!({"claim": "b"}), &inputs);
+    let tip = b.repo.tip();
+    let mut waiter = b.spawn_out(json!({"acquire": true}), &inputs);
+    // The waiter looks at least twice, committing nothing, before the
+    // lock is released.
+    waiter.until_it_waited(2, "all 2 locks of pool envs are claimed: a, b");
+    assert_eq!(b.repo.claimed(POOL), ["a", "b"]);
+    assert_eq!(b.repo.tip(), tip);
+    inputs.lock("held", "b", b"");
+    b.put(json!({"release": "held"}), &inputs);
+    let run = waiter.finish();
+    assert_eq!(lock_name(&run.assert_success().json()), "b");
+    let subjects = b.subjects_since(&tip);
+    assert_eq!(subjects, ["unclaiming: b", "claiming: b"]);
+}
+
+fn claim_waits_for_a_claimed_lock(b: Backend) {
+    let inputs = Inputs::new();
+    b.put(json!({"claim": "a"}), &inputs);
+    let mut waiter = b.spawn_out(json!({"claim": "a"}), &inputs);
+    waiter.until_it_waited(2, "lock a of pool envs is claimed");
+    inputs.lock("held", "a", b"");
+    b.put(json!({"release": "held"}), &inputs);
+    let run = waiter.finish();
+    assert_eq!(lock_name(&run.assert_success().json()), "a");
+    assert_eq!(b.repo.claimed(POOL), ["a"]);
+}
+
+fn update_waits_while_the_lock_is_claimed(b: Backend) {
+    let inputs = Inputs::new();
+    b.put(json!({"claim": "a"}), &inputs);
+    inputs.lock("new", "a", b"new-a");
+    let mut waiter = b.spawn_out(json!({"update": "new"}), &inputs);
+    waiter.until_it_waited(2, "lock a of pool envs is claimed");
+    assert_eq!(
+        b.repo.file_at("HEAD", &format!("{POOL}/claimed/a")),
+        Some(b"a-meta\n".to_vec())
+    );
+    inputs.lock("held", "a", b"");
+    b.put(json!({"release": "held"}), &inputs);
+    waiter.finish().assert_success();
+    assert_eq!(
+        b.repo.file_at("HEAD", &format!("{POOL}/unclaimed/a")),
+        Some(b"new-a".to_vec())
+    );
+    assert_eq!(b.repo.log().pop().unwrap().subject, "updating: a");
+}
+
+fn add_and_add_claimed_fill_an_empty_pool_with_binary_metadata(b: Backend) {
+    const EMPTY: &str = "spare";
+    b.repo.add_empty_pool(EMPTY);
+    let base = b.repo.tip();
+    let inputs = Inputs::new();
+    let binary: Vec<u8> = (0..=255u8).chain([0, 0xff, 0xfe]).collect();
+    inputs.lock("new", "fresh", &binary);
+    inputs.lock("new2", "busy", b"busy-meta");
+    let put = |params: Value| {
+        b.run(
+            "out",
+            &[inputs.path()],
+            json!({"source": b.source(EMPTY), "params": params}),
+        )
+        .assert_success()
+        .json()
+    };
+    assert_eq!(lock_name(&put(json!({"add": "new"}))), "fresh");
+    put(json!({"add_claimed": "new2"}));
+    assert_eq!(b.repo.unclaimed(EMPTY), ["fresh"]);
+    assert_eq!(b.repo.claimed(EMPTY), ["busy"]);
+    assert_eq!(
+        b.repo.file_at("HEAD", &format!("{EMPTY}/unclaimed/fresh")),
+        Some(binary)
+    );
+    assert_eq!(
+        b.subjects_since(&base),
+        ["adding unclaimed: fresh", "adding claimed: busy"]
+    );
+}
+
+fn nested_pools_and_other_branches_work_and_missing_ones_fail(b: Backend) {
+    const BRANCH: &str = "locks/v2";
+    const NESTED: &str = "teams/payments/envs";
+    let root = b.repo.git_out(&["rev-list", "--max-parents=0", "main"]);
+    let v2 = b.repo.commit_on(
+        &[root.trim()],
+        &[
+            (&format!("{NESTED}/unclaimed/eu"), b"eu"),
+            (&format!("{NESTED}/claimed/.gitkeep"), b""),
+            ("teams/payments/unclaimed/decoy", b"not in the nested pool"),
+            ("teams/payments/claimed/.gitkeep", b""),
+        ],
+        &[],
+        "nested pools",
+    );
+    b.repo
+        .git_out(&["update-ref", &format!("refs/heads/{BRANCH}"), &v2]);
+    let locks = |dir: &str| -> Vec<String> {
+        b.repo
+            .git_out(&["ls-tree", "--name-only", &format!("{BRANCH}:{dir}")])
+            .lines()
+            .filter(|l| !l.starts_with('.'))
+            .map(String::from)
+            .collect()
+    };
+    let main = b.repo.tip();
+    let out = |src: Value| {
+        let inputs = Inputs::new();
+        b.run(
+            "out",
+            &[inputs.path()],
+            json!({"source": src, "params": {"acquire": true}}),
+        )
+    };
+    let run = out(b.source_on(BRANCH, NESTED));
+    assert_eq!(lock_name(&run.assert_success().json()), "eu");
+    assert_eq!(locks(&format!("{NESTED}/claimed")), ["eu"]);
+    assert_eq!(locks("teams/payments/unclaimed"), ["decoy"]);
+    assert_eq!(b.repo.tip(), main, "main is left alone");
+
+    let run = out(b.source_on(BRANCH, "nope"));
+    run.assert_failure();
+    assert!(
+        run.stderr
+            .contains("pool \"nope\" does not exist on branch \"locks/v2\""),
+        "{}",
+        run.stderr
+    );
+    let run = out(b.source_on("gone", NESTED));
+    run.assert_failure();
+    assert!(
+        run.stderr.contains("branch \"gone\" does not exist"),
+        "{}",
+        run.stderr
+    );
 }
