@@ -6,11 +6,17 @@
 //! [`Backend`]; `on_every_backend!` makes a test of it for each kind, so the
 //! backends are held to the same outputs, commit messages and errors.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+use crate::codecommit::assert_no_secrets;
 use crate::support::{
     AwsEnv, CodeCommitServer, GitDaemon, GitSignatureCheck, HttpGitServer, HttpOptions, Imds,
     ImdsOptions, Keyring, LockRepo, Run,
@@ -21,6 +27,9 @@ const POOL: &str = "envs";
 const REGION: &str = "eu-west-2";
 const HOST: &str = "git-codecommit.eu-west-2.amazonaws.com";
 const CODECOMMIT_URI: &str = "https://git-codecommit.eu-west-2.amazonaws.com/v1/repos/locks";
+/// Longer than any step should take; a hung executable fails the test
+/// instead of hanging it.
+const DEADLINE: Duration = Duration::from_secs(30);
 
 /// How the pool is reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,9 +48,12 @@ pub struct Backend {
     uri: String,
     env: AwsEnv,
     _daemon: Option<GitDaemon>,
-    _imds: Option<Imds>,
-    _http: Option<(GitSignatureCheck, HttpGitServer)>,
-    _api: Option<CodeCommitServer>,
+    /// The instance metadata stand-in, for the CodeCommit backends.
+    imds: Option<Imds>,
+    /// The signature check and Git server, for CodeCommit's Git endpoint.
+    http: Option<(GitSignatureCheck, HttpGitServer)>,
+    /// The API stand-in, for the CodeCommit API backend.
+    api: Option<CodeCommitServer>,
 }
 
 impl Backend {
@@ -55,9 +67,9 @@ impl Backend {
             env: AwsEnv::new(),
             repo,
             _daemon: None,
-            _imds: None,
-            _http: None,
-            _api: None,
+            imds: None,
+            http: None,
+            api: None,
         };
         match kind {
             Kind::LocalGit => {}
@@ -82,8 +94,8 @@ impl Backend {
                     &format!("http://127.0.0.1:{}", server.port()),
                 );
                 b.uri = CODECOMMIT_URI.into();
-                b._imds = Some(imds);
-                b._http = Some((check, server));
+                b.imds = Some(imds);
+                b.http = Some((check, server));
             }
             Kind::CodeCommitApi => {
                 let imds = Imds::start(ImdsOptions::default(), Keyring::new());
@@ -92,8 +104,8 @@ impl Backend {
                     .with_imds(&imds)
                     .set("AWS_ENDPOINT_URL_CODECOMMIT", &api.endpoint());
                 b.uri = CODECOMMIT_URI.into();
-                b._imds = Some(imds);
-                b._api = Some(api);
+                b.imds = Some(imds);
+                b.api = Some(api);
             }
         }
         // check's cache lives under TMPDIR and is keyed by URI and branch:
@@ -103,12 +115,20 @@ impl Backend {
             .set("TMPDIR", &tmp)
             .set("POOL_RESOURCE_BACKOFF_BASE_MS", "10")
             .set("BUILD_ID", "31337")
+            .set("BUILD_NAME", "42")
+            .set("BUILD_JOB_NAME", "deploy")
+            .set("BUILD_PIPELINE_NAME", "prod")
+            .set("BUILD_TEAM_NAME", "main")
             .set("ATC_EXTERNAL_URL", "https://ci.example.com");
         b
     }
 
     fn source(&self, pool: &str) -> Value {
-        let mut s = json!({"uri": self.uri, "branch": "main", "pool": pool, "retry_delay": "50ms"});
+        self.source_on("main", pool)
+    }
+
+    fn source_on(&self, branch: &str, pool: &str) -> Value {
+        let mut s = json!({"uri": self.uri, "branch": branch, "pool": pool, "retry_delay": "50ms"});
         if self.kind == Kind::CodeCommitApi {
             s["backend"] = json!("codecommit-api");
         }
@@ -134,8 +154,14 @@ impl Backend {
     /// A put that must fail at once; returns its stderr.
     fn put_fails(&self, params: Value, inputs: &Inputs) -> String {
         let tip = self.repo.tip();
-        let run = self.out(params, inputs);
+        let commits = self.api_calls("CreateCommit");
+        let start = Instant::now();
+        let run = self.out(params.clone(), inputs);
         run.assert_failure();
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{params} did not fail at once"
+        );
         assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
         assert!(!run.stderr.contains("retrying"), "retried:\n{}", run.stderr);
         assert_eq!(
@@ -144,7 +170,41 @@ impl Backend {
             "a failed put committed:\n{}",
             run.stderr
         );
+        assert_eq!(
+            self.api_calls("CreateCommit"),
+            commits,
+            "a failed put tried to commit"
+        );
         run.stderr
+    }
+
+    /// Starts an `out` that is expected to wait.
+    fn spawn_out(&self, params: Value, inputs: &Inputs) -> Waiter {
+        let request = json!({"source": self.source(POOL), "params": params});
+        Waiter::new(
+            self.env.spawn("out", &[inputs.path()], &request),
+            format!("out {params}"),
+        )
+    }
+
+    /// How often the API stand-in served `operation`; `None` on the other
+    /// backends, which have no API.
+    fn api_calls(&self, operation: &str) -> Option<usize> {
+        self.api.as_ref().map(|api| api.calls(operation))
+    }
+
+    /// On the CodeCommit backends, panics if what `runs` printed holds a
+    /// key from instance metadata or a signed Git password.
+    fn assert_no_secrets(&self, runs: &[&Run]) {
+        let Some(imds) = &self.imds else { return };
+        let mut secrets = imds.secrets();
+        if let Some((check, _)) = &self.http {
+            for v in check.verdicts() {
+                secrets.push(v.password);
+                secrets.push(v.user);
+            }
+        }
+        assert_no_secrets(&secrets, runs);
     }
 
     fn get(&self, version: &str) -> (Run, TempDir) {
@@ -158,7 +218,11 @@ impl Backend {
     }
 
     fn check(&self, version: Option<&str>) -> Vec<String> {
-        let mut request = json!({"source": self.source(POOL)});
+        self.check_pool(POOL, version)
+    }
+
+    fn check_pool(&self, pool: &str, version: Option<&str>) -> Vec<String> {
+        let mut request = json!({"source": self.source(pool)});
         if let Some(v) = version {
             request["version"] = json!({"ref": v});
         }
@@ -177,6 +241,90 @@ impl Backend {
         let log = self.repo.log();
         let start = log.iter().position(|c| c.sha == base).map_or(0, |i| i + 1);
         log[start..].iter().map(|c| c.subject.clone()).collect()
+    }
+}
+
+/// An executable running in the background, its stderr read as it comes,
+/// so that a test can see it wait instead of sleeping and hoping.
+struct Waiter {
+    child: Child,
+    command: String,
+    stderr: Arc<Mutex<String>>,
+    reader: JoinHandle<()>,
+}
+
+impl Waiter {
+    fn new(mut child: Child, command: String) -> Waiter {
+        let pipe = child.stderr.take().expect("piped stderr");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().expect("the stderr buffer");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Waiter {
+            child,
+            command,
+            stderr,
+            reader,
+        }
+    }
+
+    /// Returns once stderr holds `times` lines containing `waiting: {why}`
+    /// (one per look at the pool) and the process is still running; panics
+    /// if it ends first or takes longer than [`DEADLINE`].
+    fn until_it_waited(&mut self, times: usize, why: &str) {
+        let needle = format!("waiting: {why}");
+        let start = Instant::now();
+        loop {
+            let seen = self.stderr.lock().expect("the stderr buffer").clone();
+            if seen.lines().filter(|l| l.contains(&needle)).count() >= times {
+                break;
+            }
+            let ended = self.child.try_wait().expect("polling the waiter");
+            assert!(
+                ended.is_none() && start.elapsed() < DEADLINE,
+                "{} did not wait {times} times for {needle:?} ({ended:?}):\n{seen}",
+                self.command
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            self.child.try_wait().expect("polling the waiter").is_none(),
+            "{} returned instead of waiting",
+            self.command
+        );
+    }
+
+    /// Waits for the process to end (at most [`DEADLINE`]) and returns what
+    /// it did.
+    fn finish(mut self) -> Run {
+        let start = Instant::now();
+        let mut hung = false;
+        while self.child.try_wait().expect("polling").is_none() && !hung {
+            hung = start.elapsed() > DEADLINE;
+            if hung {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = self.child.wait_with_output().expect("collecting output");
+        self.reader.join().expect("the stderr reader");
+        let stderr = self.stderr.lock().expect("the stderr buffer").clone();
+        assert!(
+            !hung,
+            "{} still running after {DEADLINE:?}:\n{stderr}",
+            self.command
+        );
+        Run {
+            command: self.command,
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        }
     }
 }
 
@@ -208,12 +356,25 @@ on_every_backend!(
     in_of_a_version_about_another_pool_gets_this_pools_last_lock,
     check_of_a_version_that_is_not_on_the_branch_lists_the_latest_whatever_the_string,
     check_and_in_answer_what_git_log_answers_on_a_history_with_merges,
+    git_config_sets_the_commit_identity,
+    acquire_waits_until_a_lock_is_released,
+    claim_waits_for_a_claimed_lock,
+    update_waits_while_the_lock_is_claimed,
+    add_and_add_claimed_fill_an_empty_pool_with_binary_metadata,
+    nested_pools_and_other_branches_work_and_missing_ones_fail,
 );
 
 fn acquire_get_release_and_check_make_the_same_commits_and_json(b: Backend) {
+    b.repo
+        .commit_file("scripts/deploy.sh", b"#!/bin/sh\n", "a file tasks read");
+    if let Some(api) = &b.api {
+        // One difference per page: `in` must follow GetDifferences' NextToken.
+        api.set_page_size(1);
+    }
     let base = b.repo.tip();
     let inputs = Inputs::new();
-    let claimed = b.put(json!({"acquire": true}), &inputs);
+    let acquire = b.out(json!({"acquire": true}), &inputs);
+    let claimed = acquire.assert_success().json();
     let lock = lock_name(&claimed);
     assert!(lock == "a" || lock == "b", "{claimed}");
     assert_eq!(
@@ -222,6 +383,41 @@ fn acquire_get_release_and_check_make_the_same_commits_and_json(b: Backend) {
     );
     assert_eq!(version(&claimed), b.repo.tip());
     assert_eq!(b.repo.claimed(POOL), vec![lock.clone()]);
+    let c = b.repo.log().pop().unwrap();
+    assert_eq!(c.subject, format!("claiming: {lock}"));
+    assert_eq!(c.changed.len(), 2, "{:?}", c.changed);
+    for needle in [
+        "Build URL: https://ci.example.com/teams/main/pipelines/prod/jobs/deploy/builds/42",
+        "Pool-Resource-Build: main/prod/deploy #42",
+        "Pool-Resource-Build-Id: 31337",
+        "Pool-Resource-Nonce: ",
+    ] {
+        assert!(c.body.contains(needle), "{needle}: {}", c.body);
+    }
+    assert_eq!(
+        b.repo
+            .file_at(&b.repo.tip(), &format!("{POOL}/claimed/{lock}")),
+        Some(format!("{lock}-meta\n").into_bytes()),
+        "the lock keeps its content when it moves"
+    );
+    let author = b
+        .repo
+        .git_out(&["log", "-1", "--format=%an <%ae>|%cn <%ce>"]);
+    assert_eq!(author.trim(), "git <git@localhost>|git <git@localhost>");
+    if let Some(api) = &b.api {
+        // No clone: the API, with keys from the instance profile.
+        assert_eq!(api.calls("CreateCommit"), 1, "{:?}", api.log());
+        assert!(api.calls("GetBranch") >= 1);
+        assert!(
+            api.log().iter().all(|l| l.ends_with("-> 200")),
+            "{:?}",
+            api.log()
+        );
+    }
+    if let Some(imds) = &b.imds {
+        assert!(imds.credential_fetches() >= 1);
+        assert_eq!(imds.served("/latest/meta-data/placement/region"), 0);
+    }
 
     let (get, dest) = b.get(&version(&claimed));
     assert_eq!(
@@ -229,6 +425,16 @@ fn acquire_get_release_and_check_make_the_same_commits_and_json(b: Backend) {
         claimed,
         "in prints what out printed"
     );
+    assert_eq!(
+        std::fs::read(dest.path().join("scripts/deploy.sh")).unwrap(),
+        b"#!/bin/sh\n",
+        "in leaves the repository's tree"
+    );
+    assert!(dest.path().join("README.md").is_file());
+    if let Some(api) = &b.api {
+        assert!(api.calls("GetDifferences") >= 2, "paged: {:?}", api.log());
+    }
+    b.assert_no_secrets(&[&acquire, &get]);
     assert_eq!(
         std::fs::read_to_string(dest.path().join("name")).unwrap(),
         format!("{lock}\n")
@@ -243,9 +449,16 @@ fn acquire_get_release_and_check_make_the_same_commits_and_json(b: Backend) {
     );
 
     std::fs::rename(dest.path(), inputs.path().join("held")).unwrap();
+    // release moves the lock's content back; it does not take the input's.
+    std::fs::write(inputs.path().join("held/metadata"), b"ignored").unwrap();
     let released = b.put(json!({"release": "held"}), &inputs);
     assert_eq!(lock_name(&released), lock);
+    assert_eq!(version(&released), b.repo.tip());
     assert!(b.repo.claimed(POOL).is_empty());
+    assert_eq!(
+        b.repo.unclaimed(POOL),
+        vec!["a".to_string(), "b".to_string()]
+    );
     assert_eq!(
         b.repo
             .file_at(&b.repo.tip(), &format!("{POOL}/unclaimed/{lock}")),
@@ -269,7 +482,10 @@ fn acquire_get_release_and_check_make_the_same_commits_and_json(b: Backend) {
 
 fn add_update_and_remove_keep_binary_metadata_byte_for_byte(b: Backend) {
     let base = b.repo.tip();
-    let binary: &[u8] = b"\x00\xff\xfe binary\nmetadata\r\n\x7f";
+    let binary: Vec<u8> = (0..=255u8)
+        .chain(*b"\x00\xff\xfe binary\nmetadata\r\n\x7f")
+        .collect();
+    let binary = binary.as_slice();
     let inputs = Inputs::new();
     inputs.lock("new", "c", binary);
     inputs.lock("held", "d", b"d\n");
@@ -294,12 +510,22 @@ fn add_update_and_remove_keep_binary_metadata_byte_for_byte(b: Backend) {
         Some(b"\x01new content\xff".to_vec())
     );
     b.put(json!({"remove": "held"}), &inputs);
-    b.put(json!({"remove": "new"}), &inputs);
+    let removal = b.put(json!({"remove": "new"}), &inputs);
     assert!(b.repo.claimed(POOL).is_empty());
     assert_eq!(
         b.repo.unclaimed(POOL),
         vec!["a".to_string(), "b".to_string()]
     );
+    // The pool's folders survive with their .gitkeep files.
+    assert!(b
+        .repo
+        .file_at("HEAD", &format!("{POOL}/claimed/.gitkeep"))
+        .is_some());
+    // in of the removal names the lock, and has no files to give.
+    let (get, dest) = b.get(&version(&removal));
+    assert_eq!(lock_name(&get.assert_success().json()), "c");
+    assert!(!dest.path().join("name").exists());
+    assert!(get.stderr.contains("does not exist"), "{}", get.stderr);
     assert_eq!(
         b.subjects_since(&base),
         vec![
@@ -316,11 +542,13 @@ fn impossible_puts_fail_at_once_with_the_same_messages(b: Backend) {
     let inputs = Inputs::new();
     inputs.lock("existing", "a", b"again");
     inputs.lock("missing", "zz", b"");
-    let err = b.put_fails(json!({"add": "existing"}), &inputs);
-    assert!(
-        err.contains("lock \"a\" already exists in pool \"envs\" (it is unclaimed)"),
-        "{err}"
-    );
+    for param in ["add", "add_claimed"] {
+        let err = b.put_fails(json!({param: "existing"}), &inputs);
+        assert!(
+            err.contains("lock \"a\" already exists in pool \"envs\" (it is unclaimed)"),
+            "{param}: {err}"
+        );
+    }
     let err = b.put_fails(json!({"release": "existing"}), &inputs);
     assert!(
         err.contains("lock \"a\" in pool \"envs\" is not claimed, so it cannot be released"),
@@ -331,6 +559,7 @@ fn impossible_puts_fail_at_once_with_the_same_messages(b: Backend) {
         json!({"remove": "missing"}),
         json!({"claim": "zz"}),
         json!({"check": "missing"}),
+        json!({"check_unclaimed": "missing"}),
     ] {
         let err = b.put_fails(params.clone(), &inputs);
         assert!(
@@ -356,7 +585,7 @@ fn in_fails_once_the_claim_was_released_since(b: Backend) {
     let inputs = Inputs::new();
     let claimed = b.put(json!({"claim": "b"}), &inputs);
     inputs.lock("held", "b", b"");
-    b.put(json!({"release": "held"}), &inputs);
+    let released = b.put(json!({"release": "held"}), &inputs);
     let (get, _dest) = b.get(&version(&claimed));
     get.assert_failure();
     assert!(
@@ -364,6 +593,12 @@ fn in_fails_once_the_claim_was_released_since(b: Backend) {
         "{}",
         get.stderr
     );
+    // A new claim of the same lock does not bring the old one back.
+    b.put(json!({"claim": "b"}), &inputs);
+    b.get(&version(&claimed)).0.assert_failure();
+    let (get, dest) = b.get(&version(&released));
+    assert_eq!(lock_name(&get.assert_success().json()), "b");
+    assert_eq!(std::fs::read(dest.path().join("name")).unwrap(), b"b\n");
 }
 
 fn check_waits_for_unclaimed_and_check_unclaimed_for_claimed(b: Backend) {
@@ -372,26 +607,54 @@ fn check_waits_for_unclaimed_and_check_unclaimed_for_claimed(b: Backend) {
     let tip = b.repo.tip();
     let free = b.put(json!({"check": "a"}), &inputs);
     assert_eq!(
-        version(&free),
-        tip,
+        (lock_name(&free), version(&free)),
+        ("a".to_string(), tip),
         "check reports the tip and commits nothing"
     );
     b.put(json!({"claim": "a"}), &inputs);
     let tip = b.repo.tip();
+    let commits = b.api_calls("CreateCommit");
     let held = b.put(json!({"check_unclaimed": "a"}), &inputs);
     assert_eq!(version(&held), tip);
     assert_eq!(b.repo.tip(), tip);
+    // `check` of a claimed lock waits, and is satisfied by the release: its
+    // version is the release commit, and it made none itself.
+    let mut waiter = b.spawn_out(json!({"check": "a"}), &inputs);
+    waiter.until_it_waited(2, "lock a of pool envs is claimed");
+    assert_eq!(b.repo.tip(), tip, "a waiting check commits nothing");
+    assert_eq!(b.api_calls("CreateCommit"), commits);
+    let released = b.put(json!({"release": "a"}), &inputs);
+    let out = waiter.finish().assert_success().json();
+    assert_eq!(
+        version(&out),
+        version(&released),
+        "satisfied by the release"
+    );
+    assert_eq!(b.repo.tip(), version(&released), "check made no commit");
 }
 
 fn an_idempotent_acquire_run_again_gets_the_same_lock(b: Backend) {
+    b.repo.add_lock(POOL, "c", false, b"c-meta\n");
     let inputs = Inputs::new();
     let params = json!({"acquire": true, "idempotent": true});
     let first = b.put(params.clone(), &inputs);
     let tip = b.repo.tip();
-    let again = b.put(params, &inputs);
+    let again = b.put(params.clone(), &inputs);
     assert_eq!(again, first);
     assert_eq!(b.repo.tip(), tip, "the re-run commits nothing");
-    // Without idempotent the same build takes the other lock.
+    // Another build gets another lock.
+    let request = json!({"source": b.source(POOL), "params": params});
+    let other = Waiter::new(
+        b.env
+            .spawn_with("out", &[inputs.path()], &request, &[("BUILD_ID", "78")]),
+        "out of build 78".into(),
+    )
+    .finish()
+    .assert_success()
+    .json();
+    assert_ne!(lock_name(&other), lock_name(&first));
+    assert_eq!(b.repo.claimed(POOL).len(), 2);
+    // Without idempotent the same build takes another lock.
     let second = b.put(json!({"acquire": true}), &inputs);
     assert_ne!(lock_name(&second), lock_name(&first));
 }
@@ -500,6 +763,7 @@ fn check_of_a_version_that_is_not_on_the_branch_lists_the_latest_whatever_the_st
     // in cannot fetch such a version, and says so.
     for (v, says) in [
         ("bogus-ref", "version.ref \"bogus-ref\" is not a commit id"),
+        ("not-a-sha", "version.ref \"not-a-sha\" is not a commit id"),
         (missing, "is not on branch \"main\""),
         (elsewhere.as_str(), "is not on branch \"main\""),
     ] {
@@ -712,4 +976,162 @@ fn check_and_in_answer_what_git_log_answers_on_a_history_with_merges(b: Backend)
         }
     }
     assert!(gone > 0, "some claims in the history are gone");
+    // git log of a pool that never existed lists nothing, and so does check.
+    assert!(b.check_pool("never", None).is_empty());
+}
+
+fn git_config_sets_the_commit_identity(b: Backend) {
+    let mut src = b.source(POOL);
+    src["git_config"] = json!([
+        {"name": "user.name", "value": "Pool Bot"},
+        {"name": "user.email", "value": "bot@example.com"}
+    ]);
+    let inputs = Inputs::new();
+    b.run(
+        "out",
+        &[inputs.path()],
+        json!({"source": src, "params": {"claim": "b"}}),
+    )
+    .assert_success();
+    let author = b.repo.git_out(&["log", "-1", "--format=%an <%ae>"]);
+    assert_eq!(author.trim(), "Pool Bot <bot@example.com>");
+}
+
+fn acquire_waits_until_a_lock_is_released(b: Backend) {
+    let inputs = Inputs::new();
+    b.put(json!({"claim": "a"}), &inputs);
+    b.put(json!({"claim": "b"}), &inputs);
+    let tip = b.repo.tip();
+    let mut waiter = b.spawn_out(json!({"acquire": true}), &inputs);
+    // The waiter looks at least twice, committing nothing, before the
+    // lock is released.
+    waiter.until_it_waited(2, "all 2 locks of pool envs are claimed: a, b");
+    assert_eq!(b.repo.claimed(POOL), ["a", "b"]);
+    assert_eq!(b.repo.tip(), tip);
+    inputs.lock("held", "b", b"");
+    b.put(json!({"release": "held"}), &inputs);
+    let run = waiter.finish();
+    assert_eq!(lock_name(&run.assert_success().json()), "b");
+    let subjects = b.subjects_since(&tip);
+    assert_eq!(subjects, ["unclaiming: b", "claiming: b"]);
+}
+
+fn claim_waits_for_a_claimed_lock(b: Backend) {
+    let inputs = Inputs::new();
+    b.put(json!({"claim": "a"}), &inputs);
+    let mut waiter = b.spawn_out(json!({"claim": "a"}), &inputs);
+    waiter.until_it_waited(2, "lock a of pool envs is claimed");
+    inputs.lock("held", "a", b"");
+    b.put(json!({"release": "held"}), &inputs);
+    let run = waiter.finish();
+    assert_eq!(lock_name(&run.assert_success().json()), "a");
+    assert_eq!(b.repo.claimed(POOL), ["a"]);
+}
+
+fn update_waits_while_the_lock_is_claimed(b: Backend) {
+    let inputs = Inputs::new();
+    b.put(json!({"claim": "a"}), &inputs);
+    inputs.lock("new", "a", b"new-a");
+    let mut waiter = b.spawn_out(json!({"update": "new"}), &inputs);
+    waiter.until_it_waited(2, "lock a of pool envs is claimed");
+    assert_eq!(
+        b.repo.file_at("HEAD", &format!("{POOL}/claimed/a")),
+        Some(b"a-meta\n".to_vec())
+    );
+    inputs.lock("held", "a", b"");
+    b.put(json!({"release": "held"}), &inputs);
+    waiter.finish().assert_success();
+    assert_eq!(
+        b.repo.file_at("HEAD", &format!("{POOL}/unclaimed/a")),
+        Some(b"new-a".to_vec())
+    );
+    assert_eq!(b.repo.log().pop().unwrap().subject, "updating: a");
+}
+
+fn add_and_add_claimed_fill_an_empty_pool_with_binary_metadata(b: Backend) {
+    const EMPTY: &str = "spare";
+    b.repo.add_empty_pool(EMPTY);
+    let base = b.repo.tip();
+    let inputs = Inputs::new();
+    let binary: Vec<u8> = (0..=255u8).chain([0, 0xff, 0xfe]).collect();
+    inputs.lock("new", "fresh", &binary);
+    inputs.lock("new2", "busy", b"busy-meta");
+    let put = |params: Value| {
+        b.run(
+            "out",
+            &[inputs.path()],
+            json!({"source": b.source(EMPTY), "params": params}),
+        )
+        .assert_success()
+        .json()
+    };
+    assert_eq!(lock_name(&put(json!({"add": "new"}))), "fresh");
+    put(json!({"add_claimed": "new2"}));
+    assert_eq!(b.repo.unclaimed(EMPTY), ["fresh"]);
+    assert_eq!(b.repo.claimed(EMPTY), ["busy"]);
+    assert_eq!(
+        b.repo.file_at("HEAD", &format!("{EMPTY}/unclaimed/fresh")),
+        Some(binary)
+    );
+    assert_eq!(
+        b.subjects_since(&base),
+        ["adding unclaimed: fresh", "adding claimed: busy"]
+    );
+}
+
+fn nested_pools_and_other_branches_work_and_missing_ones_fail(b: Backend) {
+    const BRANCH: &str = "locks/v2";
+    const NESTED: &str = "teams/payments/envs";
+    let root = b.repo.git_out(&["rev-list", "--max-parents=0", "main"]);
+    let v2 = b.repo.commit_on(
+        &[root.trim()],
+        &[
+            (&format!("{NESTED}/unclaimed/eu"), b"eu"),
+            (&format!("{NESTED}/claimed/.gitkeep"), b""),
+            ("teams/payments/unclaimed/decoy", b"not in the nested pool"),
+            ("teams/payments/claimed/.gitkeep", b""),
+        ],
+        &[],
+        "nested pools",
+    );
+    b.repo
+        .git_out(&["update-ref", &format!("refs/heads/{BRANCH}"), &v2]);
+    let locks = |dir: &str| -> Vec<String> {
+        b.repo
+            .git_out(&["ls-tree", "--name-only", &format!("{BRANCH}:{dir}")])
+            .lines()
+            .filter(|l| !l.starts_with('.'))
+            .map(String::from)
+            .collect()
+    };
+    let main = b.repo.tip();
+    let out = |src: Value| {
+        let inputs = Inputs::new();
+        b.run(
+            "out",
+            &[inputs.path()],
+            json!({"source": src, "params": {"acquire": true}}),
+        )
+    };
+    let run = out(b.source_on(BRANCH, NESTED));
+    assert_eq!(lock_name(&run.assert_success().json()), "eu");
+    assert_eq!(locks(&format!("{NESTED}/claimed")), ["eu"]);
+    assert_eq!(locks("teams/payments/unclaimed"), ["decoy"]);
+    assert_eq!(b.repo.tip(), main, "main is left alone");
+
+    let run = out(b.source_on(BRANCH, "nope"));
+    run.assert_failure();
+    assert!(
+        run.stderr
+            .contains("pool \"nope\" does not exist on branch \"locks/v2\""),
+        "{}",
+        run.stderr
+    );
+    let run = out(b.source_on("gone", NESTED));
+    run.assert_failure();
+    assert!(
+        run.stderr.contains("branch \"gone\" does not exist"),
+        "{}",
+        run.stderr
+    );
 }
