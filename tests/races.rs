@@ -613,3 +613,77 @@ fn the_replay_rejects_a_double_claim_and_pairs_each_claim_with_its_release() {
     assert_eq!(next.get(&claim), Some(&release));
     assert_eq!(states.get("a"), Some(&State::Unclaimed));
 }
+
+/// Fairness, measured not required: while two processes keep taking and
+/// giving back single locks of a pool of three, does an `acquire: 2` get
+/// through? The churn stops after [`CHURN_LIMIT`] at the latest, so the
+/// test ends either way; it prints how long the two-lock put waited,
+/// whether it got through during the churn, and what it logged. Two
+/// churners by default, `FAIRNESS_CHURNERS` to change it.
+/// `cargo test --test integration races::fairness -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, up to a minute long; run on demand"]
+fn fairness_of_a_two_lock_put_among_single_lock_churn() {
+    const CHURN_LIMIT: std::time::Duration = std::time::Duration::from_secs(45);
+    // FAIRNESS_CHURNERS=3: as many churners as locks, so two are rarely free.
+    let churners: usize = std::env::var("FAIRNESS_CHURNERS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2);
+    let arena = Arena::new(Remote::Daemon);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let churned = std::sync::atomic::AtomicUsize::new(0);
+    let start = Instant::now();
+    let (multi, got_through_during_churn, waited) = std::thread::scope(|scope| {
+        for w in 0..churners {
+            let (arena, stop, churned) = (&arena, &stop, &churned);
+            scope.spawn(move || {
+                let inputs = Inputs::new();
+                let mut c = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst)
+                    && start.elapsed() < CHURN_LIMIT
+                {
+                    let build = format!("churn{w}-c{c}");
+                    let (lock, _) = arena.put(json!({"acquire": true}), &inputs, &build);
+                    inputs.lock("held", &lock, b"");
+                    arena.put(json!({"release": "held"}), &inputs, &build);
+                    churned.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    c += 1;
+                }
+            });
+        }
+        // Let the churn get going before the two-lock put starts.
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        let asked = Instant::now();
+        let mut env = ENV.to_vec();
+        env.push(("BUILD_ID", "multi"));
+        let inputs = Inputs::new();
+        let child = spawn_bin(
+            "out",
+            &[inputs.path()],
+            &json!({"source": arena.source, "params": {"acquire": 2}}),
+            &env,
+        );
+        let run = finish_within(child, "acquire: 2", CHURN_LIMIT * 2);
+        let waited = asked.elapsed();
+        let during =
+            !stop.load(std::sync::atomic::Ordering::SeqCst) && start.elapsed() < CHURN_LIMIT;
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        (run, during, waited)
+    });
+    multi.assert_success();
+    let waits: Vec<&str> = multi
+        .stderr
+        .lines()
+        .filter(|l| l.contains("locks wanted"))
+        .collect();
+    eprintln!(
+        "acquire: 2 among {churners} single-lock churners: {} after {waited:?} ({} single cycles meanwhile, {} waits); first wait line: {:?}",
+        if got_through_during_churn { "got through during the churn" } else { "got through only once the churn stopped" },
+        churned.load(std::sync::atomic::Ordering::SeqCst),
+        waits.len(),
+        waits.first()
+    );
+    let log = arena.race_log();
+    replay(&log, &LOCKS);
+}
