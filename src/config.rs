@@ -16,7 +16,7 @@ use crate::duration::parse_go_duration;
 use crate::error::{quoted, shortened, Error, Result};
 use crate::git::uri::RepoUri;
 use crate::names::{LockName, PoolPath};
-use crate::pool::Operation;
+use crate::pool::{join_names, Operation};
 use crate::protocol::{Fields, RawRequest};
 
 /// The retry delay when `retry_delay` is absent or zero, as in the Go resource.
@@ -648,7 +648,8 @@ pub struct PutParams {
 /// Validates put `params` into one [`Operation`], reading lock files under `src`.
 pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
     let mut f = Fields::new("params", req.params.clone());
-    let acquire = f.bool("acquire")?;
+    let (acquire, many) = parse_acquire(&mut f)?;
+    let claim_list = parse_claim_list(&mut f)?;
     let mut dirs = Vec::new();
     for action in &PUT_ACTIONS[1..] {
         if let Some(v) = f.string(action)? {
@@ -666,11 +667,32 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
     let mut known = PUT_ACTIONS.to_vec();
     known.push("idempotent");
     reject_unknown_params(&f, &known)?;
-    let op = parse_action(acquire, dirs, src)?;
+    let op = match (many, claim_list) {
+        (Some(n), None) if dirs.is_empty() => Operation::AcquireMany(n),
+        (None, Some(mut locks)) if dirs.is_empty() && acquire != Some(true) => {
+            if locks.len() == 1 {
+                Operation::Claim(locks.remove(0))
+            } else {
+                Operation::ClaimAll(locks)
+            }
+        }
+        // Two actions, or none: parse_action names them.
+        (many, list) => {
+            if let Some(locks) = list {
+                dirs.push(("claim", join_names(&locks)));
+            }
+            parse_action(acquire.or(many.map(|_| true)), dirs, src)?
+        }
+    };
     if idempotent
         && !matches!(
             op,
-            Operation::Acquire | Operation::Claim(_) | Operation::Release(_)
+            Operation::Acquire
+                | Operation::Claim(_)
+                | Operation::Release(_)
+                | Operation::AcquireMany(_)
+                | Operation::ClaimAll(_)
+                | Operation::ReleaseAll(_)
         )
     {
         return Err(Error::bad_request(format!(
@@ -679,6 +701,82 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
         )));
     }
     Ok(PutParams { op, idempotent })
+}
+
+/// `acquire`: `true`, or a count of locks; 1 is `true`. Returns the
+/// boolean form and, for N ≥ 2, the count.
+fn parse_acquire(f: &mut Fields) -> Result<(Option<bool>, Option<usize>)> {
+    match f.take("acquire") {
+        None => Ok((None, None)),
+        Some(Value::Bool(b)) => Ok((Some(b), None)),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(0) | None => Err(Error::bad_request(format!(
+                "invalid payload: params.acquire must be true or a number of locks (1 or more), not {n}"
+            ))),
+            Some(1) => Ok((Some(true), None)),
+            Some(n) => Ok((None, Some(usize::try_from(n).unwrap_or(usize::MAX)))),
+        },
+        Some(other) => Err(Error::bad_request(format!(
+            "invalid payload: params.acquire must be true or a number of locks, not {}",
+            quoted(&other.to_string())
+        ))),
+    }
+}
+
+/// `claim: [A, B]`: a list of distinct lock names (a string stays `claim: A`).
+fn parse_claim_list(f: &mut Fields) -> Result<Option<Vec<LockName>>> {
+    if !matches!(f.peek("claim"), Some(Value::Array(_))) {
+        return Ok(None);
+    }
+    let Some(Value::Array(items)) = f.take("claim") else {
+        return Ok(None);
+    };
+    let mut locks: Vec<LockName> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Value::String(name) = item else {
+            return Err(Error::bad_request(format!(
+                "invalid payload: params.claim[{i}] must be a lock name (a string)"
+            )));
+        };
+        let lock = lock_name(name, &format!("params.claim[{i}]"))?;
+        if locks.contains(&lock) {
+            return Err(Error::bad_request(format!(
+                "invalid payload: params.claim names lock {lock} twice"
+            )));
+        }
+        locks.push(lock);
+    }
+    if locks.is_empty() {
+        return Err(Error::bad_request(
+            "invalid payload: params.claim is an empty list",
+        ));
+    }
+    Ok(Some(locks))
+}
+
+/// `release: DIR`: the locks named in `DIR/name`, one a line (what the get
+/// after `acquire: N` or `claim: [A, B]` writes); two or more are released
+/// in one commit.
+fn release_op(src: &Path, dir: &str) -> Result<Operation> {
+    let bytes = read_input(src, dir, "name", "release")?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        Error::bad_request(format!(
+            "invalid payload: {dir}/name (params.release) is not UTF-8 text"
+        ))
+    })?;
+    let mut locks: Vec<LockName> = Vec::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let lock = lock_name(line, &format!("{dir}/name (params.release)"))?;
+        if !locks.contains(&lock) {
+            locks.push(lock);
+        }
+    }
+    Ok(match locks.len() {
+        // Empty: the one-lock path says what is wrong with it.
+        0 => Operation::Release(read_lock_name(src, dir, "release")?),
+        1 => Operation::Release(locks.remove(0)),
+        _ => Operation::ReleaseAll(locks),
+    })
 }
 
 fn parse_action(
@@ -711,7 +809,7 @@ fn parse_action(
     let read_content = || read_input(src, &dir, "metadata", action);
     Ok(match action {
         "claim" => Operation::Claim(lock_name(&dir, "params.claim")?),
-        "release" => Operation::Release(read_name()?),
+        "release" => release_op(src, &dir)?,
         "remove" => Operation::Remove(read_name()?),
         "add" | "add_claimed" => Operation::Add {
             lock: read_name()?,

@@ -44,6 +44,14 @@ pub enum Error {
     #[error("lock {lock:?} in pool {pool:?} is not claimed, so it cannot be released")]
     NotClaimed { pool: String, lock: String },
 
+    /// `acquire: N` with N larger than the pool: it could never be done.
+    #[error("acquire: {wanted} wants more locks than pool {pool:?} has ({have})")]
+    TooFewLocks {
+        pool: String,
+        wanted: usize,
+        have: usize,
+    },
+
     /// The pool directory is not on the branch.
     #[error("pool {pool:?} does not exist on branch {branch:?} of {uri} (expected {pool}/claimed and {pool}/unclaimed)")]
     PoolNotFound {

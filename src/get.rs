@@ -17,7 +17,7 @@ use crate::backend::LockStore;
 use crate::config::{GetParams, Source};
 use crate::error::{Error, Result};
 use crate::log::Log;
-use crate::message::parse_subject;
+use crate::message::{parse_subject, Parsed};
 use crate::names::LockName;
 use crate::pool::LockState;
 use crate::protocol::{Response, Version};
@@ -48,6 +48,76 @@ fn lock_of_commit(
     Ok(parse_subject(&subject).and_then(|(_, name)| LockName::new(name).ok()))
 }
 
+/// Every lock of a commit that moved several at once (its
+/// `Pool-Resource-Lock` trailers, see [`crate::message::Trailer::Lock`]);
+/// empty for any other commit.
+fn locks_of_multi_commit(store: &mut dyn LockStore, commit: &str) -> Result<Vec<LockName>> {
+    let mut message = String::new();
+    store.walk_messages(commit, &mut |_, m| {
+        message = m.to_string();
+        true
+    })?;
+    let names = match Parsed::new(&message).locks() {
+        Some((_, names)) if names.len() > 1 => names,
+        _ => return Ok(Vec::new()),
+    };
+    Ok(names
+        .into_iter()
+        .filter_map(|n| LockName::new(n).ok())
+        .collect())
+}
+
+/// `in` of a version that moved several locks: fails if any of its claims
+/// is gone, then writes `name` (one name a line) and `locks/NAME` with each
+/// lock's content. No `metadata`: no one lock's content stands for them all.
+fn write_many(
+    store: &mut dyn LockStore,
+    source: &Source,
+    version: &str,
+    locks: &[LockName],
+    dest: &Path,
+    log: &Log,
+) -> Result<Response> {
+    let pool = &source.pool;
+    for lock in locks {
+        let path = pool.lock_path(LockState::Claimed, lock);
+        if store.read_file(version, &path)?.is_some() && store.changed_since(version, &path)? {
+            return Err(Error::NoLongerAcquired);
+        }
+    }
+    let dir = dest.join("locks");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Error::io(format!("could not create {}", dir.display()), e))?;
+    store.export_tree(version, dest)?;
+    let write = |path: &Path, data: &[u8]| {
+        std::fs::write(path, data)
+            .map_err(|e| Error::io(format!("could not write {}", path.display()), e))
+    };
+    let mut names = String::new();
+    for lock in locks {
+        let mut content = None;
+        for state in [LockState::Claimed, LockState::Unclaimed] {
+            if let Some(bytes) = store.read_file(version, &pool.lock_path(state, lock))? {
+                content = Some(bytes);
+                break;
+            }
+        }
+        match content {
+            None => log.line(format_args!("lock {lock} does not exist at {version}")),
+            Some(bytes) => {
+                write(&dir.join(lock.as_str()), &bytes)?;
+                names.push_str(&format!("{lock}\n"));
+            }
+        }
+    }
+    write(&dest.join("name"), names.as_bytes())?;
+    let list = crate::pool::join_names(locks);
+    log.line(format_args!(
+        "fetched locks {list} of pool {pool} at {version}"
+    ));
+    Ok(Response::new(version, &list, pool.as_str()))
+}
+
 /// Runs `in` for `version` into `dest`.
 pub fn run(
     store: &mut dyn LockStore,
@@ -68,6 +138,10 @@ pub fn run(
                 log.line(format_args!(
                     "version {version} did not change pool {pool}; its lock is the one {commit} changed"
                 ));
+            }
+            let several = locks_of_multi_commit(store, &commit)?;
+            if several.len() > 1 {
+                return write_many(store, source, &version, &several, dest, log);
             }
             lock_of_commit(store, source, &commit)?
         }

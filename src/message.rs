@@ -92,6 +92,11 @@ pub enum Trailer {
     Operator,
     /// `Pool-Resource-Reason`: why (`--reason`, or what `reap` decided).
     Reason,
+    /// `Pool-Resource-Lock`: one per lock of a commit that moves several
+    /// (`claiming: A, B`). A lock name may itself contain `, `, so the
+    /// subject alone cannot say which locks it lists; these lines can (a
+    /// name has no newline). A subject without them names one lock.
+    Lock,
 }
 
 impl Trailer {
@@ -104,6 +109,7 @@ impl Trailer {
             Trailer::Nonce => "Pool-Resource-Nonce",
             Trailer::Operator => "Pool-Resource-Operator",
             Trailer::Reason => "Pool-Resource-Reason",
+            Trailer::Lock => "Pool-Resource-Lock",
         }
     }
 }
@@ -138,6 +144,22 @@ pub fn operator_trailers(operator: &str, reason: Option<&str>) -> Vec<(Trailer, 
     }
     t.push((Trailer::Nonce, nonce()));
     t
+}
+
+/// The [`Trailer::Lock`] lines of a commit changing `locks`: none for one
+/// lock, whose subject names it as the Go resource's does.
+pub fn lock_trailers<'a>(
+    locks: impl IntoIterator<Item = &'a crate::names::LockName>,
+) -> Vec<(Trailer, String)> {
+    let t: Vec<(Trailer, String)> = locks
+        .into_iter()
+        .map(|l| (Trailer::Lock, l.to_string()))
+        .collect();
+    if t.len() < 2 {
+        Vec::new()
+    } else {
+        t
+    }
 }
 
 /// The subject of a commit putting a hold on `pool` (not a lock verb: the
@@ -191,6 +213,21 @@ impl<'a> Parsed<'a> {
     /// The verb and lock of the subject, if it is one of ours.
     pub fn verb(&self) -> Option<(Verb, &'a str)> {
         parse_subject(self.subject())
+    }
+
+    /// The verb and every lock of the commit: the [`Trailer::Lock`] lines of
+    /// a commit that moved several locks, else the one lock of the subject.
+    pub fn locks(&self) -> Option<(Verb, Vec<&'a str>)> {
+        let (verb, lock) = self.verb()?;
+        let key = Trailer::Lock.key();
+        let listed: Vec<&str> = self
+            .message
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.strip_prefix(key)?.strip_prefix(": "))
+            .map(str::trim)
+            .collect();
+        Some((verb, if listed.len() < 2 { vec![lock] } else { listed }))
     }
 
     /// The value of the first `KEY: value` line for `key`. The subject is
@@ -253,6 +290,25 @@ mod tests {
         assert_eq!(p.trailer(Trailer::BuildId), Some("42"));
         assert_eq!(p.trailer(Trailer::Nonce), Some("00ff"));
         assert_eq!(p.trailer(Trailer::Concourse), None);
+    }
+
+    #[test]
+    fn a_multi_lock_message_lists_its_locks_in_trailers_even_with_commas_in_names() {
+        let names: Vec<crate::names::LockName> = ["a, b", "c"]
+            .iter()
+            .map(|n| crate::names::LockName::new(n).unwrap())
+            .collect();
+        let msg = commit_message("claiming: a, b, c", None, &lock_trailers(&names));
+        assert_eq!(
+            Parsed::new(&msg).locks(),
+            Some((Verb::Claiming, vec!["a, b", "c"]))
+        );
+        // One lock: no trailer, and the subject's whole name, commas and all.
+        assert!(lock_trailers(&names[..1]).is_empty());
+        assert_eq!(
+            Parsed::new("claiming: a, b\n").locks(),
+            Some((Verb::Claiming, vec!["a, b"]))
+        );
     }
 
     #[test]

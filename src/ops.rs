@@ -305,9 +305,11 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
     store.walk_commits(&tip, STATUS_LOOKBACK, &mut |c| {
         looked_back += 1;
         oldest = c.time;
-        if let Some((verb, lock)) = Parsed::new(&c.message).verb() {
+        for (verb, lock) in lock_verbs(c) {
             if let Some(states) = need.get_mut(lock) {
-                candidates.push(c.clone());
+                if candidates.last().map(|k| &k.id) != Some(&c.id) {
+                    candidates.push(c.clone());
+                }
                 let resulting = if verb.leaves_claimed() {
                     LockState::Claimed
                 } else {
@@ -326,32 +328,32 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
         need.is_empty()
     })?;
     for c in &candidates {
-        let Some((verb, lock)) = Parsed::new(&c.message).verb() else {
-            continue;
-        };
-        let keys: Vec<(String, String)> = open.keys().filter(|(_, l)| l == lock).cloned().collect();
-        for key in keys {
-            let state = open[&key];
-            let resulting = if verb.leaves_claimed() {
-                LockState::Claimed
-            } else {
-                LockState::Unclaimed
-            };
-            if resulting != state || verb == Verb::Removing {
-                continue;
-            }
-            let path = format!("{}/{}/{}", key.0, state.dir(), key.1);
-            if changed(store, c, &path)? {
-                open.remove(&key);
-                found.insert(
-                    key,
-                    Since::Commit {
-                        commit: c.id.clone(),
-                        time: c.time,
-                        utc: utc(c.time),
-                        by: Actor::of(c),
-                    },
-                );
+        for (verb, lock) in lock_verbs(c) {
+            let keys: Vec<(String, String)> =
+                open.keys().filter(|(_, l)| l == lock).cloned().collect();
+            for key in keys {
+                let state = open[&key];
+                let resulting = if verb.leaves_claimed() {
+                    LockState::Claimed
+                } else {
+                    LockState::Unclaimed
+                };
+                if resulting != state || verb == Verb::Removing {
+                    continue;
+                }
+                let path = format!("{}/{}/{}", key.0, state.dir(), key.1);
+                if changed(store, c, &path)? {
+                    open.remove(&key);
+                    found.insert(
+                        key,
+                        Since::Commit {
+                            commit: c.id.clone(),
+                            time: c.time,
+                            utc: utc(c.time),
+                            by: Actor::of(c),
+                        },
+                    );
+                }
             }
         }
         if open.is_empty() {
@@ -431,41 +433,41 @@ pub fn history(
         if c.time < since {
             return true;
         }
-        if let Some((_, l)) = Parsed::new(&c.message).verb() {
-            if lock.is_none_or(|want| want == l) {
-                commits.push(c.clone());
-            }
+        if lock_verbs(c)
+            .iter()
+            .any(|(_, l)| lock.is_none_or(|want| want == *l))
+        {
+            commits.push(c.clone());
         }
         false
     })?;
     let mut releases: BTreeMap<(String, String), (String, i64, Actor)> = BTreeMap::new();
     let mut out = Vec::new();
     for c in &commits {
-        let Some((verb, l)) = Parsed::new(&c.message).verb() else {
-            continue;
-        };
-        for pool in pools {
-            let path = format!("{pool}/claimed/{l}");
-            if !changed(store, c, &path)? {
-                continue;
-            }
-            let key = (pool.clone(), l.to_string());
-            if verb.leaves_claimed() {
-                let release = releases.remove(&key);
-                let end = release.as_ref().map(|r| r.1).unwrap_or(now);
-                out.push(Interval {
-                    pool: pool.clone(),
-                    lock: l.to_string(),
-                    claimed_commit: c.id.clone(),
-                    claimed_at: c.time,
-                    claimed_by: Actor::of(c),
-                    released_commit: release.as_ref().map(|r| r.0.clone()),
-                    released_at: release.as_ref().map(|r| r.1),
-                    released_by: release.map(|r| r.2),
-                    seconds: (end - c.time).max(0),
-                });
-            } else {
-                releases.insert(key, (c.id.clone(), c.time, Actor::of(c)));
+        for (verb, l) in lock_verbs(c) {
+            for pool in pools {
+                let path = format!("{pool}/claimed/{l}");
+                if !changed(store, c, &path)? {
+                    continue;
+                }
+                let key = (pool.clone(), l.to_string());
+                if verb.leaves_claimed() {
+                    let release = releases.remove(&key);
+                    let end = release.as_ref().map(|r| r.1).unwrap_or(now);
+                    out.push(Interval {
+                        pool: pool.clone(),
+                        lock: l.to_string(),
+                        claimed_commit: c.id.clone(),
+                        claimed_at: c.time,
+                        claimed_by: Actor::of(c),
+                        released_commit: release.as_ref().map(|r| r.0.clone()),
+                        released_at: release.as_ref().map(|r| r.1),
+                        released_by: release.map(|r| r.2),
+                        seconds: (end - c.time).max(0),
+                    });
+                } else {
+                    releases.insert(key, (c.id.clone(), c.time, Actor::of(c)));
+                }
             }
         }
     }
@@ -580,6 +582,15 @@ fn lost(races: u32) -> Error {
     }
 }
 
+/// The verb and each lock of commit `c`: one pair for a commit about one
+/// lock, one per lock for a commit that moved several (`claiming: A, B`).
+fn lock_verbs(c: &CommitMeta) -> Vec<(Verb, &str)> {
+    match Parsed::new(&c.message).locks() {
+        Some((verb, locks)) => locks.into_iter().map(|l| (verb, l)).collect(),
+        None => Vec::new(),
+    }
+}
+
 /// The claim commit of `lock` (the newest commit that put it into
 /// `claimed/`), if within the look-back.
 pub fn claim_of(
@@ -591,10 +602,11 @@ pub fn claim_of(
     let path = pool.lock_path(LockState::Claimed, lock);
     let mut candidates = Vec::new();
     store.walk_commits(tip, STATUS_LOOKBACK, &mut |c| {
-        if let Some((verb, l)) = Parsed::new(&c.message).verb() {
-            if l == lock.as_str() && verb.leaves_claimed() {
-                candidates.push(c.clone());
-            }
+        if lock_verbs(c)
+            .iter()
+            .any(|(verb, l)| *l == lock.as_str() && verb.leaves_claimed())
+        {
+            candidates.push(c.clone());
         }
         false
     })?;

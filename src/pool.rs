@@ -213,6 +213,46 @@ pub struct Change {
     pub subject: String,
     /// What happens to the lock's files.
     pub edits: Vec<Edit>,
+    /// The other locks a multi-lock put (`acquire: N`, `claim: [A, B]`,
+    /// `release` of several) moves in the same commit; empty otherwise.
+    pub also: Vec<LockEdits>,
+}
+
+/// One more lock's edits in a [`Change`] that moves several locks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockEdits {
+    /// The lock.
+    pub lock: LockName,
+    /// What happens to its files.
+    pub edits: Vec<Edit>,
+}
+
+impl Change {
+    /// Every lock the change touches with its edits, [`Change::lock`] first.
+    pub fn parts(&self) -> Vec<(&LockName, &[Edit])> {
+        std::iter::once((&self.lock, self.edits.as_slice()))
+            .chain(self.also.iter().map(|p| (&p.lock, p.edits.as_slice())))
+            .collect()
+    }
+
+    /// The names of the locks the change touches, [`Change::lock`] first.
+    pub fn locks(&self) -> Vec<&LockName> {
+        self.parts().into_iter().map(|(lock, _)| lock).collect()
+    }
+
+    /// The lock names, `, `-separated: the `lock_name` metadata of a put.
+    pub fn lock_list(&self) -> String {
+        join_names(self.locks())
+    }
+}
+
+/// Lock names, `, `-separated, as subjects and `lock_name` list them.
+pub fn join_names<'a>(locks: impl IntoIterator<Item = &'a LockName>) -> String {
+    locks
+        .into_iter()
+        .map(LockName::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A put operation, validated.
@@ -238,6 +278,13 @@ pub enum Operation {
     WaitUntilUnclaimed(LockName),
     /// `check_unclaimed: DIR`: wait until the lock is claimed.
     WaitUntilClaimed(LockName),
+    /// `acquire: N`, N ≥ 2: claim N unclaimed locks in one commit.
+    AcquireMany(usize),
+    /// `claim: [A, B]`: claim these (two or more, distinct) in one commit.
+    ClaimAll(Vec<LockName>),
+    /// `release: DIR` whose `DIR/name` names two or more locks: unclaim
+    /// them all in one commit.
+    ReleaseAll(Vec<LockName>),
 }
 
 impl Operation {
@@ -253,6 +300,9 @@ impl Operation {
             Operation::Update { .. } => "update",
             Operation::WaitUntilUnclaimed(_) => "check",
             Operation::WaitUntilClaimed(_) => "check_unclaimed",
+            Operation::AcquireMany(_) => "acquire",
+            Operation::ClaimAll(_) => "claim",
+            Operation::ReleaseAll(_) => "release",
         }
     }
 }
@@ -268,6 +318,14 @@ pub enum Wait {
     Unclaimed(LockName),
     /// `acquire`/`claim`: an operator holds the pool.
     Held(Hold),
+    /// `acquire: N`: fewer than N locks are free.
+    TooFewFree {
+        wanted: usize,
+        free: usize,
+        claimed: Vec<String>,
+    },
+    /// `claim: [A, B]`: these of the wanted locks are claimed.
+    SomeClaimed(Vec<LockName>),
 }
 
 impl Wait {
@@ -287,6 +345,19 @@ impl Wait {
             Wait::Held(hold) => format!(
                 "pool {pool} is {}",
                 hold.describe(crate::duration::now_unix())
+            ),
+            Wait::TooFewFree {
+                wanted,
+                free,
+                claimed,
+            } => format!(
+                "{wanted} locks wanted, {free} free in pool {pool} (claimed: {})",
+                claimed.join(", ")
+            ),
+            Wait::SomeClaimed(locks) => format!(
+                "{} of pool {pool} claimed: {}",
+                if locks.len() == 1 { "lock" } else { "locks" },
+                join_names(locks)
             ),
         }
     }
@@ -315,6 +386,7 @@ fn move_lock(lock: &LockName, blob: &BlobId, from: LockState, verb: Verb) -> Pla
             Edit::Delete(from),
             Edit::Write(to, Content::Keep(blob.clone())),
         ],
+        also: Vec::new(),
     })
 }
 
@@ -330,12 +402,20 @@ pub fn plan(
         pool: pool.to_string(),
         lock: lock.to_string(),
     };
-    if let (Operation::Acquire | Operation::Claim(_), Some(hold)) = (op, &snap.hold) {
+    if let (
+        Operation::Acquire
+        | Operation::Claim(_)
+        | Operation::AcquireMany(_)
+        | Operation::ClaimAll(_),
+        Some(hold),
+    ) = (op, &snap.hold)
+    {
         if let Operation::Claim(lock) = op {
             if snap.state_of(lock).is_none() {
                 return Err(not_found(lock));
             }
         }
+        check_possible(op, snap, pool)?;
         return Ok(Plan::Wait(Wait::Held(hold.clone())));
     }
     Ok(match op {
@@ -394,6 +474,7 @@ pub fn plan(
                 lock: lock.clone(),
                 subject: verb.subject(lock),
                 edits: vec![Edit::Write(state, Content::Bytes(content.clone()))],
+                also: Vec::new(),
             })
         }
         Operation::Remove(lock) => {
@@ -411,6 +492,7 @@ pub fn plan(
                 lock: lock.clone(),
                 subject: Verb::Removing.subject(lock),
                 edits,
+                also: Vec::new(),
             })
         }
         Operation::Update { lock, content } => {
@@ -430,6 +512,7 @@ pub fn plan(
                     LockState::Unclaimed,
                     Content::Bytes(content.clone()),
                 )],
+                also: Vec::new(),
             })
         }
         Operation::WaitUntilUnclaimed(lock) => match snap.state_of(lock) {
@@ -442,6 +525,135 @@ pub fn plan(
             Some((LockState::Unclaimed, _)) => Plan::Wait(Wait::Unclaimed(lock.clone())),
             Some((LockState::Claimed, _)) => Plan::Satisfied(lock.clone()),
         },
+        Operation::AcquireMany(_) | Operation::ClaimAll(_) | Operation::ReleaseAll(_) => {
+            plan_many(op, snap, pool, pick)?
+        }
+    })
+}
+
+/// Fails when a multi-lock operation could never be done on `snap`'s pool:
+/// `acquire: N` with fewer than N locks, `claim`/`release` of a lock that is
+/// not there. Checked before waiting for anything.
+fn check_possible(op: &Operation, snap: &Snapshot, pool: &PoolPath) -> Result<(), Error> {
+    match op {
+        Operation::AcquireMany(wanted) => {
+            let have = snap
+                .claimed
+                .keys()
+                .chain(snap.unclaimed.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            if *wanted > have {
+                return Err(Error::TooFewLocks {
+                    pool: pool.to_string(),
+                    wanted: *wanted,
+                    have,
+                });
+            }
+        }
+        Operation::ClaimAll(locks) | Operation::ReleaseAll(locks) => {
+            if let Some(lock) = locks.iter().find(|l| snap.state_of(l).is_none()) {
+                return Err(Error::LockNotFound {
+                    pool: pool.to_string(),
+                    lock: lock.to_string(),
+                });
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// One commit moving every lock of `locks` out of `from`, content unchanged:
+/// `claiming: A, B` or `unclaiming: A, B`, the locks in name order.
+fn move_locks(mut locks: Vec<(&LockName, &BlobId)>, from: LockState, verb: Verb) -> Change {
+    let to = match from {
+        LockState::Claimed => LockState::Unclaimed,
+        LockState::Unclaimed => LockState::Claimed,
+    };
+    locks.sort();
+    let mut parts = locks.into_iter().map(|(lock, blob)| LockEdits {
+        lock: lock.clone(),
+        edits: vec![
+            Edit::Delete(from),
+            Edit::Write(to, Content::Keep(blob.clone())),
+        ],
+    });
+    // Never empty: every caller has at least one lock to move.
+    let first = parts
+        .next()
+        .unwrap_or_else(|| unreachable!("no lock to move"));
+    let also: Vec<LockEdits> = parts.collect();
+    let subject = verb.subject(join_names(
+        std::iter::once(&first.lock).chain(also.iter().map(|p| &p.lock)),
+    ));
+    Change {
+        lock: first.lock,
+        subject,
+        edits: first.edits,
+        also,
+    }
+}
+
+/// [`plan`] for the operations on several locks at once: all in one commit
+/// or, while that is not possible, wait holding none of them.
+fn plan_many(
+    op: &Operation,
+    snap: &Snapshot,
+    pool: &PoolPath,
+    pick: &mut dyn FnMut(usize) -> usize,
+) -> Result<Plan, Error> {
+    check_possible(op, snap, pool)?;
+    Ok(match op {
+        Operation::AcquireMany(wanted) => {
+            let mut free: Vec<(&LockName, &BlobId)> = snap
+                .unclaimed
+                .iter()
+                .filter(|(name, _)| !snap.claimed.contains_key(*name))
+                .collect();
+            if free.len() < *wanted {
+                return Ok(Plan::Wait(Wait::TooFewFree {
+                    wanted: *wanted,
+                    free: free.len(),
+                    claimed: snap.claimed_names().iter().map(|s| s.to_string()).collect(),
+                }));
+            }
+            let mut chosen = Vec::with_capacity(*wanted);
+            while chosen.len() < *wanted {
+                let i = pick(free.len()) % free.len();
+                chosen.push(free.swap_remove(i));
+            }
+            Plan::Commit(move_locks(chosen, LockState::Unclaimed, Verb::Claiming))
+        }
+        Operation::ClaimAll(locks) => {
+            let claimed: Vec<LockName> = locks
+                .iter()
+                .filter(|l| matches!(snap.state_of(l), Some((LockState::Claimed, _))))
+                .cloned()
+                .collect();
+            if !claimed.is_empty() {
+                return Ok(Plan::Wait(Wait::SomeClaimed(claimed)));
+            }
+            let moved = locks
+                .iter()
+                .filter_map(|l| snap.unclaimed.get(l).map(|blob| (l, blob)))
+                .collect();
+            Plan::Commit(move_locks(moved, LockState::Unclaimed, Verb::Claiming))
+        }
+        Operation::ReleaseAll(locks) => {
+            if let Some(lock) = locks.iter().find(|l| !snap.claimed.contains_key(*l)) {
+                return Err(Error::NotClaimed {
+                    pool: pool.to_string(),
+                    lock: lock.to_string(),
+                });
+            }
+            let moved = locks
+                .iter()
+                .filter_map(|l| snap.claimed.get(l).map(|blob| (l, blob)))
+                .collect();
+            Plan::Commit(move_locks(moved, LockState::Claimed, Verb::Unclaiming))
+        }
+        other => unreachable!("{} is not a multi-lock operation", other.param()),
     })
 }
 
@@ -484,6 +696,7 @@ mod tests {
                     Edit::Delete(LockState::Unclaimed),
                     Edit::Write(LockState::Claimed, Content::Keep("blob-b".into()))
                 ],
+                also: Vec::new(),
             })
         );
     }
@@ -637,5 +850,111 @@ mod tests {
             Plan::Satisfied(name("a"))
         );
         assert!(run(Operation::WaitUntilClaimed(name("zz")), &s).is_err());
+    }
+
+    fn commit(plan: Plan) -> Change {
+        match plan {
+            Plan::Commit(c) => c,
+            other => panic!("expected a commit, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn acquire_n_moves_n_free_locks_in_one_change_keeping_their_content() {
+        let c = commit(run(Operation::AcquireMany(2), &snap(&["a"], &["b", "c", "d"])).unwrap());
+        assert_eq!(c.locks().len(), 2);
+        assert_eq!(c.subject, format!("claiming: {}", c.lock_list()));
+        for (lock, edits) in c.parts() {
+            assert!(lock.as_str() != "a", "a claimed lock is never taken");
+            assert_eq!(
+                edits,
+                [
+                    Edit::Delete(LockState::Unclaimed),
+                    Edit::Write(LockState::Claimed, Content::Keep(format!("blob-{lock}")))
+                ]
+            );
+        }
+        let mut names: Vec<&str> = c.locks().iter().map(|l| l.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 2, "two different locks");
+    }
+
+    #[test]
+    fn acquire_n_waits_holding_nothing_while_fewer_than_n_are_free() {
+        let s = snap(&["a", "b"], &["c"]);
+        let wait = run(Operation::AcquireMany(2), &s).unwrap();
+        assert_eq!(
+            wait,
+            Plan::Wait(Wait::TooFewFree {
+                wanted: 2,
+                free: 1,
+                claimed: vec!["a".into(), "b".into()]
+            })
+        );
+        let Plan::Wait(why) = wait else { panic!() };
+        assert_eq!(
+            why.describe(&PoolPath::new("p").unwrap()),
+            "2 locks wanted, 1 free in pool p (claimed: a, b)"
+        );
+    }
+
+    #[test]
+    fn acquire_n_larger_than_the_pool_fails_at_once_even_when_held() {
+        let mut s = snap(&["a"], &["b", "c"]);
+        let err = run(Operation::AcquireMany(4), &s).unwrap_err();
+        assert!(matches!(
+            err,
+            Error::TooFewLocks {
+                wanted: 4,
+                have: 3,
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("(3)"), "{err}");
+        s.hold = Some(Hold {
+            by: "ops".into(),
+            reason: "r".into(),
+            since: 0,
+        });
+        assert!(run(Operation::AcquireMany(4), &s).is_err());
+        assert!(matches!(
+            run(Operation::AcquireMany(2), &s).unwrap(),
+            Plan::Wait(Wait::Held(_))
+        ));
+    }
+
+    #[test]
+    fn claim_all_moves_every_lock_or_waits_naming_the_claimed_ones() {
+        let s = snap(&["b"], &["a", "c"]);
+        let c = commit(run(Operation::ClaimAll(vec![name("c"), name("a")]), &s).unwrap());
+        assert_eq!(c.subject, "claiming: a, c");
+        assert_eq!(c.lock_list(), "a, c");
+        assert_eq!(
+            run(Operation::ClaimAll(vec![name("a"), name("b")]), &s).unwrap(),
+            Plan::Wait(Wait::SomeClaimed(vec![name("b")]))
+        );
+        assert!(matches!(
+            run(Operation::ClaimAll(vec![name("a"), name("zz")]), &s),
+            Err(Error::LockNotFound { lock, .. }) if lock == "zz"
+        ));
+    }
+
+    #[test]
+    fn release_all_moves_every_lock_back_or_fails_if_any_is_not_claimed() {
+        let s = snap(&["a", "b"], &["c"]);
+        let c = commit(run(Operation::ReleaseAll(vec![name("b"), name("a")]), &s).unwrap());
+        assert_eq!(c.subject, "unclaiming: a, b");
+        assert_eq!(
+            c.parts()[1].1,
+            [
+                Edit::Delete(LockState::Claimed),
+                Edit::Write(LockState::Unclaimed, Content::Keep("blob-b".into()))
+            ]
+        );
+        assert!(matches!(
+            run(Operation::ReleaseAll(vec![name("a"), name("c")]), &s),
+            Err(Error::NotClaimed { lock, .. }) if lock == "c"
+        ));
     }
 }

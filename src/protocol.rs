@@ -110,6 +110,11 @@ impl Fields {
         }
     }
 
+    /// A field's value, left in place for a typed accessor to take.
+    pub fn peek(&self, field: &str) -> Option<&Value> {
+        self.map.get(field).filter(|v| !v.is_null())
+    }
+
     /// An optional string; `""` counts as absent, as `jq -r '.x // ""'` did.
     pub fn string(&mut self, field: &str) -> Result<Option<String>> {
         match self.take(field) {

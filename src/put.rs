@@ -14,7 +14,7 @@ use crate::config::Source;
 use crate::duration::human;
 use crate::error::{Error, Result};
 use crate::log::Log;
-use crate::message::{build_trailers, commit_message};
+use crate::message::{build_trailers, commit_message, lock_trailers};
 use crate::pool::{plan, CommitId, Operation, Plan};
 use crate::protocol::{BuildInfo, Response};
 use crate::rerun;
@@ -171,11 +171,11 @@ fn round(
                 "{}: this build already did it in {} (lock {} of pool {pool}); with idempotent: true that is the answer",
                 op.param(),
                 earlier.commit,
-                earlier.lock
+                earlier.lock_list()
             ));
             return Ok(Round::Done(Response::new(
                 &earlier.commit,
-                earlier.lock.as_str(),
+                &earlier.lock_list(),
                 pool.as_str(),
             )));
         }
@@ -213,11 +213,9 @@ fn round(
         Plan::Commit(change) => change,
     };
     interrupt.check(doing)?;
-    let message = commit_message(
-        &change.subject,
-        build.url().as_deref(),
-        &build_trailers(build),
-    );
+    let mut trailers = lock_trailers(change.locks());
+    trailers.extend(build_trailers(build));
+    let message = commit_message(&change.subject, build.url().as_deref(), &trailers);
     Ok(match store.commit(&snap, &change, &message)? {
         CommitOutcome::Committed(id) => {
             log.line(format_args!("{} ({id})", change.subject));
@@ -227,7 +225,7 @@ fn round(
                     change.subject
                 ));
             }
-            Round::Done(Response::new(&id, change.lock.as_str(), pool.as_str()))
+            Round::Done(Response::new(&id, &change.lock_list(), pool.as_str()))
         }
         CommitOutcome::LostRace => Round::LostRace,
         CommitOutcome::Rejected(detail) => {

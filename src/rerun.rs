@@ -30,13 +30,25 @@ pub struct Earlier {
     pub commit: String,
     /// The lock it changed.
     pub lock: LockName,
+    /// The other locks it changed, if it moved several.
+    pub also: Vec<LockName>,
+}
+
+impl Earlier {
+    /// Its locks, `, `-separated, as `lock_name` lists them.
+    pub fn lock_list(&self) -> String {
+        crate::pool::join_names(std::iter::once(&self.lock).chain(&self.also))
+    }
 }
 
 /// Commit subjects that leave a lock in the state `op` wants.
 fn verbs(op: &Operation) -> &'static [Verb] {
     match op {
-        Operation::Acquire | Operation::Claim(_) => &[Verb::Claiming],
-        Operation::Release(_) => &[Verb::Unclaiming],
+        Operation::Acquire
+        | Operation::Claim(_)
+        | Operation::AcquireMany(_)
+        | Operation::ClaimAll(_) => &[Verb::Claiming],
+        Operation::Release(_) | Operation::ReleaseAll(_) => &[Verb::Unclaiming],
         _ => &[],
     }
 }
@@ -64,6 +76,12 @@ pub fn find(
     op: &Operation,
     build: &BuildInfo,
 ) -> Result<Option<Earlier>> {
+    if matches!(
+        op,
+        Operation::AcquireMany(_) | Operation::ClaimAll(_) | Operation::ReleaseAll(_)
+    ) {
+        return find_many(store, snap, op, build);
+    }
     let wanted: Vec<&LockName> = match op {
         Operation::Acquire => snap.claimed.keys().collect(),
         Operation::Claim(lock) if snap.claimed.contains_key(lock) => vec![lock],
@@ -83,22 +101,99 @@ pub fn find(
     let mut open: HashMap<&str, &LockName> = wanted.iter().map(|l| (l.as_str(), *l)).collect();
     let mut found = None;
     store.walk_messages(&snap.tip, &mut |id, message| {
-        let Some((verb, name)) = Parsed::new(message).verb() else {
+        let Some((verb, names)) = Parsed::new(message).locks() else {
             return false;
         };
         if !verbs.contains(&verb) {
             return false;
         }
-        if let Some(lock) = open.remove(name) {
-            if made_by(message, build) {
+        for name in names {
+            if let Some(lock) = open.remove(name) {
+                if made_by(message, build) {
+                    found = Some(Earlier {
+                        commit: id.to_string(),
+                        lock: lock.clone(),
+                        also: Vec::new(),
+                    });
+                    return true;
+                }
+            }
+        }
+        open.is_empty()
+    })?;
+    Ok(found)
+}
+
+/// [`find`] for a put of several locks: the newest commit by this build
+/// that moved exactly the locks wanted (`acquire: N`: N locks, all still
+/// claimed) into the state wanted, none of them moved again since.
+fn find_many(
+    store: &mut dyn LockStore,
+    snap: &Snapshot,
+    op: &Operation,
+    build: &BuildInfo,
+) -> Result<Option<Earlier>> {
+    let in_state = |l: &LockName| match op {
+        Operation::ReleaseAll(_) => snap.unclaimed.contains_key(l) && !snap.claimed.contains_key(l),
+        _ => snap.claimed.contains_key(l),
+    };
+    let fits = |locks: &[LockName]| match op {
+        Operation::AcquireMany(n) => locks.len() == *n,
+        Operation::ClaimAll(wanted) | Operation::ReleaseAll(wanted) => {
+            let mut a = wanted.clone();
+            let mut b = locks.to_vec();
+            a.sort();
+            b.sort();
+            a == b
+        }
+        _ => false,
+    };
+    let watched: Vec<&LockName> = match op {
+        Operation::ClaimAll(wanted) | Operation::ReleaseAll(wanted) => {
+            if !wanted.iter().all(in_state) {
+                return Ok(None);
+            }
+            wanted.iter().collect()
+        }
+        _ => snap.claimed.keys().collect(),
+    };
+    if watched.is_empty() {
+        return Ok(None);
+    }
+    let verbs = verbs(op);
+    // Locks a newer commit moved: an older commit no longer decides them.
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut found = None;
+    store.walk_messages(&snap.tip, &mut |id, message| {
+        let Some((verb, names)) = Parsed::new(message).locks() else {
+            return false;
+        };
+        let locks: Vec<LockName> = names.iter().filter_map(|n| LockName::new(n).ok()).collect();
+        let fresh = names.iter().all(|n| !seen.contains(*n));
+        if verbs.contains(&verb)
+            && fresh
+            && fits(&locks)
+            && locks.iter().all(in_state)
+            && made_by(message, build)
+        {
+            let mut locks = locks.into_iter();
+            if let Some(lock) = locks.next() {
                 found = Some(Earlier {
                     commit: id.to_string(),
-                    lock: lock.clone(),
+                    lock,
+                    also: locks.collect(),
                 });
                 return true;
             }
         }
-        open.is_empty()
+        seen.extend(names.iter().map(|n| n.to_string()));
+        // Once the newest commit moving a watched lock did not match, no
+        // older one can (`claim`/`release`); `acquire` looks until every
+        // claimed lock's newest commit was seen.
+        match op {
+            Operation::AcquireMany(_) => watched.iter().all(|l| seen.contains(l.as_str())),
+            _ => watched.iter().any(|l| seen.contains(l.as_str())),
+        }
     })?;
     Ok(found)
 }

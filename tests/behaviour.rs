@@ -362,7 +362,142 @@ on_every_backend!(
     update_waits_while_the_lock_is_claimed,
     add_and_add_claimed_fill_an_empty_pool_with_binary_metadata,
     nested_pools_and_other_branches_work_and_missing_ones_fail,
+    acquire_two_claims_both_in_one_commit_and_release_gives_both_back,
+    claim_of_a_list_takes_every_lock_in_one_commit,
+    multi_lock_puts_that_can_never_be_done_fail_at_once_touching_nothing,
+    an_idempotent_acquire_of_two_run_again_gets_the_same_commit,
 );
+
+fn acquire_two_claims_both_in_one_commit_and_release_gives_both_back(b: Backend) {
+    let base = b.repo.tip();
+    let inputs = Inputs::new();
+    let claimed = b.put(json!({"acquire": 2}), &inputs);
+    assert_eq!(lock_name(&claimed), "a, b", "{claimed}");
+    assert_eq!(
+        claimed["metadata"][1],
+        json!({"name": "pool_name", "value": POOL})
+    );
+    assert_eq!(version(&claimed), b.repo.tip());
+    assert_eq!(b.repo.claimed(POOL), vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(b.subjects_since(&base), vec!["claiming: a, b".to_string()]);
+    let body = &b.repo.log().pop().unwrap().body;
+    assert!(
+        body.contains("Pool-Resource-Lock: a\nPool-Resource-Lock: b\n"),
+        "{body}"
+    );
+    assert_eq!(b.check(Some(&base))[1..], [version(&claimed)]);
+
+    let (get, dest) = b.get(&version(&claimed));
+    assert_eq!(
+        get.assert_success().json(),
+        claimed,
+        "in prints what out printed"
+    );
+    let read = |f: &str| std::fs::read_to_string(dest.path().join(f)).unwrap();
+    assert_eq!(read("name"), "a\nb\n");
+    assert_eq!(read("locks/a"), "a-meta\n");
+    assert_eq!(read("locks/b"), "b-meta\n");
+    assert!(
+        !dest.path().join("metadata").exists(),
+        "no one lock's metadata"
+    );
+
+    std::fs::rename(dest.path(), inputs.path().join("held")).unwrap();
+    let released = b.put(json!({"release": "held"}), &inputs);
+    assert_eq!(lock_name(&released), "a, b");
+    assert!(b.repo.claimed(POOL).is_empty());
+    for lock in ["a", "b"] {
+        assert_eq!(
+            b.repo
+                .file_at(&b.repo.tip(), &format!("{POOL}/unclaimed/{lock}")),
+            Some(format!("{lock}-meta\n").into_bytes()),
+            "the lock keeps its content"
+        );
+    }
+    assert_eq!(
+        b.subjects_since(&base),
+        vec!["claiming: a, b".to_string(), "unclaiming: a, b".to_string()]
+    );
+    let (get, _dest) = b.get(&version(&claimed));
+    get.assert_failure();
+    assert!(
+        get.stderr.contains("lock instance is no longer acquired"),
+        "{}",
+        get.stderr
+    );
+}
+
+fn claim_of_a_list_takes_every_lock_in_one_commit(b: Backend) {
+    let base = b.repo.tip();
+    let inputs = Inputs::new();
+    let claimed = b.put(json!({"claim": ["b", "a"]}), &inputs);
+    assert_eq!(lock_name(&claimed), "a, b");
+    assert_eq!(b.repo.claimed(POOL), vec!["a".to_string(), "b".to_string()]);
+    assert_eq!(b.subjects_since(&base), vec!["claiming: a, b".to_string()]);
+    // A list of one is claim: A.
+    let inputs = Inputs::new();
+    inputs.lock("a", "a", b"");
+    b.put(json!({"release": "a"}), &inputs);
+    let one = b.put(json!({"claim": ["a"]}), &inputs);
+    assert_eq!(lock_name(&one), "a");
+    assert_eq!(b.subjects_since(&base).last().unwrap(), "claiming: a");
+}
+
+fn multi_lock_puts_that_can_never_be_done_fail_at_once_touching_nothing(b: Backend) {
+    let inputs = Inputs::new();
+    let err = b.put_fails(json!({"acquire": 3}), &inputs);
+    assert!(
+        err.contains("acquire: 3 wants more locks than pool \"envs\" has (2)"),
+        "{err}"
+    );
+    let err = b.put_fails(json!({"claim": ["a", "zz"]}), &inputs);
+    assert!(
+        err.contains("lock \"zz\" does not exist in pool \"envs\""),
+        "{err}"
+    );
+    b.put(json!({"claim": "a"}), &inputs);
+    let held = inputs.path().join("both");
+    std::fs::create_dir_all(&held).unwrap();
+    std::fs::write(held.join("name"), "a\nb\n").unwrap();
+    let err = b.put_fails(json!({"release": "both"}), &inputs);
+    assert!(
+        err.contains("lock \"b\" in pool \"envs\" is not claimed, so it cannot be released"),
+        "{err}"
+    );
+    assert_eq!(
+        b.repo.claimed(POOL),
+        vec!["a".to_string()],
+        "a stays claimed"
+    );
+    for (params, want) in [
+        (
+            json!({"acquire": 0}),
+            "params.acquire must be true or a number of locks",
+        ),
+        (json!({"claim": []}), "params.claim is an empty list"),
+        (
+            json!({"claim": ["a", "a"]}),
+            "params.claim names lock a twice",
+        ),
+        (
+            json!({"acquire": 2, "claim": ["a", "b"]}),
+            "acquire and claim",
+        ),
+    ] {
+        let err = b.put_fails(params.clone(), &inputs);
+        assert!(err.contains(want), "{params}: {err}");
+    }
+}
+
+fn an_idempotent_acquire_of_two_run_again_gets_the_same_commit(b: Backend) {
+    let inputs = Inputs::new();
+    let params = json!({"acquire": 2, "idempotent": true});
+    let first = b.put(params.clone(), &inputs);
+    let tip = b.repo.tip();
+    let again = b.put(params, &inputs);
+    assert_eq!(again, first);
+    assert_eq!(b.repo.tip(), tip, "the re-run commits nothing");
+}
 
 fn acquire_get_release_and_check_make_the_same_commits_and_json(b: Backend) {
     b.repo

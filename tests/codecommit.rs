@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::races::{assert_race_history, Cycle};
+use crate::races::{assert_race_history, held_names, Cycle, FIVE};
 use crate::support::{
     run_bin, AwsEnv, CodeCommitServer, CommitInfo, GitSignatureCheck, HttpGitServer, HttpOptions,
     Imds, ImdsOptions, Keyring, LockRepo, Run,
@@ -814,6 +814,17 @@ fn race(
     cycles: usize,
     source_of: &dyn Fn(usize) -> Value,
 ) -> Vec<Cycle> {
+    race_with(env, workers, cycles, source_of, &json!({"acquire": true}))
+}
+
+/// [`race`] claiming with `claim_params` (`acquire: 2`, say).
+fn race_with(
+    env: &AwsEnv,
+    workers: usize,
+    cycles: usize,
+    source_of: &dyn Fn(usize) -> Value,
+    claim_params: &Value,
+) -> Vec<Cycle> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
@@ -834,8 +845,8 @@ fn race(
                     (0..cycles)
                         .map(|c| {
                             let build = format!("w{w}-c{c}");
-                            let (lock, claim) = put(json!({"acquire": true}), &build);
-                            inputs.lock("held", &lock, b"");
+                            let (lock, claim) = put(claim_params.clone(), &build);
+                            inputs.lock("held", &held_names(&lock), b"");
                             let (released, release) = put(json!({"release": "held"}), &build);
                             assert_eq!(released, lock, "{build} released what it claimed");
                             Cycle {
@@ -889,6 +900,27 @@ fn racing_api_processes_never_claim_a_lock_twice() {
             .count()
     );
     assert_mutual_exclusion(&side.repo, &base, &["a", "b"], &cycles);
+}
+
+#[test]
+fn racing_api_processes_taking_two_of_five_locks_never_share_or_deadlock() {
+    let repo = LockRepo::new("main");
+    for lock in FIVE {
+        repo.add_lock(POOL, lock, false, format!("{lock}-meta\n").as_bytes());
+    }
+    let side = ApiSide::start(repo);
+    let base = side.repo.tip();
+    let start = Instant::now();
+    let src = side.source(POOL);
+    let cycles = race_with(&side.env, 6, 2, &|_| src.clone(), &json!({"acquire": 2}));
+    eprintln!(
+        "{} API two-lock cycles in {:?}; {} CreateCommit calls",
+        cycles.len(),
+        start.elapsed(),
+        side.api.calls("CreateCommit"),
+    );
+    assert!(cycles.iter().all(|c| c.lock.split(", ").count() == 2));
+    assert_mutual_exclusion(&side.repo, &base, &FIVE, &cycles);
 }
 
 #[test]

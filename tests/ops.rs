@@ -95,6 +95,49 @@ fn status_json_names_the_build_that_a_real_out_recorded_over_git_daemon() {
 }
 
 #[test]
+fn status_and_history_show_every_lock_of_a_multi_lock_commit() {
+    let (repo, src) = initialised(&["a", "b", "c"]);
+    let inputs = Inputs::new();
+    let out = put(
+        &src,
+        serde_json::json!({"claim": ["a", "b"]}),
+        &inputs,
+        &BUILD,
+    );
+    assert_eq!(lock_name(&out), "a, b");
+    let st = pool(&src, &["status", "--json"]).assert_success().json();
+    let locks = &st["pools"][0]["locks"];
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        assert_eq!(locks[i]["name"], *name);
+        assert_eq!(locks[i]["state"], "claimed");
+        assert_eq!(locks[i]["since"]["commit"], out["version"]["ref"], "{name}");
+        assert_eq!(locks[i]["since"]["by"]["build_id"], "4242");
+    }
+    assert_eq!(locks[2]["state"], "unclaimed");
+    let held = inputs.path().join("held");
+    std::fs::create_dir_all(&held).unwrap();
+    std::fs::write(held.join("name"), "a\nb\n").unwrap();
+    let released = put(
+        &src,
+        serde_json::json!({"release": "held"}),
+        &inputs,
+        &BUILD,
+    );
+    let h = pool(&src, &["history", "--json"]).assert_success().json();
+    let intervals = h.as_array().expect("a list of intervals");
+    for name in ["a", "b"] {
+        let i = intervals
+            .iter()
+            .find(|i| i["lock"] == name)
+            .unwrap_or_else(|| panic!("no interval of {name}: {h}"));
+        assert_eq!(i["claimed_commit"], out["version"]["ref"]);
+        assert_eq!(i["released_commit"], released["version"]["ref"]);
+    }
+    assert!(!intervals.iter().any(|i| i["lock"] == "c"), "{h}");
+    assert!(repo.claimed(POOL).is_empty());
+}
+
+#[test]
 fn a_hold_makes_a_waiting_acquire_wait_and_an_unhold_lets_it_through() {
     let (repo, src) = initialised(&["a"]);
     pool(

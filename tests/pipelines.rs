@@ -687,9 +687,25 @@ impl Checker<'_> {
         let action = actions[0];
         let value = &map[action];
         match action {
+            // `acquire: N` takes N locks in one commit (unknown to the Go resource).
             "acquire" => {
-                if value != &Value::Bool(true) {
-                    self.problem(format_args!("{at} acquire must be true, is {value}"));
+                if value != &Value::Bool(true) && value.as_u64().is_none_or(|n| n < 1) {
+                    self.problem(format_args!(
+                        "{at} acquire must be true or a number of locks (1 or more), is {value}"
+                    ));
+                }
+            }
+            // `claim: [A, B]` takes them all in one commit.
+            "claim" if value.is_array() => {
+                let names = value.as_array().map(Vec::as_slice).unwrap_or_default();
+                if names.is_empty()
+                    || !names
+                        .iter()
+                        .all(|n| n.as_str().is_some_and(|n| !n.is_empty()))
+                {
+                    self.problem(format_args!(
+                        "{at} claim must be a lock name or a non-empty list of them, is {value}"
+                    ));
                 }
             }
             _ => match value.as_str() {
@@ -946,6 +962,7 @@ fn every_example_is_a_valid_pipeline_using_only_what_this_resource_has() {
         "codecommit-instance-profile.yml",
         "claim-named-lock.yml",
         "wait-for-lock.yml",
+        "several-locks-at-once.yml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),

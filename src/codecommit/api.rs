@@ -436,7 +436,7 @@ impl CodeCommitStore {
             self.unconfirmed.push(Unconfirmed {
                 mark: Mark::Nonce(nonce),
                 parent: base.tip.clone(),
-                lock: change.lock.to_string(),
+                lock: change.lock_list(),
             });
         }
     }
@@ -529,11 +529,6 @@ impl LockStore for CodeCommitStore {
 
     fn commit(&mut self, base: &Snapshot, change: &Change, message: &str) -> Result<CommitOutcome> {
         let pool = self.pool.clone();
-        let path = |state: LockState| pool.lock_path(state, &change.lock);
-        let moved_from = change.edits.iter().find_map(|e| match e {
-            Edit::Delete(s) => Some(*s),
-            _ => None,
-        });
         let mut req = self
             .client
             .create_commit()
@@ -544,41 +539,49 @@ impl LockStore for CodeCommitStore {
             .email(&self.identity.email)
             .commit_message(message)
             .keep_empty_folders(true);
-        let mut is_move = false;
-        for edit in &change.edits {
-            if let Edit::Write(state, content) = edit {
-                let mut entry = PutFileEntry::builder()
-                    .file_path(path(*state))
-                    .file_mode(FileModeTypeEnum::Normal);
-                entry = match (content, moved_from) {
-                    (Content::Keep(_), Some(from)) => {
-                        is_move = true;
-                        entry.source_file(
-                            SourceFileSpecifier::builder()
-                                .file_path(path(from))
-                                .is_move(true)
+        // Every lock's files in the one CreateCommit: one compare-and-swap.
+        for (lock, edits) in change.parts() {
+            let path = |state: LockState| pool.lock_path(state, lock);
+            let moved_from = edits.iter().find_map(|e| match e {
+                Edit::Delete(s) => Some(*s),
+                _ => None,
+            });
+            let mut is_move = false;
+            for edit in edits {
+                if let Edit::Write(state, content) = edit {
+                    let mut entry = PutFileEntry::builder()
+                        .file_path(path(*state))
+                        .file_mode(FileModeTypeEnum::Normal);
+                    entry = match (content, moved_from) {
+                        (Content::Keep(_), Some(from)) => {
+                            is_move = true;
+                            entry.source_file(
+                                SourceFileSpecifier::builder()
+                                    .file_path(path(from))
+                                    .is_move(true)
+                                    .build()
+                                    .map_err(|e| build_error("CreateCommit", e))?,
+                            )
+                        }
+                        (Content::Keep(blob), None) => {
+                            let bytes = self.blob(blob)?;
+                            entry.file_content(Blob::new(bytes))
+                        }
+                        (Content::Bytes(bytes), _) => entry.file_content(Blob::new(bytes.clone())),
+                    };
+                    req = req.put_files(entry.build().map_err(|e| build_error("CreateCommit", e))?);
+                }
+            }
+            for edit in edits {
+                if let Edit::Delete(state) = edit {
+                    if !is_move {
+                        req = req.delete_files(
+                            DeleteFileEntry::builder()
+                                .file_path(path(*state))
                                 .build()
                                 .map_err(|e| build_error("CreateCommit", e))?,
-                        )
+                        );
                     }
-                    (Content::Keep(blob), None) => {
-                        let bytes = self.blob(blob)?;
-                        entry.file_content(Blob::new(bytes))
-                    }
-                    (Content::Bytes(bytes), _) => entry.file_content(Blob::new(bytes.clone())),
-                };
-                req = req.put_files(entry.build().map_err(|e| build_error("CreateCommit", e))?);
-            }
-        }
-        for edit in &change.edits {
-            if let Edit::Delete(state) = edit {
-                if !is_move {
-                    req = req.delete_files(
-                        DeleteFileEntry::builder()
-                            .file_path(path(*state))
-                            .build()
-                            .map_err(|e| build_error("CreateCommit", e))?,
-                    );
                 }
             }
         }

@@ -411,32 +411,34 @@ impl LockStore for GitStore {
             .map_err(git_error("could not read the tip's tree"))?;
         let pool = &self.source.pool;
         let mut edits = Vec::new();
-        for edit in &change.edits {
-            let (state, entry) = match edit {
-                Edit::Delete(state) => (*state, None),
-                Edit::Write(state, Content::Keep(blob)) => {
-                    let blob = Oid::from_str(blob).map_err(git_error("bad blob id"))?;
-                    // Keep the mode the lock file had wherever it was.
-                    let mode = [LockState::Claimed, LockState::Unclaimed]
-                        .iter()
-                        .filter_map(|s| tree::entry_at(&root, &pool.lock_path(*s, &change.lock)))
-                        .find(|(id, _)| *id == blob)
-                        .map(|(_, mode)| mode)
-                        .unwrap_or(FileMode::Blob.into());
-                    (*state, Some((blob, mode)))
-                }
-                Edit::Write(state, Content::Bytes(bytes)) => {
-                    let blob = self
-                        .repo
-                        .blob(bytes)
-                        .map_err(git_error("could not store the lock's content"))?;
-                    (*state, Some((blob, FileMode::Blob.into())))
-                }
-            };
-            let mut path = pool.components().to_vec();
-            path.push(state.dir().to_string());
-            path.push(change.lock.to_string());
-            edits.push(TreeEdit { path, entry });
+        for (lock, lock_edits) in change.parts() {
+            for edit in lock_edits {
+                let (state, entry) = match edit {
+                    Edit::Delete(state) => (*state, None),
+                    Edit::Write(state, Content::Keep(blob)) => {
+                        let blob = Oid::from_str(blob).map_err(git_error("bad blob id"))?;
+                        // Keep the mode the lock file had wherever it was.
+                        let mode = [LockState::Claimed, LockState::Unclaimed]
+                            .iter()
+                            .filter_map(|s| tree::entry_at(&root, &pool.lock_path(*s, lock)))
+                            .find(|(id, _)| *id == blob)
+                            .map(|(_, mode)| mode)
+                            .unwrap_or(FileMode::Blob.into());
+                        (*state, Some((blob, mode)))
+                    }
+                    Edit::Write(state, Content::Bytes(bytes)) => {
+                        let blob = self
+                            .repo
+                            .blob(bytes)
+                            .map_err(git_error("could not store the lock's content"))?;
+                        (*state, Some((blob, FileMode::Blob.into())))
+                    }
+                };
+                let mut path = pool.components().to_vec();
+                path.push(state.dir().to_string());
+                path.push(lock.to_string());
+                edits.push(TreeEdit { path, entry });
+            }
         }
         let tree_id = tree::apply(&self.repo, Some(&root), &edits)
             .map_err(git_error("could not build the new tree"))?
@@ -460,7 +462,7 @@ impl LockStore for GitStore {
             self.unconfirmed.push(Unconfirmed {
                 mark: Mark::Commit(commit.into()),
                 parent: parent_id.into(),
-                lock: change.lock.to_string(),
+                lock: change.lock_list(),
             });
         }
         outcome

@@ -28,7 +28,7 @@ pub use http::{HttpGitServer, HttpOptions};
 pub use imds::{Imds, ImdsOptions, IssuedKey, Keyring};
 pub use proxy::ConnectProxy;
 pub use repo::{git, git_ok, CommitInfo, LockRepo};
-pub use run::{run_bin, run_bin_raw, spawn_bin, Run};
+pub use run::{finish_within, run_bin, run_bin_raw, spawn_bin, Run};
 pub use sshd::{ssh_keygen, SshKey, Sshd};
 pub use tls::TestCa;
 

@@ -149,3 +149,30 @@ fn describe(name: &str, args: &[&Path], stdin: &[u8], env: &[(&str, &str)]) -> S
     };
     format!("{} <<< {shown}{more}", line.join(" "))
 }
+
+/// Waits for `child` at most `deadline`, killing it and failing with the
+/// end of its stderr if it is still running then: a test of waiting puts
+/// must end even when a put would wait forever.
+pub fn finish_within(mut child: Child, what: &str, deadline: std::time::Duration) -> Run {
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("polling a child").is_none() {
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("reaping a child");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let lines: Vec<&str> = stderr.lines().collect();
+            panic!(
+                "{what} still running after {deadline:?}\n--- last lines of stderr ---\n{}",
+                lines[lines.len().saturating_sub(20)..].join("\n")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("reaping a child");
+    Run {
+        command: what.to_string(),
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
