@@ -92,6 +92,9 @@ pub enum Trailer {
     Operator,
     /// `Pool-Resource-Reason`: why (`--reason`, or what `reap` decided).
     Reason,
+    /// `Pool-Resource-Replaces`: the claim commit an expiry takeover
+    /// (`source.expire_after`) replaced, on both commits of the takeover.
+    Replaces,
 }
 
 impl Trailer {
@@ -104,6 +107,7 @@ impl Trailer {
             Trailer::Nonce => "Pool-Resource-Nonce",
             Trailer::Operator => "Pool-Resource-Operator",
             Trailer::Reason => "Pool-Resource-Reason",
+            Trailer::Replaces => "Pool-Resource-Replaces",
         }
     }
 }
