@@ -603,3 +603,70 @@ fn history_claim_wait_add_and_remove_work_through_pool() {
     assert_eq!(intervals[1]["claimed_by"]["build"], "main/app/deploy #7");
     assert_eq!(intervals[1]["released_by"]["reason"], "handover");
 }
+
+#[test]
+fn init_and_status_work_over_the_codecommit_api_from_an_empty_repository() {
+    use crate::support::{git_ok, AwsEnv, CodeCommitServer, Imds, ImdsOptions, Keyring};
+    let dir = tempfile::TempDir::new().unwrap();
+    git_ok(
+        dir.path(),
+        &["init", "-q", "--bare", "-b", "main", "locks.git"],
+    );
+    let bare = dir.path().join("locks.git");
+    let imds = Imds::start(ImdsOptions::default(), Keyring::new());
+    let api = CodeCommitServer::start(&bare, "locks", "eu-west-2", imds.keyring());
+    let src = serde_json::json!({
+        "uri": "https://git-codecommit.eu-west-2.amazonaws.com/v1/repos/locks",
+        "branch": "main",
+        "pool": POOL,
+        "backend": "codecommit-api",
+        "retry_delay": "50ms",
+    });
+    let env = AwsEnv::new()
+        .with_imds(&imds)
+        .set("AWS_ENDPOINT_URL_CODECOMMIT", &api.endpoint())
+        .set("POOL_SOURCE", &src.to_string())
+        .set("USER", "tester");
+    let pool_cc = |args: &[&str]| {
+        let paths: Vec<&Path> = args.iter().map(Path::new).collect();
+        env.run("pool", &paths, &Value::Null)
+    };
+    let count = || {
+        git_ok(&bare, &["rev-list", "--count", "main"])
+            .trim()
+            .parse::<usize>()
+            .unwrap()
+    };
+    pool_cc(&["--as", "ops", "init", "a", "b"]).assert_success();
+    let made = count();
+    assert_eq!(
+        made, 2,
+        "one commit per lock, the first with the pool's .gitkeeps"
+    );
+    let again = pool_cc(&["init", "a", "b"]);
+    again.assert_success();
+    assert_eq!(count(), made, "{}", again.stderr);
+    let ls = git_ok(&bare, &["ls-tree", "-r", "--name-only", "main"]);
+    for path in [
+        "envs/claimed/.gitkeep",
+        "envs/unclaimed/.gitkeep",
+        "envs/unclaimed/a",
+        "envs/unclaimed/b",
+    ] {
+        assert!(ls.lines().any(|l| l == path), "{path} in\n{ls}");
+    }
+    let out = env.run(
+        "out",
+        &[Inputs::new().path()],
+        &serde_json::json!({"source": src, "params": {"claim": "a"}}),
+    );
+    out.assert_success();
+    let run = pool_cc(&["status", "--json"]);
+    run.assert_success();
+    let st = run.json();
+    let locks = &st["pools"][0]["locks"];
+    assert_eq!(locks[0]["name"], "a");
+    assert_eq!(locks[0]["state"], "claimed");
+    assert_eq!(locks[1]["name"], "b");
+    assert_eq!(locks[1]["since"]["by"]["operator"], "ops");
+}
