@@ -6,6 +6,11 @@
 //! what is awaited and for how long; a network fault is retried with capped
 //! backoff; everything else fails at once. No new commit is started after a
 //! SIGINT/SIGTERM, so an aborted build never claims a lock later.
+//!
+//! A waiting round names who holds the locks awaited ([`crate::holder`]);
+//! with `source.expire_after`, it takes over a claim older than that
+//! instead ([`crate::pool::plan_takeover`], [`LockStore::commit_chain`]); a
+//! `release` fenced by the `claim` file `in` wrote is checked first.
 
 use std::time::Instant;
 
