@@ -223,6 +223,20 @@ pub trait LockStore {
     /// still points there.
     fn commit(&mut self, base: &Snapshot, change: &Change, message: &str) -> Result<CommitOutcome>;
 
+    /// Commits `changes` (each with its message) one on top of the other,
+    /// on top of `base.tip`, only if the branch still points there: the
+    /// expiry takeover's `unclaiming:` then `claiming:`. Git pushes them in
+    /// one compare-and-swap; the CodeCommit API makes one commit per call,
+    /// so there each is its own compare-and-swap and a race lost after the
+    /// first leaves that one in place (see its implementation). The id
+    /// returned is the last commit's; an unconfirmed push is remembered by
+    /// it (the mark is the top commit, whose parents hold the others).
+    fn commit_chain(
+        &mut self,
+        base: &Snapshot,
+        changes: &[(Change, String)],
+    ) -> Result<CommitOutcome>;
+
     /// After a commit attempt that failed without a clear answer (a push
     /// whose reply was lost), whether that commit reached the branch after
     /// all. An attempt is forgotten only once the history shows it can never

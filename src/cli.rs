@@ -133,6 +133,7 @@ pub fn run(
                 interrupt,
                 backoff: Backoff::from_env(),
                 idempotent: params.idempotent,
+                fence: params.fence.as_deref(),
             };
             let response = put::run(store.as_mut(), &params.op, &ctx)?;
             Ok(to_json(&response))

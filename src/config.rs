@@ -10,7 +10,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::duration::parse_go_duration;
 use crate::error::{quoted, shortened, Error, Result};
@@ -168,6 +168,9 @@ pub struct Source {
     pub git: GitSettings,
     /// `retry_delay`.
     pub retry_delay: Duration,
+    /// `expire_after`: `acquire` and `claim` may take over a claim older
+    /// than this; `None` (absent or zero): claims never expire.
+    pub expire_after: Option<Duration>,
     /// `https_tunnel`.
     pub https_tunnel: Option<Tunnel>,
     /// `skip_ssl_verification` (or `http.sslVerify: false`).
@@ -270,6 +273,7 @@ impl Source {
             .map(Secret::new);
         let git = parse_git_config(f.take("git_config"), &mut warnings)?;
         let retry_delay = parse_retry_delay(f.take("retry_delay"))?;
+        let expire_after = parse_expire_after(f.take("expire_after"))?;
         let https_tunnel = parse_tunnel(&mut f, &mut warnings)?;
         let skip_ssl_verification =
             f.bool("skip_ssl_verification")?.unwrap_or(false) || git.ssl_verify == Some(false);
@@ -363,6 +367,7 @@ impl Source {
             password,
             git,
             retry_delay,
+            expire_after,
             https_tunnel,
             skip_ssl_verification,
             known_hosts,
@@ -459,6 +464,30 @@ fn parse_retry_delay(value: Option<Value>) -> Result<Duration> {
     } else {
         delay
     })
+}
+
+fn parse_expire_after(value: Option<Value>) -> Result<Option<Duration>> {
+    let expiry = match value {
+        None => return Ok(None),
+        Some(Value::String(s)) if s.is_empty() => return Ok(None),
+        Some(Value::String(s)) => parse_go_duration(&s).map_err(|e| {
+            Error::bad_request(format!("invalid payload: source.expire_after: {e}"))
+        })?,
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(nanos) => Duration::from_nanos(nanos),
+            None => {
+                return Err(Error::bad_request(format!(
+                    "invalid payload: source.expire_after {n} is not a whole, non-negative number of nanoseconds"
+                )))
+            }
+        },
+        Some(_) => {
+            return Err(Error::bad_request(
+                "invalid payload: source.expire_after must be a duration such as \"4h\" or \"30m\"",
+            ))
+        }
+    };
+    Ok(Some(expiry).filter(|d| !d.is_zero()))
 }
 
 fn parse_tunnel(f: &mut Fields, warnings: &mut Vec<String>) -> Result<Option<Tunnel>> {
@@ -643,6 +672,9 @@ pub struct PutParams {
     /// `idempotent: true`: a put run again by the same build gets back what
     /// the first run did (see [`crate::rerun`]) instead of doing it twice.
     pub idempotent: bool,
+    /// `release: DIR` whose `DIR/claim` (written by `in`) names the claim
+    /// commit: the release is fenced to that claim ([`crate::holder::check_fence`]).
+    pub fence: Option<String>,
 }
 
 /// Validates put `params` into one [`Operation`], reading lock files under `src`.
@@ -700,7 +732,15 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
             op.param()
         )));
     }
-    Ok(PutParams { op, idempotent })
+    let fence = match (&op, release_dir(&req.params)) {
+        (Operation::Release(_), Some(dir)) => read_fence(src, &dir)?,
+        _ => None,
+    };
+    Ok(PutParams {
+        op,
+        idempotent,
+        fence,
+    })
 }
 
 /// `acquire`: `true`, or a count of locks; 1 is `true`. Returns the
@@ -824,6 +864,37 @@ fn parse_action(
         "check_unclaimed" => Operation::WaitUntilClaimed(read_name()?),
         other => unreachable!("put action {other} is listed but not handled"),
     })
+}
+
+/// The file `in` writes next to `name` and `metadata` for a claimed lock:
+/// the claim commit's id, which fences a later `release` of that directory.
+pub const FENCE_FILE: &str = "claim";
+
+fn release_dir(params: &Map<String, Value>) -> Option<String> {
+    params.get("release")?.as_str().map(String::from)
+}
+
+/// Reads `DIR/claim`; `None` when there is none (a hand-made directory).
+fn read_fence(src: &Path, dir: &str) -> Result<Option<String>> {
+    let path = src.join(dir).join(FENCE_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::Input {
+                what: format!("could not read {FENCE_FILE} for params.release: {source}"),
+                path,
+                source,
+            })
+        }
+    };
+    let id = String::from_utf8_lossy(&text).trim().to_string();
+    if id.len() != 40 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::bad_request(format!(
+            "invalid payload: {dir}/{FENCE_FILE} (params.release) must hold a 40-digit commit id, as in writes it"
+        )));
+    }
+    Ok(Some(id))
 }
 
 /// Validated get `params`.

@@ -76,6 +76,17 @@ pub enum Error {
     #[error("lock instance is no longer acquired")]
     NoLongerAcquired,
 
+    /// A fenced `release` (its directory holds the `claim` file `in`
+    /// wrote) of a lock that was released and claimed again since that
+    /// claim: releasing it would free someone else's claim.
+    #[error("refusing to release lock {lock:?} of pool {pool:?}: {detail} (the claim this build holds is commit {claim}, from the claim file in the release directory); nothing was committed")]
+    Fenced {
+        pool: String,
+        lock: String,
+        claim: String,
+        detail: String,
+    },
+
     /// The server refused our credentials, or we had none to offer.
     #[error("authentication failed for {uri}: {detail}")]
     Auth { uri: String, detail: String },

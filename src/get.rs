@@ -10,15 +10,23 @@
 //! is gone and `in` fails with `lock instance is no longer acquired`, the
 //! message pipelines grep for. A version whose lock no longer exists prints
 //! the version and writes no files.
+//!
+//! For a lock claimed at the version, `in` also writes `claim`, the claim
+//! commit's id, next to `name` and `metadata` (the fence a later `release`
+//! of the directory checks), and adds who claimed it and since when to the
+//! metadata, as `out` did ([`crate::holder`]).
 
 use std::path::Path;
 
 use crate::backend::LockStore;
-use crate::config::{GetParams, Source};
+use crate::config::{GetParams, Source, FENCE_FILE};
+use crate::duration::utc;
 use crate::error::{Error, Result};
+use crate::holder::Claim;
 use crate::log::Log;
 use crate::message::{parse_subject, Parsed};
 use crate::names::LockName;
+use crate::ops::{changed, claim_of};
 use crate::pool::LockState;
 use crate::protocol::{Response, Version};
 
@@ -118,6 +126,33 @@ fn write_many(
     Ok(Response::new(version, &list, pool.as_str()))
 }
 
+/// The claim of `lock`, claimed at `version`: the commit that last changed
+/// the pool at or before it, when that put the lock into `claimed/` (the
+/// usual case: the version is the claim); else the newest claim within the
+/// look-back.
+fn claim_of_version(
+    store: &mut dyn LockStore,
+    source: &Source,
+    version: &str,
+    last_change: Option<String>,
+    lock: &LockName,
+) -> Result<Option<Claim>> {
+    let path = source.pool.lock_path(LockState::Claimed, lock);
+    if let Some(commit) = last_change {
+        let mut meta = None;
+        store.walk_commits(&commit, 1, &mut |c| {
+            meta = Some(c.clone());
+            true
+        })?;
+        if let Some(meta) = meta {
+            if changed(store, &meta, &path)? {
+                return Ok(Some(Claim::of(&meta)));
+            }
+        }
+    }
+    Ok(claim_of(store, version, &source.pool, lock)?.map(|c| Claim::of(&c)))
+}
+
 /// Runs `in` for `version` into `dest`.
 pub fn run(
     store: &mut dyn LockStore,
@@ -132,18 +167,19 @@ pub fn run(
         .reference;
     let pool = &source.pool;
     store.load_version(&version, params.depth)?;
-    let lock = match store.last_pool_change(&version)? {
+    let last_change = store.last_pool_change(&version)?;
+    let lock = match &last_change {
         Some(commit) => {
-            if commit != version {
+            if *commit != version {
                 log.line(format_args!(
                     "version {version} did not change pool {pool}; its lock is the one {commit} changed"
                 ));
             }
-            let several = locks_of_multi_commit(store, &commit)?;
+            let several = locks_of_multi_commit(store, commit)?;
             if several.len() > 1 {
                 return write_many(store, source, &version, &several, dest, log);
             }
-            lock_of_commit(store, source, &commit)?
+            lock_of_commit(store, source, commit)?
         }
         None => None,
     };
@@ -165,13 +201,14 @@ pub fn run(
     let mut content = None;
     for state in [LockState::Claimed, LockState::Unclaimed] {
         if let Some(bytes) = store.read_file(&version, &pool.lock_path(state, &lock))? {
-            content = Some(bytes);
+            content = Some((state, bytes));
             break;
         }
     }
+    let mut extra = Vec::new();
     match content {
         None => log.line(format_args!("lock {lock} does not exist at {version}")),
-        Some(bytes) => {
+        Some((state, bytes)) => {
             let write = |file: &str, data: &[u8]| {
                 let path = dest.join(file);
                 std::fs::write(&path, data)
@@ -179,10 +216,23 @@ pub fn run(
             };
             write("metadata", &bytes)?;
             write("name", format!("{lock}\n").as_bytes())?;
+            if state == LockState::Claimed {
+                if let Some(claim) = claim_of_version(store, source, &version, last_change, &lock)?
+                {
+                    write(FENCE_FILE, format!("{}\n", claim.commit).as_bytes())?;
+                    log.line(format_args!(
+                        "lock {lock} is claimed by {} since {}; its claim {} is in {FENCE_FILE}, which fences a release of this directory",
+                        claim.who(),
+                        utc(claim.time),
+                        claim.commit
+                    ));
+                    extra = claim.metadata();
+                }
+            }
             log.line(format_args!(
                 "fetched lock {lock} of pool {pool} at {version}"
             ));
         }
     }
-    Ok(Response::new(&version, lock.as_str(), pool.as_str()))
+    Ok(Response::new(&version, lock.as_str(), pool.as_str()).with(extra))
 }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod get;
 pub mod git;
 pub mod history;
+pub mod holder;
 pub mod log;
 pub mod message;
 pub mod metrics;

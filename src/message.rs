@@ -97,6 +97,9 @@ pub enum Trailer {
     /// subject alone cannot say which locks it lists; these lines can (a
     /// name has no newline). A subject without them names one lock.
     Lock,
+    /// `Pool-Resource-Replaces`: the claim commit an expiry takeover
+    /// (`source.expire_after`) replaced, on both commits of the takeover.
+    Replaces,
 }
 
 impl Trailer {
@@ -110,6 +113,7 @@ impl Trailer {
             Trailer::Operator => "Pool-Resource-Operator",
             Trailer::Reason => "Pool-Resource-Reason",
             Trailer::Lock => "Pool-Resource-Lock",
+            Trailer::Replaces => "Pool-Resource-Replaces",
         }
     }
 }

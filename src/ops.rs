@@ -251,7 +251,7 @@ fn tip_of(store: &mut dyn LockStore, branch: &str) -> Result<String> {
 }
 
 /// Whether `commit` changed the file at `path` (compared with its parent).
-fn changed(store: &mut dyn LockStore, commit: &CommitMeta, path: &str) -> Result<bool> {
+pub(crate) fn changed(store: &mut dyn LockStore, commit: &CommitMeta, path: &str) -> Result<bool> {
     let now = store.entry_id(&commit.id, path)?;
     let before = match &commit.parent {
         Some(p) => store.entry_id(p, path)?,

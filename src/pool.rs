@@ -657,6 +657,77 @@ fn plan_many(
     })
 }
 
+/// A claim old enough to be taken over (`source.expire_after`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expired {
+    /// The lock claimed.
+    pub lock: LockName,
+    /// The claim commit, `None` when it lies beyond the look-back.
+    pub claim: Option<String>,
+    /// How long it has been claimed (at least), in seconds.
+    pub age: i64,
+    /// Who claimed it, for the log and the trailers.
+    pub holder: String,
+}
+
+/// An expiry takeover: two commits in one update of the branch, first
+/// releasing the expired claim, then claiming the lock for this put, so
+/// that the pool's history (what `check` lists, what a fenced release
+/// compares against) shows the claim ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    /// `unclaiming: L`.
+    pub unclaim: Change,
+    /// `claiming: L`, on top of it.
+    pub claim: Change,
+    /// The claim it replaces.
+    pub replaced: Expired,
+}
+
+/// Decides whether `op`, which `plan` made wait, may take over one of the
+/// `expired` claims instead: `claim: L` when `L` is among them, `acquire`
+/// the oldest of them. A held pool is never taken over.
+pub fn plan_takeover(op: &Operation, snap: &Snapshot, expired: &[Expired]) -> Option<Takeover> {
+    if snap.hold.is_some() {
+        return None;
+    }
+    let pick = match op {
+        Operation::Acquire => expired
+            .iter()
+            .filter(|e| snap.claimed.contains_key(&e.lock))
+            .max_by_key(|e| e.age)?,
+        Operation::Claim(lock) => expired
+            .iter()
+            .find(|e| &e.lock == lock && snap.claimed.contains_key(lock))?,
+        _ => return None,
+    };
+    let blob = snap.claimed.get(&pick.lock)?;
+    let lock = &pick.lock;
+    let unclaim = Change {
+        lock: lock.clone(),
+        subject: Verb::Unclaiming.subject(lock),
+        edits: vec![
+            Edit::Delete(LockState::Claimed),
+            Edit::Write(LockState::Unclaimed, Content::Keep(blob.clone())),
+        ],
+        also: Vec::new(),
+    };
+    let claim = Change {
+        lock: lock.clone(),
+        subject: Verb::Claiming.subject(lock),
+        edits: vec![
+            Edit::Delete(LockState::Unclaimed),
+            Edit::Write(LockState::Claimed, Content::Keep(blob.clone())),
+        ],
+        also: Vec::new(),
+    };
+    Some(Takeover {
+        unclaim,
+        claim,
+        replaced: pick.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -832,6 +903,57 @@ mod tests {
             "{why}"
         );
         assert!(why.ends_with(": upgrade"), "{why}");
+    }
+
+    fn expired(lock: &str, age: i64) -> Expired {
+        Expired {
+            lock: name(lock),
+            claim: Some(format!("claim-{lock}")),
+            age,
+            holder: "someone".into(),
+        }
+    }
+
+    #[test]
+    fn a_takeover_releases_then_claims_the_oldest_expired_lock_keeping_its_content() {
+        let s = snap(&["a", "b"], &[]);
+        let t = plan_takeover(
+            &Operation::Acquire,
+            &s,
+            &[expired("a", 10), expired("b", 99)],
+        )
+        .expect("acquire takes over");
+        assert_eq!(t.replaced.lock, name("b"));
+        assert_eq!(t.unclaim.subject, "unclaiming: b");
+        assert_eq!(t.claim.subject, "claiming: b");
+        assert_eq!(
+            t.claim.edits,
+            vec![
+                Edit::Delete(LockState::Unclaimed),
+                Edit::Write(LockState::Claimed, Content::Keep("blob-b".into()))
+            ]
+        );
+        let t = plan_takeover(&Operation::Claim(name("a")), &s, &[expired("a", 10)])
+            .expect("claim takes over its lock");
+        assert_eq!(t.replaced.lock, name("a"));
+        assert_eq!(
+            plan_takeover(&Operation::Claim(name("b")), &s, &[expired("a", 10)]),
+            None
+        );
+        assert_eq!(
+            plan_takeover(&Operation::Release(name("a")), &s, &[expired("a", 10)]),
+            None
+        );
+        let mut held = s.clone();
+        held.hold = Some(Hold {
+            by: "ops".into(),
+            reason: "x".into(),
+            since: 0,
+        });
+        assert_eq!(
+            plan_takeover(&Operation::Acquire, &held, &[expired("a", 10)]),
+            None
+        );
     }
 
     #[test]

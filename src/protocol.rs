@@ -292,6 +292,14 @@ impl Response {
     }
 }
 
+impl Response {
+    /// The response with `extra` metadata after `lock_name` and `pool_name`.
+    pub fn with(mut self, extra: Vec<Metadata>) -> Response {
+        self.metadata.extend(extra);
+        self
+    }
+}
+
 /// Build identity from the environment Concourse sets for get and put steps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BuildInfo {

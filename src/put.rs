@@ -6,16 +6,22 @@
 //! what is awaited and for how long; a network fault is retried with capped
 //! backoff; everything else fails at once. No new commit is started after a
 //! SIGINT/SIGTERM, so an aborted build never claims a lock later.
+//!
+//! A waiting round names who holds the locks awaited ([`crate::holder`]);
+//! with `source.expire_after`, it takes over a claim older than that
+//! instead ([`crate::pool::plan_takeover`], [`LockStore::commit_chain`]); a
+//! `release` fenced by the `claim` file `in` wrote is checked first.
 
 use std::time::Instant;
 
 use crate::backend::{CommitOutcome, LockStore, Unconfirmed};
 use crate::config::Source;
-use crate::duration::human;
+use crate::duration::{human, now_unix};
 use crate::error::{Error, Result};
+use crate::holder::{self, HolderCache};
 use crate::log::Log;
-use crate::message::{build_trailers, commit_message, lock_trailers};
-use crate::pool::{plan, CommitId, Operation, Plan};
+use crate::message::{build_trailers, commit_message, lock_trailers, Trailer};
+use crate::pool::{plan, plan_takeover, CommitId, Operation, Plan, Snapshot, Takeover, Wait};
 use crate::protocol::{BuildInfo, Response};
 use crate::rerun;
 use crate::retry::{race_jitter, Backoff};
@@ -40,6 +46,9 @@ pub struct PutContext<'a> {
     /// `idempotent: true`: first look for this build's earlier run of the
     /// same put ([`crate::rerun`]).
     pub idempotent: bool,
+    /// A `release` whose directory holds the claim commit `in` wrote:
+    /// refused unless that claim still holds ([`holder::check_fence`]).
+    pub fence: Option<&'a str>,
 }
 
 /// What one round of the put loop came to.
@@ -72,9 +81,10 @@ pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> R
     let doing = format!("running {} on pool {}", op.param(), ctx.source.pool);
     let (mut races, mut faults, mut waits) = (0u32, 0u32, 0u32);
     let mut rejected: Option<Rejection> = None;
+    let mut holders = HolderCache::default();
     loop {
         ctx.interrupt.check(&doing)?;
-        match round(store, op, ctx, started, &doing, &mut rejected) {
+        match round(store, op, ctx, started, &doing, &mut rejected, &mut holders) {
             Ok(Round::Done(response)) => {
                 if races > 0 || waits > 0 {
                     ctx.log.line(format_args!(
@@ -143,6 +153,7 @@ fn round(
     started: Instant,
     doing: &str,
     rejected: &mut Option<Rejection>,
+    holders: &mut HolderCache,
 ) -> Result<Round> {
     let PutContext {
         source,
@@ -159,11 +170,8 @@ fn round(
             "an earlier push whose reply was lost did reach the branch: {} ({})",
             found.commit, found.lock
         ));
-        return Ok(Round::Done(Response::new(
-            &found.commit,
-            &found.lock,
-            pool.as_str(),
-        )));
+        let response = Response::new(&found.commit, &found.lock, pool.as_str());
+        return Ok(Round::Done(with_claim(store, log, response, &found.commit)));
     }
     if *idempotent {
         if let Some(earlier) = rerun::find(store, &snap, op, build)? {
@@ -173,10 +181,12 @@ fn round(
                 earlier.commit,
                 earlier.lock_list()
             ));
-            return Ok(Round::Done(Response::new(
+            let response = Response::new(&earlier.commit, &earlier.lock_list(), pool.as_str());
+            return Ok(Round::Done(with_claim(
+                store,
+                log,
+                response,
                 &earlier.commit,
-                &earlier.lock_list(),
-                pool.as_str(),
             )));
         }
     }
@@ -187,6 +197,9 @@ fn round(
                 detail: rejection.detail,
             });
         }
+    }
+    if let (Operation::Release(lock), Some(claim)) = (op, ctx.fence) {
+        holder::check_fence(store, &snap, pool, lock, claim)?;
     }
     let change = match plan(op, &snap, pool, &mut |n| fastrand::usize(..n))? {
         Plan::Satisfied(lock) => {
@@ -201,9 +214,13 @@ fn round(
             )));
         }
         Plan::Wait(why) => {
+            if let Some(takeover) = expired_claim(store, op, ctx, &snap, &why, holders)? {
+                interrupt.check(doing)?;
+                return take_over(store, ctx, snap, &takeover);
+            }
             log.line(format_args!(
                 "waiting: {} (waited {}, next look in {})",
-                why.describe(pool),
+                describe_wait(store, &snap, &why, pool, holders, log),
                 human(started.elapsed()),
                 human(source.retry_delay)
             ));
@@ -225,7 +242,128 @@ fn round(
                     change.subject
                 ));
             }
-            Round::Done(Response::new(&id, &change.lock_list(), pool.as_str()))
+            let response = Response::new(&id, &change.lock_list(), pool.as_str());
+            Round::Done(with_claim(store, log, response, &id))
+        }
+        CommitOutcome::LostRace => Round::LostRace,
+        CommitOutcome::Rejected(detail) => {
+            log.line(format_args!("push rejected ({detail}); looking again"));
+            Round::Rejected(Rejection {
+                tip: snap.tip,
+                detail,
+            })
+        }
+    })
+}
+
+/// Why the put waits, naming the holders; when they cannot be looked up
+/// (a fault reading the history), the plain reason: a log line must not
+/// stop the put.
+fn describe_wait(
+    store: &mut dyn LockStore,
+    snap: &Snapshot,
+    why: &Wait,
+    pool: &crate::names::PoolPath,
+    holders: &mut HolderCache,
+    log: &Log,
+) -> String {
+    if !matches!(why, Wait::Claimed(_) | Wait::NoneFree { .. }) {
+        return why.describe(pool);
+    }
+    match holders.get(store, snap, pool) {
+        Ok(h) => holder::describe_wait(why, pool, h, now_unix()),
+        Err(e) => {
+            log.warn(format_args!(
+                "could not tell who holds the locks: {}",
+                e.chain()
+            ));
+            why.describe(pool)
+        }
+    }
+}
+
+/// Adds who holds the lock and since when to the response of a commit that
+/// claimed it. After the commit, nothing may fail the put (a retried round
+/// would take a second lock): a failed look only loses the metadata.
+fn with_claim(store: &mut dyn LockStore, log: &Log, response: Response, commit: &str) -> Response {
+    match holder::claim_at(store, commit) {
+        Ok(Some(claim)) => response.with(claim.metadata()),
+        Ok(None) => response,
+        Err(e) => {
+            log.warn(format_args!(
+                "could not read back claim {commit} for the metadata: {}",
+                e.chain()
+            ));
+            response
+        }
+    }
+}
+
+/// With `source.expire_after`, an `acquire` or `claim` that would wait on
+/// a claim older than that takes it over instead.
+fn expired_claim(
+    store: &mut dyn LockStore,
+    op: &Operation,
+    ctx: &PutContext<'_>,
+    snap: &Snapshot,
+    why: &Wait,
+    holders: &mut HolderCache,
+) -> Result<Option<Takeover>> {
+    let Some(limit) = ctx.source.expire_after else {
+        return Ok(None);
+    };
+    if !matches!(why, Wait::Claimed(_) | Wait::NoneFree { .. })
+        || !matches!(op, Operation::Acquire | Operation::Claim(_))
+    {
+        return Ok(None);
+    }
+    let h = holders.get(store, snap, &ctx.source.pool)?;
+    Ok(plan_takeover(op, snap, &h.expired(snap, limit, now_unix())))
+}
+
+/// Commits a takeover: `unclaiming: L` with the expiry as reason, then
+/// `claiming: L`, both naming the claim replaced, in one update.
+fn take_over(
+    store: &mut dyn LockStore,
+    ctx: &PutContext<'_>,
+    snap: Snapshot,
+    t: &Takeover,
+) -> Result<Round> {
+    let (pool, log, build) = (&ctx.source.pool, ctx.log, ctx.build);
+    let limit = ctx.source.expire_after.unwrap_or_default();
+    let replaced = t
+        .replaced
+        .claim
+        .clone()
+        .unwrap_or_else(|| "unknown (older than the look-back)".into());
+    let reason = format!(
+        "expired: claimed by {} for {}, longer than expire_after {}",
+        t.replaced.holder,
+        human(std::time::Duration::from_secs(t.replaced.age.max(0) as u64)),
+        human(limit)
+    );
+    let mut first = build_trailers(build);
+    first.insert(first.len() - 1, (Trailer::Reason, reason));
+    first.insert(first.len() - 1, (Trailer::Replaces, replaced.clone()));
+    let mut second = build_trailers(build);
+    second.insert(second.len() - 1, (Trailer::Replaces, replaced));
+    let url = build.url();
+    let chain = [
+        (
+            t.unclaim.clone(),
+            commit_message(&t.unclaim.subject, url.as_deref(), &first),
+        ),
+        (
+            t.claim.clone(),
+            commit_message(&t.claim.subject, url.as_deref(), &second),
+        ),
+    ];
+    log.warn(holder::describe_takeover(&t.replaced, pool, limit));
+    Ok(match store.commit_chain(&snap, &chain)? {
+        CommitOutcome::Committed(id) => {
+            log.line(format_args!("{} ({id})", t.claim.subject));
+            let response = Response::new(&id, t.claim.lock.as_str(), pool.as_str());
+            Round::Done(with_claim(store, log, response, &id))
         }
         CommitOutcome::LostRace => Round::LostRace,
         CommitOutcome::Rejected(detail) => {

@@ -366,7 +366,107 @@ on_every_backend!(
     claim_of_a_list_takes_every_lock_in_one_commit,
     multi_lock_puts_that_can_never_be_done_fail_at_once_touching_nothing,
     an_idempotent_acquire_of_two_run_again_gets_the_same_commit,
+    in_and_out_name_who_claimed_the_lock_and_since_when,
+    expire_after_takes_over_an_old_claim_and_the_old_holders_release_refuses,
 );
+
+fn with_job(b: Backend) -> Backend {
+    let mut b = b;
+    b.env = std::mem::take(&mut b.env)
+        .set("BUILD_NAME", "7")
+        .set("BUILD_JOB_NAME", "deploy")
+        .set("BUILD_PIPELINE_NAME", "app")
+        .set("BUILD_TEAM_NAME", "main");
+    b
+}
+
+fn in_and_out_name_who_claimed_the_lock_and_since_when(b: Backend) {
+    let b = with_job(b);
+    let inputs = Inputs::new();
+    let claimed = b.put(json!({"claim": "a"}), &inputs);
+    let meta = claimed["metadata"].as_array().expect("metadata").clone();
+    assert_eq!(meta[0], json!({"name": "lock_name", "value": "a"}));
+    assert_eq!(meta[1], json!({"name": "pool_name", "value": POOL}));
+    assert_eq!(
+        meta[2],
+        json!({"name": "claimed_by", "value": "main/app/deploy #7"})
+    );
+    assert_eq!(meta[3]["name"], "claimed_since");
+    let since = meta[3]["value"].as_str().unwrap();
+    let commit_time = b.repo.log().pop().unwrap().committer_time;
+    assert_eq!(
+        since,
+        pool_resource::duration::utc(commit_time),
+        "the claim's committer time, RFC 3339 UTC"
+    );
+    assert_eq!(
+        meta[4],
+        json!({"name": "build_url", "value": "https://ci.example.com/teams/main/pipelines/app/jobs/deploy/builds/7"})
+    );
+    assert_eq!(meta.len(), 5, "{meta:?}");
+    let (get, dest) = b.get(&version(&claimed));
+    assert_eq!(
+        get.assert_success().json(),
+        claimed,
+        "in names the same claim"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("claim")).unwrap(),
+        format!("{}\n", version(&claimed))
+    );
+    // A release adds nothing, and the get of a release writes no claim file.
+    std::fs::rename(dest.path(), inputs.path().join("held")).unwrap();
+    let released = b.put(json!({"release": "held"}), &inputs);
+    assert_eq!(released["metadata"].as_array().unwrap().len(), 2);
+    let (get, dest) = b.get(&version(&released));
+    assert_eq!(get.assert_success().json(), released);
+    assert!(!dest.path().join("claim").exists());
+}
+
+fn expire_after_takes_over_an_old_claim_and_the_old_holders_release_refuses(b: Backend) {
+    let inputs = Inputs::new();
+    let first = b.put(json!({"claim": "a"}), &inputs);
+    let old = version(&first);
+    let (get, dest) = b.get(&old);
+    get.assert_success();
+    std::fs::rename(dest.path(), inputs.path().join("held")).unwrap();
+    // Setup, not an assertion: the claim must be older than expire_after.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let mut src = b.source(POOL);
+    src["expire_after"] = json!("1s");
+    let run = b.run(
+        "out",
+        &[Inputs::new().path()],
+        json!({"source": src, "params": {"claim": "a"}}),
+    );
+    let took = run.assert_success().json();
+    assert!(run.stderr.contains("taking it over"), "{}", run.stderr);
+    assert_eq!(
+        b.subjects_since(&old),
+        vec!["unclaiming: a".to_string(), "claiming: a".to_string()]
+    );
+    let log = b.repo.log();
+    let unclaim = &log[log.len() - 2];
+    assert!(
+        unclaim
+            .body
+            .contains(&format!("Pool-Resource-Replaces: {old}"))
+            && unclaim.body.contains("Pool-Resource-Reason: expired"),
+        "{}",
+        unclaim.body
+    );
+    assert_eq!(version(&took), b.repo.tip());
+    assert_eq!(
+        b.check(Some(&old)),
+        vec![old.clone(), unclaim.sha.clone(), version(&took)]
+    );
+    let err = b.put_fails(json!({"release": "held"}), &inputs);
+    assert!(
+        err.contains("refusing to release lock \"a\" of pool \"envs\"") && err.contains(&old),
+        "{err}"
+    );
+    assert_eq!(b.repo.claimed(POOL), vec!["a".to_string()]);
+}
 
 fn acquire_two_claims_both_in_one_commit_and_release_gives_both_back(b: Backend) {
     let base = b.repo.tip();
@@ -828,13 +928,21 @@ fn in_of_a_version_about_another_pool_gets_this_pools_last_lock(b: Backend) {
     for v in [&other_pool, &by_hand] {
         let (get, dest) = b.get(v);
         let out = get.assert_success().json();
+        assert_eq!(version(&out), *v);
         assert_eq!(
-            out,
-            json!({"version": {"ref": v}, "metadata": [
-                {"name": "lock_name", "value": "b"},
-                {"name": "pool_name", "value": POOL}]}),
+            out["metadata"].as_array().unwrap()[..2],
+            [
+                json!({"name": "lock_name", "value": "b"}),
+                json!({"name": "pool_name", "value": POOL})
+            ],
             "the requested version, with the lock {} changed",
             version(&claimed)
+        );
+        // The claim it stands for is the one out made, with its metadata.
+        assert_eq!(out["metadata"], claimed["metadata"]);
+        assert_eq!(
+            std::fs::read_to_string(dest.path().join("claim")).unwrap(),
+            format!("{}\n", version(&claimed))
         );
         assert_eq!(
             std::fs::read_to_string(dest.path().join("name")).unwrap(),

@@ -959,6 +959,54 @@ fn a_lost_push_reply_is_recognised_on_the_next_round_and_the_put_reports_its_own
     );
 }
 
+/// An expiry takeover pushes two commits (`unclaiming:` then `claiming:`)
+/// in one compare-and-swap, and the reply of that push is lost: the next
+/// round finds the top commit on the branch (its parent chain holds the
+/// unclaim) and reports it, without a second takeover or claim.
+#[test]
+fn a_lost_reply_to_a_takeovers_two_commit_push_is_recognised_and_reported() {
+    let (repo, daemon) = pool();
+    for lock in LOCKS {
+        repo.move_lock(POOL, lock, true);
+    }
+    // Setup, not an assertion: the claims must be older than expire_after.
+    std::thread::sleep(Duration::from_millis(2100));
+    let base = repo.tip();
+    let proxy = FaultProxy::start(daemon.port(), Rates::none());
+    proxy.inject_on(Service::ReceivePack, Fault::LosePushReply);
+    let mut src = source(&proxy.url("locks.git"));
+    src["expire_after"] = json!("1s");
+    let run = run_out(
+        &src,
+        &json!({"acquire": true}),
+        &Inputs::new(),
+        &[
+            ("POOL_RESOURCE_BACKOFF_BASE_MS", BACKOFF_MS),
+            ("BUILD_ID", "lost-takeover"),
+        ],
+        HANG,
+        &Arc::default(),
+    );
+    let out = run.assert_success().json();
+    let (lock, printed) = (lock_name(&out), version(&out));
+    let stderr = plain(&run.stderr);
+    let log = log_since(&repo, &base);
+    let subjects: Vec<&str> = log[1..].iter().map(|c| c.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [format!("unclaiming: {lock}"), format!("claiming: {lock}")],
+        "one takeover: {log:#?}"
+    );
+    assert_eq!(log[2].sha, printed, "the put printed the top commit");
+    assert!(
+        stderr.contains(&format!(
+            "an earlier push whose reply was lost did reach the branch: {printed} ({lock})"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(proxy.counts().lost_push_replies, 1);
+}
+
 /// The reply of an accepted push is lost and then the server stays out of
 /// reach until the put gives up: the put fails (exit 1, `error: gave up
 /// ...`, naming the last fault) although its lock is claimed on the branch.

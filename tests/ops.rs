@@ -305,3 +305,411 @@ fn secrets_in_the_source_are_never_printed() {
     assert!(run.stdout.contains("a "), "{}", run.stdout);
     assert!(!run.stderr.contains(secret) && !run.stdout.contains(secret));
 }
+
+const OTHER_BUILD: [(&str, &str); 6] = [
+    ("BUILD_ID", "5151"),
+    ("BUILD_NAME", "8"),
+    ("BUILD_JOB_NAME", "deploy"),
+    ("BUILD_PIPELINE_NAME", "app"),
+    ("BUILD_TEAM_NAME", "main"),
+    ("ATC_EXTERNAL_URL", "https://ci.example.com"),
+];
+
+/// Runs `in` of `version` into `inputs/<sub>`, as the implicit get after a
+/// put does, and returns its JSON.
+fn get_into(src: &Value, version: &str, inputs: &Inputs, sub: &str) -> Value {
+    let dest = inputs.path().join(sub);
+    crate::support::run_bin(
+        "in",
+        &[dest.as_path()],
+        &serde_json::json!({"source": src, "version": {"ref": version}}),
+        &BUILD,
+    )
+    .assert_success()
+    .json()
+}
+
+/// A build claims `a` and gets it; `release` then names its directory.
+fn claimed_and_fetched(src: &Value, inputs: &Inputs) -> String {
+    let out = put(src, serde_json::json!({"claim": "a"}), inputs, &BUILD);
+    get_into(src, &crate::version(&out), inputs, "held");
+    let claim = std::fs::read_to_string(inputs.path().join("held/claim")).unwrap();
+    assert_eq!(
+        claim.trim(),
+        crate::version(&out),
+        "in wrote the claim commit"
+    );
+    crate::version(&out)
+}
+
+/// The first build's release, which must refuse at once naming pool, lock
+/// and claim, and commit nothing.
+fn assert_fenced_release_refuses(repo: &LockRepo, src: &Value, inputs: &Inputs, claim: &str) {
+    let tip = repo.tip();
+    let run = crate::support::run_bin(
+        "out",
+        &[inputs.path()],
+        &serde_json::json!({"source": src, "params": {"release": "held"}}),
+        &BUILD,
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("refusing to release lock \"a\" of pool \"envs\"")
+            && run.stderr.contains("released and claimed again since")
+            && run.stderr.contains("main/app/deploy #8")
+            && run.stderr.contains(claim)
+            && run.stderr.contains("nothing was committed"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("waiting"), "{}", run.stderr);
+    assert_eq!(repo.tip(), tip, "a refused release commits nothing");
+    assert_eq!(repo.claimed(POOL), ["a"]);
+}
+
+#[test]
+fn a_fenced_release_refuses_after_a_reap_and_a_new_claim_and_leaves_the_repo_untouched() {
+    let (repo, src) = initialised(&["a"]);
+    let inputs = Inputs::new();
+    let claim = claimed_and_fetched(&src, &inputs);
+    pool(&src, &["reap", "--older-than", "0s", "--as", "reaper"]).assert_success();
+    put(
+        &src,
+        serde_json::json!({"claim": "a"}),
+        &Inputs::new(),
+        &OTHER_BUILD,
+    );
+    assert_fenced_release_refuses(&repo, &src, &inputs, &claim);
+}
+
+#[test]
+fn a_fenced_release_refuses_after_a_forced_release_and_a_new_claim() {
+    let (repo, src) = initialised(&["a"]);
+    let inputs = Inputs::new();
+    let claim = claimed_and_fetched(&src, &inputs);
+    pool(
+        &src,
+        &[
+            "release", "a", "--force", "--reason", "stuck", "--as", "ops",
+        ],
+    )
+    .assert_success();
+    put(
+        &src,
+        serde_json::json!({"claim": "a"}),
+        &Inputs::new(),
+        &OTHER_BUILD,
+    );
+    assert_fenced_release_refuses(&repo, &src, &inputs, &claim);
+}
+
+#[test]
+fn a_fenced_release_of_the_claim_still_held_releases_and_a_hand_made_directory_behaves_as_before() {
+    let (repo, src) = initialised(&["a", "b"]);
+    let inputs = Inputs::new();
+    claimed_and_fetched(&src, &inputs);
+    put(
+        &src,
+        serde_json::json!({"release": "held"}),
+        &inputs,
+        &BUILD,
+    );
+    assert!(repo.claimed(POOL).is_empty());
+    put(
+        &src,
+        serde_json::json!({"claim": "b"}),
+        &Inputs::new(),
+        &BUILD,
+    );
+    inputs.lock("by-hand", "b", b"");
+    put(
+        &src,
+        serde_json::json!({"release": "by-hand"}),
+        &inputs,
+        &BUILD,
+    );
+    assert!(repo.claimed(POOL).is_empty());
+}
+
+#[test]
+fn a_waiting_put_names_the_locks_holder_and_how_long_it_has_held_it() {
+    let (repo, src) = initialised(&["a"]);
+    put(
+        &src,
+        serde_json::json!({"claim": "a"}),
+        &Inputs::new(),
+        &BUILD,
+    );
+    let inputs = Inputs::new();
+    let request = serde_json::json!({"source": src, "params": {"claim": "a"}});
+    let mut child = spawn_bin("out", &[inputs.path()], &request, &OTHER_BUILD);
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let waiting = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the put logs that it waits");
+    assert!(
+        waiting.starts_with("waiting: lock a of pool envs is claimed by main/app/deploy #7 for ")
+            && waiting.contains("(waited"),
+        "{waiting}"
+    );
+    pool(
+        &src,
+        &["release", "a", "--force", "--reason", "next", "--as", "ops"],
+    )
+    .assert_success();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(repo.claimed(POOL), ["a"]);
+}
+
+#[test]
+fn expire_after_takes_over_an_old_claim_over_git_daemon_and_check_sees_it() {
+    let (repo, _) = initialised(&["a"]);
+    let daemon = GitDaemon::start(repo.root());
+    let mut src = source(&daemon.url("locks.git"), "main", POOL);
+    let inputs = Inputs::new();
+    let old = claimed_and_fetched(&src, &inputs);
+    // Setup, not an assertion: the claim must be older than expire_after.
+    std::thread::sleep(Duration::from_millis(2100));
+    src["expire_after"] = "1s".into();
+    let run = crate::support::run_bin(
+        "out",
+        &[Inputs::new().path()],
+        &serde_json::json!({"source": src, "params": {"acquire": true}}),
+        &OTHER_BUILD,
+    );
+    let out = run.assert_success().json();
+    assert!(
+        run.stderr
+            .contains("lock a of pool envs was claimed by main/app/deploy #7 for")
+            && run
+                .stderr
+                .contains("longer than expire_after 1.0s: taking it over"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(lock_name(&out), "a");
+    let log = repo.log();
+    let (unclaim, claim) = (&log[log.len() - 2], &log[log.len() - 1]);
+    assert_eq!(unclaim.subject, "unclaiming: a");
+    assert_eq!(claim.subject, "claiming: a");
+    for body in [&unclaim.body, &claim.body] {
+        assert!(
+            body.contains(&format!("Pool-Resource-Replaces: {old}")),
+            "{body}"
+        );
+    }
+    assert!(
+        unclaim
+            .body
+            .contains("Pool-Resource-Reason: expired: claimed by main/app/deploy #7"),
+        "{}",
+        unclaim.body
+    );
+    assert_eq!(claim.sha, crate::version(&out));
+    let meta = &out["metadata"];
+    assert_eq!(
+        meta[2],
+        serde_json::json!({"name": "claimed_by", "value": "main/app/deploy #8"})
+    );
+    assert!(meta
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!({"name": "replaced_claim", "value": old})));
+    // check lists the takeover as two versions after the old claim.
+    let check = crate::support::run_bin(
+        "check",
+        &[],
+        &serde_json::json!({"source": src, "version": {"ref": old}}),
+        &[],
+    )
+    .assert_success()
+    .json();
+    assert_eq!(
+        check,
+        serde_json::json!([{"ref": old}, {"ref": unclaim.sha}, {"ref": claim.sha}])
+    );
+    assert_fenced_release_refuses(&repo, &src, &inputs, &old);
+}
+
+#[test]
+fn a_claim_younger_than_expire_after_is_waited_for() {
+    let (repo, mut src) = initialised(&["a"]);
+    put(
+        &src,
+        serde_json::json!({"claim": "a"}),
+        &Inputs::new(),
+        &BUILD,
+    );
+    src["expire_after"] = "1h".into();
+    let request = serde_json::json!({"source": src, "params": {"acquire": true}});
+    let inputs = Inputs::new();
+    let mut child = spawn_bin("out", &[inputs.path()], &request, &OTHER_BUILD);
+    let stderr = child.stderr.take().unwrap();
+    let mut first = String::new();
+    BufReader::new(stderr).read_line(&mut first).unwrap();
+    assert!(
+        first
+            .contains("all 1 locks of pool envs are claimed: a (claimed by main/app/deploy #7 for"),
+        "{first}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(repo.log().pop().unwrap().subject, "claiming: a");
+}
+
+#[test]
+fn history_claim_wait_add_and_remove_work_through_pool() {
+    let (repo, src) = initialised(&["a"]);
+    let meta = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(meta.path(), b"b-meta\n").unwrap();
+    let meta_path = meta.path().display().to_string();
+    pool(&src, &["add", "b", "--metadata", &meta_path, "--as", "ops"]).assert_success();
+    assert_eq!(repo.unclaimed(POOL), ["a", "b"]);
+    assert_eq!(
+        repo.file_at("main", &format!("{POOL}/unclaimed/b")),
+        Some(b"b-meta\n".to_vec())
+    );
+    pool(&src, &["add", "c", "--claimed", "--as", "ops"]).assert_success();
+    assert_eq!(repo.claimed(POOL), ["c"]);
+    let refused = pool(&src, &["remove", "c", "--as", "ops"]);
+    refused.assert_failure();
+    assert!(
+        refused.stderr.contains("needs --force"),
+        "{}",
+        refused.stderr
+    );
+    pool(&src, &["remove", "c", "--force", "--as", "ops"]).assert_success();
+    pool(&src, &["remove", "b", "--as", "ops"]).assert_success();
+    assert_eq!(repo.unclaimed(POOL), ["a"]);
+    assert!(repo.claimed(POOL).is_empty());
+
+    // claim --wait waits for a build's claim, then takes the lock.
+    put(
+        &src,
+        serde_json::json!({"claim": "a"}),
+        &Inputs::new(),
+        &BUILD,
+    );
+    let json = src.to_string();
+    let mut waiter = std::process::Command::new(env!("CARGO_BIN_EXE_pool"))
+        .args([
+            "claim",
+            "a",
+            "--wait",
+            "--reason",
+            "maintenance",
+            "--as",
+            "ops",
+        ])
+        .env("POOL_SOURCE", &json)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(waiter.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.contains("lock a of pool envs is claimed"), "{line}");
+    pool(
+        &src,
+        &[
+            "release", "a", "--force", "--reason", "handover", "--as", "ops",
+        ],
+    )
+    .assert_success();
+    assert!(waiter.wait().unwrap().success());
+    let last = repo.log().pop().unwrap();
+    assert_eq!(last.subject, "claiming: a");
+    assert!(
+        last.body.contains("Pool-Resource-Reason: maintenance"),
+        "{}",
+        last.body
+    );
+
+    // history: newest first, the operator's claim still open, the build's closed.
+    let run = pool(&src, &["history", "a", "--json"]);
+    run.assert_success();
+    let h = run.json();
+    let intervals = h.as_array().expect("history --json prints a list");
+    assert_eq!(intervals[0]["claimed_by"]["operator"], "ops");
+    assert!(intervals[0]["released_commit"].is_null());
+    assert_eq!(intervals[1]["claimed_by"]["build"], "main/app/deploy #7");
+    assert_eq!(intervals[1]["released_by"]["reason"], "handover");
+}
+
+#[test]
+fn init_and_status_work_over_the_codecommit_api_from_an_empty_repository() {
+    use crate::support::{git_ok, AwsEnv, CodeCommitServer, Imds, ImdsOptions, Keyring};
+    let dir = tempfile::TempDir::new().unwrap();
+    git_ok(
+        dir.path(),
+        &["init", "-q", "--bare", "-b", "main", "locks.git"],
+    );
+    let bare = dir.path().join("locks.git");
+    let imds = Imds::start(ImdsOptions::default(), Keyring::new());
+    let api = CodeCommitServer::start(&bare, "locks", "eu-west-2", imds.keyring());
+    let src = serde_json::json!({
+        "uri": "https://git-codecommit.eu-west-2.amazonaws.com/v1/repos/locks",
+        "branch": "main",
+        "pool": POOL,
+        "backend": "codecommit-api",
+        "retry_delay": "50ms",
+    });
+    let env = AwsEnv::new()
+        .with_imds(&imds)
+        .set("AWS_ENDPOINT_URL_CODECOMMIT", &api.endpoint())
+        .set("POOL_SOURCE", &src.to_string())
+        .set("USER", "tester");
+    let pool_cc = |args: &[&str]| {
+        let paths: Vec<&Path> = args.iter().map(Path::new).collect();
+        env.run("pool", &paths, &Value::Null)
+    };
+    let count = || {
+        git_ok(&bare, &["rev-list", "--count", "main"])
+            .trim()
+            .parse::<usize>()
+            .unwrap()
+    };
+    pool_cc(&["--as", "ops", "init", "a", "b"]).assert_success();
+    let made = count();
+    assert_eq!(
+        made, 2,
+        "one commit per lock, the first with the pool's .gitkeeps"
+    );
+    let again = pool_cc(&["init", "a", "b"]);
+    again.assert_success();
+    assert_eq!(count(), made, "{}", again.stderr);
+    let ls = git_ok(&bare, &["ls-tree", "-r", "--name-only", "main"]);
+    for path in [
+        "envs/claimed/.gitkeep",
+        "envs/unclaimed/.gitkeep",
+        "envs/unclaimed/a",
+        "envs/unclaimed/b",
+    ] {
+        assert!(ls.lines().any(|l| l == path), "{path} in\n{ls}");
+    }
+    let out = env.run(
+        "out",
+        &[Inputs::new().path()],
+        &serde_json::json!({"source": src, "params": {"claim": "a"}}),
+    );
+    out.assert_success();
+    let run = pool_cc(&["status", "--json"]);
+    run.assert_success();
+    let st = run.json();
+    let locks = &st["pools"][0]["locks"];
+    assert_eq!(locks[0]["name"], "a");
+    assert_eq!(locks[0]["state"], "claimed");
+    assert_eq!(locks[1]["name"], "b");
+    assert_eq!(locks[1]["since"]["by"]["operator"], "ops");
+}

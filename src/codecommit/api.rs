@@ -614,6 +614,38 @@ impl LockStore for CodeCommitStore {
         }
     }
 
+    /// CreateCommit makes one commit per call, so each change is its own
+    /// compare-and-swap on the commit before it. When a later one loses
+    /// (another put took the lock the first one freed), the earlier ones
+    /// stay on the branch and this reports a lost race: the takeover simply
+    /// lost, which is safe, and the next look plans afresh. Only the last
+    /// change is remembered when its reply is lost; an earlier change's
+    /// attempt is forgotten, since finding it later must not pass for the
+    /// put's own commit (the next look sees what it did to the pool).
+    fn commit_chain(
+        &mut self,
+        base: &Snapshot,
+        changes: &[(Change, String)],
+    ) -> Result<CommitOutcome> {
+        let mut on = base.clone();
+        for (i, (change, message)) in changes.iter().enumerate() {
+            let last = i + 1 == changes.len();
+            let outcome = self.commit(&on, change, message);
+            if !last {
+                if let Some(nonce) = nonce_of(message) {
+                    self.unconfirmed
+                        .retain(|u| u.mark != Mark::Nonce(nonce.clone()));
+                }
+            }
+            match outcome? {
+                CommitOutcome::Committed(id) if last => return Ok(CommitOutcome::Committed(id)),
+                CommitOutcome::Committed(id) => on.tip = id,
+                other => return Ok(other),
+            }
+        }
+        Ok(CommitOutcome::Committed(on.tip))
+    }
+
     fn recover_unconfirmed(&mut self) -> Result<Option<Recovered>> {
         if self.unconfirmed.is_empty() {
             return Ok(None);

@@ -279,6 +279,66 @@ impl GitStore {
         })
     }
 
+    /// Builds (without publishing) the commit of `change` on `parent_id`.
+    fn build_commit(&self, parent_id: Oid, change: &Change, message: &str) -> Result<Oid> {
+        let parent = self
+            .repo
+            .find_commit(parent_id)
+            .map_err(git_error("could not read the branch tip"))?;
+        let root = parent
+            .tree()
+            .map_err(git_error("could not read the tip's tree"))?;
+        let pool = &self.source.pool;
+        let mut edits = Vec::new();
+        for (lock, lock_edits) in change.parts() {
+            for edit in lock_edits {
+                let (state, entry) = match edit {
+                    Edit::Delete(state) => (*state, None),
+                    Edit::Write(state, Content::Keep(blob)) => {
+                        let blob = Oid::from_str(blob).map_err(git_error("bad blob id"))?;
+                        // Keep the mode the lock file had wherever it was.
+                        let mode = [LockState::Claimed, LockState::Unclaimed]
+                            .iter()
+                            .filter_map(|s| tree::entry_at(&root, &pool.lock_path(*s, lock)))
+                            .find(|(id, _)| *id == blob)
+                            .map(|(_, mode)| mode)
+                            .unwrap_or(FileMode::Blob.into());
+                        (*state, Some((blob, mode)))
+                    }
+                    Edit::Write(state, Content::Bytes(bytes)) => {
+                        let blob = self
+                            .repo
+                            .blob(bytes)
+                            .map_err(git_error("could not store the lock's content"))?;
+                        (*state, Some((blob, FileMode::Blob.into())))
+                    }
+                };
+                let mut path = pool.components().to_vec();
+                path.push(state.dir().to_string());
+                path.push(lock.to_string());
+                edits.push(TreeEdit { path, entry });
+            }
+        }
+        let tree_id = tree::apply(&self.repo, Some(&root), &edits)
+            .map_err(git_error("could not build the new tree"))?
+            .ok_or_else(|| Error::Repository {
+                what: "the change would leave the repository empty".into(),
+                detail: change.subject.clone(),
+            })?;
+        let tree = self
+            .repo
+            .find_tree(tree_id)
+            .map_err(git_error("could not read the new tree"))?;
+        let sig = Signature::now(&self.identity.name, &self.identity.email).map_err(git_error(
+            "invalid commit identity (git_config user.name/user.email)",
+        ))?;
+        let commit = self
+            .repo
+            .commit(None, &sig, &sig, message, &tree, &[&parent])
+            .map_err(git_error("could not create the commit"))?;
+        Ok(commit)
+    }
+
     fn publish(&self, commit: Oid, parent: Oid, subject: &str) -> Result<CommitOutcome> {
         match &self.access {
             Access::Local => {
@@ -402,67 +462,39 @@ impl LockStore for GitStore {
 
     fn commit(&mut self, base: &Snapshot, change: &Change, message: &str) -> Result<CommitOutcome> {
         let parent_id = Oid::from_str(&base.tip).map_err(git_error("bad snapshot tip"))?;
-        let parent = self
-            .repo
-            .find_commit(parent_id)
-            .map_err(git_error("could not read the branch tip"))?;
-        let root = parent
-            .tree()
-            .map_err(git_error("could not read the tip's tree"))?;
-        let pool = &self.source.pool;
-        let mut edits = Vec::new();
-        for (lock, lock_edits) in change.parts() {
-            for edit in lock_edits {
-                let (state, entry) = match edit {
-                    Edit::Delete(state) => (*state, None),
-                    Edit::Write(state, Content::Keep(blob)) => {
-                        let blob = Oid::from_str(blob).map_err(git_error("bad blob id"))?;
-                        // Keep the mode the lock file had wherever it was.
-                        let mode = [LockState::Claimed, LockState::Unclaimed]
-                            .iter()
-                            .filter_map(|s| tree::entry_at(&root, &pool.lock_path(*s, lock)))
-                            .find(|(id, _)| *id == blob)
-                            .map(|(_, mode)| mode)
-                            .unwrap_or(FileMode::Blob.into());
-                        (*state, Some((blob, mode)))
-                    }
-                    Edit::Write(state, Content::Bytes(bytes)) => {
-                        let blob = self
-                            .repo
-                            .blob(bytes)
-                            .map_err(git_error("could not store the lock's content"))?;
-                        (*state, Some((blob, FileMode::Blob.into())))
-                    }
-                };
-                let mut path = pool.components().to_vec();
-                path.push(state.dir().to_string());
-                path.push(lock.to_string());
-                edits.push(TreeEdit { path, entry });
-            }
-        }
-        let tree_id = tree::apply(&self.repo, Some(&root), &edits)
-            .map_err(git_error("could not build the new tree"))?
-            .ok_or_else(|| Error::Repository {
-                what: "the change would leave the repository empty".into(),
-                detail: change.subject.clone(),
-            })?;
-        let tree = self
-            .repo
-            .find_tree(tree_id)
-            .map_err(git_error("could not read the new tree"))?;
-        let sig = Signature::now(&self.identity.name, &self.identity.email).map_err(git_error(
-            "invalid commit identity (git_config user.name/user.email)",
-        ))?;
-        let commit = self
-            .repo
-            .commit(None, &sig, &sig, message, &tree, &[&parent])
-            .map_err(git_error("could not create the commit"))?;
+        let commit = self.build_commit(parent_id, change, message)?;
         let outcome = self.publish(commit, parent_id, &change.subject);
         if matches!(&outcome, Err(e) if e.is_retryable()) {
             self.unconfirmed.push(Unconfirmed {
                 mark: Mark::Commit(commit.into()),
                 parent: parent_id.into(),
                 lock: change.lock_list(),
+            });
+        }
+        outcome
+    }
+
+    fn commit_chain(
+        &mut self,
+        base: &Snapshot,
+        changes: &[(Change, String)],
+    ) -> Result<CommitOutcome> {
+        let parent_id = Oid::from_str(&base.tip).map_err(git_error("bad snapshot tip"))?;
+        let mut top = parent_id;
+        for (change, message) in changes {
+            top = self.build_commit(top, change, message)?;
+        }
+        let Some((last, _)) = changes.last() else {
+            return Ok(CommitOutcome::Committed(base.tip.clone()));
+        };
+        // One push (or one ref update) moves the branch from the tip to the
+        // top commit: every commit of the chain lands, or none does.
+        let outcome = self.publish(top, parent_id, &last.subject);
+        if matches!(&outcome, Err(e) if e.is_retryable()) {
+            self.unconfirmed.push(Unconfirmed {
+                mark: Mark::Commit(top.into()),
+                parent: parent_id.into(),
+                lock: last.lock.to_string(),
             });
         }
         outcome

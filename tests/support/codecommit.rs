@@ -1006,20 +1006,13 @@ fn get_differences(repo: &Repository, input: &Value, page_size: usize) -> Result
     Ok(out)
 }
 
-fn create_commit(repo: &Repository, input: &Value) -> Result<Value, ApiError> {
-    let branch = str_field(input, "branchName")
-        .map_err(|_| err("BranchNameRequiredException", "branchName is required"))?;
-    let refname = format!("refs/heads/{branch}");
-    let tip = repo
-        .find_reference(&refname)
-        .ok()
-        .and_then(|r| r.target())
-        .ok_or_else(|| {
-            err(
-                "BranchDoesNotExistException",
-                format!("{branch} does not exist"),
-            )
-        })?;
+/// The commit `parentCommitId` names, which must be the branch's `tip`.
+fn check_parent<'r>(
+    repo: &'r Repository,
+    input: &Value,
+    branch: &str,
+    tip: Oid,
+) -> Result<git2::Commit<'r>, ApiError> {
     let parent_id = input["parentCommitId"].as_str().ok_or_else(|| {
         err(
             "ParentCommitIdRequiredException",
@@ -1042,9 +1035,35 @@ fn create_commit(repo: &Repository, input: &Value) -> Result<Value, ApiError> {
             format!("The parent commit ID {parent_id} is not the tip of {branch} ({tip})"),
         ));
     }
-    let parent = repo.find_commit(tip).map_err(internal)?;
-    let mut files = flatten(&parent.tree().map_err(internal)?);
-    let old_tree = parent.tree_id();
+    repo.find_commit(tip).map_err(internal)
+}
+
+fn create_commit(repo: &Repository, input: &Value) -> Result<Value, ApiError> {
+    let branch = str_field(input, "branchName")
+        .map_err(|_| err("BranchNameRequiredException", "branchName is required"))?;
+    let refname = format!("refs/heads/{branch}");
+    let tip = repo.find_reference(&refname).ok().and_then(|r| r.target());
+    // As CodeCommit does: the first commit of an empty repository needs no
+    // parent, and creates the branch.
+    let empty_repo = repo
+        .references()
+        .map(|mut refs| refs.next().is_none())
+        .unwrap_or(false);
+    let parent = match tip {
+        None if empty_repo && input["parentCommitId"].is_null() => None,
+        None => {
+            return Err(err(
+                "BranchDoesNotExistException",
+                format!("{branch} does not exist"),
+            ))
+        }
+        Some(tip) => Some(check_parent(repo, input, branch, tip)?),
+    };
+    let mut files = match &parent {
+        Some(p) => flatten(&p.tree().map_err(internal)?),
+        None => Default::default(),
+    };
+    let old_tree = parent.as_ref().map(|p| p.tree_id());
 
     let empty = Vec::new();
     let puts = input["putFiles"].as_array().unwrap_or(&empty);
@@ -1153,7 +1172,7 @@ fn create_commit(repo: &Repository, input: &Value) -> Result<Value, ApiError> {
         }
     }
     let tree_id = write_tree(repo, &files).map_err(internal)?;
-    if tree_id == old_tree {
+    if Some(tree_id) == old_tree {
         return Err(err(
             "NoChangeException",
             "The commit cannot be created because no changes will be made to the repository as a result of this commit.",
@@ -1164,9 +1183,21 @@ fn create_commit(repo: &Repository, input: &Value) -> Result<Value, ApiError> {
     let email = input["email"].as_str().unwrap_or("codecommit@example.com");
     let sig = Signature::now(name, email).map_err(internal)?;
     let message = input["commitMessage"].as_str().unwrap_or("");
+    let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
     let id = repo
-        .commit(None, &sig, &sig, message, &tree, &[&parent])
+        .commit(None, &sig, &sig, message, &tree, &parents)
         .map_err(internal)?;
+    let Some(tip) = tip else {
+        repo.reference(&refname, id, false, "CreateCommit")
+            .map_err(|_| err("BranchNameExistsException", format!("{branch} exists")))?;
+        return Ok(json!({
+            "commitId": id.to_string(),
+            "treeId": tree_id.to_string(),
+            "filesAdded": added,
+            "filesUpdated": updated,
+            "filesDeleted": deleted,
+        }));
+    };
     // The ref may be changed by git pushes to the same repository meanwhile:
     // a compare-and-swap, retried only while another writer holds its lock.
     let mut attempts = 0;
