@@ -78,10 +78,13 @@ fn locks_of_multi_commit(store: &mut dyn LockStore, commit: &str) -> Result<Vec<
 /// `in` of a version that moved several locks: fails if any of its claims
 /// is gone, then writes `name` (one name a line) and `locks/NAME` with each
 /// lock's content. No `metadata`: no one lock's content stands for them all.
+/// The claim metadata (who claimed them, since when) is that of `commit`,
+/// the one commit that claimed them all.
 fn write_many(
     store: &mut dyn LockStore,
     source: &Source,
     version: &str,
+    commit: &str,
     locks: &[LockName],
     dest: &Path,
     log: &Log,
@@ -123,7 +126,11 @@ fn write_many(
     log.line(format_args!(
         "fetched locks {list} of pool {pool} at {version}"
     ));
-    Ok(Response::new(version, &list, pool.as_str()))
+    let response = Response::new(version, &list, pool.as_str());
+    Ok(match crate::holder::claim_at(store, commit)? {
+        Some(claim) => response.with(claim.metadata()),
+        None => response,
+    })
 }
 
 /// The claim of `lock`, claimed at `version`: the commit that last changed
@@ -177,7 +184,7 @@ pub fn run(
             }
             let several = locks_of_multi_commit(store, commit)?;
             if several.len() > 1 {
-                return write_many(store, source, &version, &several, dest, log);
+                return write_many(store, source, &version, commit, &several, dest, log);
             }
             lock_of_commit(store, source, commit)?
         }

@@ -1248,7 +1248,10 @@ fn acquire_waits_until_a_lock_is_released(b: Backend) {
     let mut waiter = b.spawn_out(json!({"acquire": true}), &inputs);
     // The waiter looks at least twice, committing nothing, before the
     // lock is released.
-    waiter.until_it_waited(2, "all 2 locks of pool envs are claimed: a, b");
+    waiter.until_it_waited(
+        2,
+        "all 2 locks of pool envs are claimed: a (claimed by main/prod/deploy #42 for ",
+    );
     assert_eq!(b.repo.claimed(POOL), ["a", "b"]);
     assert_eq!(b.repo.tip(), tip);
     inputs.lock("held", "b", b"");
