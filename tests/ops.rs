@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::{run_bin_raw, spawn_bin, GitDaemon, LockRepo, Run};
-use crate::{lock_name, put, source, Inputs};
+use crate::{lock_name, put, source, version, Inputs};
 
 const POOL: &str = "envs";
 
@@ -92,6 +92,31 @@ fn status_json_names_the_build_that_a_real_out_recorded_over_git_daemon() {
     );
     assert_eq!(locks[1]["state"], "unclaimed");
     assert_eq!(locks[1]["since"]["by"]["operator"], "ops");
+}
+
+/// With one lock, claimed by the tip commit, `status` stops its walk at the
+/// tip, then compares the claim with its parent, which a depth-1 fetch has
+/// not brought: the git backend must deepen for it (it once failed with
+/// "version ... is not on branch"; the image test found it).
+#[test]
+fn status_over_git_daemon_of_a_lone_lock_claimed_by_the_tip_names_its_claim() {
+    let (repo, _) = initialised(&["a"]);
+    let daemon = GitDaemon::start(repo.root());
+    let src = source(&daemon.url("locks.git"), "main", POOL);
+    let out = put(
+        &src,
+        serde_json::json!({"acquire": true}),
+        &Inputs::new(),
+        &BUILD,
+    );
+    let st = pool(&src, &["status", "--json"]).assert_success().json();
+    let lock = &st["pools"][0]["locks"][0];
+    assert_eq!(
+        (&lock["name"], &lock["state"]),
+        (&serde_json::json!("a"), &serde_json::json!("claimed"))
+    );
+    assert_eq!(lock["since"]["commit"], serde_json::json!(version(&out)));
+    assert_eq!(lock["since"]["by"]["build"], "main/app/deploy #7");
 }
 
 #[test]

@@ -339,6 +339,20 @@ impl GitStore {
         Ok(commit)
     }
 
+    /// Deepens the shallow history until `version` is there, or there is
+    /// no more to fetch (then [`Self::find_commit`] says it is not found).
+    fn fetch_commit(&mut self, version: &str) -> Result<()> {
+        let Ok(id) = Oid::from_str(version) else {
+            return Ok(());
+        };
+        while !self.has_object(id) {
+            if !self.deepen()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn publish(&self, commit: Oid, parent: Oid, subject: &str) -> Result<CommitOutcome> {
         match &self.access {
             Access::Local => {
@@ -716,6 +730,9 @@ impl LockStore for GitStore {
     }
 
     fn entry_id(&mut self, version: &str, path: &str) -> Result<Option<String>> {
+        // A walk may stop at a commit whose parent a shallow fetch has not
+        // brought yet (`pool status` compares a claim with its parent).
+        self.fetch_commit(version)?;
         let commit = self.find_commit(version)?;
         let tree = commit.tree().map_err(git_error("could not read a tree"))?;
         Ok(tree::entry_at(&tree, path).map(|(id, _)| id.to_string()))
