@@ -262,7 +262,8 @@ out=$(run_resource out /tmp/build/put \
     "$work/put:/tmp/build/put")
 claimed=$(git -C "$work/locks.git" rev-parse main)
 jq -e --arg ref "$claimed" '.version == {ref: $ref}
-    and (.metadata | from_entries) == {lock_name: "staging", pool_name: "deploy"}' \
+    and .metadata[0:2] == [{name: "lock_name", value: "staging"}, {name: "pool_name", value: "deploy"}]
+    and (.metadata | from_entries | .claimed_by) == "main/app/deploy #7"' \
     <<<"$out" >/dev/null || fail "acquire printed $out, the branch is at $claimed"
 git -C "$work/locks.git" cat-file -e main:deploy/claimed/staging ||
     fail "acquire did not move deploy/unclaimed/staging to deploy/claimed"
@@ -275,8 +276,10 @@ out=$(run_resource in /tmp/build/get \
     "$(jq -cn --argjson s "$source_json" --arg ref "$claimed" '{source: $s, version: {ref: $ref}}')" \
     "$work/get:/tmp/build/get")
 jq -e --arg ref "$claimed" '.version == {ref: $ref}
-    and (.metadata | from_entries) == {lock_name: "staging", pool_name: "deploy"}' \
+    and .metadata[0:2] == [{name: "lock_name", value: "staging"}, {name: "pool_name", value: "deploy"}]
+    and (.metadata | from_entries | .claimed_by) == "main/app/deploy #7"' \
     <<<"$out" >/dev/null || fail "in printed $out for $claimed"
+[ "$(cat "$work/get/claim")" = "$claimed" ] || fail "in wrote claim '$(cat "$work/get/claim")'"
 [ "$(cat "$work/get/name")" = staging ] || fail "in wrote name '$(cat "$work/get/name")'"
 [ "$(cat "$work/get/metadata")" = env=staging ] ||
     fail "in wrote metadata '$(cat "$work/get/metadata")'"
@@ -301,6 +304,16 @@ out=$(run_resource check "" \
 jq -e --arg a "$first" --arg b "$claimed" --arg c "$released" \
     '. == [{ref: $a}, {ref: $b}, {ref: $c}]' <<<"$out" >/dev/null ||
     fail "check from $first did not list the three versions oldest first; got: $out"
+
+step "pool status --json (the operator command, source from POOL_SOURCE)"
+if ! out=$("${podman_run[@]}" --env "POOL_SOURCE=$source_json" "$image" \
+    /opt/resource/pool status --json 2>"$work/stderr"); then
+    cat "$work/stderr" >&2
+    fail "pool status failed in the image"
+fi
+jq -e '[.. | objects | select(has("state")) | .state] | length >= 1' <<<"$out" >/dev/null ||
+    fail "pool status --json printed no lock states: $out"
+grep -q '"staging"' <<<"$out" || fail "pool status --json does not name lock staging: $out"
 
 step "no shell in the image"
 if "${podman_run[@]}" "$image" /bin/sh -c true >/dev/null 2>&1; then

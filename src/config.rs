@@ -758,7 +758,12 @@ fn parse_acquire(f: &mut Fields) -> Result<(Option<bool>, Option<usize>)> {
         },
         Some(other) => Err(Error::bad_request(format!(
             "invalid payload: params.acquire must be true or a number of locks, not {}",
-            quoted(&other.to_string())
+            match other {
+                Value::String(_) => "a string",
+                Value::Array(_) => "a list",
+                Value::Object(_) => "an object",
+                _ => "null",
+            }
         ))),
     }
 }

@@ -831,11 +831,15 @@ fn wrong_types_name_the_field() {
         ),
         fx.out_row(
             json!({"acquire": "yes"}),
-            "params.acquire must be true or false, not a string",
+            "params.acquire must be true or a number of locks, not a string",
         ),
         fx.out_row(
-            json!({"acquire": 1}),
-            "params.acquire must be true or false, not a number",
+            json!({"acquire": 0}),
+            "params.acquire must be true or a number of locks (1 or more), not 0",
+        ),
+        fx.out_row(
+            json!({"acquire": 1.5}),
+            "params.acquire must be true or a number of locks (1 or more), not 1.5",
         ),
         fx.out_row(
             json!({"claim": true}),
