@@ -553,23 +553,10 @@ pub fn init(
             None if edits.is_empty() => return Ok(done),
             None => format!("initialising pool: {pool}"),
         };
-        match store.commit_files(tip.as_deref(), &edits, &who.message(&subject))? {
-            CommitOutcome::Committed(id) => {
-                done.lines.push(format!("{subject} ({id})"));
-                done.commits.push(id.into());
-            }
-            CommitOutcome::LostRace => {
-                races += 1;
-                if races >= MAX_RACES {
-                    return Err(lost(races));
-                }
-            }
-            CommitOutcome::Rejected(detail) => {
-                return Err(Error::PushRejected {
-                    uri: "the lock repository".into(),
-                    detail,
-                })
-            }
+        let outcome = store.commit_files(tip.as_deref(), &edits, &who.message(&subject))?;
+        if let Some(made) = settled(outcome, &subject, &mut races)? {
+            done.lines.extend(made.lines);
+            done.commits.extend(made.commits);
         }
     }
 }
@@ -685,26 +672,35 @@ pub fn change_lock(
                 }
             }
         };
-        match store.commit(&snap, &change, &who.message(&change.subject))? {
-            CommitOutcome::Committed(id) => {
-                return Ok(Done {
-                    lines: vec![format!("{} ({id})", change.subject)],
-                    commits: vec![id.into()],
-                })
-            }
-            CommitOutcome::LostRace => {
-                races += 1;
-                if races >= MAX_RACES {
-                    return Err(lost(races));
-                }
-            }
-            CommitOutcome::Rejected(detail) => {
-                return Err(Error::PushRejected {
-                    uri: "the lock repository".into(),
-                    detail,
-                })
-            }
+        if let Some(done) = settled(
+            store.commit(&snap, &change, &who.message(&change.subject))?,
+            &change.subject,
+            &mut races,
+        )? {
+            return Ok(done);
         }
+    }
+}
+
+/// What an operator's commit attempt came to: done, or `None` to look
+/// again after a lost race (at most [`MAX_RACES`] of them).
+fn settled(outcome: CommitOutcome, subject: &str, races: &mut u32) -> Result<Option<Done>> {
+    match outcome {
+        CommitOutcome::Committed(id) => Ok(Some(Done {
+            lines: vec![format!("{subject} ({id})")],
+            commits: vec![id.into()],
+        })),
+        CommitOutcome::LostRace => {
+            *races += 1;
+            if *races >= MAX_RACES {
+                return Err(lost(*races));
+            }
+            Ok(None)
+        }
+        CommitOutcome::Rejected(detail) => Err(Error::PushRejected {
+            uri: "the lock repository".into(),
+            detail,
+        }),
     }
 }
 
@@ -741,25 +737,12 @@ pub fn set_hold(
             (Some(_), false) => (crate::message::unhold_subject(pool), None),
         };
         let edits = [FileEdit { path, content }];
-        match store.commit_files(Some(&snap.tip), &edits, &who.message(&subject))? {
-            CommitOutcome::Committed(id) => {
-                return Ok(Done {
-                    lines: vec![format!("{subject} ({id})")],
-                    commits: vec![id.into()],
-                })
-            }
-            CommitOutcome::LostRace => {
-                races += 1;
-                if races >= MAX_RACES {
-                    return Err(lost(races));
-                }
-            }
-            CommitOutcome::Rejected(detail) => {
-                return Err(Error::PushRejected {
-                    uri: "the lock repository".into(),
-                    detail,
-                })
-            }
+        if let Some(done) = settled(
+            store.commit_files(Some(&snap.tip), &edits, &who.message(&subject))?,
+            &subject,
+            &mut races,
+        )? {
+            return Ok(done);
         }
     }
 }
