@@ -319,11 +319,23 @@ impl GitStore {
                 edits.push(TreeEdit { path, entry });
             }
         }
-        let tree_id = tree::apply(&self.repo, Some(&root), &edits)
+        self.write_commit(Some(&root), &edits, &[&parent], message)
+    }
+
+    /// Applies `edits` to `root` and writes the commit of the result with
+    /// `parents` and `message`, by the configured identity; publishes nothing.
+    fn write_commit(
+        &self,
+        root: Option<&git2::Tree<'_>>,
+        edits: &[TreeEdit],
+        parents: &[&git2::Commit<'_>],
+        message: &str,
+    ) -> Result<Oid> {
+        let tree_id = tree::apply(&self.repo, root, edits)
             .map_err(git_error("could not build the new tree"))?
             .ok_or_else(|| Error::Repository {
                 what: "the change would leave the repository empty".into(),
-                detail: change.subject.clone(),
+                detail: message.lines().next().unwrap_or("").to_string(),
             })?;
         let tree = self
             .repo
@@ -332,11 +344,9 @@ impl GitStore {
         let sig = Signature::now(&self.identity.name, &self.identity.email).map_err(git_error(
             "invalid commit identity (git_config user.name/user.email)",
         ))?;
-        let commit = self
-            .repo
-            .commit(None, &sig, &sig, message, &tree, &[&parent])
-            .map_err(git_error("could not create the commit"))?;
-        Ok(commit)
+        self.repo
+            .commit(None, &sig, &sig, message, &tree, parents)
+            .map_err(git_error("could not create the commit"))
     }
 
     /// Deepens the shallow history until `version` is there, or there is
@@ -825,24 +835,8 @@ impl LockStore for GitStore {
                 entry,
             });
         }
-        let tree_id = tree::apply(&self.repo, root.as_ref(), &tree_edits)
-            .map_err(git_error("could not build the new tree"))?
-            .ok_or_else(|| Error::Repository {
-                what: "the change would leave the repository empty".into(),
-                detail: message.lines().next().unwrap_or("").to_string(),
-            })?;
-        let tree = self
-            .repo
-            .find_tree(tree_id)
-            .map_err(git_error("could not read the new tree"))?;
-        let sig = Signature::now(&self.identity.name, &self.identity.email).map_err(git_error(
-            "invalid commit identity (git_config user.name/user.email)",
-        ))?;
         let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-        let commit = self
-            .repo
-            .commit(None, &sig, &sig, message, &tree, &parents)
-            .map_err(git_error("could not create the commit"))?;
+        let commit = self.write_commit(root.as_ref(), &tree_edits, &parents, message)?;
         let subject = message.lines().next().unwrap_or("").to_string();
         match parent.as_ref().map(|p| p.id()) {
             Some(parent_id) => self.publish(commit, parent_id, &subject),
