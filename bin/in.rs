@@ -1,5 +1,5 @@
-//! `/opt/resource/in`: see [`pool_resource::cli`].
+//! `/opt/resource/in`: see [`pool_resource::resource::run`].
 
 fn main() -> std::process::ExitCode {
-    pool_resource::cli::main(pool_resource::cli::Command::In)
+    pool_resource::resource::run::main(pool_resource::resource::run::Command::In)
 }

@@ -1,5 +1,5 @@
-//! `/opt/resource/out`: see [`pool_resource::cli`].
+//! `/opt/resource/out`: see [`pool_resource::resource::run`].
 
 fn main() -> std::process::ExitCode {
-    pool_resource::cli::main(pool_resource::cli::Command::Out)
+    pool_resource::resource::run::main(pool_resource::resource::run::Command::Out)
 }

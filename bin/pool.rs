@@ -1,5 +1,5 @@
-//! `/opt/resource/pool`, the operator controls: see [`pool_resource::pool_cli`].
+//! `/opt/resource/pool`, the operator controls: see [`pool_resource::operator::cli`].
 
 fn main() -> std::process::ExitCode {
-    pool_resource::pool_cli::main()
+    pool_resource::operator::cli::main()
 }

@@ -1,36 +1,32 @@
 //! A Concourse resource for a pool of locks kept as files in a Git repository.
 //!
 //! Drop-in for `concourse/pool-resource`: same repository layout, params and
-//! JSON, so both can share one lock repository. The three executables
-//! (`check`, `in`, `out`) are thin wrappers around [`cli::main`]; the pool
-//! model ([`pool`]) decides, the backends ([`git`]) read and commit, and the
-//! put loop ([`put`]) waits and retries.
+//! JSON, so both can share one lock repository. The tree reads as the
+//! program's faces:
+//!
+//! - [`model`]: what a pool is and which change an operation makes, the
+//!   commit message format and the history's semantics. No I/O, no git2.
+//! - [`config`]: the pipeline's `source` and a step's `params`, validated
+//!   into types that cannot be wrong before any network traffic.
+//! - [`store`]: where the pool lives. One seam ([`store::seam`]) above two
+//!   backends: git through libgit2 ([`store::git`]) and the CodeCommit API
+//!   ([`store::codecommit`]).
+//! - [`resource`]: the Concourse resource, `check`, `in` and `out`, with the
+//!   put loop that waits and retries.
+//! - [`operator`]: the `pool` command for people: status, history, changes,
+//!   `serve` with its page and metrics.
+//! - [`process`]: what every executable shares: the log on stderr, signals,
+//!   back-off, printing an error.
+//!
+//! The executables in `bin/` are a few lines each over [`resource::run`] and
+//! [`operator::cli`].
 
-pub mod backend;
-pub mod check;
-pub mod cli;
-pub mod codecommit;
 pub mod config;
-pub mod duration;
 pub mod error;
-pub mod get;
-pub mod git;
-pub mod history;
-pub mod holder;
-pub mod log;
-pub mod message;
-pub mod metrics;
-pub mod names;
-pub mod ops;
-pub mod page;
-pub mod pool;
-pub mod pool_cli;
-pub mod protocol;
-pub mod put;
-pub mod rerun;
-pub mod retry;
-pub mod serve;
-pub mod signal;
-pub mod watch;
+pub mod model;
+pub mod operator;
+pub mod process;
+pub mod resource;
+pub mod store;
 
 pub use error::{Error, Result};

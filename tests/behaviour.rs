@@ -396,7 +396,7 @@ fn in_and_out_name_who_claimed_the_lock_and_since_when(b: Backend) {
     let commit_time = b.repo.log().pop().unwrap().committer_time;
     assert_eq!(
         since,
-        pool_resource::duration::utc(commit_time),
+        pool_resource::model::duration::utc(commit_time),
         "the claim's committer time, RFC 3339 UTC"
     );
     assert_eq!(

@@ -23,7 +23,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pool_resource::message::{parse_subject, Parsed, Trailer};
+use pool_resource::model::message::{parse_subject, Parsed, Trailer};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 

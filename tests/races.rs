@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use pool_resource::message::Parsed;
+use pool_resource::model::message::Parsed;
 use serde_json::{json, Value};
 
 use crate::support::{finish_within, spawn_bin, CommitInfo, GitDaemon, LockRepo};

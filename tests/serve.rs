@@ -19,7 +19,7 @@ use crate::support::{run_bin_raw, skip, GitDaemon, LockRepo, Run};
 use crate::{put, source, Inputs};
 
 const POOL: &str = "envs";
-/// The most hostile lock name [`pool_resource::names::LockName`] accepts:
+/// The most hostile lock name [`pool_resource::model::names::LockName`] accepts:
 /// no `/`, so no closing tag, but an element with a handler all the same.
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
 
@@ -64,7 +64,7 @@ impl Fixture {
         let local = source(&repo.path().display().to_string(), "main", POOL);
         pool(&local, &["--as", "ops", "init", "qa", "staging"]).assert_success();
         // A day of claims as the Go resource records them, for the timeline.
-        let now = pool_resource::duration::now_unix();
+        let now = pool_resource::model::duration::now_unix();
         let go = |job: &str, n: u32| {
             format!("Build URL: https://ci.example.com/teams/main/pipelines/app/jobs/{job}/builds/{n}\n")
         };

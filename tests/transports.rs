@@ -270,7 +270,7 @@ fn a_wrong_http_password_fails_at_once_naming_the_uri_without_the_password() {
     src["username"] = json!(HTTP_USER);
     src["password"] = json!("not-the-Pa55word");
     let run = failing_acquire(&src, &repo, &[]);
-    assert_contains(&run.stderr, "error:\x1b[0m authentication failed");
+    assert_contains(&run.stderr, "error: authentication failed");
     assert_contains(&run.stderr, &format!("authentication failed for {url}"));
     assert_hides(&run.stderr, "not-the-Pa55word");
     assert!(

@@ -11,11 +11,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use pool_resource::config::{self, Source};
-use pool_resource::duration::parse_go_duration;
-use pool_resource::git::uri::{RepoUri, Scheme};
-use pool_resource::names::{is_lock_file_name, LockName, PoolPath};
-use pool_resource::pool::LockState;
-use pool_resource::protocol::{CheckFrom, RawRequest, Version};
+use pool_resource::model::duration::parse_go_duration;
+use pool_resource::model::names::{is_lock_file_name, LockName, PoolPath};
+use pool_resource::model::pool::LockState;
+use pool_resource::resource::protocol::{CheckFrom, RawRequest, Version};
+use pool_resource::store::git::uri::{RepoUri, Scheme};
 
 /// Where `parse_put` looks for lock files: a directory that does not exist,
 /// so that reading them fails the same way whatever the input says.
@@ -124,12 +124,12 @@ pub fn values(data: &[u8]) {
     if let Ok(uri) = RepoUri::parse(&text) {
         assert_no_password_shown(&uri);
     }
-    let _ = pool_resource::codecommit::url::parse(&text);
+    let _ = pool_resource::store::codecommit::url::parse(&text);
 }
 
 fn assert_lock_name(name: &str) {
     assert!(!name.is_empty());
-    assert!(name.len() <= pool_resource::names::MAX_NAME_LEN);
+    assert!(name.len() <= pool_resource::model::names::MAX_NAME_LEN);
     assert!(!name.contains(['/', '\\']), "{name:?} has a separator");
     assert!(!name.starts_with('.'), "{name:?} is a dotfile");
     assert!(

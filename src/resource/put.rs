@@ -7,25 +7,27 @@
 //! backoff; everything else fails at once. No new commit is started after a
 //! SIGINT/SIGTERM, so an aborted build never claims a lock later.
 //!
-//! A waiting round names who holds the locks awaited ([`crate::holder`]);
+//! A waiting round names who holds the locks awaited ([`crate::resource::holder`]);
 //! with `source.expire_after`, it takes over a claim older than that
-//! instead ([`crate::pool::plan_takeover`], [`LockStore::commit_chain`]); a
+//! instead ([`crate::model::pool::plan_takeover`], [`LockStore::commit_chain`]); a
 //! `release` fenced by the `claim` file `in` wrote is checked first.
 
 use std::time::Instant;
 
-use crate::backend::{CommitOutcome, LockStore, Unconfirmed};
 use crate::config::Source;
-use crate::duration::{human, now_unix};
 use crate::error::{Error, Result};
-use crate::holder::{self, HolderCache};
-use crate::log::Log;
-use crate::message::{build_trailers, commit_message, lock_trailers, Trailer};
-use crate::pool::{plan, plan_takeover, CommitId, Operation, Plan, Snapshot, Takeover, Wait};
-use crate::protocol::{BuildInfo, Response};
-use crate::rerun;
-use crate::retry::{race_jitter, Backoff};
-use crate::signal::Interrupt;
+use crate::model::duration::{human, now_unix};
+use crate::model::message::{build_trailers, commit_message, lock_trailers, Trailer};
+use crate::model::pool::{
+    plan, plan_takeover, CommitId, Operation, Plan, Snapshot, Takeover, Wait,
+};
+use crate::process::log::Log;
+use crate::process::retry::{race_jitter, Backoff};
+use crate::process::signal::Interrupt;
+use crate::resource::holder::{self, HolderCache};
+use crate::resource::protocol::{BuildInfo, Response};
+use crate::resource::rerun;
+use crate::store::seam::{CommitOutcome, LockStore, Unconfirmed};
 
 /// Consecutive lost races tolerated before giving up (each one means another
 /// process made progress, so this is only reached under pathological load).
@@ -44,7 +46,7 @@ pub struct PutContext<'a> {
     /// Network backoff policy.
     pub backoff: Backoff,
     /// `idempotent: true`: first look for this build's earlier run of the
-    /// same put ([`crate::rerun`]).
+    /// same put ([`crate::resource::rerun`]).
     pub idempotent: bool,
     /// A `release` whose directory holds the claim commit `in` wrote:
     /// refused unless that claim still holds ([`holder::check_fence`]).
@@ -263,7 +265,7 @@ fn describe_wait(
     store: &mut dyn LockStore,
     snap: &Snapshot,
     why: &Wait,
-    pool: &crate::names::PoolPath,
+    pool: &crate::model::names::PoolPath,
     holders: &mut HolderCache,
     log: &Log,
 ) -> String {

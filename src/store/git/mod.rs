@@ -23,16 +23,16 @@ use git2::{FileMode, Oid, Repository, Signature};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
-use crate::backend::{
+use crate::config::Source;
+use crate::error::{Error, Result};
+use crate::model::history::{self, Facts, Graph, Stop, Walk};
+use crate::model::pool::{Change, Content, Edit, Hold, LockState, Snapshot};
+use crate::process::log::Log;
+use crate::process::signal::Interrupt;
+use crate::store::seam::{
     settle, CommitMeta, CommitOutcome, Fate, FileEdit, FolderEntry, Identity, LockStore, Mark,
     Recovered, Unconfirmed, HISTORY_WALK_LIMIT,
 };
-use crate::config::Source;
-use crate::error::{Error, Result};
-use crate::history::{self, Facts, Graph, Stop, Walk};
-use crate::log::Log;
-use crate::pool::{Change, Content, Edit, Hold, LockState, Snapshot};
-use crate::signal::Interrupt;
 use transport::Remote;
 use tree::TreeEdit;
 

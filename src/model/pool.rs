@@ -9,10 +9,10 @@
 use std::collections::BTreeMap;
 
 use crate::error::Error;
-use crate::message::Verb;
-use crate::names::{LockName, PoolPath};
+use crate::model::message::Verb;
+use crate::model::names::{LockName, PoolPath};
 
-pub use crate::names::LockState;
+pub use crate::model::names::LockState;
 
 /// A backend's handle on a lock file's content (a git blob id).
 pub type BlobId = String;
@@ -59,8 +59,8 @@ impl Hold {
         format!(
             "held by {} since {} (for {}): {}",
             self.by,
-            crate::duration::utc(self.since),
-            crate::duration::ago(self.since, now),
+            crate::model::duration::utc(self.since),
+            crate::model::duration::ago(self.since, now),
             self.reason
         )
     }
@@ -344,7 +344,7 @@ impl Wait {
             Wait::Unclaimed(lock) => format!("lock {lock} of pool {pool} is unclaimed"),
             Wait::Held(hold) => format!(
                 "pool {pool} is {}",
-                hold.describe(crate::duration::now_unix())
+                hold.describe(crate::model::duration::now_unix())
             ),
             Wait::TooFewFree {
                 wanted,

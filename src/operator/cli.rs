@@ -3,8 +3,8 @@
 //! Parses the arguments into a [`Invocation`] (usage errors exit 2), builds
 //! the resource's own [`Source`] from `--source FILE` (YAML or JSON, `-`
 //! for stdin) or `POOL_SOURCE` (JSON) with `--uri`/`--branch`/`--pool`
-//! overrides, opens the same backend the resource would ([`crate::backend::open_store`])
-//! and runs one [`crate::ops`] function. Read-only commands print one JSON
+//! overrides, opens the same backend the resource would ([`crate::store::open::open_store`])
+//! and runs one [`crate::operator::ops`] function. Read-only commands print one JSON
 //! document with `--json`; everything else a person reads goes to stderr,
 //! scrubbed of the source's secrets.
 
@@ -14,19 +14,19 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::backend::open_store;
-use crate::cli::report;
 use crate::config::raw_secrets;
 use crate::config::Source;
-use crate::duration::{now_unix, parse_go_duration};
 use crate::error::{Error, Result};
-use crate::git::Purpose;
-use crate::log::Log;
-use crate::names::LockName;
-use crate::ops::{self, Guard, Operator};
-use crate::pool::Operation;
-use crate::protocol::RawRequest;
-use crate::signal::Interrupt;
+use crate::model::duration::{now_unix, parse_go_duration};
+use crate::model::names::LockName;
+use crate::model::pool::Operation;
+use crate::operator::ops::{self, Guard, Operator};
+use crate::process::log::Log;
+use crate::process::report::report;
+use crate::process::signal::Interrupt;
+use crate::resource::protocol::RawRequest;
+use crate::store::git::Purpose;
+use crate::store::open::open_store;
 
 const USAGE: &str = "pool [--source FILE | POOL_SOURCE=JSON] [--uri URI] [--branch B] [--pool P] [--as NAME] [--reason TEXT] [--json] COMMAND
 commands:
@@ -340,12 +340,12 @@ fn serve(
     for path in paths {
         let (source, _) = load_source(inv, path, env, stdin, log)?;
         let (log, interrupt) = (log.clone(), interrupt.clone());
-        let open: crate::watch::Opener =
+        let open: crate::operator::watch::Opener =
             Box::new(move |s: &Source| open_store(s, Purpose::Put, &log, &interrupt));
         sources.push((source, open));
     }
-    let config = crate::serve::Config { listen, refresh };
-    crate::serve::serve(&config, sources, log, interrupt)?;
+    let config = crate::operator::serve::Config { listen, refresh };
+    crate::operator::serve::serve(&config, sources, log, interrupt)?;
     Ok(None)
 }
 
@@ -379,8 +379,11 @@ pub fn run(
             let st = match inv.value("--html") {
                 None => ops::status(store, &source.branch, pool_given.then_some(pool))?,
                 Some(file) => {
-                    let read =
-                        crate::watch::read_all(store, &source.branch, pool_given.then_some(pool))?;
+                    let read = crate::operator::watch::read_all(
+                        store,
+                        &source.branch,
+                        pool_given.then_some(pool),
+                    )?;
                     write_page(&source, read.clone(), file, log)?;
                     read.status
                 }
@@ -483,22 +486,27 @@ pub fn run(
 }
 
 /// `status --html FILE`: the page of `pool serve`, as one static file.
-fn write_page(source: &Source, read: crate::watch::Read, file: &str, log: &Log) -> Result<()> {
+fn write_page(
+    source: &Source,
+    read: crate::operator::watch::Read,
+    file: &str,
+    log: &Log,
+) -> Result<()> {
     let now = read.status.now;
-    let board = crate::watch::Board {
+    let board = crate::operator::watch::Board {
         refresh: None,
-        views: vec![crate::watch::View {
+        views: vec![crate::operator::watch::View {
             read: Some(read),
             last_success: Some(now),
             last_attempt: Some(now),
-            ..crate::watch::View::of(source)
+            ..crate::operator::watch::View::of(source)
         }],
     };
-    let page = crate::page::render(
+    let page = crate::operator::page::render(
         &board,
         now,
-        crate::page::Window::Day,
-        crate::page::Mode::Static,
+        crate::operator::page::Window::Day,
+        crate::operator::page::Mode::Static,
     );
     std::fs::write(file, log.redact(&page))
         .map_err(|e| Error::io(format!("could not write --html {file}"), e))?;
@@ -510,16 +518,16 @@ fn render_history(h: &[ops::Interval]) -> String {
     let mut out = String::new();
     for i in h {
         let until = match i.released_at {
-            Some(t) => crate::duration::utc(t),
+            Some(t) => crate::model::duration::utc(t),
             None => "still claimed".into(),
         };
         out.push_str(&format!(
             "{}/{}  {} → {}  ({})  by {}\n",
             i.pool,
             i.lock,
-            crate::duration::utc(i.claimed_at),
+            crate::model::duration::utc(i.claimed_at),
             until,
-            crate::duration::human(Duration::from_secs(i.seconds as u64)),
+            crate::model::duration::human(Duration::from_secs(i.seconds as u64)),
             i.claimed_by.describe()
         ));
     }

@@ -3,7 +3,7 @@
 //! the fence of a release.
 //!
 //! A claim is the newest commit that put the lock into `claimed/`; its
-//! trailers ([`crate::message`]) name the build or operator and its
+//! trailers ([`crate::model::message`]) name the build or operator and its
 //! committer time says since when, as Pool Boy reads it. Finding it costs a
 //! look back through the history, so it is bounded ([`HOLDER_LOOKBACK`]
 //! commits, stopping once every claimed lock has its claim) and a put looks
@@ -12,17 +12,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::backend::{CommitMeta, LockStore};
-use crate::duration::{ago, human, utc};
 use crate::error::{Error, Result};
-use crate::message::{Parsed, Trailer};
-use crate::names::{LockName, PoolPath};
-use crate::ops::{changed, Actor};
-use crate::pool::{Expired, LockState, Snapshot, Wait};
-use crate::protocol::Metadata;
+use crate::model::duration::{ago, human, utc};
+use crate::model::message::{Parsed, Trailer};
+use crate::model::names::{LockName, PoolPath};
+use crate::model::pool::{Expired, LockState, Snapshot, Wait};
+use crate::operator::ops::{changed, Actor};
+use crate::resource::protocol::Metadata;
+use crate::store::seam::{CommitMeta, LockStore};
 
 /// How many commits a put looks back at most to find who holds its locks.
-pub const HOLDER_LOOKBACK: usize = crate::ops::STATUS_LOOKBACK;
+pub const HOLDER_LOOKBACK: usize = crate::operator::ops::STATUS_LOOKBACK;
 
 /// One claim of a lock: its commit, since when, by whom.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,7 +111,7 @@ pub fn claim_at(store: &mut dyn LockStore, commit: &str) -> Result<Option<Claim>
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holders {
     /// The tip they were read at.
-    pub tip: crate::pool::CommitId,
+    pub tip: crate::model::pool::CommitId,
     /// The claims found, by lock.
     pub claims: BTreeMap<LockName, Claim>,
     /// When the look went all the way back without finding some claims:
@@ -290,7 +290,7 @@ pub fn check_fence(
         return Err(refuse("that commit did not leave it claimed".into()));
     }
     if store.changed_since(claim, &path)? {
-        let now = crate::duration::now_unix();
+        let now = crate::model::duration::now_unix();
         let holders = Holders::look(store, snap, pool)?;
         return Err(refuse(format!(
             "it was released and claimed again since (it is now {})",

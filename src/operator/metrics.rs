@@ -7,7 +7,7 @@
 
 use std::fmt::Write;
 
-use crate::watch::Board;
+use crate::operator::watch::Board;
 
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -106,8 +106,12 @@ pub fn render(board: &Board, now: i64) -> String {
             );
         }
     }
-    let repo = |v: &crate::watch::View| [("source", v.uri.clone()), ("branch", v.branch.clone())];
-    let per_repo = |f: &mut Family, name: &str, value: &dyn Fn(&crate::watch::View) -> String| {
+    let repo = |v: &crate::operator::watch::View| {
+        [("source", v.uri.clone()), ("branch", v.branch.clone())]
+    };
+    let per_repo = |f: &mut Family,
+                    name: &str,
+                    value: &dyn Fn(&crate::operator::watch::View) -> String| {
         for v in &board.views {
             let labels = repo(v);
             let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -156,7 +160,7 @@ pub fn render(board: &Board, now: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::watch::View;
+    use crate::operator::watch::View;
 
     #[test]
     fn a_label_value_with_quotes_and_backslashes_is_escaped() {

@@ -11,12 +11,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::backend::LockStore;
 use crate::config::Source;
-use crate::duration::now_unix;
 use crate::error::{Error, Result};
-use crate::names::PoolPath;
-use crate::ops::{self, Interval, Status};
+use crate::model::duration::now_unix;
+use crate::model::names::PoolPath;
+use crate::operator::ops::{self, Interval, Status};
+use crate::store::seam::LockStore;
 
 /// How far back the history is kept: the page's longest timeline.
 pub const HISTORY_KEPT: i64 = 7 * 86_400;
@@ -79,7 +79,7 @@ pub struct Board {
 }
 
 /// The URI of `source` as shown to anyone: no password (see
-/// [`crate::git::uri::RepoUri`]'s `Display`) and no user name either.
+/// [`crate::store::git::uri::RepoUri`]'s `Display`) and no user name either.
 pub fn public_uri(source: &Source) -> String {
     let shown = source.uri.to_string();
     match shown.split_once("://") {
@@ -213,7 +213,7 @@ pub fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::RawRequest;
+    use crate::resource::protocol::RawRequest;
 
     fn source(uri: &str) -> Source {
         let request = RawRequest::parse(

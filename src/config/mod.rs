@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::duration::parse_go_duration;
 use crate::error::{quoted, shortened, Error, Result};
-use crate::git::uri::RepoUri;
-use crate::names::{LockName, PoolPath};
-use crate::pool::{join_names, Operation};
-use crate::protocol::{Fields, RawRequest};
+use crate::model::duration::parse_go_duration;
+use crate::model::names::{LockName, PoolPath};
+use crate::model::pool::{join_names, Operation};
+use crate::resource::protocol::{Fields, RawRequest};
+use crate::store::git::uri::RepoUri;
 
 /// The retry delay when `retry_delay` is absent or zero, as in the Go resource.
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(10);
@@ -131,7 +131,7 @@ pub fn raw_secrets(source: &serde_json::Map<String, serde_json::Value>) -> Vec<S
             .and_then(|t| t.get(PROXY_PASSWORD)),
     ));
     if let Some(uri) = text(source.get("uri")) {
-        found.extend(crate::git::uri::embedded_passwords(&uri));
+        found.extend(crate::store::git::uri::embedded_passwords(&uri));
     }
     let escaped: Vec<String> = found
         .iter()
@@ -190,10 +190,10 @@ pub type RegionLookup<'a> = &'a mut dyn FnMut(Option<&str>) -> Result<Option<Str
 impl Source {
     /// Validates the `source` of `req`. The region of a `codecommit://NAME`
     /// URI that the request does not give is asked of the AWS SDK's default
-    /// region chain ([`crate::codecommit::creds::default_region`]) once
+    /// region chain ([`crate::store::codecommit::creds::default_region`]) once
     /// everything else is valid.
     pub fn from_request(req: &RawRequest) -> Result<Source> {
-        Source::from_request_with(req, &mut crate::codecommit::creds::default_region)
+        Source::from_request_with(req, &mut crate::store::codecommit::creds::default_region)
     }
 
     /// [`Source::from_request`], with the region looked up by `lookup`.
@@ -225,7 +225,7 @@ impl Source {
             )));
         }
         let aws_region = f.string("aws_region")?;
-        let codecommit_repo = crate::codecommit::url::parse(&uri)
+        let codecommit_repo = crate::store::codecommit::url::parse(&uri)
             .map_err(|e| Error::bad_request(format!("invalid payload: {e}")))?;
         let mut codecommit = None;
         let parse_uri = |u: &str| {
@@ -312,12 +312,12 @@ impl Source {
             Written::Parsed(uri) => uri,
             Written::AwaitingRegion(written, cc) => {
                 let region = lookup(cc.profile.as_deref())?
-                    .filter(|r| crate::codecommit::url::is_region(r))
+                    .filter(|r| crate::store::codecommit::url::is_region(r))
                     .ok_or_else(|| {
                         Error::bad_request(format!(
                             "invalid payload: source.uri {} does not say which AWS region, and none was found; tried {}. Use codecommit::REGION://{}, or set source.aws_region",
                             quoted(&written),
-                            crate::codecommit::creds::region_sources(cc.profile.as_deref()),
+                            crate::store::codecommit::creds::region_sources(cc.profile.as_deref()),
                             match &cc.profile {
                                 Some(p) => format!("{p}@{}", cc.name),
                                 None => cc.name.clone(),
@@ -342,7 +342,7 @@ impl Source {
             (true, None) => return Err(api_needs_codecommit()),
             (false, codecommit) => Backend::Git { codecommit },
         };
-        if git.http_proxy.is_some() && matches!(uri.scheme, crate::git::uri::Scheme::Http) {
+        if git.http_proxy.is_some() && matches!(uri.scheme, crate::store::git::uri::Scheme::Http) {
             // Measured with libgit2 1.9: it sends plain http:// requests
             // straight to the server whatever the proxy options say.
             warnings.push(
@@ -350,7 +350,7 @@ impl Source {
                     .into(),
             );
         }
-        if https_tunnel.is_some() && !matches!(uri.scheme, crate::git::uri::Scheme::Ssh) {
+        if https_tunnel.is_some() && !matches!(uri.scheme, crate::store::git::uri::Scheme::Ssh) {
             warnings.push(
                 "source.https_tunnel only applies to SSH URIs; for http(s) use git_config http.proxy"
                     .into(),
@@ -410,7 +410,7 @@ enum Written {
     /// (as written): the region chain may have to ask instance metadata, so
     /// that waits until everything else is valid. It has no credentials in
     /// it and becomes an https URL.
-    AwaitingRegion(String, crate::codecommit::url::CodeCommitRepo),
+    AwaitingRegion(String, crate::store::codecommit::url::CodeCommitRepo),
 }
 
 impl Written {
@@ -426,7 +426,7 @@ impl Written {
 /// its Git endpoint in `region`.
 fn codecommit_https(
     written: &str,
-    cc: &crate::codecommit::url::CodeCommitRepo,
+    cc: &crate::store::codecommit::url::CodeCommitRepo,
     region: &str,
 ) -> String {
     if written.starts_with("https://") {
@@ -435,7 +435,7 @@ fn codecommit_https(
     let host = cc
         .host
         .clone()
-        .unwrap_or_else(|| crate::codecommit::url::git_host(region));
+        .unwrap_or_else(|| crate::store::codecommit::url::git_host(region));
     format!("https://{host}/v1/repos/{}", cc.name)
 }
 
@@ -670,10 +670,10 @@ pub struct PutParams {
     /// The one action.
     pub op: Operation,
     /// `idempotent: true`: a put run again by the same build gets back what
-    /// the first run did (see [`crate::rerun`]) instead of doing it twice.
+    /// the first run did (see [`crate::resource::rerun`]) instead of doing it twice.
     pub idempotent: bool,
     /// `release: DIR` whose `DIR/claim` (written by `in`) names the claim
-    /// commit: the release is fenced to that claim ([`crate::holder::check_fence`]).
+    /// commit: the release is fenced to that claim ([`crate::resource::holder::check_fence`]).
     pub fence: Option<String>,
 }
 

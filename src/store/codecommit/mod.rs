@@ -3,7 +3,7 @@
 //!
 //! With a CodeCommit URI and no `username`/`password`, the git backend signs
 //! each connection with credentials from [`creds`] (the signer is part of
-//! the git transport: [`crate::git::sign`]); with `backend: codecommit-api`
+//! the git transport: [`crate::store::git::sign`]); with `backend: codecommit-api`
 //! the pool is driven through the CodeCommit API instead, with no clone at
 //! all ([`api`]).
 

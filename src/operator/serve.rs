@@ -1,7 +1,7 @@
 //! `pool serve`: the status page, the JSON documents and Prometheus metrics
 //! over HTTP, read-only.
 //!
-//! A thread refreshes the [`Board`] on the timer ([`crate::watch`]); the
+//! A thread refreshes the [`Board`] on the timer ([`crate::operator::watch`]); the
 //! HTTP side (axum on a current-thread tokio runtime) only reads it, so a
 //! request never reaches the git server. Every response is `GET`/`HEAD`
 //! only (anything else is 405), carries a Content-Security-Policy and goes
@@ -21,13 +21,13 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::config::Source;
-use crate::duration::{now_unix, parse_go_duration};
 use crate::error::{Error, Result};
-use crate::log::Log;
-use crate::ops::{Interval, Status};
-use crate::page::{self, Mode, Window};
-use crate::signal::Interrupt;
-use crate::watch::{self, Board, Opener, Watcher};
+use crate::model::duration::{now_unix, parse_go_duration};
+use crate::operator::ops::{Interval, Status};
+use crate::operator::page::{self, Mode, Window};
+use crate::operator::watch::{self, Board, Opener, Watcher};
+use crate::process::log::Log;
+use crate::process::signal::Interrupt;
 
 /// How often the server looks for a termination signal.
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
@@ -379,9 +379,9 @@ async fn metrics(State(app): State<App>, RawQuery(q): RawQuery) -> Response {
     if let Err(why) = parse_query(q.as_deref(), &[]) {
         return bad_request(why);
     }
-    let body = crate::metrics::render(&app.board(), now_unix());
+    let body = crate::operator::metrics::render(&app.board(), now_unix());
     (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        [(header::CONTENT_TYPE, crate::operator::metrics::CONTENT_TYPE)],
         app.log.redact(&body),
     )
         .into_response()

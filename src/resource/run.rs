@@ -10,15 +10,16 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::backend::open_store;
 use crate::config::{self, raw_secrets, Source};
 use crate::error::{Error, Result};
-use crate::git::Purpose;
-use crate::log::Log;
-use crate::protocol::{BuildInfo, CheckFrom, RawRequest, Version, MAX_REQUEST_BYTES};
-use crate::retry::Backoff;
-use crate::signal::Interrupt;
-use crate::{check, get, put};
+use crate::process::log::Log;
+use crate::process::report::report;
+use crate::process::retry::Backoff;
+use crate::process::signal::Interrupt;
+use crate::resource::protocol::{BuildInfo, CheckFrom, RawRequest, Version, MAX_REQUEST_BYTES};
+use crate::resource::{check, get, put};
+use crate::store::git::Purpose;
+use crate::store::open::open_store;
 
 /// Which executable is running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,20 +102,19 @@ pub fn run(
             Version::from_request(request.version.as_ref())?,
         ),
     };
-    let to_json = |v: &dyn erased::Json| v.json();
     match command {
         Command::Check => {
             config::parse_check(&request)?;
             let mut store = open_store(&source, Purpose::Check, log, interrupt)?;
             let versions = check::run(store.as_mut(), since, log)?;
-            Ok(to_json(&versions))
+            to_json(&versions)
         }
         Command::In => {
             let params = config::parse_get(&request)?;
             let dest = dir.unwrap_or_default();
             let mut store = open_store(&source, Purpose::Get, log, interrupt)?;
             let response = get::run(store.as_mut(), &source, version, &params, &dest, log)?;
-            Ok(to_json(&response))
+            to_json(&response)
         }
         Command::Out => {
             let src = dir.unwrap_or_default();
@@ -136,53 +136,18 @@ pub fn run(
                 fence: params.fence.as_deref(),
             };
             let response = put::run(store.as_mut(), &params.op, &ctx)?;
-            Ok(to_json(&response))
+            to_json(&response)
         }
     }
 }
 
-mod erased {
-    /// Serialises any response type to a JSON value.
-    pub trait Json {
-        fn json(&self) -> serde_json::Value;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> serde_json::Value {
-            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-        }
-    }
-}
-
-/// Prints `err` and its causes, cargo-style, scrubbed of secrets.
-pub fn report(err: &Error, log: &Log) {
-    log.line(format_args!("\x1b[31merror:\x1b[0m {err}"));
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        log.line(format_args!("  caused by: {cause}"));
-        source = cause.source();
-    }
-}
-
-/// The `main` of the multi-call binary the image ships once, hard-linked as
-/// `check`, `in`, `out` and `pool`: one copy of the code instead of four.
-pub fn multicall_main() -> ExitCode {
-    let program = std::env::args().next().unwrap_or_default();
-    let name = std::path::Path::new(&program).file_name();
-    if name.and_then(|n| n.to_str()) == Some("pool") {
-        return crate::pool_cli::main();
-    }
-    match Command::from_program_name(&program) {
-        Some(command) => main(command),
-        None => {
-            report(
-                &Error::Usage(format!(
-                    "run this program as check, in, out or pool (a link named so), not as {program:?}"
-                )),
-                &Log::stderr(),
-            );
-            ExitCode::FAILURE
-        }
-    }
+/// The response as JSON. A response that cannot be serialised is an error,
+/// never `null`: Concourse would read `null` from a step that succeeded.
+fn to_json(response: &impl serde::Serialize) -> Result<serde_json::Value> {
+    serde_json::to_value(response).map_err(|e| Error::Repository {
+        what: "could not serialise the response".into(),
+        detail: e.to_string(),
+    })
 }
 
 /// The whole of an executable's `main`.

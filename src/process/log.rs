@@ -31,6 +31,16 @@ pub fn redact(text: &str, secrets: &[String]) -> String {
 pub struct Log {
     out: Arc<Mutex<Box<dyn Write + Send>>>,
     secrets: Arc<Mutex<Vec<String>>>,
+    colour: bool,
+}
+
+/// Whether stderr should get ANSI colour: only on a terminal, never with
+/// `NO_COLOR` set (<https://no-color.org>) or `TERM=dumb`. Concourse build
+/// logs and CI logs are files, so they get plain text.
+pub fn stderr_wants_colour(env: impl Fn(&str) -> Option<String>, is_terminal: bool) -> bool {
+    is_terminal
+        && env("NO_COLOR").is_none_or(|v| v.is_empty())
+        && env("TERM").as_deref() != Some("dumb")
 }
 
 impl Log {
@@ -39,12 +49,28 @@ impl Log {
         Log {
             out: Arc::new(Mutex::new(out)),
             secrets: Arc::new(Mutex::new(Vec::new())),
+            colour: false,
         }
     }
 
-    /// A log to the process's stderr.
+    /// A log to the process's stderr, in colour only on a terminal
+    /// ([`stderr_wants_colour`]).
     pub fn stderr() -> Log {
-        Log::new(Box::new(std::io::stderr()))
+        use std::io::IsTerminal;
+        let mut log = Log::new(Box::new(std::io::stderr()));
+        log.colour =
+            stderr_wants_colour(|k| std::env::var(k).ok(), std::io::stderr().is_terminal());
+        log
+    }
+
+    /// `label:` for the start of a line, in the ANSI colour `sgr` when this
+    /// log is in colour.
+    pub fn label(&self, label: &str, sgr: &str) -> String {
+        if self.colour {
+            format!("\x1b[{sgr}m{label}:\x1b[0m")
+        } else {
+            format!("{label}:")
+        }
     }
 
     /// Adds values that must never be written.
@@ -71,9 +97,9 @@ impl Log {
         }
     }
 
-    /// Writes a warning line (yellow, as Concourse renders ANSI colour).
+    /// Writes a warning line (yellow on a terminal).
     pub fn warn(&self, msg: impl Display) {
-        self.line(format_args!("\x1b[33mwarning:\x1b[0m {msg}"));
+        self.line(format_args!("{} {msg}", self.label("warning", "33")));
     }
 }
 
@@ -88,5 +114,28 @@ mod tests {
         let text = "failed: hunter2 and AAAAB3NzaC1yc2EAAAADAQABAAABAQ";
         let out = redact(text, &["hunter2".into(), key]);
         assert_eq!(out, "failed: *** and ***");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color_or_a_dumb_terminal() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(stderr_wants_colour(env(&[("TERM", "xterm")]), true));
+        assert!(!stderr_wants_colour(env(&[("TERM", "xterm")]), false));
+        assert!(!stderr_wants_colour(env(&[("NO_COLOR", "1")]), true));
+        assert!(stderr_wants_colour(env(&[("NO_COLOR", "")]), true));
+        assert!(!stderr_wants_colour(env(&[("TERM", "dumb")]), true));
+    }
+
+    #[test]
+    fn a_log_that_is_not_a_terminal_writes_plain_labels() {
+        let log = Log::new(Box::new(std::io::sink()));
+        assert_eq!(log.label("error", "31"), "error:");
     }
 }

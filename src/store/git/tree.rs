@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use git2::{FileMode, ObjectType, Oid, Repository, Tree};
 
-use crate::names::{is_lock_file_name, LockName, PoolPath};
-use crate::pool::BlobId;
+use crate::model::names::{is_lock_file_name, LockName, PoolPath};
+use crate::model::pool::BlobId;
 
 /// One edit: set the file at `path` (components) to a blob, or delete it.
 pub struct TreeEdit {

@@ -9,18 +9,18 @@
 //! cost does not grow with the repository; a state older than that is
 //! reported as "since before" the oldest commit seen. The write side makes
 //! the same Go-compatible commits the resource makes, with the operator and
-//! reason as trailers ([`crate::message`]).
+//! reason as trailers ([`crate::model::message`]).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::backend::{CommitMeta, CommitOutcome, FileEdit, LockStore};
-use crate::duration::{ago, now_unix, utc};
 use crate::error::{Error, Result};
-use crate::message::{commit_message, operator_trailers, Parsed, Trailer, Verb};
-use crate::names::{is_lock_file_name, LockName, PoolPath};
-use crate::pool::{plan, Hold, LockState, Operation, Plan};
+use crate::model::duration::{ago, now_unix, utc};
+use crate::model::message::{commit_message, operator_trailers, Parsed, Trailer, Verb};
+use crate::model::names::{is_lock_file_name, LockName, PoolPath};
+use crate::model::pool::{plan, Hold, LockState, Operation, Plan};
+use crate::store::seam::{CommitMeta, CommitOutcome, FileEdit, LockStore};
 
 /// How many commits `status` looks back at most.
 pub const STATUS_LOOKBACK: usize = 1000;
@@ -429,7 +429,7 @@ pub fn history(
     let tip = tip_of(store, branch)?;
     let now = now_unix();
     let mut commits = Vec::new();
-    store.walk_commits(&tip, crate::backend::HISTORY_WALK_LIMIT, &mut |c| {
+    store.walk_commits(&tip, crate::store::seam::HISTORY_WALK_LIMIT, &mut |c| {
         if c.time < since {
             return true;
         }
@@ -732,9 +732,9 @@ pub fn set_hold(
                     since: now_unix(),
                 };
                 let json = serde_json::to_vec_pretty(&h).unwrap_or_default();
-                (crate::message::hold_subject(pool), Some(json))
+                (crate::model::message::hold_subject(pool), Some(json))
             }
-            (Some(_), false) => (crate::message::unhold_subject(pool), None),
+            (Some(_), false) => (crate::model::message::unhold_subject(pool), None),
         };
         let edits = [FileEdit { path, content }];
         if let Some(done) = settled(

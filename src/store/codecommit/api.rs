@@ -7,7 +7,7 @@
 //! are the git backend's, so a pool can be used through both at once.
 //! There is no API listing the commits that touch a folder: `check` and `in`
 //! walk `GetCommit` parents from the tip and compare what `GetFolder` says is
-//! at the pool's path, answering through [`crate::history`] exactly as the git
+//! at the pool's path, answering through [`crate::model::history`] exactly as the git
 //! backend does, merges included.
 
 use std::collections::{BTreeMap, HashMap};
@@ -21,19 +21,19 @@ use aws_sdk_codecommit::types::{
 use aws_sdk_codecommit::Client;
 
 use super::creds::Aws;
-use crate::backend::{
+use crate::error::{Cause, Error, Result};
+use crate::model::history::{self, Facts, Graph, Stop, Walk};
+use crate::model::message::{Parsed, Trailer};
+use crate::model::names::{is_lock_file_name, LockName, PoolPath};
+use crate::model::pool::{BlobId, Change, Content, Edit, Hold, LockState, Snapshot};
+use crate::store::seam::{
     settle, CommitMeta, CommitOutcome, Fate, FileEdit, FolderEntry, Identity, LockStore, Mark,
     Recovered, Unconfirmed,
 };
-use crate::error::{Cause, Error, Result};
-use crate::history::{self, Facts, Graph, Stop, Walk};
-use crate::message::{Parsed, Trailer};
-use crate::names::{is_lock_file_name, LockName, PoolPath};
-use crate::pool::{BlobId, Change, Content, Edit, Hold, LockState, Snapshot};
 
 /// How many commits `check`, `in` and an idempotent put walk back from the
 /// tip at most (each one is a `GetCommit` call).
-pub const WALK_LIMIT: usize = crate::backend::HISTORY_WALK_LIMIT;
+pub const WALK_LIMIT: usize = crate::store::seam::HISTORY_WALK_LIMIT;
 /// How many files `in` copies out of a version at most.
 const EXPORT_LIMIT: usize = 10_000;
 

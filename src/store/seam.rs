@@ -3,21 +3,15 @@
 //! Like the Go resource's `LockHandler`, a backend only knows how to read the
 //! pool at the branch tip, commit one change on top of a given tip
 //! (compare-and-swap), and answer the questions `check` and `in` ask of the
-//! history — each through [`crate::history`], so that both answer them the
+//! history — each through [`crate::model::history`], so that both answer them the
 //! way `git log -- POOL` does. Which change to make, when to wait and when to
-//! retry is decided once, above the backends, in [`crate::put`],
-//! [`crate::get`] and [`crate::check`].
+//! retry is decided once, above the backends, in [`crate::resource::put`],
+//! [`crate::resource::get`] and [`crate::resource::check`].
 
 use std::path::Path;
 
-use crate::codecommit::api::CodeCommitStore;
-use crate::codecommit::creds::Aws;
-use crate::config::{Backend, Source};
 use crate::error::{Error, Result};
-use crate::git::{GitStore, Purpose};
-use crate::log::Log;
-use crate::pool::{Change, CommitId, Snapshot};
-use crate::signal::Interrupt;
+use crate::model::pool::{Change, CommitId, Snapshot};
 
 /// How many commits a backend walks back from the tip at most to answer a
 /// question about history ([`LockStore::walk_messages`]).
@@ -179,41 +173,6 @@ pub struct FileEdit {
     pub content: Option<Vec<u8>>,
 }
 
-/// Opens the backend `source` asks for: the CodeCommit API, or git over
-/// whichever transport the URI names.
-pub fn open_store(
-    source: &Source,
-    purpose: Purpose,
-    log: &Log,
-    interrupt: &Interrupt,
-) -> Result<Box<dyn LockStore>> {
-    let defaults = Identity::default();
-    let identity = Identity {
-        name: source.git.user_name.clone().unwrap_or(defaults.name),
-        email: source.git.user_email.clone().unwrap_or(defaults.email),
-    };
-    match &source.backend {
-        Backend::CodeCommitApi(cc) => {
-            let aws = Aws::load(Some(&cc.region), cc.profile.as_deref())?;
-            Ok(Box::new(CodeCommitStore::new(
-                aws,
-                &cc.name,
-                &source.branch,
-                &source.pool,
-                &source.uri.to_string(),
-                identity,
-            )))
-        }
-        Backend::Git { .. } => Ok(Box::new(GitStore::open(
-            source,
-            identity,
-            purpose,
-            log.clone(),
-            interrupt.clone(),
-        )?)),
-    }
-}
-
 /// A lock repository reached one way or another.
 pub trait LockStore {
     /// Reads the branch tip and the pool at it.
@@ -257,7 +216,7 @@ pub trait LockStore {
         -> Result<()>;
 
     /// `check`: commits touching the pool from `since` (inclusive) to the tip,
-    /// oldest first, as [`crate::history::versions`] lists them; without
+    /// oldest first, as [`crate::model::history::versions`] lists them; without
     /// `since`, or if it is not on the branch, only the latest such commit.
     fn versions(&mut self, since: Option<&str>) -> Result<Vec<String>>;
 
@@ -267,7 +226,7 @@ pub trait LockStore {
     fn load_version(&mut self, version: &str, depth: Option<u32>) -> Result<()>;
 
     /// `in`: the most recent commit at or before `at` that touched the pool
-    /// ([`crate::history::last_change`]); `None` if none did.
+    /// ([`crate::model::history::last_change`]); `None` if none did.
     fn last_pool_change(&mut self, at: &str) -> Result<Option<String>>;
 
     /// Paths under the pool that `version` changed, compared with its first
@@ -281,7 +240,7 @@ pub trait LockStore {
     fn read_file(&mut self, version: &str, path: &str) -> Result<Option<Vec<u8>>>;
 
     /// Whether any commit after `version`, up to the tip, changed `path`
-    /// ([`crate::history::changed_since`]).
+    /// ([`crate::model::history::changed_since`]).
     fn changed_since(&mut self, version: &str, path: &str) -> Result<bool>;
 
     /// Writes the repository's files at `version` into `dest`.

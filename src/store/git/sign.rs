@@ -15,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use crate::codecommit::creds::Aws;
 use crate::error::Result;
+use crate::store::codecommit::creds::Aws;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -33,7 +33,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// A UTC time as `YYYYMMDDTHHMMSS`, from seconds since the epoch.
 pub fn timestamp(unix_secs: u64) -> String {
-    let (year, month, day, h, m, s) = crate::duration::civil(unix_secs as i64);
+    let (year, month, day, h, m, s) = crate::model::duration::civil(unix_secs as i64);
     format!("{year:04}{month:02}{day:02}T{h:02}{m:02}{s:02}")
 }
 

@@ -21,12 +21,12 @@ use super::known_hosts::{self, Verdict};
 use super::sign::{GitSigner, GIT_ENDPOINT_ENV};
 use super::tunnel::{LocalTunnel, TunnelError};
 use super::uri::Scheme;
-use crate::backend::CommitOutcome;
-use crate::codecommit;
 use crate::config::Source;
 use crate::error::{Cause, Error, Result};
-use crate::log::Log;
-use crate::signal::Interrupt;
+use crate::process::log::Log;
+use crate::process::signal::Interrupt;
+use crate::store::codecommit;
+use crate::store::seam::CommitOutcome;
 
 /// Connect and read timeouts for every remote operation, so a stalled server
 /// fails (and is retried) instead of hanging the step. libgit2 applies them

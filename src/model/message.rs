@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 
-use crate::protocol::BuildInfo;
+use crate::resource::protocol::BuildInfo;
 
 /// What a commit did to a lock: the word before `: ` in its subject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -153,7 +153,7 @@ pub fn operator_trailers(operator: &str, reason: Option<&str>) -> Vec<(Trailer, 
 /// The [`Trailer::Lock`] lines of a commit changing `locks`: none for one
 /// lock, whose subject names it as the Go resource's does.
 pub fn lock_trailers<'a>(
-    locks: impl IntoIterator<Item = &'a crate::names::LockName>,
+    locks: impl IntoIterator<Item = &'a crate::model::names::LockName>,
 ) -> Vec<(Trailer, String)> {
     let t: Vec<(Trailer, String)> = locks
         .into_iter()
@@ -298,9 +298,9 @@ mod tests {
 
     #[test]
     fn a_multi_lock_message_lists_its_locks_in_trailers_even_with_commas_in_names() {
-        let names: Vec<crate::names::LockName> = ["a, b", "c"]
+        let names: Vec<crate::model::names::LockName> = ["a, b", "c"]
             .iter()
-            .map(|n| crate::names::LockName::new(n).unwrap())
+            .map(|n| crate::model::names::LockName::new(n).unwrap())
             .collect();
         let msg = commit_message("claiming: a, b, c", None, &lock_trailers(&names));
         assert_eq!(

@@ -3,14 +3,14 @@
 //! A version is a commit that changed the pool directory. Given a version,
 //! the answer is what `git log --reverse VERSION~1..HEAD -- POOL` lists: the
 //! version if it changed the pool, and every later commit that did (see
-//! [`crate::history`] for merges). Without a version, or with one that is
+//! [`crate::model::history`] for merges). Without a version, or with one that is
 //! not a commit on the branch (a force-push, a hand-pinned or foreign
 //! version, any string at all), only the latest.
 
-use crate::backend::LockStore;
 use crate::error::Result;
-use crate::log::Log;
-use crate::protocol::{CheckFrom, Version};
+use crate::process::log::Log;
+use crate::resource::protocol::{CheckFrom, Version};
+use crate::store::seam::LockStore;
 
 /// Runs `check` from `since`.
 pub fn run(store: &mut dyn LockStore, since: CheckFrom, log: &Log) -> Result<Vec<Version>> {

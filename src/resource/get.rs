@@ -14,21 +14,21 @@
 //! For a lock claimed at the version, `in` also writes `claim`, the claim
 //! commit's id, next to `name` and `metadata` (the fence a later `release`
 //! of the directory checks), and adds who claimed it and since when to the
-//! metadata, as `out` did ([`crate::holder`]).
+//! metadata, as `out` did ([`crate::resource::holder`]).
 
 use std::path::Path;
 
-use crate::backend::LockStore;
 use crate::config::{GetParams, Source, FENCE_FILE};
-use crate::duration::utc;
 use crate::error::{Error, Result};
-use crate::holder::Claim;
-use crate::log::Log;
-use crate::message::{parse_subject, Parsed};
-use crate::names::LockName;
-use crate::ops::{changed, claim_of};
-use crate::pool::LockState;
-use crate::protocol::{Response, Version};
+use crate::model::duration::utc;
+use crate::model::message::{parse_subject, Parsed};
+use crate::model::names::LockName;
+use crate::model::pool::LockState;
+use crate::operator::ops::{changed, claim_of};
+use crate::process::log::Log;
+use crate::resource::holder::Claim;
+use crate::resource::protocol::{Response, Version};
+use crate::store::seam::LockStore;
 
 /// The lock a commit that touched the pool is about: from the paths it
 /// changed, else from its subject (`claiming: NAME` and friends).
@@ -57,7 +57,7 @@ fn lock_of_commit(
 }
 
 /// Every lock of a commit that moved several at once (its
-/// `Pool-Resource-Lock` trailers, see [`crate::message::Trailer::Lock`]);
+/// `Pool-Resource-Lock` trailers, see [`crate::model::message::Trailer::Lock`]);
 /// empty for any other commit.
 fn locks_of_multi_commit(store: &mut dyn LockStore, commit: &str) -> Result<Vec<LockName>> {
     let mut message = String::new();
@@ -122,12 +122,12 @@ fn write_many(
         }
     }
     write(&dest.join("name"), names.as_bytes())?;
-    let list = crate::pool::join_names(locks);
+    let list = crate::model::pool::join_names(locks);
     log.line(format_args!(
         "fetched locks {list} of pool {pool} at {version}"
     ));
     let response = Response::new(version, &list, pool.as_str());
-    Ok(match crate::holder::claim_at(store, commit)? {
+    Ok(match crate::resource::holder::claim_at(store, commit)? {
         Some(claim) => response.with(claim.metadata()),
         None => response,
     })

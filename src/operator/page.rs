@@ -13,10 +13,10 @@ use base64::Engine;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use sha2::{Digest, Sha256};
 
-use crate::duration::{ago, utc};
-use crate::ops::{Actor, Interval, LockStatus, PoolStatus, Since};
-use crate::pool::Hold;
-use crate::watch::{Board, Read, View};
+use crate::model::duration::{ago, utc};
+use crate::model::pool::Hold;
+use crate::operator::ops::{Actor, Interval, LockStatus, PoolStatus, Since};
+use crate::operator::watch::{Board, Read, View};
 
 /// The timeline's span.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -420,7 +420,7 @@ fn timeline(read: &Read, pool: &PoolStatus, now: i64, window: Window) -> Markup 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::Status;
+    use crate::operator::ops::Status;
     use std::collections::BTreeMap;
 
     fn board(name: &str, build: &str, url: &str, metadata: &str) -> Board {

@@ -16,12 +16,12 @@
 
 use std::collections::HashMap;
 
-use crate::backend::LockStore;
 use crate::error::Result;
-use crate::message::{Parsed, Trailer, Verb};
-use crate::names::LockName;
-use crate::pool::{Operation, Snapshot};
-use crate::protocol::BuildInfo;
+use crate::model::message::{Parsed, Trailer, Verb};
+use crate::model::names::LockName;
+use crate::model::pool::{Operation, Snapshot};
+use crate::resource::protocol::BuildInfo;
+use crate::store::seam::LockStore;
 
 /// What an earlier run of the same put by this build did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub struct Earlier {
 impl Earlier {
     /// Its locks, `, `-separated, as `lock_name` lists them.
     pub fn lock_list(&self) -> String {
-        crate::pool::join_names(std::iter::once(&self.lock).chain(&self.also))
+        crate::model::pool::join_names(std::iter::once(&self.lock).chain(&self.also))
     }
 }
 

@@ -1,0 +1,12 @@
+//! The model: what a pool looks like, which change an operation makes, how
+//! commit messages are written and read, and what the history says.
+//!
+//! Nothing here does I/O or names git2: the stores hand the model plain
+//! data ([`pool::Snapshot`], commit messages, [`history::Graph`] facts) and
+//! commit what it decides.
+
+pub mod duration;
+pub mod history;
+pub mod message;
+pub mod names;
+pub mod pool;

@@ -1,0 +1,8 @@
+//! What every executable shares: the [`log`] on stderr (scrubbed of
+//! secrets), [`signal`]s (an abort stops a wait and never claims), the
+//! network [`retry`] back-off, and how an error is [`report`]ed.
+
+pub mod log;
+pub mod report;
+pub mod retry;
+pub mod signal;
