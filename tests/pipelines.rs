@@ -34,7 +34,7 @@ const CORE_TYPES: &[&str] = &[
     "tracker",
 ];
 
-/// `source` fields of this resource (src/config.rs).
+/// `source` fields of this resource (src/config/).
 const SOURCE_FIELDS: &[&str] = &[
     "uri",
     "branch",

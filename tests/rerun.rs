@@ -1,4 +1,4 @@
-//! A put run again by the same build (`idempotent: true`, src/rerun.rs):
+//! A put run again by the same build (`idempotent: true`, src/resource/rerun.rs):
 //! Concourse re-runs a put it could not re-attach to, and a put whose push
 //! reply was lost fails although its lock is claimed. With `idempotent: true`
 //! the re-run gets back what the first run did; without it (the default, as
