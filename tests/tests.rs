@@ -7,6 +7,7 @@ mod support;
 mod abort;
 mod behaviour;
 mod check;
+mod cli;
 mod codecommit;
 mod faults;
 mod get;

@@ -419,6 +419,8 @@ impl Status {
 
 /// `pool history`: claims of the pools' locks (of `lock` only, if given)
 /// made since `since` (Unix seconds), newest first, with their releases.
+/// A `lock` that is in none of the pools and has no claims in the window
+/// is an error (a typo must not read as "never claimed").
 pub fn history(
     store: &mut dyn LockStore,
     branch: &str,
@@ -471,7 +473,55 @@ pub fn history(
             }
         }
     }
+    if let Some(lock) = lock {
+        if out.is_empty() && !lock_in_any(store, &tip, pools, lock)? {
+            return Err(unknown_lock(branch, pools, lock));
+        }
+    }
     Ok(out)
+}
+
+/// Whether `lock` is a lock (claimed or not) of one of `pools` at `tip`.
+fn lock_in_any(store: &mut dyn LockStore, tip: &str, pools: &[String], lock: &str) -> Result<bool> {
+    for pool in pools {
+        for state in [LockState::Claimed, LockState::Unclaimed] {
+            let path = format!("{pool}/{}/{lock}", state.dir());
+            if store.entry_id(tip, &path)?.is_some() {
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// The error for a lock that `history` finds nowhere.
+fn unknown_lock(branch: &str, pools: &[String], lock: &str) -> Error {
+    match pools {
+        [pool] => Error::LockNotFound {
+            pool: pool.clone(),
+            lock: lock.to_string(),
+        },
+        _ => {
+            const SHOWN: usize = 10;
+            let mut names = pools
+                .iter()
+                .take(SHOWN)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ");
+            if pools.len() > SHOWN {
+                names.push_str(&format!(" and {} more", pools.len() - SHOWN));
+            }
+            Error::Repository {
+                what: format!("lock {lock:?} does not exist"),
+                detail: if pools.is_empty() {
+                    format!("branch {branch:?} has no pools")
+                } else {
+                    format!("it is in none of the pools on branch {branch:?} ({names}) and has no claims in the window")
+                },
+            }
+        }
+    }
 }
 
 /// Who is acting and why, for the trailers of an operator's commit.

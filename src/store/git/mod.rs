@@ -15,6 +15,9 @@ pub mod transport;
 pub mod tree;
 pub mod tunnel;
 pub mod uri;
+mod user;
+
+pub use user::default_user_name;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
