@@ -2,11 +2,11 @@
 # The whole test suite, on a fresh machine: installs the servers the
 # integration tests start (git daemon and git http-backend come with git,
 # sshd with openssh-server, Chromium and promtool for the pool serve tests)
-# when they are missing, then runs every test.
+# when they are missing, then runs every test but those run on demand.
 # The image tests install buildah, podman and musl-tools themselves
 # (ci/build-and-test-image.sh).
 #
-#   ci/test.sh [extra cargo test args]
+#   ci/test.sh [extra cargo test args] [-- extra test binary args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,17 +41,60 @@ pkg-config --exists openssl || need /nonexistent/openssl-headers libssl-dev
 
 # Unit tests, the binaries and the integration suite (there are no doc
 # tests); then one line with the totals over every test binary.
-# A test that cannot run here (the image tests without buildah/podman)
-# records a SKIPPED line in $POOL_TEST_SKIP_LOG: it is shown and counted as
-# skipped, not passed.
+#
+# Tests that need a tool plain `cargo test` may lack (Chromium, promtool,
+# buildah and podman) are `#[ignore = "needs ..."]`: this script installed
+# the tools (the image tests install theirs), so it runs them with
+# --include-ignored. Every other #[ignore] marks a test run on demand only
+# (minutes long, or a measurement): those are left out with --skip NAME and
+# counted as skipped.
+# A test that still cannot run here (the image tests without a usable
+# buildah/podman) records a SKIPPED line in $POOL_TEST_SKIP_LOG: it is shown
+# and counted as skipped, not passed.
+cargo_args=()
+test_args=()
+for arg in "$@"; do # [cargo test args] [-- test binary args]
+    if [ "${#test_args[@]}" -gt 0 ] || [ "$arg" = -- ]; then
+        test_args+=("$arg")
+    else
+        cargo_args+=("$arg")
+    fi
+done
+if [ "${#test_args[@]}" -gt 0 ]; then
+    test_args=("${test_args[@]:1}") # without the --
+fi
+mapfile -t on_demand < <(find src tests -name '*.rs' -print0 | xargs -0 awk '
+    /^[[:space:]]*#\[ignore/ { want = ($0 !~ /#\[ignore = "needs /); next }
+    /^[[:space:]]*(pub(\([a-z]+\))? )?fn [A-Za-z0-9_]+/ {
+        if (want) { name = $0; sub(/^.*fn /, "", name); sub(/[^A-Za-z0-9_].*$/, "", name); print name }
+        want = 0
+    }' | sort -u)
+skip_on_demand=()
+for name in "${on_demand[@]}"; do
+    skip_on_demand+=(--skip "$name")
+done
+
 log=$(mktemp)
 skips=$(mktemp)
-trap 'rm -f "$log" "$skips"' EXIT
+not_run=$(mktemp)
+trap 'rm -f "$log" "$skips" "$not_run"' EXIT
 export POOL_TEST_SKIP_LOG="$skips"
 status=0
-cargo test --locked --lib --bins --tests "$@" 2>&1 | tee "$log" || status=$?
+cargo test --locked --lib --bins --tests "${cargo_args[@]}" \
+    -- --include-ignored "${skip_on_demand[@]}" "${test_args[@]}" 2>&1 | tee "$log" || status=$?
 cat "$skips"
-awk -v skipped="$(grep -c '^SKIPPED: ' "$skips" || true)" '
+# The on-demand tests this run would have had (the ignored ones its filters
+# select, by the names --skip left out).
+if [ "${#on_demand[@]}" -gt 0 ]; then
+    cargo test --locked --lib --bins --tests "${cargo_args[@]}" \
+        -- --list --ignored "${test_args[@]}" 2>/dev/null |
+        sed -n 's/: test$//p' |
+        grep -F -f <(printf '%s\n' "${on_demand[@]}") |
+        sed 's/$/: on demand only (#[ignore]), not run here/; s/^/SKIPPED: /' >"$not_run" || true
+    cat "$not_run"
+fi
+awk -v skipped="$(grep -c '^SKIPPED: ' "$skips" || true)" \
+    -v not_run="$(grep -c '^SKIPPED: ' "$not_run" || true)" '
      /^test result:/ {
         for (i = 1; i <= NF; i++) {
             if ($(i + 1) ~ /^passed;?$/) p += $i
@@ -59,5 +102,5 @@ awk -v skipped="$(grep -c '^SKIPPED: ' "$skips" || true)" '
             if ($(i + 1) ~ /^ignored;?$/) s += $i
         }
      }
-     END { printf "total: %d passed, %d failed, %d skipped\n", p - skipped, f, s + skipped }' "$log"
+     END { printf "total: %d passed, %d failed, %d skipped\n", p - skipped, f, s + skipped + not_run }' "$log"
 exit "$status"

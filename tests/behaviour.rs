@@ -430,14 +430,15 @@ fn expire_after_takes_over_an_old_claim_and_the_old_holders_release_refuses(b: B
     let (get, dest) = b.get(&old);
     get.assert_success();
     std::fs::rename(dest.path(), inputs.path().join("held")).unwrap();
-    // Setup, not an assertion: the claim must be older than expire_after.
-    std::thread::sleep(std::time::Duration::from_millis(2100));
     let mut src = b.source(POOL);
     src["expire_after"] = json!("1s");
-    let run = b.run(
+    // The takeover runs an hour later by its clock (the resource's test
+    // hook), so the claim just made is older than expire_after.
+    let run = b.env.run_with(
         "out",
         &[Inputs::new().path()],
-        json!({"source": src, "params": {"claim": "a"}}),
+        &json!({"source": src, "params": {"claim": "a"}}),
+        &[(pool_resource::model::duration::NOW_OFFSET_ENV, "3600")],
     );
     let took = run.assert_success().json();
     assert!(run.stderr.contains("taking it over"), "{}", run.stderr);

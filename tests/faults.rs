@@ -966,11 +966,15 @@ fn a_lost_push_reply_is_recognised_on_the_next_round_and_the_put_reports_its_own
 #[test]
 fn a_lost_reply_to_a_takeovers_two_commit_push_is_recognised_and_reported() {
     let (repo, daemon) = pool();
+    // Claims committed an hour ago: older than expire_after.
+    let an_hour_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs() as i64
+        - 3600;
     for lock in LOCKS {
-        repo.move_lock(POOL, lock, true);
+        repo.move_lock_at(POOL, lock, true, an_hour_ago, "");
     }
-    // Setup, not an assertion: the claims must be older than expire_after.
-    std::thread::sleep(Duration::from_millis(2100));
     let base = repo.tip();
     let proxy = FaultProxy::start(daemon.port(), Rates::none());
     proxy.inject_on(Service::ReceivePack, Fault::LosePushReply);

@@ -22,6 +22,18 @@ const BUILD: [(&str, &str); 6] = [
     ("ATC_EXTERNAL_URL", "https://ci.example.com"),
 ];
 
+/// The test hook that moves the resource's clock (`now_unix`) an hour on:
+/// a claim made a moment ago is then an hour old, without waiting.
+const AN_HOUR_LATER: (&str, &str) = (pool_resource::model::duration::NOW_OFFSET_ENV, "3600");
+
+/// Seconds since the Unix epoch, for back-dated commits.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs() as i64
+}
+
 /// Runs `pool` with `args`, the source in `POOL_SOURCE`.
 fn pool(source: &Value, args: &[&str]) -> Run {
     let paths: Vec<&Path> = args.iter().map(Path::new).collect();
@@ -244,9 +256,8 @@ fn a_forced_release_is_refused_without_force_and_leaves_the_pool_untouched() {
 #[test]
 fn a_reap_releases_only_the_old_claims() {
     let (repo, src) = initialised(&["old", "new"]);
-    repo.move_lock(POOL, "old", true);
-    // Setup, not an assertion: the claims must be seconds apart.
-    std::thread::sleep(Duration::from_secs(3));
+    // A claim committed an hour ago, and one made now.
+    repo.move_lock_at(POOL, "old", true, unix_now() - 3600, "");
     put(
         &src,
         serde_json::json!({"claim": "new"}),
@@ -501,14 +512,16 @@ fn expire_after_takes_over_an_old_claim_over_git_daemon_and_check_sees_it() {
     let mut src = source(&daemon.url("locks.git"), "main", POOL);
     let inputs = Inputs::new();
     let old = claimed_and_fetched(&src, &inputs);
-    // Setup, not an assertion: the claim must be older than expire_after.
-    std::thread::sleep(Duration::from_millis(2100));
     src["expire_after"] = "1s".into();
+    // The next put runs an hour later by its clock, so the claim just made
+    // is older than expire_after.
+    let mut env = OTHER_BUILD.to_vec();
+    env.push(AN_HOUR_LATER);
     let run = crate::support::run_bin(
         "out",
         &[Inputs::new().path()],
         &serde_json::json!({"source": src, "params": {"acquire": true}}),
-        &OTHER_BUILD,
+        &env,
     );
     let out = run.assert_success().json();
     assert!(

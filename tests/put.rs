@@ -1,6 +1,8 @@
 //! `out`: every put param against a real (local, bare) lock repository.
 
 use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, ChildStderr, ExitStatus};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -13,6 +15,64 @@ fn pool_repo(branch: &str) -> LockRepo {
     repo.add_lock("envs", "a", false, b"a-meta\n");
     repo.add_lock("envs", "b", false, b"b-meta\n");
     repo
+}
+
+/// A put in the background whose stderr has been read up to the line in
+/// which it says it waits: proof that it looked at the pool and found it
+/// must wait, where a fixed delay would only hope it had got that far.
+struct Waiting {
+    child: Child,
+    /// Stderr up to and including the line waited for.
+    seen: String,
+    /// Reads the rest of stderr, so the put never blocks on a full pipe.
+    rest: JoinHandle<String>,
+}
+
+impl Waiting {
+    /// Reads `child`'s stderr until a line contains `waiting: {why}`;
+    /// panics if stderr ends first (the put returned or failed).
+    fn until(mut child: Child, why: &str) -> Waiting {
+        let needle = format!("waiting: {why}");
+        let mut stderr: BufReader<ChildStderr> =
+            BufReader::new(child.stderr.take().expect("piped stderr"));
+        let mut seen = String::new();
+        while !seen.lines().any(|l| l.contains(&needle)) {
+            let mut line = String::new();
+            let n = stderr
+                .read_line(&mut line)
+                .expect("reading the waiter's log");
+            assert!(n > 0, "the put ended without logging {needle:?}:\n{seen}");
+            seen.push_str(&line);
+        }
+        let rest = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = stderr.read_to_string(&mut rest);
+            rest
+        });
+        Waiting { child, seen, rest }
+    }
+
+    /// Panics if the put has ended.
+    fn assert_still_running(&mut self, what: &str) {
+        assert!(
+            self.child.try_wait().expect("polling the waiter").is_none(),
+            "{what}:\n{}",
+            self.seen
+        );
+    }
+
+    /// Waits for the put to end: its status, stdout and whole stderr.
+    fn finish(self) -> (ExitStatus, Vec<u8>, String) {
+        let out = self.child.wait_with_output().expect("waiting for the put");
+        let rest = self.rest.join().expect("the stderr reader");
+        (out.status, out.stdout, format!("{}{rest}", self.seen))
+    }
+
+    /// Stops a put that would wait forever.
+    fn kill(mut self) {
+        self.child.kill().expect("killing the waiter");
+        let _ = self.finish();
+    }
 }
 
 #[test]
@@ -123,22 +183,20 @@ fn acquire_waits_until_a_lock_is_released() {
         &json!({"source": src, "params": {"acquire": true}}),
         &[],
     );
-    // The waiter must still be waiting while the lock is claimed.
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_millis(300) {
-        assert!(repo.claimed("envs") == ["only"] && repo.log().len() == 2);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // The waiter must still be waiting, having claimed nothing, once it has
+    // seen the lock claimed.
+    let mut waiter = Waiting::until(waiter, "all 1 locks of pool envs are claimed: only");
+    waiter.assert_still_running("acquire returned while the lock is claimed");
+    assert!(repo.claimed("envs") == ["only"] && repo.log().len() == 2);
     inputs.lock("held", "only", b"");
     put(&src, json!({"release": "held"}), &inputs, &[]);
-    let out = waiter.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (status, stdout, stderr) = waiter.finish();
+    assert!(status.success(), "{stderr}");
     assert!(
         stderr.contains("waiting: all 1 locks of pool envs are claimed: only"),
         "{stderr}"
     );
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(lock_name(&json), "only");
     let subjects: Vec<String> = repo.log().into_iter().map(|c| c.subject).collect();
     assert_eq!(
@@ -159,12 +217,12 @@ fn claim_waits_for_a_claimed_lock() {
         &json!({"source": src, "params": {"claim": "a"}}),
         &[],
     );
-    std::thread::sleep(Duration::from_millis(200));
+    // The release comes once the claim has seen the lock claimed.
+    let waiter = Waiting::until(waiter, "lock a of pool envs is claimed");
     inputs.lock("held", "a", b"");
     put(&src, json!({"release": "held"}), &inputs, &[]);
-    let out = waiter.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (status, _, stderr) = waiter.finish();
+    assert!(status.success(), "{stderr}");
     assert!(
         stderr.contains("lock a of pool envs is claimed"),
         "{stderr}"
@@ -309,16 +367,14 @@ fn update_replaces_content_adds_when_missing_and_waits_while_claimed() {
         &json!({"source": src, "params": {"update": "u3"}}),
         &[],
     );
-    std::thread::sleep(Duration::from_millis(200));
+    // Having seen the lock claimed, the update waits and changes nothing.
+    let mut waiter = Waiting::until(waiter, "lock held of pool envs is claimed");
+    waiter.assert_still_running("update of a claimed lock returned instead of waiting");
     assert_eq!(repo.file_at("HEAD", "envs/claimed/held").unwrap(), b"old");
     inputs.lock("rel", "held", b"");
     put(&src, json!({"release": "rel"}), &inputs, &[]);
-    let out = waiter.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (status, _, stderr) = waiter.finish();
+    assert!(status.success(), "{stderr}");
     assert_eq!(
         repo.file_at("HEAD", "envs/unclaimed/held").unwrap(),
         b"new-held"
@@ -402,14 +458,10 @@ fn dotfiles_are_never_acquired() {
         &json!({"source": src, "params": {"acquire": true}}),
         &[],
     );
-    std::thread::sleep(Duration::from_millis(300));
-    let mut child = child;
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "acquire must wait: no real locks"
-    );
-    child.kill().unwrap();
-    let _ = child.wait();
+    // It has read the pool, dotfile and all, and found nothing to take.
+    let mut child = Waiting::until(child, "pool envs has no locks");
+    child.assert_still_running("acquire must wait: no real locks");
+    child.kill();
     assert!(repo.claimed("envs").is_empty());
 }
 

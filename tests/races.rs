@@ -652,8 +652,13 @@ fn fairness_of_a_two_lock_put_among_single_lock_churn() {
                 }
             });
         }
-        // Let the churn get going before the two-lock put starts.
-        std::thread::sleep(std::time::Duration::from_secs(2));
+        // The two-lock put starts once the churn is going: as many cycles
+        // done as there are churners.
+        while churned.load(std::sync::atomic::Ordering::SeqCst) < churners
+            && start.elapsed() < CHURN_LIMIT
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let asked = Instant::now();
         let mut env = ENV.to_vec();
         env.push(("BUILD_ID", "multi"));

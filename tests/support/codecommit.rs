@@ -1277,7 +1277,18 @@ impl AwsEnv {
 
     /// Runs executable `name` with `request` on stdin.
     pub fn run(&self, name: &str, args: &[&Path], request: &Value) -> Run {
-        let (child, command) = self.spawn_described(name, args, request, &[]);
+        self.run_with(name, args, request, &[])
+    }
+
+    /// Like [`AwsEnv::run`] with `extra` variables for this process only.
+    pub fn run_with(
+        &self,
+        name: &str,
+        args: &[&Path],
+        request: &Value,
+        extra: &[(&str, &str)],
+    ) -> Run {
+        let (child, command) = self.spawn_described(name, args, request, extra);
         let out = child
             .wait_with_output()
             .unwrap_or_else(|e| panic!("waiting for {command}: {e}"));

@@ -106,7 +106,9 @@ pub(crate) fn kill_group(child: &mut Child) {
 /// (set by `ci/test.sh`, which prints those lines and counts them as
 /// skipped, not passed, in its totals). The caller then returns: cargo's
 /// harness has no run-time skip, so the file is what keeps a skip from
-/// passing for a pass.
+/// passing for a pass. A test that needs a tool plain `cargo test` may lack
+/// is also `#[ignore = "needs TOOL: ..."]`, so that outside `ci/test.sh`
+/// (which runs it with `--include-ignored`) it shows as ignored.
 pub fn skip(test: &str, why: &str) {
     let line = format!("SKIPPED: {test}: {}", why.replace('\n', " / "));
     eprintln!("{line}");
