@@ -1,0 +1,57 @@
+//! What `source` and `params` share: the longest value a field may hold,
+//! and the error for a field nobody knows, with the nearest known name.
+
+use crate::error::{shortened, Error, Result};
+use crate::model::names::LockName;
+use crate::resource::protocol::Fields;
+
+/// The longest directory a put param may name, and the longest `source.uri`:
+/// Linux's PATH_MAX.
+pub(crate) const MAX_PARAM_PATH: usize = 4096;
+
+/// The nearest known name to a mistyped one, if it is close enough.
+pub(crate) fn suggest(unknown: &str, known: &[&str]) -> Option<String> {
+    known
+        .iter()
+        // Cheap first: no name more than two characters longer or shorter
+        // is within two edits, and a huge name must not cost seconds.
+        .filter(|k| unknown.chars().count().abs_diff(k.chars().count()) <= 2)
+        .map(|k| (edit_distance(unknown, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k.to_string())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+pub(crate) fn reject_unknown_params(f: &Fields, known: &[&str]) -> Result<()> {
+    if let Some(field) = f.leftover().first() {
+        let hint = match suggest(field, known) {
+            Some(s) => format!(" (did you mean {s}?)"),
+            None if known.is_empty() => " (this step takes no params)".to_string(),
+            None => format!(" (known: {})", known.join(", ")),
+        };
+        return Err(Error::bad_request(format!(
+            "invalid payload: unknown field {}.{}{hint}",
+            f.section(),
+            shortened(field)
+        )));
+    }
+    Ok(())
+}
+
+pub(crate) fn lock_name(value: &str, field: &str) -> Result<LockName> {
+    LockName::new(value).map_err(|e| Error::bad_request(format!("invalid payload: {field}: {e}")))
+}
