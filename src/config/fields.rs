@@ -36,6 +36,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Fails naming the first field of `f` nobody took, with the nearest of
+/// `known` when one is close, else the list.
 pub(crate) fn reject_unknown_params(f: &Fields, known: &[&str]) -> Result<()> {
     if let Some(field) = f.leftover().first() {
         let hint = match suggest(field, known) {
@@ -52,6 +54,23 @@ pub(crate) fn reject_unknown_params(f: &Fields, known: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// `value` as a lock name; the error names `field`.
 pub(crate) fn lock_name(value: &str, field: &str) -> Result<LockName> {
     LockName::new(value).map_err(|e| Error::bad_request(format!("invalid payload: {field}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_within_two_edits_is_suggested_the_nearest_first() {
+        let known = ["acquire", "release", "claim", "check", "check_unclaimed"];
+        assert_eq!(suggest("aquire", &known).as_deref(), Some("acquire"));
+        assert_eq!(suggest("relase", &known).as_deref(), Some("release"));
+        assert_eq!(suggest("chek", &known).as_deref(), Some("check"));
+        assert_eq!(suggest("claím", &known).as_deref(), Some("claim"));
+        assert_eq!(suggest("colour", &known), None);
+        assert_eq!(suggest(&"x".repeat(1 << 20), &known), None);
+    }
 }

@@ -1,4 +1,5 @@
-//! A step's `params`: a put's one action as an [`Operation`], get's
+//! A step's `params`: a put's one action as an [`Operation`] (on one lock
+//! or several), get's
 //! `depth`, and check's none.
 
 use std::path::Path;
@@ -8,20 +9,58 @@ use serde_json::{Map, Value};
 use crate::config::fields::{lock_name, reject_unknown_params, MAX_PARAM_PATH};
 use crate::error::{Error, Result};
 use crate::model::names::LockName;
-use crate::model::pool::{join_names, Operation};
+use crate::model::pool::{join_names, Multi, Operation, Single};
 use crate::resource::protocol::{Fields, RawRequest};
 
-const PUT_ACTIONS: [&str; 9] = [
-    "acquire",
-    "release",
-    "remove",
-    "claim",
-    "add",
-    "add_claimed",
-    "update",
-    "check",
-    "check_unclaimed",
-];
+/// A put action that names a directory of the build's inputs (or, for
+/// `claim`, a lock): every action but `acquire`, which is `true` or a count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DirAction {
+    Release,
+    Remove,
+    Claim,
+    Add,
+    AddClaimed,
+    Update,
+    Check,
+    CheckUnclaimed,
+}
+
+impl DirAction {
+    /// In the order the Go resource listed them.
+    const ALL: [DirAction; 8] = [
+        DirAction::Release,
+        DirAction::Remove,
+        DirAction::Claim,
+        DirAction::Add,
+        DirAction::AddClaimed,
+        DirAction::Update,
+        DirAction::Check,
+        DirAction::CheckUnclaimed,
+    ];
+
+    /// The param's name.
+    fn param(self) -> &'static str {
+        match self {
+            DirAction::Release => "release",
+            DirAction::Remove => "remove",
+            DirAction::Claim => "claim",
+            DirAction::Add => "add",
+            DirAction::AddClaimed => "add_claimed",
+            DirAction::Update => "update",
+            DirAction::Check => "check",
+            DirAction::CheckUnclaimed => "check_unclaimed",
+        }
+    }
+}
+
+/// Every param a put knows, for the unknown-field message.
+fn put_params() -> Vec<&'static str> {
+    std::iter::once("acquire")
+        .chain(DirAction::ALL.iter().map(|a| a.param()))
+        .chain(std::iter::once("idempotent"))
+        .collect()
+}
 
 fn read_input(src: &Path, dir: &str, file: &str, param: &str) -> Result<Vec<u8>> {
     let path = src.join(dir).join(file);
@@ -62,35 +101,34 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
     let (acquire, many) = parse_acquire(&mut f)?;
     let claim_list = parse_claim_list(&mut f)?;
     let mut dirs = Vec::new();
-    for action in &PUT_ACTIONS[1..] {
-        if let Some(v) = f.string(action)? {
+    for action in DirAction::ALL {
+        let param = action.param();
+        if let Some(v) = f.string(param)? {
             // A lock name (claim) is checked, with its own message, later.
-            if *action != "claim" && v.len() > MAX_PARAM_PATH {
+            if action != DirAction::Claim && v.len() > MAX_PARAM_PATH {
                 return Err(Error::bad_request(format!(
-                    "invalid payload: params.{action} is {} bytes long (at most {MAX_PARAM_PATH})",
+                    "invalid payload: params.{param} is {} bytes long (at most {MAX_PARAM_PATH})",
                     v.len()
                 )));
             }
-            dirs.push((*action, v));
+            dirs.push((action, v));
         }
     }
     let idempotent = f.bool("idempotent")?.unwrap_or(false);
-    let mut known = PUT_ACTIONS.to_vec();
-    known.push("idempotent");
-    reject_unknown_params(&f, &known)?;
+    reject_unknown_params(&f, &put_params())?;
     let op = match (many, claim_list) {
-        (Some(n), None) if dirs.is_empty() => Operation::AcquireMany(n),
+        (Some(n), None) if dirs.is_empty() => Multi::Acquire(n).into(),
         (None, Some(mut locks)) if dirs.is_empty() && acquire != Some(true) => {
             if locks.len() == 1 {
-                Operation::Claim(locks.remove(0))
+                Single::Claim(locks.remove(0)).into()
             } else {
-                Operation::ClaimAll(locks)
+                Multi::Claim(locks).into()
             }
         }
         // Two actions, or none: parse_action names them.
         (many, list) => {
             if let Some(locks) = list {
-                dirs.push(("claim", join_names(&locks)));
+                dirs.push((DirAction::Claim, join_names(&locks)));
             }
             parse_action(acquire.or(many.map(|_| true)), dirs, src)?
         }
@@ -98,12 +136,8 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
     if idempotent
         && !matches!(
             op,
-            Operation::Acquire
-                | Operation::Claim(_)
-                | Operation::Release(_)
-                | Operation::AcquireMany(_)
-                | Operation::ClaimAll(_)
-                | Operation::ReleaseAll(_)
+            Operation::Single(Single::Acquire | Single::Claim(_) | Single::Release(_))
+                | Operation::Multi(_)
         )
     {
         return Err(Error::bad_request(format!(
@@ -112,7 +146,7 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
         )));
     }
     let fence = match (&op, release_dir(&req.params)) {
-        (Operation::Release(_), Some(dir)) => read_fence(src, &dir)?,
+        (Operation::Single(Single::Release(_)), Some(dir)) => read_fence(src, &dir)?,
         _ => None,
     };
     Ok(PutParams {
@@ -197,18 +231,18 @@ fn release_op(src: &Path, dir: &str) -> Result<Operation> {
     }
     Ok(match locks.len() {
         // Empty: the one-lock path says what is wrong with it.
-        0 => Operation::Release(read_lock_name(src, dir, "release")?),
-        1 => Operation::Release(locks.remove(0)),
-        _ => Operation::ReleaseAll(locks),
+        0 => Single::Release(read_lock_name(src, dir, "release")?).into(),
+        1 => Single::Release(locks.remove(0)).into(),
+        _ => Multi::Release(locks).into(),
     })
 }
 
 fn parse_action(
     acquire: Option<bool>,
-    mut dirs: Vec<(&str, String)>,
+    mut dirs: Vec<(DirAction, String)>,
     src: &Path,
 ) -> Result<Operation> {
-    let mut given: Vec<&str> = dirs.iter().map(|(a, _)| *a).collect();
+    let mut given: Vec<&str> = dirs.iter().map(|(a, _)| a.param()).collect();
     if acquire == Some(true) {
         given.insert(0, "acquire");
     }
@@ -227,26 +261,28 @@ fn parse_action(
         }
     }
     let Some((action, dir)) = dirs.pop() else {
-        return Ok(Operation::Acquire);
+        return Ok(Single::Acquire.into());
     };
-    let read_name = || read_lock_name(src, &dir, action);
-    let read_content = || read_input(src, &dir, "metadata", action);
+    let param = action.param();
+    let read_name = || read_lock_name(src, &dir, param);
+    let read_content = || read_input(src, &dir, "metadata", param);
     Ok(match action {
-        "claim" => Operation::Claim(lock_name(&dir, "params.claim")?),
-        "release" => release_op(src, &dir)?,
-        "remove" => Operation::Remove(read_name()?),
-        "add" | "add_claimed" => Operation::Add {
+        DirAction::Claim => Single::Claim(lock_name(&dir, "params.claim")?).into(),
+        DirAction::Release => return release_op(src, &dir),
+        DirAction::Remove => Single::Remove(read_name()?).into(),
+        DirAction::Add | DirAction::AddClaimed => Single::Add {
             lock: read_name()?,
             content: read_content()?,
-            claimed: action == "add_claimed",
-        },
-        "update" => Operation::Update {
+            claimed: action == DirAction::AddClaimed,
+        }
+        .into(),
+        DirAction::Update => Single::Update {
             lock: read_name()?,
             content: read_content()?,
-        },
-        "check" => Operation::WaitUntilUnclaimed(read_name()?),
-        "check_unclaimed" => Operation::WaitUntilClaimed(read_name()?),
-        other => unreachable!("put action {other} is listed but not handled"),
+        }
+        .into(),
+        DirAction::Check => Single::WaitUntilUnclaimed(read_name()?).into(),
+        DirAction::CheckUnclaimed => Single::WaitUntilClaimed(read_name()?).into(),
     })
 }
 
@@ -365,5 +401,82 @@ mod tests {
         );
         assert!(parse_get(&req(json!({"source": {}, "params": {"depth": "3"}}))).is_err());
         assert!(parse_get(&req(json!({"source": {}, "params": {"dept": 3}}))).is_err());
+    }
+
+    #[test]
+    fn every_action_param_makes_its_operation() {
+        let dir = tempfile::tempdir().unwrap();
+        for (sub, names) in [("one", "a\n"), ("two", "a\nb\n")] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+            std::fs::write(dir.path().join(sub).join("name"), names).unwrap();
+            std::fs::write(dir.path().join(sub).join("metadata"), b"m").unwrap();
+        }
+        let put = |params: serde_json::Value| {
+            parse_put(&req(json!({"source": {}, "params": params})), dir.path())
+                .unwrap()
+                .op
+        };
+        let a = || LockName::new("a").unwrap();
+        let b = || LockName::new("b").unwrap();
+        let cases: Vec<(serde_json::Value, Operation)> = vec![
+            (json!({"acquire": true}), Single::Acquire.into()),
+            (json!({"acquire": 1}), Single::Acquire.into()),
+            (json!({"acquire": 3}), Multi::Acquire(3).into()),
+            (json!({"claim": "a"}), Single::Claim(a()).into()),
+            (json!({"claim": ["a"]}), Single::Claim(a()).into()),
+            (
+                json!({"claim": ["a", "b"]}),
+                Multi::Claim(vec![a(), b()]).into(),
+            ),
+            (json!({"release": "one"}), Single::Release(a()).into()),
+            (
+                json!({"release": "two"}),
+                Multi::Release(vec![a(), b()]).into(),
+            ),
+            (json!({"remove": "one"}), Single::Remove(a()).into()),
+            (
+                json!({"add": "one"}),
+                Single::Add {
+                    lock: a(),
+                    content: b"m".to_vec(),
+                    claimed: false,
+                }
+                .into(),
+            ),
+            (
+                json!({"add_claimed": "one"}),
+                Single::Add {
+                    lock: a(),
+                    content: b"m".to_vec(),
+                    claimed: true,
+                }
+                .into(),
+            ),
+            (
+                json!({"update": "one"}),
+                Single::Update {
+                    lock: a(),
+                    content: b"m".to_vec(),
+                }
+                .into(),
+            ),
+            (
+                json!({"check": "one"}),
+                Single::WaitUntilUnclaimed(a()).into(),
+            ),
+            (
+                json!({"check_unclaimed": "one"}),
+                Single::WaitUntilClaimed(a()).into(),
+            ),
+        ];
+        for (params, want) in cases {
+            let shown = params.to_string();
+            let op = put(params);
+            assert_eq!(op, want, "{shown}");
+        }
+        // Every action is known by its name, and listed where none is given.
+        for action in DirAction::ALL {
+            assert!(put_params().contains(&action.param()));
+        }
     }
 }

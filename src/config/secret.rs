@@ -63,3 +63,31 @@ pub fn raw_secrets(source: &serde_json::Map<String, serde_json::Value>) -> Vec<S
     found.extend(escaped);
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_secret_debug_prints_as_stars() {
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "***");
+        assert_eq!(Secret::new("hunter2").expose(), "hunter2");
+    }
+
+    #[test]
+    fn raw_secrets_finds_every_secret_field_and_its_escaped_form() {
+        let source = json!({
+            "password": "pa\"ss",
+            "private_key": "KEY",
+            "https_tunnel": {"proxy_password": "proxy"},
+            "uri": "https://u:inuri@example.com/r.git",
+            "branch": "not-a-secret"
+        });
+        let found = raw_secrets(source.as_object().unwrap());
+        for s in ["pa\"ss", "pa\\\"ss", "KEY", "proxy", "inuri"] {
+            assert!(found.iter().any(|f| f == s), "{s}: {found:?}");
+        }
+        assert!(!found.iter().any(|f| f == "not-a-secret"), "{found:?}");
+    }
+}

@@ -16,7 +16,9 @@ pub const MAX_NAME_LEN: usize = 255;
 pub const MAX_POOL_LEN: usize = 4096;
 
 /// A lock's file name: non-empty, no `/`, no leading `.`, no control characters.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Serialised as the name itself.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
 pub struct LockName(String);
 
 impl LockName {
@@ -58,7 +60,8 @@ impl LockName {
 
 impl fmt::Display for LockName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad`, so that `{:<24}` lines names up in columns.
+        f.pad(&self.0)
     }
 }
 
@@ -133,8 +136,10 @@ impl fmt::Display for PoolPath {
     }
 }
 
-/// Which directory of the pool a lock file is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Which directory of the pool a lock file is in. Serialised (and
+/// displayed) as the directory's name, `claimed` or `unclaimed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LockState {
     /// `<pool>/claimed/<lock>`
     Claimed,
@@ -157,9 +162,28 @@ impl LockState {
     }
 }
 
+impl fmt::Display for LockState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.dir())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_and_names_serialise_and_display_as_their_text() {
+        let name = LockName::new("env-1").unwrap();
+        assert_eq!(
+            serde_json::to_string(&(&name, LockState::Claimed, LockState::Unclaimed)).unwrap(),
+            r#"["env-1","claimed","unclaimed"]"#
+        );
+        assert_eq!(
+            format!("[{name:<7}][{:<10}]", LockState::Claimed),
+            "[env-1  ][claimed   ]"
+        );
+    }
 
     #[test]
     fn ordinary_lock_names_are_accepted() {

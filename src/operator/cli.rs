@@ -19,7 +19,7 @@ use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::model::duration::{now_unix, parse_go_duration};
 use crate::model::names::LockName;
-use crate::model::pool::Operation;
+use crate::model::pool::{Operation, Single};
 use crate::operator::ops::{self, Guard, Operator};
 use crate::process::log::Log;
 use crate::process::report::report;
@@ -430,20 +430,22 @@ pub fn run(
                 })?,
                 None => format!("{name}\n").into_bytes(),
             };
-            let op = Operation::Add {
+            let op: Operation = Single::Add {
                 lock: name,
                 content,
                 claimed: inv.flag("--claimed"),
-            };
+            }
+            .into();
             ops::change_lock(store, pool, &op, &who, Guard::default(), None)?
         }
         "remove" | "release" | "claim" => {
             let name = lock(0)?;
-            let op = match inv.command.as_str() {
-                "remove" => Operation::Remove(name),
-                "release" => Operation::Release(name),
-                _ => Operation::Claim(name),
-            };
+            let op: Operation = match inv.command.as_str() {
+                "remove" => Single::Remove(name),
+                "release" => Single::Release(name),
+                _ => Single::Claim(name),
+            }
+            .into();
             let guard = Guard {
                 force: inv.flag("--force"),
             };
