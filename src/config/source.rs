@@ -13,7 +13,7 @@ use crate::config::secret::{
 };
 use crate::error::{quoted, shortened, Error, Result};
 use crate::model::duration::parse_go_duration;
-use crate::model::names::PoolPath;
+use crate::model::names::{check_branch_name, PoolPath};
 use crate::resource::protocol::{Fields, RawRequest};
 use crate::store::git::uri::RepoUri;
 
@@ -187,9 +187,9 @@ impl Source {
                 None => Written::AwaitingRegion(uri, cc),
             },
         };
-        if !git2::Reference::is_valid_name(&format!("refs/heads/{branch}")) {
+        if let Err(why) = check_branch_name(&branch) {
             return Err(Error::bad_request(format!(
-                "invalid payload: source.branch {} is not a valid branch name",
+                "invalid payload: source.branch {} is not a valid branch name (it {why})",
                 quoted(&branch)
             )));
         }

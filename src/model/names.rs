@@ -70,6 +70,42 @@ pub fn is_lock_file_name(name: &str) -> bool {
     !name.starts_with('.') && LockName::new(name).is_ok()
 }
 
+/// Checks that `branch` names a branch git accepts: `refs/heads/BRANCH`
+/// passes `git check-ref-format`. Each `/`-separated component is
+/// non-empty, does not start with `.` or end with `.lock`; the name has no
+/// `..`, no `@{`, no control character, space or DEL, none of `~ ^ : ? * [ \`,
+/// and does not end with `.` or `/`. The error says which rule it breaks.
+pub fn check_branch_name(branch: &str) -> Result<(), String> {
+    if branch.is_empty() {
+        return Err("is empty".into());
+    }
+    if let Some(c) = branch.chars().find(|c| {
+        c.is_ascii_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+    }) {
+        return Err(format!("contains {c:?}"));
+    }
+    for (bad, what) in [("..", "\"..\""), ("@{", "\"@{\"")] {
+        if branch.contains(bad) {
+            return Err(format!("contains {what}"));
+        }
+    }
+    if branch.ends_with('.') {
+        return Err("ends with '.'".into());
+    }
+    for component in branch.split('/') {
+        if component.is_empty() {
+            return Err("has an empty path component (a leading, trailing or double '/')".into());
+        }
+        if component.starts_with('.') {
+            return Err("has a path component starting with '.'".into());
+        }
+        if component.ends_with(".lock") {
+            return Err("has a path component ending with \".lock\"".into());
+        }
+    }
+    Ok(())
+}
+
 /// A pool directory: one or more `/`-separated components, none empty, `.` or `..`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolPath {
@@ -183,6 +219,47 @@ mod tests {
             format!("[{name:<7}][{:<10}]", LockState::Claimed),
             "[env-1  ][claimed   ]"
         );
+    }
+
+    #[test]
+    fn branch_names_follow_gits_ref_format() {
+        for ok in [
+            "main",
+            "release/1.x",
+            "feature/a-b_c",
+            "v1.0",
+            "ünïcode",
+            "a@b",
+            "@",
+        ] {
+            assert_eq!(check_branch_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "a..b",
+            "a b",
+            "a~1",
+            "a^",
+            "a:b",
+            "a?",
+            "a*",
+            "a[b",
+            "a\\b",
+            "a\u{7f}",
+            "a\tb",
+            "a@{1}",
+            "a.",
+            "/a",
+            "a/",
+            "a//b",
+            ".hidden",
+            "a/.b",
+            "x.lock",
+            "a/x.lock/b",
+        ] {
+            assert!(check_branch_name(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert_eq!(check_branch_name("a..b"), Err("contains \"..\"".into()));
     }
 
     #[test]
