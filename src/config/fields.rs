@@ -16,24 +16,10 @@ pub(crate) fn suggest(unknown: &str, known: &[&str]) -> Option<String> {
         // Cheap first: no name more than two characters longer or shorter
         // is within two edits, and a huge name must not cost seconds.
         .filter(|k| unknown.chars().count().abs_diff(k.chars().count()) <= 2)
-        .map(|k| (edit_distance(unknown, k), *k))
+        .map(|k| (strsim::levenshtein(unknown, k), *k))
         .filter(|(d, _)| *d <= 2)
         .min()
         .map(|(_, k)| k.to_string())
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// Fails naming the first field of `f` nobody took, with the nearest of
