@@ -106,12 +106,6 @@ impl From<&str> for CommitId {
     }
 }
 
-impl From<git2::Oid> for CommitId {
-    fn from(id: git2::Oid) -> CommitId {
-        CommitId(id.to_string())
-    }
-}
-
 impl PartialEq<str> for CommitId {
     fn eq(&self, other: &str) -> bool {
         self.0 == other

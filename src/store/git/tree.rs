@@ -9,7 +9,14 @@ use std::collections::BTreeMap;
 use git2::{FileMode, ObjectType, Oid, Repository, Tree};
 
 use crate::model::names::{is_lock_file_name, LockName, PoolPath};
-use crate::model::pool::BlobId;
+use crate::model::pool::{BlobId, CommitId};
+
+/// A libgit2 commit id as the model's: here, so that the model names no git2.
+impl From<Oid> for CommitId {
+    fn from(id: Oid) -> CommitId {
+        CommitId::from(id.to_string())
+    }
+}
 
 /// One edit: set the file at `path` (components) to a blob, or delete it.
 pub struct TreeEdit {
