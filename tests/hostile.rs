@@ -1475,16 +1475,9 @@ impl AuthServer {
 }
 
 /// Percent-encodes everything but unreserved characters, as a URL's
-/// user-info part needs.
+/// user-info part needs: the library's own encoder.
 fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    pool_resource::store::git::uri::percent_encode_userinfo(text)
 }
 
 /// Every way a password could show: as is, URL-encoded, and in a Basic header.

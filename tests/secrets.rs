@@ -45,15 +45,7 @@ impl Secrets {
     /// `secret` as is and URL-encoded.
     fn add(&mut self, secret: &str) {
         self.0.push(secret.to_string());
-        let encoded: String = secret
-            .bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    (b as char).to_string()
-                }
-                _ => format!("%{b:02X}"),
-            })
-            .collect();
+        let encoded = pool_resource::store::git::uri::percent_encode_userinfo(secret);
         if encoded != secret {
             self.0.push(encoded);
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use pool_resource::config::{self, Source};
 use pool_resource::model::duration::parse_go_duration;
-use pool_resource::model::names::{is_lock_file_name, LockName, PoolPath};
+use pool_resource::model::names::{check_branch_name, is_lock_file_name, LockName, PoolPath};
 use pool_resource::model::pool::LockState;
 use pool_resource::resource::protocol::{CheckFrom, RawRequest, Version};
 use pool_resource::store::git::uri::{RepoUri, Scheme};
@@ -70,8 +70,8 @@ pub fn request(data: &[u8]) {
     }
 }
 
-/// Lock and pool name validation: whatever is accepted cannot escape its
-/// directory, hide as a dotfile or carry control characters.
+/// Lock, pool and branch name validation: whatever is accepted cannot
+/// escape its directory, hide as a dotfile or carry control characters.
 pub fn names(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let lock = LockName::new(&text);
@@ -110,6 +110,15 @@ pub fn names(data: &[u8]) {
             }
         }
         Err(why) => assert!(why.len() <= MAX_MESSAGE, "message too long"),
+    }
+    if check_branch_name(&text).is_ok() {
+        let ref_safe = !text.contains("..")
+            && !text.contains("@{")
+            && !text.chars().any(|c| c.is_control() && c.is_ascii())
+            && text
+                .split('/')
+                .all(|c| !c.is_empty() && !c.starts_with('.'));
+        assert!(ref_safe, "branch {text:?} accepted");
     }
 }
 

@@ -106,27 +106,22 @@ pub fn now_unix() -> i64 {
     now.saturating_add(offset)
 }
 
-/// A Unix time as its UTC calendar date and time of day: (year, month,
-/// day, hour, minute, second), by Howard Hinnant's `civil_from_days`.
-pub fn civil(secs: i64) -> (i64, i64, i64, i64, i64, i64) {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day, rem / 3600, (rem / 60) % 60, rem % 60)
-}
-
-/// A Unix time as RFC 3339 UTC: `2026-05-01T12:34:56Z`.
+/// A Unix time as RFC 3339 UTC: `2026-05-01T12:34:56Z`. A time the
+/// calendar cannot show (beyond the year 9999 either way, as from a
+/// hand-edited hold file) is shown as `@SECS`, as `date -d @SECS` takes it.
 pub fn utc(secs: i64) -> String {
-    let (year, month, day, h, m, s) = civil(secs);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("@{secs}"),
+    }
 }
 
 /// How long ago `since` (Unix seconds) was, for people (`1h2m3s`).
@@ -143,6 +138,9 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(1_514_116_400), "2017-12-24T11:53:20Z");
         assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(utc(253_402_300_799), "9999-12-31T23:59:59Z");
+        assert_eq!(utc(i64::MAX), format!("@{}", i64::MAX));
     }
 
     #[test]

@@ -16,7 +16,9 @@ pub const MAX_NAME_LEN: usize = 255;
 pub const MAX_POOL_LEN: usize = 4096;
 
 /// A lock's file name: non-empty, no `/`, no leading `.`, no control characters.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Serialised as the name itself.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
 pub struct LockName(String);
 
 impl LockName {
@@ -58,13 +60,50 @@ impl LockName {
 
 impl fmt::Display for LockName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        // `pad`, so that `{:<24}` lines names up in columns.
+        f.pad(&self.0)
     }
 }
 
 /// Is this directory entry a lock? Dotfiles (`.gitkeep`, `.pending-triggers`) are not.
 pub fn is_lock_file_name(name: &str) -> bool {
     !name.starts_with('.') && LockName::new(name).is_ok()
+}
+
+/// Checks that `branch` names a branch git accepts: `refs/heads/BRANCH`
+/// passes `git check-ref-format`. Each `/`-separated component is
+/// non-empty, does not start with `.` or end with `.lock`; the name has no
+/// `..`, no `@{`, no control character, space or DEL, none of `~ ^ : ? * [ \`,
+/// and does not end with `.` or `/`. The error says which rule it breaks.
+pub fn check_branch_name(branch: &str) -> Result<(), String> {
+    if branch.is_empty() {
+        return Err("is empty".into());
+    }
+    if let Some(c) = branch.chars().find(|c| {
+        c.is_ascii_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\')
+    }) {
+        return Err(format!("contains {c:?}"));
+    }
+    for (bad, what) in [("..", "\"..\""), ("@{", "\"@{\"")] {
+        if branch.contains(bad) {
+            return Err(format!("contains {what}"));
+        }
+    }
+    if branch.ends_with('.') {
+        return Err("ends with '.'".into());
+    }
+    for component in branch.split('/') {
+        if component.is_empty() {
+            return Err("has an empty path component (a leading, trailing or double '/')".into());
+        }
+        if component.starts_with('.') {
+            return Err("has a path component starting with '.'".into());
+        }
+        if component.ends_with(".lock") {
+            return Err("has a path component ending with \".lock\"".into());
+        }
+    }
+    Ok(())
 }
 
 /// A pool directory: one or more `/`-separated components, none empty, `.` or `..`.
@@ -133,8 +172,10 @@ impl fmt::Display for PoolPath {
     }
 }
 
-/// Which directory of the pool a lock file is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Which directory of the pool a lock file is in. Serialised (and
+/// displayed) as the directory's name, `claimed` or `unclaimed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LockState {
     /// `<pool>/claimed/<lock>`
     Claimed,
@@ -157,9 +198,69 @@ impl LockState {
     }
 }
 
+impl fmt::Display for LockState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.dir())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn states_and_names_serialise_and_display_as_their_text() {
+        let name = LockName::new("env-1").unwrap();
+        assert_eq!(
+            serde_json::to_string(&(&name, LockState::Claimed, LockState::Unclaimed)).unwrap(),
+            r#"["env-1","claimed","unclaimed"]"#
+        );
+        assert_eq!(
+            format!("[{name:<7}][{:<10}]", LockState::Claimed),
+            "[env-1  ][claimed   ]"
+        );
+    }
+
+    #[test]
+    fn branch_names_follow_gits_ref_format() {
+        for ok in [
+            "main",
+            "release/1.x",
+            "feature/a-b_c",
+            "v1.0",
+            "ünïcode",
+            "a@b",
+            "@",
+        ] {
+            assert_eq!(check_branch_name(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "a..b",
+            "a b",
+            "a~1",
+            "a^",
+            "a:b",
+            "a?",
+            "a*",
+            "a[b",
+            "a\\b",
+            "a\u{7f}",
+            "a\tb",
+            "a@{1}",
+            "a.",
+            "/a",
+            "a/",
+            "a//b",
+            ".hidden",
+            "a/.b",
+            "x.lock",
+            "a/x.lock/b",
+        ] {
+            assert!(check_branch_name(bad).is_err(), "{bad:?} should be refused");
+        }
+        assert_eq!(check_branch_name("a..b"), Err("contains \"..\"".into()));
+    }
 
     #[test]
     fn ordinary_lock_names_are_accepted() {

@@ -106,12 +106,6 @@ impl From<&str> for CommitId {
     }
 }
 
-impl From<git2::Oid> for CommitId {
-    fn from(id: git2::Oid) -> CommitId {
-        CommitId(id.to_string())
-    }
-}
-
 impl PartialEq<str> for CommitId {
     fn eq(&self, other: &str) -> bool {
         self.0 == other
@@ -255,9 +249,19 @@ pub fn join_names<'a>(locks: impl IntoIterator<Item = &'a LockName>) -> String {
         .join(", ")
 }
 
-/// A put operation, validated.
+/// A put operation, validated: one lock or several, told apart by type so
+/// that what is done to several locks in one commit is planned apart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Operation {
+    /// An operation on one lock.
+    Single(Single),
+    /// An operation on several locks in one commit.
+    Multi(Multi),
+}
+
+/// A put operation on one lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Single {
     /// `acquire: true`: claim any unclaimed lock.
     Acquire,
     /// `claim: NAME`: claim that lock.
@@ -278,31 +282,76 @@ pub enum Operation {
     WaitUntilUnclaimed(LockName),
     /// `check_unclaimed: DIR`: wait until the lock is claimed.
     WaitUntilClaimed(LockName),
-    /// `acquire: N`, N ≥ 2: claim N unclaimed locks in one commit.
-    AcquireMany(usize),
-    /// `claim: [A, B]`: claim these (two or more, distinct) in one commit.
-    ClaimAll(Vec<LockName>),
+}
+
+/// A put operation on several locks, all moved in one commit or none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Multi {
+    /// `acquire: N`, N ≥ 2: claim N unclaimed locks.
+    Acquire(usize),
+    /// `claim: [A, B]`: claim these (two or more, distinct).
+    Claim(Vec<LockName>),
     /// `release: DIR` whose `DIR/name` names two or more locks: unclaim
-    /// them all in one commit.
-    ReleaseAll(Vec<LockName>),
+    /// them all.
+    Release(Vec<LockName>),
+}
+
+impl From<Single> for Operation {
+    fn from(op: Single) -> Operation {
+        Operation::Single(op)
+    }
+}
+
+impl From<Multi> for Operation {
+    fn from(op: Multi) -> Operation {
+        Operation::Multi(op)
+    }
 }
 
 impl Operation {
     /// The param name this operation came from, for messages.
     pub fn param(&self) -> &'static str {
         match self {
-            Operation::Acquire => "acquire",
-            Operation::Claim(_) => "claim",
-            Operation::Release(_) => "release",
-            Operation::Add { claimed: false, .. } => "add",
-            Operation::Add { claimed: true, .. } => "add_claimed",
-            Operation::Remove(_) => "remove",
-            Operation::Update { .. } => "update",
-            Operation::WaitUntilUnclaimed(_) => "check",
-            Operation::WaitUntilClaimed(_) => "check_unclaimed",
-            Operation::AcquireMany(_) => "acquire",
-            Operation::ClaimAll(_) => "claim",
-            Operation::ReleaseAll(_) => "release",
+            Operation::Single(op) => op.param(),
+            Operation::Multi(op) => op.param(),
+        }
+    }
+
+    /// Whether it claims locks (`acquire` or `claim`, of one or several):
+    /// what an operator's hold makes wait.
+    pub fn claims(&self) -> bool {
+        matches!(
+            self,
+            Operation::Single(Single::Acquire | Single::Claim(_))
+                | Operation::Multi(Multi::Acquire(_) | Multi::Claim(_))
+        )
+    }
+}
+
+impl Single {
+    /// The param name this operation came from, for messages.
+    pub fn param(&self) -> &'static str {
+        match self {
+            Single::Acquire => "acquire",
+            Single::Claim(_) => "claim",
+            Single::Release(_) => "release",
+            Single::Add { claimed: false, .. } => "add",
+            Single::Add { claimed: true, .. } => "add_claimed",
+            Single::Remove(_) => "remove",
+            Single::Update { .. } => "update",
+            Single::WaitUntilUnclaimed(_) => "check",
+            Single::WaitUntilClaimed(_) => "check_unclaimed",
+        }
+    }
+}
+
+impl Multi {
+    /// The param name this operation came from, for messages.
+    pub fn param(&self) -> &'static str {
+        match self {
+            Multi::Acquire(_) => "acquire",
+            Multi::Claim(_) => "claim",
+            Multi::Release(_) => "release",
         }
     }
 }
@@ -402,24 +451,35 @@ pub fn plan(
         pool: pool.to_string(),
         lock: lock.to_string(),
     };
-    if let (
-        Operation::Acquire
-        | Operation::Claim(_)
-        | Operation::AcquireMany(_)
-        | Operation::ClaimAll(_),
-        Some(hold),
-    ) = (op, &snap.hold)
-    {
-        if let Operation::Claim(lock) = op {
-            if snap.state_of(lock).is_none() {
+    if let (true, Some(hold)) = (op.claims(), &snap.hold) {
+        match op {
+            Operation::Single(Single::Claim(lock)) if snap.state_of(lock).is_none() => {
                 return Err(not_found(lock));
             }
+            Operation::Single(_) => {}
+            Operation::Multi(many) => check_possible(many, snap, pool)?,
         }
-        check_possible(op, snap, pool)?;
         return Ok(Plan::Wait(Wait::Held(hold.clone())));
     }
+    match op {
+        Operation::Single(one) => plan_single(one, snap, pool, pick),
+        Operation::Multi(many) => plan_many(many, snap, pool, pick),
+    }
+}
+
+/// [`plan`] for an operation on one lock.
+fn plan_single(
+    op: &Single,
+    snap: &Snapshot,
+    pool: &PoolPath,
+    pick: &mut dyn FnMut(usize) -> usize,
+) -> Result<Plan, Error> {
+    let not_found = |lock: &LockName| Error::LockNotFound {
+        pool: pool.to_string(),
+        lock: lock.to_string(),
+    };
     Ok(match op {
-        Operation::Acquire => {
+        Single::Acquire => {
             let free: Vec<(&LockName, &BlobId)> = snap
                 .unclaimed
                 .iter()
@@ -434,14 +494,14 @@ pub fn plan(
                 move_lock(lock, blob, LockState::Unclaimed, Verb::Claiming)
             }
         }
-        Operation::Claim(lock) => match snap.state_of(lock) {
+        Single::Claim(lock) => match snap.state_of(lock) {
             None => return Err(not_found(lock)),
             Some((LockState::Claimed, _)) => Plan::Wait(Wait::Claimed(lock.clone())),
             Some((LockState::Unclaimed, blob)) => {
                 move_lock(lock, blob, LockState::Unclaimed, Verb::Claiming)
             }
         },
-        Operation::Release(lock) => match snap.state_of(lock) {
+        Single::Release(lock) => match snap.state_of(lock) {
             None => return Err(not_found(lock)),
             Some((LockState::Unclaimed, _)) => {
                 return Err(Error::NotClaimed {
@@ -453,7 +513,7 @@ pub fn plan(
                 move_lock(lock, blob, LockState::Claimed, Verb::Unclaiming)
             }
         },
-        Operation::Add {
+        Single::Add {
             lock,
             content,
             claimed,
@@ -477,7 +537,7 @@ pub fn plan(
                 also: Vec::new(),
             })
         }
-        Operation::Remove(lock) => {
+        Single::Remove(lock) => {
             let mut edits = Vec::new();
             if snap.claimed.contains_key(lock) {
                 edits.push(Edit::Delete(LockState::Claimed));
@@ -495,7 +555,7 @@ pub fn plan(
                 also: Vec::new(),
             })
         }
-        Operation::Update { lock, content } => {
+        Single::Update { lock, content } => {
             // Tools that read the history key on the verb: `updating` only
             // when an unclaimed lock was replaced, as the Go resource writes.
             let verb = match snap.state_of(lock) {
@@ -515,28 +575,25 @@ pub fn plan(
                 also: Vec::new(),
             })
         }
-        Operation::WaitUntilUnclaimed(lock) => match snap.state_of(lock) {
+        Single::WaitUntilUnclaimed(lock) => match snap.state_of(lock) {
             None => return Err(not_found(lock)),
             Some((LockState::Claimed, _)) => Plan::Wait(Wait::Claimed(lock.clone())),
             Some((LockState::Unclaimed, _)) => Plan::Satisfied(lock.clone()),
         },
-        Operation::WaitUntilClaimed(lock) => match snap.state_of(lock) {
+        Single::WaitUntilClaimed(lock) => match snap.state_of(lock) {
             None => return Err(not_found(lock)),
             Some((LockState::Unclaimed, _)) => Plan::Wait(Wait::Unclaimed(lock.clone())),
             Some((LockState::Claimed, _)) => Plan::Satisfied(lock.clone()),
         },
-        Operation::AcquireMany(_) | Operation::ClaimAll(_) | Operation::ReleaseAll(_) => {
-            plan_many(op, snap, pool, pick)?
-        }
     })
 }
 
 /// Fails when a multi-lock operation could never be done on `snap`'s pool:
 /// `acquire: N` with fewer than N locks, `claim`/`release` of a lock that is
 /// not there. Checked before waiting for anything.
-fn check_possible(op: &Operation, snap: &Snapshot, pool: &PoolPath) -> Result<(), Error> {
+fn check_possible(op: &Multi, snap: &Snapshot, pool: &PoolPath) -> Result<(), Error> {
     match op {
-        Operation::AcquireMany(wanted) => {
+        Multi::Acquire(wanted) => {
             let have = snap
                 .claimed
                 .keys()
@@ -551,7 +608,7 @@ fn check_possible(op: &Operation, snap: &Snapshot, pool: &PoolPath) -> Result<()
                 });
             }
         }
-        Operation::ClaimAll(locks) | Operation::ReleaseAll(locks) => {
+        Multi::Claim(locks) | Multi::Release(locks) => {
             if let Some(lock) = locks.iter().find(|l| snap.state_of(l).is_none()) {
                 return Err(Error::LockNotFound {
                     pool: pool.to_string(),
@@ -559,14 +616,14 @@ fn check_possible(op: &Operation, snap: &Snapshot, pool: &PoolPath) -> Result<()
                 });
             }
         }
-        _ => {}
     }
     Ok(())
 }
 
 /// One commit moving every lock of `locks` out of `from`, content unchanged:
 /// `claiming: A, B` or `unclaiming: A, B`, the locks in name order.
-fn move_locks(mut locks: Vec<(&LockName, &BlobId)>, from: LockState, verb: Verb) -> Change {
+/// `None` when there is no lock to move.
+fn move_locks(mut locks: Vec<(&LockName, &BlobId)>, from: LockState, verb: Verb) -> Option<Change> {
     let to = match from {
         LockState::Claimed => LockState::Unclaimed,
         LockState::Unclaimed => LockState::Claimed,
@@ -579,33 +636,32 @@ fn move_locks(mut locks: Vec<(&LockName, &BlobId)>, from: LockState, verb: Verb)
             Edit::Write(to, Content::Keep(blob.clone())),
         ],
     });
-    // Never empty: every caller has at least one lock to move.
-    let first = parts
-        .next()
-        .unwrap_or_else(|| unreachable!("no lock to move"));
+    let first = parts.next()?;
     let also: Vec<LockEdits> = parts.collect();
     let subject = verb.subject(join_names(
         std::iter::once(&first.lock).chain(also.iter().map(|p| &p.lock)),
     ));
-    Change {
+    Some(Change {
         lock: first.lock,
         subject,
         edits: first.edits,
         also,
-    }
+    })
 }
 
 /// [`plan`] for the operations on several locks at once: all in one commit
 /// or, while that is not possible, wait holding none of them.
 fn plan_many(
-    op: &Operation,
+    op: &Multi,
     snap: &Snapshot,
     pool: &PoolPath,
     pick: &mut dyn FnMut(usize) -> usize,
 ) -> Result<Plan, Error> {
     check_possible(op, snap, pool)?;
+    // Parsing never makes one of no locks; the type allows it.
+    let none = || Error::bad_request(format!("{} of no locks in pool {pool}", op.param()));
     Ok(match op {
-        Operation::AcquireMany(wanted) => {
+        Multi::Acquire(wanted) => {
             let mut free: Vec<(&LockName, &BlobId)> = snap
                 .unclaimed
                 .iter()
@@ -623,9 +679,9 @@ fn plan_many(
                 let i = pick(free.len()) % free.len();
                 chosen.push(free.swap_remove(i));
             }
-            Plan::Commit(move_locks(chosen, LockState::Unclaimed, Verb::Claiming))
+            Plan::Commit(move_locks(chosen, LockState::Unclaimed, Verb::Claiming).ok_or_else(none)?)
         }
-        Operation::ClaimAll(locks) => {
+        Multi::Claim(locks) => {
             let claimed: Vec<LockName> = locks
                 .iter()
                 .filter(|l| matches!(snap.state_of(l), Some((LockState::Claimed, _))))
@@ -638,9 +694,9 @@ fn plan_many(
                 .iter()
                 .filter_map(|l| snap.unclaimed.get(l).map(|blob| (l, blob)))
                 .collect();
-            Plan::Commit(move_locks(moved, LockState::Unclaimed, Verb::Claiming))
+            Plan::Commit(move_locks(moved, LockState::Unclaimed, Verb::Claiming).ok_or_else(none)?)
         }
-        Operation::ReleaseAll(locks) => {
+        Multi::Release(locks) => {
             if let Some(lock) = locks.iter().find(|l| !snap.claimed.contains_key(*l)) {
                 return Err(Error::NotClaimed {
                     pool: pool.to_string(),
@@ -651,9 +707,8 @@ fn plan_many(
                 .iter()
                 .filter_map(|l| snap.claimed.get(l).map(|blob| (l, blob)))
                 .collect();
-            Plan::Commit(move_locks(moved, LockState::Claimed, Verb::Unclaiming))
+            Plan::Commit(move_locks(moved, LockState::Claimed, Verb::Unclaiming).ok_or_else(none)?)
         }
-        other => unreachable!("{} is not a multi-lock operation", other.param()),
     })
 }
 
@@ -687,16 +742,16 @@ pub struct Takeover {
 /// Decides whether `op`, which `plan` made wait, may take over one of the
 /// `expired` claims instead: `claim: L` when `L` is among them, `acquire`
 /// the oldest of them. A held pool is never taken over.
-pub fn plan_takeover(op: &Operation, snap: &Snapshot, expired: &[Expired]) -> Option<Takeover> {
+pub fn plan_takeover(op: &Single, snap: &Snapshot, expired: &[Expired]) -> Option<Takeover> {
     if snap.hold.is_some() {
         return None;
     }
     let pick = match op {
-        Operation::Acquire => expired
+        Single::Acquire => expired
             .iter()
             .filter(|e| snap.claimed.contains_key(&e.lock))
             .max_by_key(|e| e.age)?,
-        Operation::Claim(lock) => expired
+        Single::Claim(lock) => expired
             .iter()
             .find(|e| &e.lock == lock && snap.claimed.contains_key(lock))?,
         _ => return None,
@@ -751,13 +806,13 @@ mod tests {
         }
     }
 
-    fn run(op: Operation, s: &Snapshot) -> Result<Plan, Error> {
-        plan(&op, s, &PoolPath::new("pool").unwrap(), &mut |_| 0)
+    fn run(op: impl Into<Operation>, s: &Snapshot) -> Result<Plan, Error> {
+        plan(&op.into(), s, &PoolPath::new("pool").unwrap(), &mut |_| 0)
     }
 
     #[test]
     fn acquire_moves_a_free_lock_keeping_its_content() {
-        let plan = run(Operation::Acquire, &snap(&["a"], &["b"])).unwrap();
+        let plan = run(Single::Acquire, &snap(&["a"], &["b"])).unwrap();
         assert_eq!(
             plan,
             Plan::Commit(Change {
@@ -778,7 +833,7 @@ mod tests {
         let mut seen = Vec::new();
         for i in 0..3 {
             let Plan::Commit(c) = plan(
-                &Operation::Acquire,
+                &Single::Acquire.into(),
                 &s,
                 &PoolPath::new("p").unwrap(),
                 &mut |n| {
@@ -797,7 +852,7 @@ mod tests {
     #[test]
     fn acquire_waits_when_every_lock_is_claimed() {
         assert_eq!(
-            run(Operation::Acquire, &snap(&["a", "b"], &[])).unwrap(),
+            run(Single::Acquire, &snap(&["a", "b"], &[])).unwrap(),
             Plan::Wait(Wait::NoneFree {
                 claimed: vec!["a".into(), "b".into()]
             })
@@ -808,11 +863,11 @@ mod tests {
     fn claim_waits_for_a_claimed_lock_and_fails_for_a_missing_one() {
         let s = snap(&["a"], &["b"]);
         assert_eq!(
-            run(Operation::Claim(name("a")), &s).unwrap(),
+            run(Single::Claim(name("a")), &s).unwrap(),
             Plan::Wait(Wait::Claimed(name("a")))
         );
         assert!(matches!(
-            run(Operation::Claim(name("zz")), &s),
+            run(Single::Claim(name("zz")), &s),
             Err(Error::LockNotFound { .. })
         ));
     }
@@ -821,11 +876,11 @@ mod tests {
     fn release_of_an_unclaimed_lock_fails_at_once() {
         let s = snap(&[], &["b"]);
         assert!(matches!(
-            run(Operation::Release(name("b")), &s),
+            run(Single::Release(name("b")), &s),
             Err(Error::NotClaimed { .. })
         ));
         assert!(matches!(
-            run(Operation::Release(name("x")), &s),
+            run(Single::Release(name("x")), &s),
             Err(Error::LockNotFound { .. })
         ));
     }
@@ -834,7 +889,7 @@ mod tests {
     fn adding_an_existing_lock_fails_whatever_its_state() {
         let s = snap(&["a"], &["b"]);
         for (lock, claimed) in [("a", false), ("b", true), ("b", false)] {
-            let op = Operation::Add {
+            let op = Single::Add {
                 lock: name(lock),
                 content: vec![],
                 claimed,
@@ -846,7 +901,7 @@ mod tests {
     #[test]
     fn remove_deletes_the_lock_in_either_state() {
         let s = snap(&["a"], &["b"]);
-        let Plan::Commit(c) = run(Operation::Remove(name("b")), &s).unwrap() else {
+        let Plan::Commit(c) = run(Single::Remove(name("b")), &s).unwrap() else {
             panic!()
         };
         assert_eq!(c.edits, vec![Edit::Delete(LockState::Unclaimed)]);
@@ -856,7 +911,7 @@ mod tests {
     #[test]
     fn update_waits_while_claimed_and_adds_when_missing() {
         let s = snap(&["a"], &[]);
-        let op = |n: &str| Operation::Update {
+        let op = |n: &str| Single::Update {
             lock: name(n),
             content: b"x".to_vec(),
         };
@@ -890,11 +945,11 @@ mod tests {
             since: 0,
         };
         s.hold = Some(hold.clone());
-        for op in [Operation::Acquire, Operation::Claim(name("b"))] {
+        for op in [Single::Acquire, Single::Claim(name("b"))] {
             assert_eq!(run(op, &s).unwrap(), Plan::Wait(Wait::Held(hold.clone())));
         }
         assert!(matches!(
-            run(Operation::Release(name("a")), &s).unwrap(),
+            run(Single::Release(name("a")), &s).unwrap(),
             Plan::Commit(_)
         ));
         let why = Wait::Held(hold).describe(&PoolPath::new("p").unwrap());
@@ -917,12 +972,8 @@ mod tests {
     #[test]
     fn a_takeover_releases_then_claims_the_oldest_expired_lock_keeping_its_content() {
         let s = snap(&["a", "b"], &[]);
-        let t = plan_takeover(
-            &Operation::Acquire,
-            &s,
-            &[expired("a", 10), expired("b", 99)],
-        )
-        .expect("acquire takes over");
+        let t = plan_takeover(&Single::Acquire, &s, &[expired("a", 10), expired("b", 99)])
+            .expect("acquire takes over");
         assert_eq!(t.replaced.lock, name("b"));
         assert_eq!(t.unclaim.subject, "unclaiming: b");
         assert_eq!(t.claim.subject, "claiming: b");
@@ -933,15 +984,15 @@ mod tests {
                 Edit::Write(LockState::Claimed, Content::Keep("blob-b".into()))
             ]
         );
-        let t = plan_takeover(&Operation::Claim(name("a")), &s, &[expired("a", 10)])
+        let t = plan_takeover(&Single::Claim(name("a")), &s, &[expired("a", 10)])
             .expect("claim takes over its lock");
         assert_eq!(t.replaced.lock, name("a"));
         assert_eq!(
-            plan_takeover(&Operation::Claim(name("b")), &s, &[expired("a", 10)]),
+            plan_takeover(&Single::Claim(name("b")), &s, &[expired("a", 10)]),
             None
         );
         assert_eq!(
-            plan_takeover(&Operation::Release(name("a")), &s, &[expired("a", 10)]),
+            plan_takeover(&Single::Release(name("a")), &s, &[expired("a", 10)]),
             None
         );
         let mut held = s.clone();
@@ -951,7 +1002,7 @@ mod tests {
             since: 0,
         });
         assert_eq!(
-            plan_takeover(&Operation::Acquire, &held, &[expired("a", 10)]),
+            plan_takeover(&Single::Acquire, &held, &[expired("a", 10)]),
             None
         );
     }
@@ -960,18 +1011,18 @@ mod tests {
     fn check_params_wait_then_are_satisfied_without_a_commit() {
         let s = snap(&["a"], &["b"]);
         assert_eq!(
-            run(Operation::WaitUntilUnclaimed(name("b")), &s).unwrap(),
+            run(Single::WaitUntilUnclaimed(name("b")), &s).unwrap(),
             Plan::Satisfied(name("b"))
         );
         assert_eq!(
-            run(Operation::WaitUntilUnclaimed(name("a")), &s).unwrap(),
+            run(Single::WaitUntilUnclaimed(name("a")), &s).unwrap(),
             Plan::Wait(Wait::Claimed(name("a")))
         );
         assert_eq!(
-            run(Operation::WaitUntilClaimed(name("a")), &s).unwrap(),
+            run(Single::WaitUntilClaimed(name("a")), &s).unwrap(),
             Plan::Satisfied(name("a"))
         );
-        assert!(run(Operation::WaitUntilClaimed(name("zz")), &s).is_err());
+        assert!(run(Single::WaitUntilClaimed(name("zz")), &s).is_err());
     }
 
     fn commit(plan: Plan) -> Change {
@@ -983,7 +1034,7 @@ mod tests {
 
     #[test]
     fn acquire_n_moves_n_free_locks_in_one_change_keeping_their_content() {
-        let c = commit(run(Operation::AcquireMany(2), &snap(&["a"], &["b", "c", "d"])).unwrap());
+        let c = commit(run(Multi::Acquire(2), &snap(&["a"], &["b", "c", "d"])).unwrap());
         assert_eq!(c.locks().len(), 2);
         assert_eq!(c.subject, format!("claiming: {}", c.lock_list()));
         for (lock, edits) in c.parts() {
@@ -1005,7 +1056,7 @@ mod tests {
     #[test]
     fn acquire_n_waits_holding_nothing_while_fewer_than_n_are_free() {
         let s = snap(&["a", "b"], &["c"]);
-        let wait = run(Operation::AcquireMany(2), &s).unwrap();
+        let wait = run(Multi::Acquire(2), &s).unwrap();
         assert_eq!(
             wait,
             Plan::Wait(Wait::TooFewFree {
@@ -1024,7 +1075,7 @@ mod tests {
     #[test]
     fn acquire_n_larger_than_the_pool_fails_at_once_even_when_held() {
         let mut s = snap(&["a"], &["b", "c"]);
-        let err = run(Operation::AcquireMany(4), &s).unwrap_err();
+        let err = run(Multi::Acquire(4), &s).unwrap_err();
         assert!(matches!(
             err,
             Error::TooFewLocks {
@@ -1039,9 +1090,9 @@ mod tests {
             reason: "r".into(),
             since: 0,
         });
-        assert!(run(Operation::AcquireMany(4), &s).is_err());
+        assert!(run(Multi::Acquire(4), &s).is_err());
         assert!(matches!(
-            run(Operation::AcquireMany(2), &s).unwrap(),
+            run(Multi::Acquire(2), &s).unwrap(),
             Plan::Wait(Wait::Held(_))
         ));
     }
@@ -1049,15 +1100,15 @@ mod tests {
     #[test]
     fn claim_all_moves_every_lock_or_waits_naming_the_claimed_ones() {
         let s = snap(&["b"], &["a", "c"]);
-        let c = commit(run(Operation::ClaimAll(vec![name("c"), name("a")]), &s).unwrap());
+        let c = commit(run(Multi::Claim(vec![name("c"), name("a")]), &s).unwrap());
         assert_eq!(c.subject, "claiming: a, c");
         assert_eq!(c.lock_list(), "a, c");
         assert_eq!(
-            run(Operation::ClaimAll(vec![name("a"), name("b")]), &s).unwrap(),
+            run(Multi::Claim(vec![name("a"), name("b")]), &s).unwrap(),
             Plan::Wait(Wait::SomeClaimed(vec![name("b")]))
         );
         assert!(matches!(
-            run(Operation::ClaimAll(vec![name("a"), name("zz")]), &s),
+            run(Multi::Claim(vec![name("a"), name("zz")]), &s),
             Err(Error::LockNotFound { lock, .. }) if lock == "zz"
         ));
     }
@@ -1065,7 +1116,7 @@ mod tests {
     #[test]
     fn release_all_moves_every_lock_back_or_fails_if_any_is_not_claimed() {
         let s = snap(&["a", "b"], &["c"]);
-        let c = commit(run(Operation::ReleaseAll(vec![name("b"), name("a")]), &s).unwrap());
+        let c = commit(run(Multi::Release(vec![name("b"), name("a")]), &s).unwrap());
         assert_eq!(c.subject, "unclaiming: a, b");
         assert_eq!(
             c.parts()[1].1,
@@ -1075,8 +1126,41 @@ mod tests {
             ]
         );
         assert!(matches!(
-            run(Operation::ReleaseAll(vec![name("a"), name("c")]), &s),
+            run(Multi::Release(vec![name("a"), name("c")]), &s),
             Err(Error::NotClaimed { lock, .. }) if lock == "c"
         ));
+    }
+
+    #[test]
+    fn a_multi_lock_operation_of_no_locks_is_refused_not_a_panic() {
+        let s = snap(&["a"], &["b"]);
+        for op in [
+            Multi::Acquire(0),
+            Multi::Claim(Vec::new()),
+            Multi::Release(Vec::new()),
+        ] {
+            let err = run(op.clone(), &s).unwrap_err();
+            assert!(matches!(err, Error::BadRequest(_)), "{op:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn operations_name_their_param_and_whether_they_claim() {
+        let a = || name("a");
+        for (op, param, claims) in [
+            (Operation::from(Single::Acquire), "acquire", true),
+            (Single::Claim(a()).into(), "claim", true),
+            (Single::Release(a()).into(), "release", false),
+            (
+                Single::WaitUntilClaimed(a()).into(),
+                "check_unclaimed",
+                false,
+            ),
+            (Multi::Acquire(2).into(), "acquire", true),
+            (Multi::Claim(vec![a()]).into(), "claim", true),
+            (Multi::Release(vec![a()]).into(), "release", false),
+        ] {
+            assert_eq!((op.param(), op.claims()), (param, claims), "{op:?}");
+        }
     }
 }

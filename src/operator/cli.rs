@@ -38,7 +38,7 @@ use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::model::duration::{now_unix, parse_go_duration, utc};
 use crate::model::names::{LockName, PoolPath};
-use crate::model::pool::Operation;
+use crate::model::pool::{Operation, Single};
 use crate::operator::ops::{self, Done, Guard, Operator};
 use crate::process::log::{stderr_wants_colour, Log};
 use crate::process::report::report;
@@ -583,23 +583,24 @@ pub fn run(
                 })?,
                 None => format!("{lock}\n").into_bytes(),
             };
-            let op = Operation::Add {
+            let op: Operation = Single::Add {
                 lock: lock.clone(),
                 content,
                 claimed: *claimed,
-            };
+            }
+            .into();
             change_lock(&mut cx, &command, &op, Guard::default(), false)
         }
         Command::Remove { lock, force } => {
-            let op = Operation::Remove(lock.clone());
+            let op: Operation = Single::Remove(lock.clone()).into();
             change_lock(&mut cx, &command, &op, Guard { force: *force }, false)
         }
         Command::Claim { lock, wait } => {
-            let op = Operation::Claim(lock.clone());
+            let op: Operation = Single::Claim(lock.clone()).into();
             change_lock(&mut cx, &command, &op, Guard::default(), *wait)
         }
         Command::Release { lock, force } => {
-            let op = Operation::Release(lock.clone());
+            let op: Operation = Single::Release(lock.clone()).into();
             change_lock(&mut cx, &command, &op, Guard { force: *force }, false)
         }
         Command::Hold | Command::Unhold => {

@@ -7,6 +7,7 @@
 
 use std::fmt::Write;
 
+use crate::model::names::LockState;
 use crate::operator::watch::Board;
 
 /// The `Content-Type` of the exposition.
@@ -54,7 +55,7 @@ pub fn render(board: &Board, now: i64) -> String {
     for v in &board.views {
         let Some(read) = &v.read else { continue };
         for p in &read.status.pools {
-            for state in ["claimed", "unclaimed"] {
+            for state in [LockState::Claimed, LockState::Unclaimed] {
                 let n = p.locks.iter().filter(|l| l.state == state).count();
                 f.sample(
                     "locks",
@@ -62,7 +63,7 @@ pub fn render(board: &Board, now: i64) -> String {
                         ("source", &v.uri),
                         ("branch", &v.branch),
                         ("pool", &p.pool),
-                        ("state", state),
+                        ("state", state.dir()),
                     ],
                     n,
                 );
@@ -77,14 +78,14 @@ pub fn render(board: &Board, now: i64) -> String {
     for v in &board.views {
         let Some(read) = &v.read else { continue };
         for p in &read.status.pools {
-            for l in p.locks.iter().filter(|l| l.state == "claimed") {
+            for l in p.locks.iter().filter(|l| l.state == LockState::Claimed) {
                 f.sample(
                     "lock_held_seconds",
                     &[
                         ("source", &v.uri),
                         ("branch", &v.branch),
                         ("pool", &p.pool),
-                        ("lock", &l.name),
+                        ("lock", l.name.as_str()),
                     ],
                     (now - l.since.time()).max(0),
                 );

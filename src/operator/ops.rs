@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::model::duration::{ago, now_unix, utc};
 use crate::model::message::{commit_message, operator_trailers, Parsed, Trailer, Verb};
 use crate::model::names::{is_lock_file_name, LockName, PoolPath};
-use crate::model::pool::{plan, Hold, LockState, Operation, Plan};
+use crate::model::pool::{plan, Hold, LockState, Operation, Plan, Single};
 use crate::store::seam::{CommitMeta, CommitOutcome, FileEdit, LockStore};
 
 /// How many commits `status` looks back at most.
@@ -130,9 +130,9 @@ impl Since {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct LockStatus {
     /// The lock's name.
-    pub name: String,
-    /// `claimed` or `unclaimed`.
-    pub state: &'static str,
+    pub name: LockName,
+    /// `claimed` or `unclaimed` in JSON.
+    pub state: LockState,
     /// Since when, and by whom.
     pub since: Since,
     /// Seconds from `since` to the time of the status.
@@ -171,7 +171,7 @@ pub struct Interval {
     /// The pool.
     pub pool: String,
     /// The lock.
-    pub lock: String,
+    pub lock: LockName,
     /// The claiming commit.
     pub claimed_commit: String,
     /// Its committer time, Unix seconds.
@@ -192,7 +192,7 @@ fn lock_dirs(
     store: &mut dyn LockStore,
     tip: &str,
     pool: &str,
-) -> Result<Option<BTreeMap<String, LockState>>> {
+) -> Result<Option<BTreeMap<LockName, LockState>>> {
     let mut locks = BTreeMap::new();
     let mut found = false;
     // Unclaimed first: a lock in both (an old Go bug) counts as claimed.
@@ -200,8 +200,11 @@ fn lock_dirs(
         if let Some(entries) = store.list_folder(tip, &format!("{pool}/{}", state.dir()))? {
             found = true;
             for e in entries {
-                if !e.is_dir && is_lock_file_name(&e.name) {
-                    locks.insert(e.name, state);
+                if e.is_dir || !is_lock_file_name(&e.name) {
+                    continue;
+                }
+                if let Ok(name) = LockName::new(&e.name) {
+                    locks.insert(name, state);
                 }
             }
         }
@@ -270,7 +273,7 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
     };
     let mut pools = Vec::new();
     // (pool, lock) → state, for the locks whose "since" is still unknown.
-    let mut open: BTreeMap<(String, String), LockState> = BTreeMap::new();
+    let mut open: BTreeMap<(String, LockName), LockState> = BTreeMap::new();
     for name in &names {
         let Some(locks) = lock_dirs(store, &tip, name)? else {
             return Err(Error::PoolNotFound {
@@ -290,7 +293,7 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
             locks: Vec::new(),
         });
     }
-    let mut found: BTreeMap<(String, String), Since> = BTreeMap::new();
+    let mut found: BTreeMap<(String, LockName), Since> = BTreeMap::new();
     let mut oldest = now;
     let mut looked_back = 0;
     let mut candidates: Vec<CommitMeta> = Vec::new();
@@ -298,9 +301,9 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
     // The walk stops once each open lock has a candidate that would leave
     // it in its present state (a same-named lock of another pool can take
     // that place; the path check then leaves it "since before").
-    let mut need: BTreeMap<String, Vec<LockState>> = BTreeMap::new();
+    let mut need: BTreeMap<&str, Vec<LockState>> = BTreeMap::new();
     for ((_, lock), state) in &open {
-        need.entry(lock.clone()).or_default().push(*state);
+        need.entry(lock.as_str()).or_default().push(*state);
     }
     store.walk_commits(&tip, STATUS_LOOKBACK, &mut |c| {
         looked_back += 1;
@@ -329,8 +332,11 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
     })?;
     for c in &candidates {
         for (verb, lock) in lock_verbs(c) {
-            let keys: Vec<(String, String)> =
-                open.keys().filter(|(_, l)| l == lock).cloned().collect();
+            let keys: Vec<(String, LockName)> = open
+                .keys()
+                .filter(|(_, l)| l.as_str() == lock)
+                .cloned()
+                .collect();
             for key in keys {
                 let state = open[&key];
                 let resulting = if verb.leaves_claimed() {
@@ -371,7 +377,7 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
                 });
             p.locks.push(LockStatus {
                 name,
-                state: state.dir(),
+                state,
                 for_seconds: (now - since.time()).max(0),
                 since,
             });
@@ -443,22 +449,26 @@ pub fn history(
         }
         false
     })?;
-    let mut releases: BTreeMap<(String, String), (String, i64, Actor)> = BTreeMap::new();
+    let mut releases: BTreeMap<(String, LockName), (String, i64, Actor)> = BTreeMap::new();
     let mut out = Vec::new();
     for c in &commits {
         for (verb, l) in lock_verbs(c) {
+            // A name no lock can have (status lists none such) has no claims.
+            let Ok(lock) = LockName::new(l) else {
+                continue;
+            };
             for pool in pools {
                 let path = format!("{pool}/claimed/{l}");
                 if !changed(store, c, &path)? {
                     continue;
                 }
-                let key = (pool.clone(), l.to_string());
+                let key = (pool.clone(), lock.clone());
                 if verb.leaves_claimed() {
                     let release = releases.remove(&key);
                     let end = release.as_ref().map(|r| r.1).unwrap_or(now);
                     out.push(Interval {
                         pool: pool.clone(),
-                        lock: l.to_string(),
+                        lock: lock.clone(),
                         claimed_commit: c.id.clone(),
                         claimed_at: c.time,
                         claimed_by: Actor::of(c),
@@ -683,7 +693,7 @@ pub fn change_lock(
     loop {
         let snap = store.snapshot()?;
         match op {
-            Operation::Release(lock) if snap.claimed.contains_key(lock) => {
+            Operation::Single(Single::Release(lock)) if snap.claimed.contains_key(lock) => {
                 let claim = claim_of(store, &snap.tip, pool, lock)?;
                 let by_build = claim.as_ref().is_none_or(|c| Actor::of(c).is_build());
                 if by_build && !(guard.force && who.reason.is_some()) {
@@ -696,7 +706,9 @@ pub fn change_lock(
                     )));
                 }
             }
-            Operation::Remove(lock) if snap.claimed.contains_key(lock) && !guard.force => {
+            Operation::Single(Single::Remove(lock))
+                if snap.claimed.contains_key(lock) && !guard.force =>
+            {
                 return Err(Error::bad_request(format!(
                     "lock {lock} of pool {pool} is claimed; removing a claimed lock needs --force"
                 )));
@@ -817,7 +829,7 @@ pub fn reap(
     let limit = st.now - older_than;
     for p in &st.pools {
         for l in &p.locks {
-            if l.state != "claimed" || l.since.time() > limit {
+            if l.state != LockState::Claimed || l.since.time() > limit {
                 continue;
             }
             let held = ago(l.since.time(), st.now);
@@ -826,9 +838,7 @@ pub fn reap(
                     .push(format!("would release {} (claimed for {held})", l.name));
                 continue;
             }
-            let Ok(lock) = LockName::new(&l.name) else {
-                continue;
-            };
+            let lock = l.name.clone();
             let reason = match &who.reason {
                 Some(r) => format!("{r} (reaped: claimed for {held})"),
                 None => format!(
@@ -843,7 +853,7 @@ pub fn reap(
             let one = change_lock(
                 store,
                 pool,
-                &Operation::Release(lock),
+                &Single::Release(lock).into(),
                 &reaper,
                 Guard { force: true },
                 None,

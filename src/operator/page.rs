@@ -14,6 +14,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use sha2::{Digest, Sha256};
 
 use crate::model::duration::{ago, utc};
+use crate::model::names::{LockName, LockState};
 use crate::model::pool::Hold;
 use crate::operator::ops::{Actor, Interval, LockStatus, PoolStatus, Since};
 use crate::operator::watch::{Board, Read, View};
@@ -215,7 +216,11 @@ fn repository(view: &View, now: i64, window: Window, mode: Mode) -> Markup {
 }
 
 fn pool_section(read: &Read, pool: &PoolStatus, now: i64, window: Window, mode: Mode) -> Markup {
-    let claimed = pool.locks.iter().filter(|l| l.state == "claimed").count();
+    let claimed = pool
+        .locks
+        .iter()
+        .filter(|l| l.state == LockState::Claimed)
+        .count();
     html! {
         article.pool {
             h3 { "Pool " (pool.pool) " " span.muted { "(" (claimed) " of " (pool.locks.len()) " claimed)" } }
@@ -286,8 +291,10 @@ fn actor(by: &Actor) -> Markup {
 }
 
 fn lock_card(read: &Read, pool: &PoolStatus, lock: &LockStatus, now: i64) -> Markup {
-    let claimed = lock.state == "claimed";
-    let metadata = read.metadata.get(&(pool.pool.clone(), lock.name.clone()));
+    let claimed = lock.state == LockState::Claimed;
+    let metadata = read
+        .metadata
+        .get(&(pool.pool.clone(), lock.name.to_string()));
     html! {
         div class={ "lock " (lock.state) } {
             div.name { (lock.name) }
@@ -360,7 +367,7 @@ fn timeline(read: &Read, pool: &PoolStatus, now: i64, window: Window) -> Markup 
         .iter()
         .filter(|i| i.pool == pool.pool && i.released_at.unwrap_or(now) >= start)
         .collect();
-    let mut rows: Vec<String> = pool.locks.iter().map(|l| l.name.clone()).collect();
+    let mut rows: Vec<LockName> = pool.locks.iter().map(|l| l.name.clone()).collect();
     for c in &claims {
         if !rows.contains(&c.lock) {
             rows.push(c.lock.clone());
@@ -394,7 +401,7 @@ fn timeline(read: &Read, pool: &PoolStatus, now: i64, window: Window) -> Markup 
                 @for (row, name) in rows.iter().enumerate() {
                     @let y = TL_TOP + TL_ROW * row as f64;
                     rect.row x=(TL_LABEL) y=(y + 3.0) width=(span) height=(TL_ROW - 6.0) {}
-                    text.lockname x="4" y=(y + 16.0) { title { (name) } (short(name, 22)) }
+                    text.lockname x="4" y=(y + 16.0) { title { (name) } (short(name.as_str(), 22)) }
                     @for c in claims.iter().filter(|c| &c.lock == name) {
                         @let x0 = x(c.claimed_at);
                         @let x1 = x(c.released_at.unwrap_or(now));
@@ -431,8 +438,8 @@ mod tests {
             ..Actor::default()
         };
         let lock = LockStatus {
-            name: name.into(),
-            state: "claimed",
+            name: LockName::new(name).unwrap(),
+            state: LockState::Claimed,
             since: Since::Commit {
                 commit: "c1".into(),
                 time: 1000,
@@ -458,7 +465,7 @@ mod tests {
         };
         let history = vec![Interval {
             pool: "envs".into(),
-            lock: name.into(),
+            lock: LockName::new(name).unwrap(),
             claimed_commit: "c1".into(),
             claimed_at: 1000,
             claimed_by: by,

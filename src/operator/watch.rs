@@ -112,7 +112,7 @@ pub fn read_all(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>
             if let Some(bytes) = store.read_file(&status.tip, &path)? {
                 let cut = &bytes[..bytes.len().min(METADATA_LIMIT)];
                 metadata.insert(
-                    (p.pool.clone(), l.name.clone()),
+                    (p.pool.clone(), l.name.to_string()),
                     String::from_utf8_lossy(cut).into_owned(),
                 );
             }

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::model::duration::{human, now_unix};
 use crate::model::message::{build_trailers, commit_message, lock_trailers, Trailer};
 use crate::model::pool::{
-    plan, plan_takeover, CommitId, Operation, Plan, Snapshot, Takeover, Wait,
+    plan, plan_takeover, CommitId, Operation, Plan, Single, Snapshot, Takeover, Wait,
 };
 use crate::process::log::Log;
 use crate::process::retry::{race_jitter, Backoff};
@@ -200,7 +200,7 @@ fn round(
             });
         }
     }
-    if let (Operation::Release(lock), Some(claim)) = (op, ctx.fence) {
+    if let (Operation::Single(Single::Release(lock)), Some(claim)) = (op, ctx.fence) {
         holder::check_fence(store, &snap, pool, lock, claim)?;
     }
     let change = match plan(op, &snap, pool, &mut |n| fastrand::usize(..n))? {
@@ -314,9 +314,10 @@ fn expired_claim(
     let Some(limit) = ctx.source.expire_after else {
         return Ok(None);
     };
-    if !matches!(why, Wait::Claimed(_) | Wait::NoneFree { .. })
-        || !matches!(op, Operation::Acquire | Operation::Claim(_))
-    {
+    let Operation::Single(op @ (Single::Acquire | Single::Claim(_))) = op else {
+        return Ok(None);
+    };
+    if !matches!(why, Wait::Claimed(_) | Wait::NoneFree { .. }) {
         return Ok(None);
     }
     let h = holders.get(store, snap, &ctx.source.pool)?;

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use crate::error::Result;
 use crate::model::message::{Parsed, Trailer, Verb};
 use crate::model::names::LockName;
-use crate::model::pool::{Operation, Snapshot};
+use crate::model::pool::{Multi, Operation, Single, Snapshot};
 use crate::resource::protocol::BuildInfo;
 use crate::store::seam::LockStore;
 
@@ -42,14 +42,23 @@ impl Earlier {
 }
 
 /// Commit subjects that leave a lock in the state `op` wants.
-fn verbs(op: &Operation) -> &'static [Verb] {
+fn verbs(op: &Single) -> &'static [Verb] {
     match op {
-        Operation::Acquire
-        | Operation::Claim(_)
-        | Operation::AcquireMany(_)
-        | Operation::ClaimAll(_) => &[Verb::Claiming],
-        Operation::Release(_) | Operation::ReleaseAll(_) => &[Verb::Unclaiming],
-        _ => &[],
+        Single::Acquire | Single::Claim(_) => &[Verb::Claiming],
+        Single::Release(_) => &[Verb::Unclaiming],
+        Single::Add { .. }
+        | Single::Remove(_)
+        | Single::Update { .. }
+        | Single::WaitUntilUnclaimed(_)
+        | Single::WaitUntilClaimed(_) => &[],
+    }
+}
+
+/// [`verbs`] for an operation on several locks.
+fn verbs_many(op: &Multi) -> &'static [Verb] {
+    match op {
+        Multi::Acquire(_) | Multi::Claim(_) => &[Verb::Claiming],
+        Multi::Release(_) => &[Verb::Unclaiming],
     }
 }
 
@@ -76,16 +85,14 @@ pub fn find(
     op: &Operation,
     build: &BuildInfo,
 ) -> Result<Option<Earlier>> {
-    if matches!(
-        op,
-        Operation::AcquireMany(_) | Operation::ClaimAll(_) | Operation::ReleaseAll(_)
-    ) {
-        return find_many(store, snap, op, build);
-    }
-    let wanted: Vec<&LockName> = match op {
-        Operation::Acquire => snap.claimed.keys().collect(),
-        Operation::Claim(lock) if snap.claimed.contains_key(lock) => vec![lock],
-        Operation::Release(lock)
+    let one = match op {
+        Operation::Multi(many) => return find_many(store, snap, many, build),
+        Operation::Single(one) => one,
+    };
+    let wanted: Vec<&LockName> = match one {
+        Single::Acquire => snap.claimed.keys().collect(),
+        Single::Claim(lock) if snap.claimed.contains_key(lock) => vec![lock],
+        Single::Release(lock)
             if snap.unclaimed.contains_key(lock) && !snap.claimed.contains_key(lock) =>
         {
             vec![lock]
@@ -95,7 +102,7 @@ pub fn find(
     if wanted.is_empty() {
         return Ok(None);
     }
-    let verbs = verbs(op);
+    let verbs = verbs(one);
     // Each wanted lock is decided by the newest commit that moved it into
     // its current state; once it is seen, older commits no longer matter.
     let mut open: HashMap<&str, &LockName> = wanted.iter().map(|l| (l.as_str(), *l)).collect();
@@ -130,37 +137,36 @@ pub fn find(
 fn find_many(
     store: &mut dyn LockStore,
     snap: &Snapshot,
-    op: &Operation,
+    op: &Multi,
     build: &BuildInfo,
 ) -> Result<Option<Earlier>> {
     let in_state = |l: &LockName| match op {
-        Operation::ReleaseAll(_) => snap.unclaimed.contains_key(l) && !snap.claimed.contains_key(l),
-        _ => snap.claimed.contains_key(l),
+        Multi::Release(_) => snap.unclaimed.contains_key(l) && !snap.claimed.contains_key(l),
+        Multi::Acquire(_) | Multi::Claim(_) => snap.claimed.contains_key(l),
     };
     let fits = |locks: &[LockName]| match op {
-        Operation::AcquireMany(n) => locks.len() == *n,
-        Operation::ClaimAll(wanted) | Operation::ReleaseAll(wanted) => {
+        Multi::Acquire(n) => locks.len() == *n,
+        Multi::Claim(wanted) | Multi::Release(wanted) => {
             let mut a = wanted.clone();
             let mut b = locks.to_vec();
             a.sort();
             b.sort();
             a == b
         }
-        _ => false,
     };
     let watched: Vec<&LockName> = match op {
-        Operation::ClaimAll(wanted) | Operation::ReleaseAll(wanted) => {
+        Multi::Claim(wanted) | Multi::Release(wanted) => {
             if !wanted.iter().all(in_state) {
                 return Ok(None);
             }
             wanted.iter().collect()
         }
-        _ => snap.claimed.keys().collect(),
+        Multi::Acquire(_) => snap.claimed.keys().collect(),
     };
     if watched.is_empty() {
         return Ok(None);
     }
-    let verbs = verbs(op);
+    let verbs = verbs_many(op);
     // Locks a newer commit moved: an older commit no longer decides them.
     let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut found = None;
@@ -191,8 +197,10 @@ fn find_many(
         // older one can (`claim`/`release`); `acquire` looks until every
         // claimed lock's newest commit was seen.
         match op {
-            Operation::AcquireMany(_) => watched.iter().all(|l| seen.contains(l.as_str())),
-            _ => watched.iter().any(|l| seen.contains(l.as_str())),
+            Multi::Acquire(_) => watched.iter().all(|l| seen.contains(l.as_str())),
+            Multi::Claim(_) | Multi::Release(_) => {
+                watched.iter().any(|l| seen.contains(l.as_str()))
+            }
         }
     })?;
     Ok(found)

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
 use super::http::AuthCheck;
-use super::imds::{civil, unix_from_civil, Imds, IssuedKey, Keyring};
+use super::imds::{Imds, IssuedKey, Keyring};
 use super::net::{read_body, read_head, Head, Server};
 use super::run::{bin_path, Run};
 
@@ -45,7 +45,7 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -60,25 +60,30 @@ fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Vec<u8>
     hmac(&k_service, b"aws4_request")
 }
 
-/// `YYYYMMDDTHHMMSS` (no `Z`) for seconds since the epoch.
+/// `YYYYMMDDTHHMMSS` (no `Z`) for seconds since the epoch: the library's
+/// own formatter.
 pub fn amz_timestamp(unix_secs: u64) -> String {
-    let (y, mo, d, h, mi, s) = civil(unix_secs);
-    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}")
+    pool_resource::store::git::sign::timestamp(unix_secs).expect("a time before the year 10000")
 }
 
-/// Parses `YYYYMMDDTHHMMSS` (optionally with a trailing `Z`).
+/// Parses `YYYYMMDDTHHMMSS` (optionally with a trailing `Z`), the calendar
+/// checked by the `time` crate.
 pub fn parse_amz_timestamp(ts: &str) -> Option<u64> {
     let ts = ts.strip_suffix('Z').unwrap_or(ts);
-    if ts.len() != 15 || ts.as_bytes()[8] != b'T' {
+    let (day, clock) = ts.split_once('T')?;
+    if day.len() != 8
+        || clock.len() != 6
+        || !day.bytes().chain(clock.bytes()).all(|b| b.is_ascii_digit())
+    {
         return None;
     }
-    let num = |r: std::ops::Range<usize>| ts.get(r)?.parse::<u64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(4..6)?, num(6..8)?);
-    let (h, mi, s) = (num(9..11)?, num(11..13)?, num(13..15)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    Some(unix_from_civil(y as i64, mo as u32, d as u32, h, mi, s))
+    let n = |digits: &str| digits.parse::<u8>().ok();
+    let month = time::Month::try_from(n(&day[4..6])?).ok()?;
+    let date = time::Date::from_calendar_date(day[..4].parse().ok()?, month, n(&day[6..])?).ok()?;
+    let at = date
+        .with_hms(n(&clock[..2])?, n(&clock[2..4])?, n(&clock[4..])?)
+        .ok()?;
+    u64::try_from(at.assume_utc().unix_timestamp()).ok()
 }
 
 /// The CodeCommit Git-over-HTTPS password for `path` (`/v1/repos/NAME`) on

@@ -393,41 +393,10 @@ pub(crate) fn random_string(len: usize, alphabet: &[u8]) -> String {
         .collect()
 }
 
-/// Seconds since the epoch as `(year, month, day, hour, minute, second)` UTC.
-pub(crate) fn civil(unix_secs: u64) -> (i64, u32, u32, u64, u64, u64) {
-    let days = (unix_secs / 86_400) as i64;
-    let secs = unix_secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day, secs / 3600, (secs / 60) % 60, secs % 60)
-}
-
-/// The inverse of [`civil`] for dates after 1970.
-pub(crate) fn unix_from_civil(y: i64, m: u32, d: u32, hh: u64, mm: u64, ss: u64) -> u64 {
-    // Howard Hinnant's days_from_civil.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    days as u64 * 86_400 + hh * 3600 + mm * 60 + ss
-}
-
-/// `YYYY-MM-DDTHH:MM:SSZ`.
+/// `YYYY-MM-DDTHH:MM:SSZ`: the library's own formatter.
 pub(crate) fn rfc3339(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
-    let (y, mo, d, h, mi, s) = civil(secs);
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+    pool_resource::model::duration::utc(secs as i64)
 }
 
 /// Request counts by path, for messages.
@@ -543,11 +512,7 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates_round_trip() {
-        for secs in [0, 951_782_400, 1_514_116_400, 4_102_444_799] {
-            let (y, mo, d, h, mi, s) = civil(secs);
-            assert_eq!(unix_from_civil(y, mo, d, h, mi, s), secs);
-        }
+    fn expirations_are_rfc3339() {
         assert_eq!(
             rfc3339(UNIX_EPOCH + Duration::from_secs(1_514_116_400)),
             "2017-12-24T11:53:20Z"

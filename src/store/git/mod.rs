@@ -428,7 +428,7 @@ fn open_local(path: &Path, branch: &str) -> Result<Repository> {
 /// The persistent `check` cache for this URI and branch.
 fn cache_path(source: &Source) -> PathBuf {
     let key = Sha256::digest(format!("{}\n{}", source.uri, source.branch).as_bytes());
-    let hex: String = key.iter().take(12).map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(&key[..12]);
     std::env::temp_dir().join(format!("pool-resource-check-{hex}"))
 }
 

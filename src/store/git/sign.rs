@@ -10,31 +10,66 @@
 //! host, signed with the secret key for the `codecommit` service. The session
 //! token travels in the user name (`KEY%TOKEN`), not in the signature.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, Mac};
+use aws_sigv4::sign::v4::{calculate_signature, generate_signing_key};
 use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
 
 use crate::error::Result;
 use crate::store::codecommit::creds::Aws;
 
-type HmacSha256 = Hmac<Sha256>;
+/// The moment a password is signed at, in whole seconds: a time the
+/// calendar can show (years 1970 to 9999), so that its timestamp always
+/// has the `YYYYMMDDTHHMMSS` shape the signature needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SigningTime(OffsetDateTime);
 
-fn hmac(key: &[u8], data: &str) -> Vec<u8> {
-    // HMAC accepts keys of any length, so this cannot fail.
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any size");
-    mac.update(data.as_bytes());
-    mac.finalize().into_bytes().to_vec()
+impl SigningTime {
+    /// The time `unix_secs` seconds after the epoch; `None` past the year 9999.
+    pub fn from_unix(unix_secs: u64) -> Option<SigningTime> {
+        let secs = i64::try_from(unix_secs).ok()?;
+        let at = OffsetDateTime::from_unix_timestamp(secs).ok()?;
+        (at.year() <= 9999).then_some(SigningTime(at))
+    }
+
+    /// Now, in whole seconds (the epoch if the clock is before it).
+    pub fn now() -> SigningTime {
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        SigningTime::from_unix(secs).unwrap_or(SigningTime(OffsetDateTime::UNIX_EPOCH))
+    }
+
+    /// `YYYYMMDDTHHMMSS`, UTC.
+    pub fn timestamp(self) -> String {
+        let t = self.0;
+        format!(
+            "{}T{:02}{:02}{:02}",
+            self.date(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        )
+    }
+
+    /// `YYYYMMDD`, UTC: the date of the credential scope.
+    pub fn date(self) -> String {
+        let t = self.0;
+        format!("{:04}{:02}{:02}", t.year(), u8::from(t.month()), t.day())
+    }
+
+    fn system_time(self) -> SystemTime {
+        // Never before the epoch: from_unix takes unsigned seconds.
+        UNIX_EPOCH + Duration::from_secs(self.0.unix_timestamp().max(0).unsigned_abs())
+    }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// A UTC time as `YYYYMMDDTHHMMSS`, from seconds since the epoch.
-pub fn timestamp(unix_secs: u64) -> String {
-    let (year, month, day, h, m, s) = crate::model::duration::civil(unix_secs as i64);
-    format!("{year:04}{month:02}{day:02}T{h:02}{m:02}{s:02}")
+/// A UTC time as `YYYYMMDDTHHMMSS`, from seconds since the epoch; `None`
+/// past the year 9999.
+pub fn timestamp(unix_secs: u64) -> Option<String> {
+    SigningTime::from_unix(unix_secs).map(SigningTime::timestamp)
 }
 
 /// The canonical request for a Git connection to `path` on `host`.
@@ -42,19 +77,20 @@ pub fn canonical_request(host: &str, path: &str) -> String {
     format!("GIT\n{path}\n\nhost:{host}\n\nhost\n")
 }
 
-/// The password for `host` and `path` at `timestamp` (`YYYYMMDDTHHMMSS`).
-pub fn password(secret_key: &str, region: &str, host: &str, path: &str, timestamp: &str) -> String {
-    let date = &timestamp[..8];
-    let scope = format!("{date}/{region}/codecommit/aws4_request");
+/// The password for `host` and `path` signed at `at`: the timestamp, `Z`,
+/// and the SigV4 signature (key derived by `aws-sigv4`, as the SDK does).
+pub fn password(secret_key: &str, region: &str, host: &str, path: &str, at: SigningTime) -> String {
+    let timestamp = at.timestamp();
+    let scope = format!("{}/{region}/codecommit/aws4_request", at.date());
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{timestamp}\n{scope}\n{}",
-        hex(&Sha256::digest(canonical_request(host, path).as_bytes()))
+        hex::encode(Sha256::digest(canonical_request(host, path).as_bytes()))
     );
-    let k_date = hmac(format!("AWS4{secret_key}").as_bytes(), date);
-    let k_region = hmac(&k_date, region);
-    let k_service = hmac(&k_region, "codecommit");
-    let k_signing = hmac(&k_service, "aws4_request");
-    format!("{timestamp}Z{}", hex(&hmac(&k_signing, &string_to_sign)))
+    let key = generate_signing_key(secret_key, at.system_time(), region, "codecommit");
+    format!(
+        "{timestamp}Z{}",
+        calculate_signature(key, string_to_sign.as_bytes())
+    )
 }
 
 /// The user name: the access key id, with `%TOKEN` when there is a session token.
@@ -94,17 +130,13 @@ impl GitSigner {
     /// A fresh user name and password for one connection.
     pub fn credentials(&self) -> Result<(String, String)> {
         let creds = self.aws.credentials(&self.uri)?;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
         let user = username(creds.access_key_id(), creds.session_token());
         let password = password(
             creds.secret_access_key(),
             &self.region,
             &self.host,
             &self.path,
-            &timestamp(now),
+            SigningTime::now(),
         );
         Ok((user, password))
     }
@@ -117,11 +149,28 @@ mod tests {
     // 2017-12-24 11:53:20 UTC
     const T: u64 = 1_514_116_400;
 
+    fn at(secs: u64) -> SigningTime {
+        SigningTime::from_unix(secs).unwrap()
+    }
+
     #[test]
     fn timestamps_are_utc_basic_format() {
-        assert_eq!(timestamp(T), "20171224T115320");
-        assert_eq!(timestamp(0), "19700101T000000");
-        assert_eq!(timestamp(951_782_400), "20000229T000000");
+        assert_eq!(timestamp(T).as_deref(), Some("20171224T115320"));
+        assert_eq!(timestamp(0).as_deref(), Some("19700101T000000"));
+        assert_eq!(timestamp(951_782_400).as_deref(), Some("20000229T000000"));
+        assert_eq!(at(T).date(), "20171224");
+    }
+
+    #[test]
+    fn a_time_the_calendar_cannot_show_is_refused_not_sliced() {
+        // 9999-12-31T23:59:59Z is the last; after it, and far past i64, none.
+        assert_eq!(
+            timestamp(253_402_300_799).as_deref(),
+            Some("99991231T235959")
+        );
+        assert_eq!(timestamp(253_402_300_800), None);
+        assert_eq!(timestamp(u64::MAX), None);
+        assert_eq!(SigningTime::now().timestamp().len(), 15);
     }
 
     #[test]
@@ -131,7 +180,7 @@ mod tests {
             "/v1/repos/test_repo",
         );
         assert_eq!(
-            hex(&Sha256::digest(c.as_bytes())),
+            hex::encode(Sha256::digest(c.as_bytes())),
             "298a3d18fae21d0bc76a2c741f479faa2c874420a05f054ebe7a2c4f84d9c765"
         );
     }
@@ -143,7 +192,7 @@ mod tests {
             "us-west-2",
             "git-codecommit.us-west-2.amazonaws.com",
             "/v1/repos/test_repo",
-            &timestamp(T),
+            at(T),
         );
         assert_eq!(
             p,
@@ -158,7 +207,7 @@ mod tests {
             "us-west-2",
             "land.called.honahlee",
             "/v1/repos/test_repo",
-            &timestamp(T),
+            at(T),
         );
         assert_eq!(
             p,

@@ -9,7 +9,14 @@ use std::collections::BTreeMap;
 use git2::{FileMode, ObjectType, Oid, Repository, Tree};
 
 use crate::model::names::{is_lock_file_name, LockName, PoolPath};
-use crate::model::pool::BlobId;
+use crate::model::pool::{BlobId, CommitId};
+
+/// A libgit2 commit id as the model's: here, so that the model names no git2.
+impl From<Oid> for CommitId {
+    fn from(id: Oid) -> CommitId {
+        CommitId::from(id.to_string())
+    }
+}
 
 /// One edit: set the file at `path` (components) to a blob, or delete it.
 pub struct TreeEdit {
@@ -174,5 +181,54 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(unclaimed.len(), 1, "dotfiles are not locks");
+    }
+
+    /// The model checks branch names without libgit2; whatever it accepts,
+    /// libgit2 takes as `refs/heads/NAME` too (git's rules are the stricter
+    /// only for DEL, which libgit2 lets through).
+    #[test]
+    fn the_models_branch_names_are_ones_libgit2_accepts() {
+        use crate::model::names::check_branch_name;
+        let names = [
+            "main",
+            "release/1.x",
+            "a@b",
+            "@",
+            "ünï",
+            "a..b",
+            "a b",
+            "a~1",
+            "a^",
+            "a:b",
+            "a?",
+            "a*",
+            "a[b",
+            "a\\b",
+            "a\tb",
+            "a\nb",
+            "a@{1}",
+            "a.",
+            "/a",
+            "a/",
+            "a//b",
+            ".h",
+            "a/.b",
+            "x.lock",
+            "a/x.lock/b",
+            "a.lock.b",
+            "HEAD",
+            "-x",
+            "a/b/c",
+            "a\u{7f}",
+        ];
+        for name in names {
+            let ours = check_branch_name(name).is_ok();
+            let libgit2 = git2::Reference::is_valid_name(&format!("refs/heads/{name}"));
+            if name.contains('\u{7f}') {
+                assert!(!ours, "{name:?}");
+            } else {
+                assert_eq!(ours, libgit2, "{name:?}");
+            }
+        }
     }
 }
