@@ -44,7 +44,8 @@ source="{\"uri\": \"$work/locks.git\", \"branch\": \"main\", \"pool\": \"environ
 
 # step TITLE BINARY DIR REQUEST: runs one step as Concourse would.
 step() {
-    printf '\n== %s\n$ echo %s | %s %s\n' "$1" "$4" "$2" "${3:-}"
+    # Pasteable from the repository's root: `in` alone is a bash keyword.
+    printf "\n== %s\n\$ echo '%s' | %s/%s%s\n" "$1" "$4" "${bin#"$PWD"/}" "$2" "${3:+ $3}"
     local out status=0
     out=$(printf '%s' "$4" | "$bin/$2" ${3:+"$3"} 2>"$work/log") || status=$?
     sed 's/^/   | /' "$work/log"

@@ -162,6 +162,13 @@ pub enum Error {
         unconfirmed: Vec<String>,
     },
 
+    /// An error and what to do about it: the nearest existing name and the
+    /// list of what exists, or how to create what is missing. Added where
+    /// the store is at hand to look ([`crate::store::explain`]); match on
+    /// [`Error::root`] to see through it.
+    #[error("{error}; {hint}")]
+    Hinted { error: Box<Error>, hint: String },
+
     /// SIGINT or SIGTERM arrived.
     #[error(
         "interrupted by {signal} while {doing}; no lock was changed by this step after the signal"
@@ -175,7 +182,7 @@ impl Error {
     /// errors never are.
     pub fn is_retryable(&self) -> bool {
         matches!(
-            self,
+            self.root(),
             Error::Network { .. }
                 | Error::Api {
                     retryable: true,
@@ -195,6 +202,27 @@ impl Error {
             source = cause.source();
         }
         text
+    }
+
+    /// The error itself, under any [`Error::Hinted`] wrapping.
+    pub fn root(&self) -> &Error {
+        match self {
+            Error::Hinted { error, .. } => error.root(),
+            other => other,
+        }
+    }
+
+    /// This error with `hint` (what to do next) added; an empty hint adds
+    /// nothing.
+    pub fn hinted(self, hint: impl Into<String>) -> Error {
+        let hint = hint.into();
+        if hint.is_empty() {
+            return self;
+        }
+        Error::Hinted {
+            error: Box::new(self),
+            hint,
+        }
     }
 
     /// Shorthand for [`Error::BadRequest`].
@@ -219,6 +247,74 @@ fn unconfirmed_note(changes: &[String]) -> String {
         "; a push whose reply was lost may still have landed, so this build may hold {}: run the put again with idempotent: true to get it back (its commit carries this build's Pool-Resource-Build-Id), or release it",
         changes.join(" and ")
     )
+}
+
+/// How many names a hint lists before `... and N more`.
+const LISTED: usize = 10;
+
+/// The name among `known` nearest to `wanted`, if it is close enough to be
+/// a typo of it: at most two edits (one for names of up to four
+/// characters), or `wanted` differing only in case.
+pub fn nearest<'a>(wanted: &str, known: &'a [String]) -> Option<&'a str> {
+    let len = wanted.chars().count();
+    let allowed = if len <= 4 { 1 } else { 2 };
+    known
+        .iter()
+        // Cheap first: a name longer or shorter by more than the allowed
+        // edits cannot be within them, and a huge name must not cost seconds.
+        .filter(|k| len.abs_diff(k.chars().count()) <= allowed && k.as_str() != wanted)
+        .map(|k| {
+            let d = if k.eq_ignore_ascii_case(wanted) {
+                0
+            } else {
+                edit_distance(wanted, k)
+            };
+            (d, k.as_str())
+        })
+        .filter(|(d, _)| *d <= allowed)
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Edits from `a` to `b`, a swap of two neighbours counting as one
+/// (`mian` is one edit from `main`): the optimal string alignment distance.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // Rows i-2, i-1 and i of the distance table.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut cur = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (prev[j - 1] + cost).min(prev[j] + 1).min(cur[j - 1] + 1);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(before[j - 2] + 1);
+            }
+            cur[j] = d;
+        }
+        before = std::mem::replace(&mut prev, cur);
+    }
+    prev[b.len()]
+}
+
+/// The hint for an unknown name: `did you mean "staging"? ` when one is
+/// close, then `what: a, b, c` (at most [`LISTED`] names, each shortened),
+/// or `none` when nothing exists.
+pub fn name_hint(wanted: &str, known: &[String], what: &str, none: &str) -> String {
+    if known.is_empty() {
+        return none.to_string();
+    }
+    let mut listed: Vec<String> = known.iter().take(LISTED).map(|k| shortened(k)).collect();
+    if known.len() > LISTED {
+        listed.push(format!("... and {} more", known.len() - LISTED));
+    }
+    let list = format!("{what}: {}", listed.join(", "));
+    match nearest(wanted, known) {
+        Some(near) => format!("did you mean {}? ({list})", quoted(near)),
+        None => list,
+    }
 }
 
 /// How many characters of a value a message shows.
@@ -278,3 +374,36 @@ impl Cause {
 
 /// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_typo_finds_the_name_it_was_meant_to_be() {
+        let known = names(&["qa", "staging", "production"]);
+        assert_eq!(nearest("stagin", &known), Some("staging"));
+        assert_eq!(nearest("prodcution", &known), Some("production"));
+        assert_eq!(nearest("QA", &known), Some("qa"));
+        assert_eq!(nearest("mian", &names(&["main"])), Some("main"));
+        assert_eq!(nearest("master", &names(&["main"])), None);
+        assert_eq!(nearest("qa", &known), None, "an exact name is no typo");
+    }
+
+    #[test]
+    fn a_hint_lists_what_exists_cut_at_ten() {
+        let many: Vec<String> = (0..25).map(|i| format!("lock-{i:02}")).collect();
+        let hint = name_hint("nope", &many, "its locks", "none");
+        assert!(hint.starts_with("its locks: lock-00, lock-01,"), "{hint}");
+        assert!(hint.ends_with("lock-09, ... and 15 more"), "{hint}");
+        assert_eq!(name_hint("x", &[], "its locks", "no locks"), "no locks");
+        assert_eq!(
+            name_hint("envz", &names(&["envs", "ops"]), "pools", "none"),
+            "did you mean \"envs\"? (pools: envs, ops)"
+        );
+    }
+}

@@ -404,6 +404,68 @@ fn chromium_shows_build_links_timeline_bars_hostile_names_as_text_and_a_later_cl
     assert!(dom.contains("staging: main/app/deploy #8 for "), "{dom}");
 }
 
+/// A lock an operator only added reads "Created by", one a build gave
+/// back "Released by"; once the pool is held, its free locks read as not
+/// takeable, with the hold's reason, instead of a green "free".
+#[test]
+fn chromium_says_created_by_for_an_added_lock_and_not_takeable_for_free_locks_of_a_held_pool() {
+    let test = "serve::chromium_says_created_by_for_an_added_lock_and_not_takeable_for_free_locks_of_a_held_pool";
+    let Some(exe) = chromium() else {
+        skip(test, "chromium is not installed (ci/test.sh installs it)");
+        return;
+    };
+    let repo = LockRepo::new("main");
+    let src = source(&repo.path().display().to_string(), "main", POOL);
+    pool(&src, &["--as", "ops", "init", "qa", "staging"]).assert_success();
+    let env = build("7");
+    let inputs = Inputs::new();
+    put(&src, json!({"claim": "qa"}), &inputs, &env_refs(&env));
+    inputs.lock("held", "qa", b"");
+    put(&src, json!({"release": "held"}), &inputs, &env_refs(&env));
+    let server = Server::start(&repo.path().display().to_string(), "1s");
+    server.wait_for_status("qa released", |s| lock(s, "qa")["state"] == "unclaimed");
+
+    let dom = run_chromium(exe, &["--dump-dom"], &server.url("/"));
+    assert!(
+        dom.contains("Created by ops"),
+        "staging was only created:\n{dom}"
+    );
+    assert!(!dom.contains("Released by ops"), "{dom}");
+    assert!(
+        dom.contains("Released by <a"),
+        "qa was released by build 7:\n{dom}"
+    );
+    assert_eq!(dom.matches("○ free<").count(), 2, "{dom}");
+    assert!(!dom.contains("not takeable"), "{dom}");
+
+    pool(
+        &src,
+        &["--as", "ops", "hold", "--reason", "platform upgrade"],
+    )
+    .assert_success();
+    server.wait_for_status("the hold", |s| !s["pools"][0]["hold"].is_null());
+    let dom = run_chromium(exe, &["--dump-dom"], &server.url("/"));
+    assert_eq!(
+        dom.matches("○ free, not takeable").count(),
+        2,
+        "both free locks of the held pool are not takeable:\n{dom}"
+    );
+    assert!(
+        !dom.contains("○ free<"),
+        "a free lock of a held pool reads as takeable:\n{dom}"
+    );
+    assert!(
+        dom.contains(r#"class="lock held""#) && dom.contains(r#"class="state held""#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(
+            "The pool is held by ops: platform upgrade; acquire and claim wait until it is unheld."
+        ),
+        "the card does not say why:\n{dom}"
+    );
+}
+
 #[test]
 #[ignore = "needs promtool: run by ci/test.sh with --include-ignored"]
 fn metrics_pass_promtool_and_match_the_repository() {

@@ -13,6 +13,7 @@ mod faults;
 mod get;
 mod hostile;
 mod image;
+mod newcomer;
 mod ops;
 mod pipelines;
 mod protocol;

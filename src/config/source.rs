@@ -379,12 +379,28 @@ fn codecommit_https(
     format!("https://{host}/v1/repos/{}", cc.name)
 }
 
+/// The error of a string `source.FIELD` that is not a Go duration. A
+/// quoted bare number (`"10"`) says how to write what was meant: a bare
+/// number is nanoseconds only as a JSON number.
+fn duration_error(field: &str, text: &str, error: &str) -> Error {
+    let n = text.trim();
+    let bare = !n.is_empty() && n.len() <= 12 && n.bytes().all(|b| b.is_ascii_digit());
+    let note = if bare {
+        format!(
+            "; a bare number means nanoseconds only as a JSON number, not a string: write {field}: {n}s for {n} seconds, or {field}: {n}000000000 unquoted"
+        )
+    } else {
+        String::new()
+    };
+    Error::bad_request(format!("invalid payload: source.{field}: {error}{note}"))
+}
+
 fn parse_retry_delay(value: Option<Value>) -> Result<Duration> {
     let delay = match value {
         None => Duration::ZERO,
         Some(Value::String(s)) if s.is_empty() => Duration::ZERO,
         Some(Value::String(s)) => parse_go_duration(&s)
-            .map_err(|e| Error::bad_request(format!("invalid payload: source.retry_delay: {e}")))?,
+            .map_err(|e| duration_error("retry_delay", &s, &e))?,
         Some(Value::Number(n)) => match n.as_u64() {
             Some(nanos) => Duration::from_nanos(nanos),
             None => {
@@ -410,9 +426,9 @@ fn parse_expire_after(value: Option<Value>) -> Result<Option<Duration>> {
     let expiry = match value {
         None => return Ok(None),
         Some(Value::String(s)) if s.is_empty() => return Ok(None),
-        Some(Value::String(s)) => parse_go_duration(&s).map_err(|e| {
-            Error::bad_request(format!("invalid payload: source.expire_after: {e}"))
-        })?,
+        Some(Value::String(s)) => {
+            parse_go_duration(&s).map_err(|e| duration_error("expire_after", &s, &e))?
+        }
         Some(Value::Number(n)) => match n.as_u64() {
             Some(nanos) => Duration::from_nanos(nanos),
             None => {

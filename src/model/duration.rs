@@ -46,7 +46,23 @@ pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            "" => return Err(format!("invalid duration {}: missing unit", shown())),
+            "" => {
+                // `"3"` reads best as `"3s"`; in `"1m30"` the example is
+                // the whole, not the last number.
+                let examples = if num == s {
+                    format!(
+                        "{}, {}",
+                        quoted(&format!("{num}s")),
+                        quoted(&format!("{num}m"))
+                    )
+                } else {
+                    "\"10s\", \"4h\"".to_string()
+                };
+                return Err(format!(
+                    "invalid duration {}: missing unit (write it as {examples} or \"1m30s\"; units ns, us, ms, s, m, h)",
+                    shown(),
+                ));
+            }
             other => {
                 return Err(format!(
                     "invalid duration {}: unknown unit {}",

@@ -19,13 +19,13 @@ use crate::error::{Error, Result};
 use crate::model::duration::{ago, now_unix, utc};
 use crate::model::message::{commit_message, operator_trailers, Parsed, Trailer, Verb};
 use crate::model::names::{is_lock_file_name, LockName, PoolPath};
-use crate::model::pool::{plan, Hold, LockState, Operation, Plan, Single};
+use crate::model::pool::{plan, Hold, LockState, Operation, Plan, Single, Wait};
+use crate::store::explain::explain;
+pub use crate::store::explain::{find_pools, POOL_SEARCH_DEPTH};
 use crate::store::seam::{CommitMeta, CommitOutcome, FileEdit, LockStore};
 
 /// How many commits `status` looks back at most.
 pub const STATUS_LOOKBACK: usize = 1000;
-/// How deep under the root `status` looks for pools when none is named.
-pub const POOL_SEARCH_DEPTH: usize = 4;
 /// Lost races tolerated by one operator command.
 const MAX_RACES: u32 = 20;
 
@@ -107,6 +107,10 @@ pub enum Since {
         utc: String,
         /// Who made it.
         by: Actor,
+        /// What it did to the lock (claimed, released, added, updated it):
+        /// for the page's words, not in the JSON.
+        #[serde(skip)]
+        verb: Verb,
     },
     /// Beyond the look-back: before the oldest commit seen.
     Before {
@@ -212,45 +216,17 @@ fn lock_dirs(
     Ok(found.then_some(locks))
 }
 
-/// The pools on the branch at `tip`: directories with a `claimed` or an
-/// `unclaimed` folder, outside dot-directories, at most
-/// [`POOL_SEARCH_DEPTH`] deep.
-pub fn find_pools(store: &mut dyn LockStore, tip: &str) -> Result<Vec<String>> {
-    let mut pools = Vec::new();
-    let mut queue = vec![(String::new(), 0)];
-    while let Some((dir, depth)) = queue.pop() {
-        let Some(entries) = store.list_folder(tip, &dir)? else {
-            continue;
-        };
-        let sub: Vec<&str> = entries
-            .iter()
-            .filter(|e| e.is_dir && !e.name.starts_with('.'))
-            .map(|e| e.name.as_str())
-            .collect();
-        if !dir.is_empty() && sub.iter().any(|s| *s == "claimed" || *s == "unclaimed") {
-            pools.push(dir);
-            continue;
-        }
-        if depth < POOL_SEARCH_DEPTH {
-            for s in sub {
-                let path = if dir.is_empty() {
-                    s.to_string()
-                } else {
-                    format!("{dir}/{s}")
-                };
-                queue.push((path, depth + 1));
-            }
+fn tip_of(store: &mut dyn LockStore, branch: &str) -> Result<String> {
+    match store.branch_tip()? {
+        Some(tip) => Ok(tip),
+        None => {
+            let missing = Error::BranchNotFound {
+                branch: branch.to_string(),
+                uri: "the lock repository".into(),
+            };
+            Err(explain(store, missing))
         }
     }
-    pools.sort();
-    Ok(pools)
-}
-
-fn tip_of(store: &mut dyn LockStore, branch: &str) -> Result<String> {
-    store.branch_tip()?.ok_or_else(|| Error::BranchNotFound {
-        branch: branch.to_string(),
-        uri: "the lock repository".into(),
-    })
 }
 
 /// Whether `commit` changed the file at `path` (compared with its parent).
@@ -276,11 +252,12 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
     let mut open: BTreeMap<(String, LockName), LockState> = BTreeMap::new();
     for name in &names {
         let Some(locks) = lock_dirs(store, &tip, name)? else {
-            return Err(Error::PoolNotFound {
+            let missing = Error::PoolNotFound {
                 pool: name.clone(),
                 branch: branch.to_string(),
                 uri: "the lock repository".into(),
-            });
+            };
+            return Err(explain(store, missing));
         };
         for (lock, state) in locks {
             open.insert((name.clone(), lock), state);
@@ -357,6 +334,7 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
                             time: c.time,
                             utc: utc(c.time),
                             by: Actor::of(c),
+                            verb,
                         },
                     );
                 }
@@ -691,7 +669,7 @@ pub fn change_lock(
     let mut wait = wait;
     let mut races = 0;
     loop {
-        let snap = store.snapshot()?;
+        let snap = store.snapshot().map_err(|e| explain(store, e))?;
         match op {
             Operation::Single(Single::Release(lock)) if snap.claimed.contains_key(lock) => {
                 let claim = claim_of(store, &snap.tip, pool, lock)?;
@@ -715,7 +693,8 @@ pub fn change_lock(
             }
             _ => {}
         }
-        let change = match plan(op, &snap, pool, &mut |n| fastrand::usize(..n))? {
+        let planned = plan(op, &snap, pool, &mut |n| fastrand::usize(..n));
+        let change = match planned.map_err(|e| explain(store, e))? {
             Plan::Commit(change) => change,
             Plan::Satisfied(_) => {
                 return Ok(Done {
@@ -723,14 +702,14 @@ pub fn change_lock(
                     lines: vec!["nothing to do".into()],
                 })
             }
-            Plan::Wait(why) => {
-                let why = why.describe(pool);
+            Plan::Wait(waits_for) => {
+                let why = waits_for.describe(pool);
                 match wait.as_mut() {
                     Some(w) => {
                         w(&why)?;
                         continue;
                     }
-                    None => return Err(Error::bad_request(format!("{}: {why}", op.param()))),
+                    None => return Err(refusal(store, &snap.tip, pool, op, &waits_for, why)),
                 }
             }
         };
@@ -742,6 +721,39 @@ pub fn change_lock(
             return Ok(done);
         }
     }
+}
+
+/// Why a change that would have to wait was refused, and the way out:
+/// for a claimed lock who holds it and since when, then `--wait`.
+fn refusal(
+    store: &mut dyn LockStore,
+    tip: &str,
+    pool: &PoolPath,
+    op: &Operation,
+    waits_for: &Wait,
+    why: String,
+) -> Error {
+    let (why, until) = match waits_for {
+        Wait::Claimed(lock) => {
+            let holder = match claim_of(store, tip, pool, lock) {
+                Ok(Some(c)) => format!(
+                    " by {} since {} (for {})",
+                    Actor::of(&c).describe(),
+                    utc(c.time),
+                    ago(c.time, now_unix())
+                ),
+                Ok(None) => format!(" since before the last {STATUS_LOOKBACK} commits"),
+                Err(_) => String::new(),
+            };
+            (format!("{why}{holder}"), "until it is released")
+        }
+        Wait::Held(_) => (why, "until the pool is unheld (pool unhold)"),
+        _ => (why, "until it can be done"),
+    };
+    Error::bad_request(format!(
+        "{}: {why}; add --wait to wait {until}, or see who holds what with pool status",
+        op.param()
+    ))
 }
 
 /// What an operator's commit attempt came to: done, or `None` to look
@@ -775,7 +787,7 @@ pub fn set_hold(
 ) -> Result<Done> {
     let mut races = 0;
     loop {
-        let snap = store.snapshot()?;
+        let snap = store.snapshot().map_err(|e| explain(store, e))?;
         let path = Hold::path(pool);
         let (subject, content) = match (&snap.hold, hold) {
             (Some(h), true) => {

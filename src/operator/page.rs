@@ -14,6 +14,7 @@ use maud::{html, Markup, PreEscaped, DOCTYPE};
 use sha2::{Digest, Sha256};
 
 use crate::model::duration::{ago, utc};
+use crate::model::message::Verb;
 use crate::model::names::{LockName, LockState};
 use crate::model::pool::Hold;
 use crate::operator::ops::{Actor, Interval, LockStatus, PoolStatus, Since};
@@ -78,10 +79,10 @@ nav a{margin-right:.75rem}nav a[aria-current]{font-weight:700;text-decoration:no
 .hold{background:var(--holdbg);border-left:4px solid var(--hold);padding:.5rem .75rem;overflow-wrap:anywhere}
 .locks{display:grid;grid-template-columns:repeat(auto-fill,minmax(17rem,1fr));gap:.6rem}
 .lock{background:var(--card);border:1px solid var(--line);border-left:6px solid var(--free);border-radius:6px;padding:.5rem .75rem;min-width:0}
-.lock.claimed{border-left-color:var(--claimed)}
+.lock.claimed{border-left-color:var(--claimed)}.lock.held{border-left-color:var(--hold)}
 .name{font-weight:600;overflow-wrap:anywhere;font-family:ui-monospace,SFMono-Regular,Menlo,monospace}
 .state{font-weight:700;font-size:.85rem;text-transform:uppercase;letter-spacing:.03em}
-.state.claimed{color:var(--claimed)}.state.unclaimed{color:var(--free)}
+.state.claimed{color:var(--claimed)}.state.unclaimed{color:var(--free)}.state.held{color:var(--hold)}
 .who{overflow-wrap:anywhere}
 details{margin-top:.25rem}summary{cursor:pointer;color:var(--muted);font-size:.9rem}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:.8rem;margin:.25rem 0;max-height:16rem;overflow:auto}
@@ -290,19 +291,46 @@ fn actor(by: &Actor) -> Markup {
     }
 }
 
+/// How a lock card names the commit that put the lock in its state.
+fn made_by(verb: Verb) -> &'static str {
+    match verb {
+        Verb::Claiming => "Held by ",
+        Verb::AddingClaimed => "Created claimed by ",
+        Verb::Unclaiming => "Released by ",
+        Verb::AddingUnclaimed => "Created by ",
+        Verb::Updating => "Updated by ",
+        // A removed lock is not on the page; the words are for completeness.
+        Verb::Removing => "Removed by ",
+    }
+}
+
 fn lock_card(read: &Read, pool: &PoolStatus, lock: &LockStatus, now: i64) -> Markup {
     let claimed = lock.state == LockState::Claimed;
+    // A free lock of a held pool cannot be taken: acquire and claim wait.
+    let held = pool.hold.as_ref().filter(|_| !claimed);
+    let class = if held.is_some() { "held" } else { lock.state.dir() };
     let metadata = read
         .metadata
         .get(&(pool.pool.clone(), lock.name.to_string()));
     html! {
-        div class={ "lock " (lock.state) } {
+        div class={ "lock " (class) } {
             div.name { (lock.name) }
-            div { span class={ "state " (lock.state) } { @if claimed { "● claimed" } @else { "○ free" } } }
+            div {
+                span class={ "state " (class) } {
+                    @if claimed { "● claimed" } @else if held.is_some() { "○ free, not takeable" } @else { "○ free" }
+                }
+            }
+            @if let Some(hold) = held {
+                div.who {
+                    "The pool is held by " (hold.by)
+                    @if !hold.reason.is_empty() { ": " (hold.reason) }
+                    "; acquire and claim wait until it is unheld."
+                }
+            }
             @match &lock.since {
-                Since::Commit { time, by, .. } => {
+                Since::Commit { time, by, verb, .. } => {
                     div.who {
-                        @if claimed { "Held by " } @else { "Released by " }
+                        (made_by(*verb))
                         (actor(by))
                     }
                     div.muted {
@@ -445,6 +473,7 @@ mod tests {
                 time: 1000,
                 utc: utc(1000),
                 by: by.clone(),
+                verb: Verb::Claiming,
             },
             for_seconds: 60,
         };

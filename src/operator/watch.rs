@@ -15,6 +15,7 @@ use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::model::duration::now_unix;
 use crate::model::names::PoolPath;
+use crate::model::pool::Hold;
 use crate::operator::ops::{self, Interval, Status};
 use crate::store::seam::LockStore;
 
@@ -26,7 +27,7 @@ pub const METADATA_LIMIT: usize = 16 * 1024;
 /// One full read of a lock repository.
 #[derive(Clone, Debug)]
 pub struct Read {
-    /// Every pool on the branch.
+    /// The source's pool, else every pool on the branch.
     pub status: Status,
     /// Claims of the last [`HISTORY_KEPT`] seconds, newest first.
     pub history: Vec<Interval>,
@@ -125,6 +126,15 @@ pub fn read_all(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>
     })
 }
 
+/// The pool a source names, which `pool serve` shows alone as `pool
+/// status` does; `None` (every pool on the branch) for a source without
+/// `pool`, which the `pool` command fills with the holds' directory
+/// `.pool-resource`, where no pool can be.
+pub fn named_pool(source: &Source) -> Option<&PoolPath> {
+    let holds = Hold::DIR.split('/').next().unwrap_or_default();
+    (source.pool.as_str() != holds).then_some(&source.pool)
+}
+
 /// Opens a store for a [`Watcher`] (the backend the resource would use).
 pub type Opener = Box<dyn FnMut(&Source) -> Result<Box<dyn LockStore>> + Send>;
 
@@ -175,7 +185,11 @@ impl Watcher {
         if self.tip.as_deref() == Some(tip.as_str()) {
             return Ok(None);
         }
-        let read = read_all(store.as_mut(), &self.source.branch, None)?;
+        let read = read_all(
+            store.as_mut(),
+            &self.source.branch,
+            named_pool(&self.source),
+        )?;
         self.tip = Some(read.status.tip.clone());
         Ok(Some(read))
     }

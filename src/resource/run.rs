@@ -7,7 +7,6 @@
 //! and exit with status 1.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::config::{self, raw_secrets, Source};
@@ -18,6 +17,7 @@ use crate::process::retry::Backoff;
 use crate::process::signal::Interrupt;
 use crate::resource::protocol::{BuildInfo, CheckFrom, RawRequest, Version, MAX_REQUEST_BYTES};
 use crate::resource::{check, get, put};
+use crate::store::explain::explain;
 use crate::store::git::Purpose;
 use crate::store::open::open_store;
 
@@ -75,7 +75,13 @@ pub fn run(
     let dir = match (command, args) {
         (Command::Check, []) => None,
         (Command::Check, _) => return Err(Error::Usage("check takes no arguments".into())),
-        (_, [dir]) => Some(PathBuf::from(dir)),
+        // Absolute once, here: libgit2's checkout resolves a relative target
+        // directory against the repository, not the working directory, so
+        // `in rel/lock` wrote into `rel/lock/rel/lock` and failed.
+        (_, [dir]) => Some(
+            std::path::absolute(dir)
+                .map_err(|e| Error::io(format!("could not resolve the directory {dir:?}"), e))?,
+        ),
         (c, _) => {
             let what = if c == Command::In {
                 "DESTINATION"
@@ -106,14 +112,16 @@ pub fn run(
         Command::Check => {
             config::parse_check(&request)?;
             let mut store = open_store(&source, Purpose::Check, log, interrupt)?;
-            let versions = check::run(store.as_mut(), since, log)?;
+            let versions =
+                check::run(store.as_mut(), since, log).map_err(|e| explain(store.as_mut(), e))?;
             to_json(&versions)
         }
         Command::In => {
             let params = config::parse_get(&request)?;
             let dest = dir.unwrap_or_default();
             let mut store = open_store(&source, Purpose::Get, log, interrupt)?;
-            let response = get::run(store.as_mut(), &source, version, &params, &dest, log)?;
+            let response = get::run(store.as_mut(), &source, version, &params, &dest, log)
+                .map_err(|e| explain(store.as_mut(), e))?;
             to_json(&response)
         }
         Command::Out => {
@@ -135,7 +143,8 @@ pub fn run(
                 idempotent: params.idempotent,
                 fence: params.fence.as_deref(),
             };
-            let response = put::run(store.as_mut(), &params.op, &ctx)?;
+            let response = put::run(store.as_mut(), &params.op, &ctx)
+                .map_err(|e| explain(store.as_mut(), e))?;
             to_json(&response)
         }
     }

@@ -282,6 +282,13 @@ pub trait LockStore {
         edits: &[FileEdit],
         message: &str,
     ) -> Result<CommitOutcome>;
+
+    /// The repository's branches, by name, for the hint of a branch that
+    /// does not exist. Asked only on that error path; a backend that
+    /// cannot list them says none.
+    fn branches(&mut self) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 #[cfg(test)]

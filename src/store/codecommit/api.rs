@@ -187,7 +187,10 @@ impl CodeCommitStore {
             },
             Some("RepositoryDoesNotExistException") => Error::Repository {
                 what: format!("repository {:?} not found in {}", self.repo, self.region),
-                detail: f.detail,
+                detail: format!(
+                    "{}; create it with `aws codecommit create-repository --repository-name {} --region {}`, then `pool --pool POOL init LOCK...` makes the branch and a pool in it",
+                    f.detail, self.repo, self.region
+                ),
             },
             Some("BranchDoesNotExistException") => Error::BranchNotFound {
                 branch: self.branch.clone(),
@@ -818,6 +821,22 @@ impl LockStore for CodeCommitStore {
             Err(Error::BranchNotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    fn branches(&mut self) -> Result<Vec<String>> {
+        // One page (up to 100 names) is plenty for a hint.
+        let out = self
+            .aws
+            .block_on(
+                self.client
+                    .list_branches()
+                    .repository_name(&self.repo)
+                    .send(),
+            )
+            .map_err(|e| self.error("ListBranches", failure(e)))?;
+        let mut names = out.branches().to_vec();
+        names.sort();
+        Ok(names)
     }
 
     fn peek_tip(&mut self) -> Result<Option<String>> {

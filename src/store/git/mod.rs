@@ -403,12 +403,21 @@ impl GitStore {
 }
 
 fn open_local(path: &Path, branch: &str) -> Result<Repository> {
-    let repo = Repository::open(path).map_err(|source| Error::Git {
-        what: format!(
-            "could not open the lock repository {}",
-            crate::error::shortened(&path.display().to_string())
-        ),
-        source,
+    let repo = Repository::open(path).map_err(|source| {
+        let shown = crate::error::shortened(&path.display().to_string());
+        let hint = if source.code() != git2::ErrorCode::NotFound {
+            String::new()
+        } else if path.exists() {
+            format!(": {shown} is not a git repository; a lock repository is made with `git init --bare`, then `pool --pool POOL init LOCK...`")
+        } else {
+            format!(
+                ": there is nothing at {shown}; create it with `git init --bare {shown}`, then `pool --pool POOL init LOCK...` makes branch {branch:?} and a pool in it"
+            )
+        };
+        Error::Git {
+            what: format!("could not open the lock repository {shown}{hint}"),
+            source,
+        }
     })?;
     if !repo.is_bare() {
         let head = repo
@@ -691,6 +700,30 @@ impl LockStore for GitStore {
                 dest.display()
             )))?;
         Ok(())
+    }
+
+    fn branches(&mut self) -> Result<Vec<String>> {
+        let mut names = match &self.access {
+            Access::Local => {
+                let mut names = Vec::new();
+                for branch in self
+                    .repo
+                    .branches(Some(git2::BranchType::Local))
+                    .map_err(git_error("could not list the branches"))?
+                {
+                    let (branch, _) = branch.map_err(git_error("could not list the branches"))?;
+                    if let Ok(Some(name)) = branch.name() {
+                        names.push(name.to_string());
+                    }
+                }
+                names
+            }
+            Access::Remote { remote, .. } => {
+                remote.list_branches(&self.repo, "listing the lock repository's branches")?
+            }
+        };
+        names.sort();
+        Ok(names)
     }
 
     fn branch_tip(&mut self) -> Result<Option<String>> {

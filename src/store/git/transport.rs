@@ -479,6 +479,27 @@ impl Remote {
         result.map_err(|e: git2::Error| self.classify(e, &state.borrow(), what))
     }
 
+    /// The branch names the server advertises (`refs/heads/*`), as
+    /// `git ls-remote --heads` lists them: for the hint of a branch that
+    /// does not exist.
+    pub fn list_branches(&self, repo: &Repository, what: &str) -> Result<Vec<String>> {
+        let state = RefCell::new(CallState::default());
+        let result = (|| {
+            let mut remote = repo.remote_anonymous(&self.url)?;
+            let conn = remote.connect_auth(
+                git2::Direction::Fetch,
+                Some(self.callbacks(&state)),
+                Some(self.proxy_options()),
+            )?;
+            Ok(conn
+                .list()?
+                .iter()
+                .filter_map(|h| h.name().strip_prefix("refs/heads/").map(String::from))
+                .collect())
+        })();
+        result.map_err(|e: git2::Error| self.classify(e, &state.borrow(), what))
+    }
+
     /// Pushes `local_ref` (commit `new`) to the branch, only if the remote branch is still at
     /// `expected_old` (checked in the push negotiation, and by the server's
     /// fast-forward rule).
