@@ -440,6 +440,7 @@ mod tests {
                 by: by.clone(),
             },
             for_seconds: 60,
+            build_status: None,
         };
         let status = Status {
             branch: "main".into(),
@@ -466,6 +467,7 @@ mod tests {
             released_at: None,
             released_by: None,
             seconds: 60,
+            build_status: None,
         }];
         let mut md = BTreeMap::new();
         md.insert(("envs".to_string(), name.to_string()), metadata.to_string());
