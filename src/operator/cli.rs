@@ -42,10 +42,15 @@ commands:
   release LOCK                 a build's claim needs --force --reason TEXT
   hold --reason TEXT           acquire and claim wait until unhold
   unhold
-  reap --older-than D [--dry-run]";
+  reap --older-than D [--dry-run]
+  reap --dead [--grace D] [--finished] [--missing] [--dry-run]
+                               release claims whose Concourse build ended failed, errored or aborted
+                               over --grace ago (default 5m); --finished: succeeded too; --missing: 404 too
+Concourse access (status, history, serve, reap --dead): --concourse-url URL (else each claim's),
+  --fly-target NAME (~/.flyrc), or CONCOURSE_TOKEN, or CONCOURSE_USERNAME and CONCOURSE_PASSWORD";
 
 /// Options that take a value.
-const VALUED: [&str; 12] = [
+const VALUED: [&str; 15] = [
     "--source",
     "--uri",
     "--branch",
@@ -58,15 +63,34 @@ const VALUED: [&str; 12] = [
     "--html",
     "--listen",
     "--refresh",
+    "--grace",
+    "--concourse-url",
+    "--fly-target",
 ];
 /// Flags.
-const FLAGS: [&str; 6] = [
+const FLAGS: [&str; 9] = [
     "--json",
     "--force",
     "--wait",
     "--claimed",
     "--dry-run",
     "--help",
+    "--dead",
+    "--finished",
+    "--missing",
+];
+/// How `status`, `history`, `serve` and `reap --dead` reach Concourse.
+const CONCOURSE: [&str; 2] = ["--concourse-url", "--fly-target"];
+/// What `reap` takes.
+const REAP: [&str; 8] = [
+    "--older-than",
+    "--dry-run",
+    "--dead",
+    "--grace",
+    "--finished",
+    "--missing",
+    CONCOURSE[0],
+    CONCOURSE[1],
 ];
 /// Options every command takes.
 const GLOBAL: [&str; 7] = [
@@ -131,16 +155,16 @@ impl Invocation {
             .ok_or_else(|| Error::Usage(format!("no command\n{USAGE}")))?;
         inv.args = positional.collect();
         let (allowed, min, max): (&[&str], usize, usize) = match inv.command.as_str() {
-            "status" => (&["--json", "--html"], 0, 0),
-            "serve" => (&["--listen", "--refresh"], 0, 0),
-            "history" => (&["--json", "--since"], 0, 1),
+            "status" => (&["--json", "--html", CONCOURSE[0], CONCOURSE[1]], 0, 0),
+            "serve" => (&["--listen", "--refresh", CONCOURSE[0], CONCOURSE[1]], 0, 0),
+            "history" => (&["--json", "--since", CONCOURSE[0], CONCOURSE[1]], 0, 1),
             "init" => (&[], 0, usize::MAX),
             "add" => (&["--claimed", "--metadata"], 1, 1),
             "remove" => (&["--force"], 1, 1),
             "claim" => (&["--wait"], 1, 1),
             "release" => (&["--force"], 1, 1),
             "hold" | "unhold" => (&[], 0, 0),
-            "reap" => (&["--older-than", "--dry-run"], 0, 0),
+            "reap" => (&REAP, 0, 0),
             other => return Err(Error::Usage(format!("unknown command {other:?}\n{USAGE}"))),
         };
         let given = inv.values.keys().copied().chain(inv.flags.iter().copied());
@@ -168,8 +192,25 @@ impl Invocation {
         if needs_reason && inv.value("--reason").is_none() {
             return Err(Error::Usage(format!("{} needs --reason TEXT", inv.command)));
         }
-        if inv.command == "reap" && inv.value("--older-than").is_none() {
-            return Err(Error::Usage("reap needs --older-than DURATION".into()));
+        if inv.command == "reap" && inv.value("--older-than").is_some() == inv.flag("--dead") {
+            return Err(Error::Usage(
+                "reap needs --older-than DURATION or --dead (not both)".into(),
+            ));
+        }
+        let dead_only = [
+            "--grace",
+            "--finished",
+            "--missing",
+            CONCOURSE[0],
+            CONCOURSE[1],
+        ];
+        if inv.command == "reap" && !inv.flag("--dead") {
+            if let Some(opt) = dead_only
+                .iter()
+                .find(|o| inv.value(o).is_some() || inv.flag(o))
+            {
+                return Err(Error::Usage(format!("reap takes {opt} only with --dead")));
+            }
         }
         Ok(inv)
     }
@@ -344,8 +385,13 @@ fn serve(
             Box::new(move |s: &Source| open_store(s, Purpose::Put, &log, &interrupt));
         sources.push((source, open));
     }
-    let config = crate::operator::serve::Config { listen, refresh };
-    crate::operator::serve::serve(&config, sources, log, interrupt)?;
+    let builds = concourse_builds(inv, env, log, interrupt)?;
+    let config = crate::operator::serve::Config {
+        listen,
+        refresh,
+        builds,
+    };
+    crate::operator::serve::serve(config, sources, log, interrupt)?;
     Ok(None)
 }
 
@@ -376,14 +422,20 @@ pub fn run(
     };
     let done = match inv.command.as_str() {
         "status" => {
+            let mut builds = concourse_builds(&inv, env, log, interrupt)?;
             let st = match inv.value("--html") {
-                None => ops::status(store, &source.branch, pool_given.then_some(pool))?,
+                None => {
+                    let mut st = ops::status(store, &source.branch, pool_given.then_some(pool))?;
+                    annotate(builds.as_mut(), &mut st, log);
+                    st
+                }
                 Some(file) => {
-                    let read = crate::operator::watch::read_all(
+                    let mut read = crate::operator::watch::read_all(
                         store,
                         &source.branch,
                         pool_given.then_some(pool),
                     )?;
+                    annotate(builds.as_mut(), &mut read.status, log);
                     write_page(&source, read.clone(), file, log)?;
                     read.status
                 }
@@ -409,7 +461,13 @@ pub fn run(
             };
             let lock = inv.args.first().map(String::as_str);
             let since = now_unix() - since.as_secs() as i64;
-            let h = ops::history(store, &source.branch, &pools, lock, since)?;
+            let mut h = ops::history(store, &source.branch, &pools, lock, since)?;
+            if let Some(b) = concourse_builds(&inv, env, log, interrupt)?.as_mut() {
+                b.annotate_history(&mut h);
+                for w in crate::operator::concourse::warnings(b) {
+                    log.warn(w);
+                }
+            }
             return Ok(Some(if json {
                 serde_json::to_string_pretty(&h).unwrap_or_default()
             } else {
@@ -461,6 +519,35 @@ pub fn run(
         }
         "hold" => ops::set_hold(store, pool, &who, true)?,
         "unhold" => ops::set_hold(store, pool, &who, false)?,
+        "reap" if inv.flag("--dead") => {
+            let Some(mut builds) = concourse_builds(&inv, env, log, interrupt)? else {
+                return Err(Error::Usage(
+                    "reap --dead needs Concourse access: CONCOURSE_TOKEN, CONCOURSE_USERNAME and CONCOURSE_PASSWORD, --fly-target NAME, or --concourse-url URL".into(),
+                ));
+            };
+            let grace = inv.duration("--grace")?.unwrap_or(Duration::from_secs(300));
+            let policy = crate::operator::concourse::build::DeadPolicy {
+                grace: grace.as_secs() as i64,
+                finished: inv.flag("--finished"),
+                missing: inv.flag("--missing"),
+            };
+            let url = builds.client_mut().access().url.clone();
+            ops::reap_dead(
+                store,
+                &source.branch,
+                pool,
+                policy,
+                inv.flag("--dry-run"),
+                &who,
+                url.as_deref(),
+                // Every build is asked about before anything is released.
+                &mut |r| {
+                    builds.lookup(r).inspect_err(|_| {
+                        log.line("reap --dead: Concourse could not say whether the builds are alive, so nothing was released")
+                    })
+                },
+            )?
+        }
         "reap" => {
             let older = inv.duration("--older-than")?.unwrap_or_default();
             ops::reap(
@@ -514,12 +601,45 @@ fn write_page(
     Ok(())
 }
 
+/// The Concourse builds API, when `--concourse-url`, `--fly-target` or the
+/// environment configure it.
+fn concourse_builds(
+    inv: &Invocation,
+    env: &dyn Fn(&str) -> Option<String>,
+    log: &Log,
+    interrupt: &Interrupt,
+) -> Result<Option<crate::operator::concourse::Builds>> {
+    crate::operator::concourse::Builds::configure(
+        inv.value(CONCOURSE[0]),
+        inv.value(CONCOURSE[1]),
+        env,
+        log,
+        interrupt,
+    )
+}
+
+/// Adds the holders' build status to `st`, warning of what Concourse did not say.
+fn annotate(
+    builds: Option<&mut crate::operator::concourse::Builds>,
+    st: &mut ops::Status,
+    log: &Log,
+) {
+    if let Some(b) = builds {
+        b.annotate_status(st);
+        for w in crate::operator::concourse::warnings(b) {
+            log.warn(w);
+        }
+    }
+}
+
 fn render_history(h: &[ops::Interval]) -> String {
     let mut out = String::new();
+    let now = now_unix();
     for i in h {
-        let until = match i.released_at {
-            Some(t) => crate::model::duration::utc(t),
-            None => "still claimed".into(),
+        let until = match (i.released_at, &i.build_status) {
+            (Some(t), _) => crate::model::duration::utc(t),
+            (None, Some(b)) => format!("still claimed, build {}", b.describe(now)),
+            (None, None) => "still claimed".into(),
         };
         out.push_str(&format!(
             "{}/{}  {} → {}  ({})  by {}\n",

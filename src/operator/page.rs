@@ -82,6 +82,7 @@ nav a{margin-right:.75rem}nav a[aria-current]{font-weight:700;text-decoration:no
 .state{font-weight:700;font-size:.85rem;text-transform:uppercase;letter-spacing:.03em}
 .state.claimed{color:var(--claimed)}.state.unclaimed{color:var(--free)}
 .who{overflow-wrap:anywhere}
+.buildstate{font-size:.9rem;overflow-wrap:anywhere}.buildstate.dead{color:var(--claimed);font-weight:700}
 details{margin-top:.25rem}summary{cursor:pointer;color:var(--muted);font-size:.9rem}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:.8rem;margin:.25rem 0;max-height:16rem;overflow:auto}
 .tl-wrap{overflow-x:auto;background:var(--card);border:1px solid var(--line);border-radius:6px;margin-top:.6rem}
@@ -305,6 +306,13 @@ fn lock_card(read: &Read, pool: &PoolStatus, lock: &LockStatus, now: i64) -> Mar
                 }
                 Since::Before { time, .. } => {
                     div.muted { "since before " (utc(*time)) " (" @if claimed { "held" } @else { "free" } " for over " (ago(*time, now)) ")" }
+                }
+            }
+            @if let Some(b) = &lock.build_status {
+                @if b.dead {
+                    div.buildstate.dead { "Build " (b.describe(now)) }
+                } @else {
+                    div.buildstate { "Build " (b.describe(now)) }
                 }
             }
             @if let Some(m) = metadata {
