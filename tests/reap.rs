@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::support::concourse::Build;
 use crate::support::run::spawn_raw;
-use crate::support::{run_bin_raw, skip, Concourse, LockRepo, Run};
+use crate::support::{run_bin_raw, skip, Concourse, LockRepo, Run, TestCa};
 use crate::{put, source, Inputs};
 
 const POOL: &str = "envs";
@@ -331,6 +331,43 @@ fn a_busy_concourse_is_asked_again_and_answers() {
         run.stderr
     );
     assert_eq!(repo.claimed(POOL), ["b"]);
+}
+
+#[test]
+fn https_trusts_the_ca_of_ssl_cert_file_and_refuses_another_at_once() {
+    let ca = TestCa::new();
+    let ci = Concourse::start_tls("7.14.3", &[], &ca);
+    ci.add_token(TOKEN);
+    ci.put_build(Build::new(61, "61", "aborted", Some(now() - 3600)));
+    let (repo, src) = initialised(&["a"]);
+    claim_by(&src, "a", 61, &ci.url());
+    let other = TestCa::new();
+    let other_file = other.ca_pem_path().display().to_string();
+    let run = pool(
+        &src,
+        &["reap", "--dead"],
+        &[("CONCOURSE_TOKEN", TOKEN), ("SSL_CERT_FILE", &other_file)],
+    );
+    run.assert_failure();
+    assert!(
+        run.stderr.contains(&format!(
+            "could not verify the identity of {}/api/v1/user",
+            ci.url()
+        )),
+        "{}",
+        run.stderr
+    );
+    // A certificate error is not a network fault: no retries.
+    assert!(!run.stderr.contains("trying again"), "{}", run.stderr);
+    assert_eq!(repo.claimed(POOL), ["a"]);
+    let ca_file = ca.ca_pem_path().display().to_string();
+    let run = pool(
+        &src,
+        &["reap", "--dead"],
+        &[("CONCOURSE_TOKEN", TOKEN), ("SSL_CERT_FILE", &ca_file)],
+    );
+    run.assert_success();
+    assert!(repo.claimed(POOL).is_empty(), "{}", run.stderr);
 }
 
 #[test]

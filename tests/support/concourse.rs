@@ -19,15 +19,16 @@
 //! Tokens valid on Concourse 6.1–6.4 are the `id_token` (a JWT-looking
 //! string), from 6.5 on the `access_token`, as fly used them.
 
-use std::io::{self, BufReader, Write};
-use std::net::TcpStream;
+use std::io::{self, BufReader, Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use openssl::ssl::SslAcceptor;
 use serde_json::{json, Map, Value};
 
 use super::imds::random_string;
 use super::net::{basic_credentials, read_body, read_head, Head, Server};
+use super::TestCa;
 
 /// One request as the stand-in saw it.
 #[derive(Clone, Debug)]
@@ -113,6 +114,7 @@ struct State {
     unavailable: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
     base: Mutex<String>,
+    acceptor: Option<SslAcceptor>,
 }
 
 /// A running stand-in on 127.0.0.1; dropping it stops it (connections
@@ -125,6 +127,20 @@ pub struct Concourse {
 impl Concourse {
     /// A Concourse of `version` with local users `users` (`(name, password)`).
     pub fn start(version: &str, users: &[(&str, &str)]) -> Concourse {
+        Concourse::start_with(version, users, None)
+    }
+
+    /// [`Concourse::start`] serving HTTPS with `ca`'s certificate for
+    /// `localhost`.
+    pub fn start_tls(version: &str, users: &[(&str, &str)], ca: &TestCa) -> Concourse {
+        Concourse::start_with(version, users, Some(ca.acceptor()))
+    }
+
+    fn start_with(
+        version: &str,
+        users: &[(&str, &str)],
+        acceptor: Option<SslAcceptor>,
+    ) -> Concourse {
         let state = Arc::new(State {
             version: version.into(),
             users: users
@@ -137,11 +153,20 @@ impl Concourse {
             unavailable: AtomicUsize::new(0),
             seen: Mutex::default(),
             base: Mutex::default(),
+            acceptor,
         });
         let server = {
             let state = Arc::clone(&state);
-            Server::start(move |stream, _| {
-                let _ = serve(stream, &state);
+            Server::start(move |stream, _| match &state.acceptor {
+                Some(acceptor) => {
+                    // A client that distrusts the CA ends the handshake.
+                    if let Ok(tls) = acceptor.accept(stream) {
+                        let _ = serve(BufReader::new(tls), &state);
+                    }
+                }
+                None => {
+                    let _ = serve(BufReader::new(stream), &state);
+                }
             })
         };
         let c = Concourse { server, state };
@@ -149,9 +174,13 @@ impl Concourse {
         c
     }
 
-    /// `http://127.0.0.1:PORT`: `ATC_EXTERNAL_URL`, `--concourse-url`.
+    /// `http://127.0.0.1:PORT` (`https://localhost:PORT` with TLS):
+    /// `ATC_EXTERNAL_URL`, `--concourse-url`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.server.port())
+        match self.state.acceptor {
+            Some(_) => format!("https://localhost:{}", self.server.port()),
+            None => format!("http://127.0.0.1:{}", self.server.port()),
+        }
     }
 
     /// Makes `token` a valid bearer token (as a `fly login` would).
@@ -202,8 +231,7 @@ impl Concourse {
     }
 }
 
-fn serve(stream: TcpStream, state: &State) -> io::Result<()> {
-    let mut conn = BufReader::new(stream);
+fn serve<S: Read + Write>(mut conn: BufReader<S>, state: &State) -> io::Result<()> {
     while let Some(head) = read_head(&mut conn)? {
         let body = read_body(&mut conn, &head)?;
         let body = String::from_utf8_lossy(&body).into_owned();
