@@ -463,6 +463,7 @@ pub fn run(
             let since = now_unix() - since.as_secs() as i64;
             let mut h = ops::history(store, &source.branch, &pools, lock, since)?;
             if let Some(b) = concourse_builds(&inv, env, log, interrupt)?.as_mut() {
+                b.client_mut().set_attempts(SHOW_ATTEMPTS);
                 b.annotate_history(&mut h);
                 for w in crate::operator::concourse::warnings(b) {
                     log.warn(w);
@@ -601,6 +602,10 @@ fn write_page(
     Ok(())
 }
 
+/// Attempts per Concourse request when only showing a status: a reap
+/// retries like a git fault, a status says "unknown" sooner.
+const SHOW_ATTEMPTS: u32 = 2;
+
 /// The Concourse builds API, when `--concourse-url`, `--fly-target` or the
 /// environment configure it.
 fn concourse_builds(
@@ -625,6 +630,7 @@ fn annotate(
     log: &Log,
 ) {
     if let Some(b) = builds {
+        b.client_mut().set_attempts(SHOW_ATTEMPTS);
         b.annotate_status(st);
         for w in crate::operator::concourse::warnings(b) {
             log.warn(w);
