@@ -131,6 +131,16 @@ pub enum Error {
         source: Cause,
     },
 
+    /// The Concourse API answered something this resource cannot use: an
+    /// unexpected status, a redirect, or a body that is not the JSON the
+    /// route returns. `url` has no credentials (they travel in headers).
+    #[error("{what} ({url}): {detail}")]
+    ConcourseApi {
+        what: String,
+        url: String,
+        detail: String,
+    },
+
     /// The repository or a request to it is not as this operation needs,
     /// with no library error behind it.
     #[error("{what}: {detail}")]

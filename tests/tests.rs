@@ -19,6 +19,7 @@ mod pipelines;
 mod protocol;
 mod put;
 mod races;
+mod reap;
 mod rerun;
 mod secrets;
 mod serve;

@@ -103,6 +103,19 @@ pub struct Global {
     pub reason: Option<String>,
 }
 
+/// How `status`, `history`, `serve` and `reap --dead` reach Concourse
+/// (credentials: `CONCOURSE_TOKEN`, or `CONCOURSE_USERNAME` and
+/// `CONCOURSE_PASSWORD`, or `--fly-target`).
+#[derive(Debug, Default, Args)]
+pub struct ConcourseArgs {
+    /// The Concourse to ask about holders' builds (else each claim's own)
+    #[arg(long, value_name = "URL")]
+    concourse_url: Option<String>,
+    /// Read the Concourse URL and token from this target of ~/.flyrc
+    #[arg(long, value_name = "NAME")]
+    fly_target: Option<String>,
+}
+
 /// One `pool` command with its own options.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -114,6 +127,8 @@ pub enum Command {
         /// Also write the status page of `pool serve` to FILE
         #[arg(long, value_name = "FILE")]
         html: Option<PathBuf>,
+        #[command(flatten)]
+        concourse: ConcourseArgs,
     },
     /// Serve the status page, its JSON and Prometheus metrics over HTTP
     Serve {
@@ -123,6 +138,8 @@ pub enum Command {
         /// How often each lock repository is looked at (at least 1s)
         #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = refresh_interval)]
         refresh: Duration,
+        #[command(flatten)]
+        concourse: ConcourseArgs,
     },
     /// Claims and releases, newest first
     History {
@@ -135,6 +152,8 @@ pub enum Command {
         /// Print one JSON document (a list of claims)
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        concourse: ConcourseArgs,
     },
     /// Create the pool and the missing locks (unclaimed)
     Init {
@@ -185,14 +204,29 @@ pub enum Command {
     Hold,
     /// End a hold of the pool
     Unhold,
-    /// Release the claims older than a duration
+    /// Release the claims older than a duration, or whose build is dead
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["older_than", "dead"])))]
     Reap {
         /// Release claims held longer than this (a Go duration)
         #[arg(long, value_name = "DURATION", value_parser = duration)]
-        older_than: Duration,
+        older_than: Option<Duration>,
+        /// Release claims whose Concourse build ended failed, errored or aborted
+        #[arg(long)]
+        dead: bool,
+        /// With --dead: how long ago the build must have ended
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration, requires = "dead")]
+        grace: Duration,
+        /// With --dead: a build that succeeded counts as dead too
+        #[arg(long, requires = "dead")]
+        finished: bool,
+        /// With --dead: a build Concourse does not know (404) counts as dead too
+        #[arg(long, requires = "dead")]
+        missing: bool,
         /// Only say what would be released
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        concourse: ConcourseArgs,
     },
     /// Print a shell completion script
     Completions {
@@ -513,14 +547,24 @@ pub fn run(
         interrupt,
     };
     match &command {
-        Command::Status { json, html } => {
+        Command::Status {
+            json,
+            html,
+            concourse,
+        } => {
             let mut t = cx.open(&command)?;
+            let mut builds = concourse_builds(&cx, concourse)?;
             let pool = t.pool_given.then_some(&t.source.pool);
             let st = match html {
-                None => ops::status(t.store.as_mut(), &t.source.branch, pool)?,
+                None => {
+                    let mut st = ops::status(t.store.as_mut(), &t.source.branch, pool)?;
+                    annotate(builds.as_mut(), &mut st, log);
+                    st
+                }
                 Some(file) => {
-                    let read =
+                    let mut read =
                         crate::operator::watch::read_all(t.store.as_mut(), &t.source.branch, pool)?;
+                    annotate(builds.as_mut(), &mut read.status, log);
                     write_page(&t.source, read.clone(), file, log)?;
                     read.status
                 }
@@ -531,8 +575,17 @@ pub fn run(
                 st.render()
             }))
         }
-        Command::Serve { listen, refresh } => serve(&mut cx, &command, *listen, *refresh),
-        Command::History { lock, since, json } => {
+        Command::Serve {
+            listen,
+            refresh,
+            concourse,
+        } => serve(&mut cx, &command, *listen, *refresh, concourse),
+        Command::History {
+            lock,
+            since,
+            json,
+            concourse,
+        } => {
             let mut t = cx.open(&command)?;
             let store = t.store.as_mut();
             let tip = store.branch_tip()?.ok_or_else(|| Error::BranchNotFound {
@@ -547,7 +600,14 @@ pub fn run(
             // Go durations end before 2^63 ns, about 292 years: no overflow.
             let from = now_unix() - since.as_secs() as i64;
             let lock = lock.as_ref().map(LockName::as_str);
-            let h = ops::history(store, &t.source.branch, &pools, lock, from)?;
+            let mut h = ops::history(store, &t.source.branch, &pools, lock, from)?;
+            if let Some(b) = concourse_builds(&cx, concourse)?.as_mut() {
+                b.client_mut().set_attempts(SHOW_ATTEMPTS);
+                b.annotate_history(&mut h);
+                for w in crate::operator::concourse::warnings(b) {
+                    log.warn(w);
+                }
+            }
             if *json || json_first {
                 return Ok(Some(to_json(&h)?));
             }
@@ -612,17 +672,52 @@ pub fn run(
         }
         Command::Reap {
             older_than,
+            dead,
+            grace,
+            finished,
+            missing,
             dry_run,
+            concourse,
         } => {
             let mut t = cx.open(&command)?;
-            let done = ops::reap(
-                t.store.as_mut(),
-                &t.source.branch,
-                &t.source.pool,
-                older_than.as_secs() as i64,
-                *dry_run,
-                &cx.operator(),
-            )?;
+            let done = match older_than {
+                Some(older_than) if !*dead => ops::reap(
+                    t.store.as_mut(),
+                    &t.source.branch,
+                    &t.source.pool,
+                    older_than.as_secs() as i64,
+                    *dry_run,
+                    &cx.operator(),
+                )?,
+                _ => {
+                    let Some(mut builds) = concourse_builds(&cx, concourse)? else {
+                        return Err(Error::Usage(
+                            "reap --dead needs Concourse access: CONCOURSE_TOKEN, CONCOURSE_USERNAME and CONCOURSE_PASSWORD, --fly-target NAME, or --concourse-url URL".into(),
+                        ));
+                    };
+                    let policy = crate::operator::concourse::build::DeadPolicy {
+                        grace: grace.as_secs() as i64,
+                        finished: *finished,
+                        missing: *missing,
+                    };
+                    let url = builds.client_mut().access().url.clone();
+                    ops::reap_dead(
+                        t.store.as_mut(),
+                        &t.source.branch,
+                        &t.source.pool,
+                        policy,
+                        *dry_run,
+                        &cx.operator(),
+                        url.as_deref(),
+                        // Every build is asked about before anything is released.
+                        &mut |r| {
+                            builds.lookup(r).inspect_err(|_| {
+                                log.line("reap --dead: Concourse could not say whether the builds are alive, so nothing was released")
+                            })
+                        },
+                    )?
+                }
+            };
             cx.done(&done);
             Ok(None)
         }
@@ -670,6 +765,7 @@ fn serve(
     command: &Command,
     listen: SocketAddr,
     refresh: Duration,
+    concourse: &ConcourseArgs,
 ) -> Result<Option<String>> {
     let global = cx.global;
     let paths: Vec<Option<&str>> = if global.source.is_empty() {
@@ -685,8 +781,13 @@ fn serve(
             Box::new(move |s: &Source| open_store(s, Purpose::Put, &log, &interrupt));
         sources.push((source, open));
     }
-    let config = crate::operator::serve::Config { listen, refresh };
-    crate::operator::serve::serve(&config, sources, cx.log, cx.interrupt)?;
+    let builds = concourse_builds(cx, concourse)?;
+    let config = crate::operator::serve::Config {
+        listen,
+        refresh,
+        builds,
+    };
+    crate::operator::serve::serve(config, sources, cx.log, cx.interrupt)?;
     Ok(None)
 }
 
@@ -720,12 +821,48 @@ fn write_page(
     Ok(())
 }
 
+/// Attempts per Concourse request when only showing a status: a reap
+/// retries like a git fault, a status says "unknown" sooner.
+const SHOW_ATTEMPTS: u32 = 2;
+
+/// The Concourse builds API, when `--concourse-url`, `--fly-target` or the
+/// environment configure it.
+fn concourse_builds(
+    cx: &Context<'_>,
+    args: &ConcourseArgs,
+) -> Result<Option<crate::operator::concourse::Builds>> {
+    crate::operator::concourse::Builds::configure(
+        args.concourse_url.as_deref(),
+        args.fly_target.as_deref(),
+        cx.env,
+        cx.log,
+        cx.interrupt,
+    )
+}
+
+/// Adds the holders' build status to `st`, warning of what Concourse did not say.
+fn annotate(
+    builds: Option<&mut crate::operator::concourse::Builds>,
+    st: &mut ops::Status,
+    log: &Log,
+) {
+    if let Some(b) = builds {
+        b.client_mut().set_attempts(SHOW_ATTEMPTS);
+        b.annotate_status(st);
+        for w in crate::operator::concourse::warnings(b) {
+            log.warn(w);
+        }
+    }
+}
+
 fn render_history(h: &[ops::Interval]) -> String {
     let mut out = String::new();
+    let now = now_unix();
     for i in h {
-        let until = match i.released_at {
-            Some(t) => utc(t),
-            None => "still claimed".into(),
+        let until = match (i.released_at, &i.build_status) {
+            (Some(t), _) => utc(t),
+            (None, Some(b)) => format!("still claimed, build {}", b.describe(now)),
+            (None, None) => "still claimed".into(),
         };
         out.push_str(&format!(
             "{}/{}  {} → {}  ({})  by {}\n",
@@ -849,7 +986,7 @@ mod tests {
         let Command::Reap { older_than, .. } = cli.command else {
             panic!("not reap")
         };
-        assert_eq!(older_than, Duration::from_secs(5400));
+        assert_eq!(older_than, Some(Duration::from_secs(5400)));
         let err = parse(&["history", "--since", "3"]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ValueValidation);
         let text = err.to_string();

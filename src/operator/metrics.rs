@@ -107,6 +107,47 @@ pub fn render(board: &Board, now: i64) -> String {
             );
         }
     }
+    // Only where Concourse access is configured: a 0 would claim to know.
+    let asked: Vec<&crate::operator::watch::View> = board
+        .views
+        .iter()
+        .filter(|v| v.build_status_at.is_some())
+        .collect();
+    if !asked.is_empty() {
+        f.head(
+            "dead_build_claims",
+            "gauge",
+            "Claimed locks whose build ended failed, errored or aborted, by pool (what pool reap --dead releases once the grace is over).",
+        );
+        for v in &asked {
+            let Some(read) = &v.read else { continue };
+            for p in &read.status.pools {
+                let n = p
+                    .locks
+                    .iter()
+                    .filter(|l| l.state == LockState::Claimed)
+                    .filter(|l| l.build_status.as_ref().is_some_and(|b| b.dead))
+                    .count();
+                f.sample(
+                    "dead_build_claims",
+                    &[("source", &v.uri), ("branch", &v.branch), ("pool", &p.pool)],
+                    n,
+                );
+            }
+        }
+        f.head(
+            "build_status_up",
+            "gauge",
+            "Whether Concourse answered every question about the holders' builds in the last refresh (1) or not (0).",
+        );
+        for v in &asked {
+            f.sample(
+                "build_status_up",
+                &[("source", &v.uri), ("branch", &v.branch)],
+                u8::from(v.build_status_error.is_none()),
+            );
+        }
+    }
     let repo = |v: &crate::operator::watch::View| {
         [("source", v.uri.clone()), ("branch", v.branch.clone())]
     };
@@ -166,6 +207,65 @@ mod tests {
     #[test]
     fn a_label_value_with_quotes_and_backslashes_is_escaped() {
         assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn dead_build_claims_are_counted_only_where_concourse_was_asked() {
+        use crate::operator::concourse::build::BuildState;
+        use crate::operator::ops::{Actor, LockStatus, PoolStatus, Since, Status};
+        let lock = |name: &str, dead: Option<bool>| LockStatus {
+            name: crate::model::names::LockName::new(name).expect("a lock name"),
+            state: LockState::Claimed,
+            since: Since::Commit {
+                commit: "c".into(),
+                time: 1,
+                utc: String::new(),
+                by: Actor::default(),
+                verb: crate::model::message::Verb::Claiming,
+            },
+            for_seconds: 1,
+            build_status: dead.map(|dead| BuildState {
+                dead,
+                ..BuildState::unknown("x")
+            }),
+        };
+        let read = crate::operator::watch::Read {
+            status: Status {
+                branch: "main".into(),
+                tip: "c".into(),
+                now: 2,
+                looked_back: 1,
+                pools: vec![PoolStatus {
+                    pool: "envs".into(),
+                    hold: None,
+                    locks: vec![
+                        lock("a", Some(true)),
+                        lock("b", Some(false)),
+                        lock("c", None),
+                    ],
+                }],
+            },
+            history: Vec::new(),
+            metadata: Default::default(),
+        };
+        let mut view = View {
+            uri: "git://h/l.git".into(),
+            branch: "main".into(),
+            read: Some(read),
+            ..View::default()
+        };
+        let board = |v: &View| Board {
+            refresh: Some(30),
+            views: vec![v.clone()],
+        };
+        assert!(!render(&board(&view), 3).contains("dead_build_claims"));
+        view.build_status_at = Some(2);
+        let text = render(&board(&view), 3);
+        assert!(text.contains(
+            "pool_resource_dead_build_claims{source=\"git://h/l.git\",branch=\"main\",pool=\"envs\"} 1"
+        ), "{text}");
+        assert!(text
+            .contains("pool_resource_build_status_up{source=\"git://h/l.git\",branch=\"main\"} 1"));
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! [`cli`] parses the command line and runs one command; [`ops`] reads
 //! status and history and makes the operator's changes; [`watch`] keeps a
 //! board of every pool fresh for [`serve`], which serves the [`page`], its
-//! JSON and the [`metrics`].
+//! JSON and the [`metrics`]; [`concourse`] asks Concourse whether the
+//! build holding a lock is still alive, for `reap --dead` and the status.
 
 pub mod cli;
+pub mod concourse;
 pub mod metrics;
 pub mod ops;
 pub mod page;

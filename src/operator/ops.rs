@@ -20,6 +20,9 @@ use crate::model::duration::{ago, now_unix, utc};
 use crate::model::message::{commit_message, operator_trailers, Parsed, Trailer, Verb};
 use crate::model::names::{is_lock_file_name, LockName, PoolPath};
 use crate::model::pool::{plan, Hold, LockState, Operation, Plan, Single, Wait};
+use crate::operator::concourse::build::{
+    judge, BuildRef, BuildState, DeadPolicy, Lookup, Target, Verdict,
+};
 use crate::store::explain::explain;
 pub use crate::store::explain::{find_pools, POOL_SEARCH_DEPTH};
 use crate::store::seam::{CommitMeta, CommitOutcome, FileEdit, LockStore};
@@ -41,6 +44,9 @@ pub struct Actor {
     /// The `Build URL:` line (ours and the Go resource's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build_url: Option<String>,
+    /// The Concourse the build ran on (trailer `Pool-Resource-Concourse`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concourse: Option<String>,
     /// An operator (trailer `Pool-Resource-Operator`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub operator: Option<String>,
@@ -60,6 +66,7 @@ impl Actor {
             build: own(Trailer::Build),
             build_id: own(Trailer::BuildId),
             build_url: m.build_url().map(String::from),
+            concourse: own(Trailer::Concourse),
             operator: own(Trailer::Operator),
             reason: own(Trailer::Reason),
             author: commit.author.clone(),
@@ -141,6 +148,10 @@ pub struct LockStatus {
     pub since: Since,
     /// Seconds from `since` to the time of the status.
     pub for_seconds: i64,
+    /// What Concourse says of the holder's build, when Concourse access
+    /// is configured and a build holds the lock.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_status: Option<BuildState>,
 }
 
 /// One pool in [`Status`].
@@ -190,6 +201,10 @@ pub struct Interval {
     pub released_by: Option<Actor>,
     /// Seconds held (until now while still claimed).
     pub seconds: i64,
+    /// What Concourse says of the claimant's build, for a claim still held
+    /// when Concourse access is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_status: Option<BuildState>,
 }
 
 fn lock_dirs(
@@ -358,6 +373,7 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
                 state,
                 for_seconds: (now - since.time()).max(0),
                 since,
+                build_status: None,
             });
         }
     }
@@ -394,7 +410,11 @@ impl Status {
                     }
                     Since::Before { utc, .. } => format!("since before {utc}"),
                 };
-                out.push_str(&format!("  {:<24} {:<9} {when}\n", l.name, l.state));
+                let build = match &l.build_status {
+                    Some(b) => format!(" — build {}", b.describe(self.now)),
+                    None => String::new(),
+                };
+                out.push_str(&format!("  {:<24} {:<9} {when}{build}\n", l.name, l.state));
             }
         }
         out
@@ -454,6 +474,7 @@ pub fn history(
                         released_at: release.as_ref().map(|r| r.1),
                         released_by: release.map(|r| r.2),
                         seconds: (end - c.time).max(0),
+                        build_status: None,
                     });
                 } else {
                     releases.insert(key, (c.id.clone(), c.time, Actor::of(c)));
@@ -879,6 +900,169 @@ pub fn reap(
             "no claim in pool {pool} is older than {}",
             ago(0, older_than)
         ));
+    }
+    Ok(done)
+}
+
+/// Releases `lock` of `pool` only while its claim is still commit `claim`:
+/// one commit, `None` (nothing committed) when the lock was released, or
+/// released and claimed again, since that claim was looked at.
+pub fn release_claim(
+    store: &mut dyn LockStore,
+    pool: &PoolPath,
+    lock: &LockName,
+    claim: &str,
+    who: &Operator,
+) -> Result<Option<Done>> {
+    let mut races = 0;
+    loop {
+        let snap = store.snapshot()?;
+        if !snap.claimed.contains_key(lock) {
+            return Ok(None);
+        }
+        match claim_of(store, &snap.tip, pool, lock)? {
+            Some(c) if c.id == claim => {}
+            _ => return Ok(None),
+        }
+        let op = Operation::from(Single::Release(lock.clone()));
+        let change = match plan(&op, &snap, pool, &mut |n| fastrand::usize(..n))? {
+            Plan::Commit(change) => change,
+            Plan::Satisfied(_) | Plan::Wait(_) => return Ok(None),
+        };
+        if let Some(done) = settled(
+            store.commit(&snap, &change, &who.message(&change.subject))?,
+            &change.subject,
+            &mut races,
+        )? {
+            return Ok(Some(done));
+        }
+    }
+}
+
+/// Asks Concourse about a build (see [`crate::operator::concourse::Builds`]).
+pub type BuildLookupFn<'a> = &'a mut dyn FnMut(&BuildRef) -> Result<Lookup>;
+
+/// `reap --dead`: releases the claims of `pool` whose build is over as
+/// `policy` counts it (ended `failed`, `errored` or `aborted` longer than
+/// the grace ago; `succeeded` too with `finished`; unknown to Concourse
+/// with `missing`). Operators' claims and running builds are never
+/// released. Every build is asked about before anything is released, so
+/// an API failure releases nothing. Each release is its own commit, fenced
+/// on the claim looked at, with the build, its status and end time as the
+/// reason. `concourse` (`--concourse-url`, a fly target's URL) is asked
+/// instead of the Concourse each claim recorded. With `dry_run`, only says
+/// what it would do.
+#[allow(clippy::too_many_arguments)]
+pub fn reap_dead(
+    store: &mut dyn LockStore,
+    branch: &str,
+    pool: &PoolPath,
+    policy: DeadPolicy,
+    dry_run: bool,
+    who: &Operator,
+    concourse: Option<&str>,
+    lookup: BuildLookupFn<'_>,
+) -> Result<Done> {
+    let st = status(store, branch, Some(pool))?;
+    let mut done = Done {
+        commits: Vec::new(),
+        lines: Vec::new(),
+    };
+    // (lock, claim commit, holder, build, the build in words)
+    let mut claims: Vec<(String, String, Actor, BuildRef, String)> = Vec::new();
+    for p in &st.pools {
+        for l in p.locks.iter().filter(|l| l.state == LockState::Claimed) {
+            let (commit, by) = match &l.since {
+                Since::Commit { commit, by, .. } => (commit, by),
+                Since::Before { utc, .. } => {
+                    done.lines.push(format!(
+                        "kept {}: claimed before {utc}, beyond the look-back, so its build is unknown",
+                        l.name
+                    ));
+                    continue;
+                }
+            };
+            if let Some(op) = &by.operator {
+                done.lines
+                    .push(format!("kept {}: claimed by operator {op}", l.name));
+                continue;
+            }
+            match crate::operator::concourse::build::find(
+                crate::operator::concourse::recorded(by),
+                concourse,
+            ) {
+                Ok(r) => {
+                    let what = match (&by.build, &r.target) {
+                        (Some(b), Target::Id(id)) => format!("{b} (build {id})"),
+                        (Some(b), Target::Job { .. }) => b.clone(),
+                        (None, _) => r.describe(),
+                    };
+                    claims.push((l.name.to_string(), commit.clone(), by.clone(), r, what));
+                }
+                Err(why) => done.lines.push(format!(
+                    "kept {}: claimed by {}: {why}",
+                    l.name,
+                    by.describe()
+                )),
+            }
+        }
+    }
+    // No API, no reaping: every answer first.
+    let mut answers: BTreeMap<BuildRef, Lookup> = BTreeMap::new();
+    for (_, _, _, r, _) in &claims {
+        if !answers.contains_key(r) {
+            let answer = lookup(r)?;
+            answers.insert(r.clone(), answer);
+        }
+    }
+    for (name, claim, by, r, what) in &claims {
+        let Some(answer) = answers.get(r) else {
+            continue;
+        };
+        let recorded = crate::operator::concourse::recorded(by);
+        if let Some(why) = match answer {
+            Lookup::Found(b) => crate::operator::concourse::build::mismatch(recorded, b),
+            Lookup::Missing => None,
+        } {
+            done.lines.push(format!("kept {name}: {why}"));
+            continue;
+        }
+        let why = match judge(what, answer, st.now, policy) {
+            Verdict::Keep(why) => {
+                done.lines.push(format!("kept {name}: {why}"));
+                continue;
+            }
+            Verdict::Reap(why) => why,
+        };
+        if dry_run {
+            done.lines.push(format!("would release {name}: {why}"));
+            continue;
+        }
+        let Ok(lock) = LockName::new(name) else {
+            continue;
+        };
+        let reason = match &who.reason {
+            Some(r) => format!("{r} (reaped: {why})"),
+            None => format!("reaped: {why}"),
+        };
+        let reaper = Operator {
+            name: who.name.clone(),
+            reason: Some(reason),
+        };
+        match release_claim(store, pool, &lock, claim, &reaper)? {
+            Some(one) => {
+                done.commits.extend(one.commits);
+                done.lines
+                    .extend(one.lines.into_iter().map(|l| format!("{l}: {why}")));
+            }
+            None => done.lines.push(format!(
+                "kept {name}: released or claimed again since {why}"
+            )),
+        }
+    }
+    if done.lines.is_empty() {
+        done.lines
+            .push(format!("no lock of pool {pool} is claimed by a build"));
     }
     Ok(done)
 }

@@ -84,6 +84,7 @@ nav a{margin-right:.75rem}nav a[aria-current]{font-weight:700;text-decoration:no
 .state{font-weight:700;font-size:.85rem;text-transform:uppercase;letter-spacing:.03em}
 .state.claimed{color:var(--claimed)}.state.unclaimed{color:var(--free)}.state.held{color:var(--hold)}
 .who{overflow-wrap:anywhere}
+.buildstate{font-size:.9rem;overflow-wrap:anywhere}.buildstate.dead{color:var(--claimed);font-weight:700}
 details{margin-top:.25rem}summary{cursor:pointer;color:var(--muted);font-size:.9rem}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:.8rem;margin:.25rem 0;max-height:16rem;overflow:auto}
 .tl-wrap{overflow-x:auto;background:var(--card);border:1px solid var(--line);border-radius:6px;margin-top:.6rem}
@@ -342,6 +343,13 @@ fn lock_card(read: &Read, pool: &PoolStatus, lock: &LockStatus, now: i64) -> Mar
                     div.muted { "since before " (utc(*time)) " (" @if claimed { "held" } @else { "free" } " for over " (ago(*time, now)) ")" }
                 }
             }
+            @if let Some(b) = &lock.build_status {
+                @if b.dead {
+                    div.buildstate.dead { "Build " (b.describe(now)) }
+                } @else {
+                    div.buildstate { "Build " (b.describe(now)) }
+                }
+            }
             @if let Some(m) = metadata {
                 details { summary { "metadata" } pre { (m) } }
             }
@@ -476,6 +484,7 @@ mod tests {
                 verb: Verb::Claiming,
             },
             for_seconds: 60,
+            build_status: None,
         };
         let status = Status {
             branch: "main".into(),
@@ -502,6 +511,7 @@ mod tests {
             released_at: None,
             released_by: None,
             seconds: 60,
+            build_status: None,
         }];
         let mut md = BTreeMap::new();
         md.insert(("envs".to_string(), name.to_string()), metadata.to_string());

@@ -23,7 +23,9 @@ use axum::Router;
 use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::model::duration::{now_unix, parse_go_duration};
-use crate::operator::ops::{Interval, Status};
+use crate::model::names::LockState;
+use crate::operator::concourse::Builds;
+use crate::operator::ops::{Actor, Interval, Since, Status};
 use crate::operator::page::{self, Mode, Window};
 use crate::operator::watch::{self, Board, Opener, Watcher};
 use crate::process::log::Log;
@@ -38,7 +40,14 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `--refresh`: how often each repository is looked at.
     pub refresh: Duration,
+    /// The Concourse API, when configured: each refresh asks it about the
+    /// builds holding locks (once per build; ended builds are remembered).
+    pub builds: Option<Builds>,
 }
+
+/// Attempts per Concourse request in a refresh: a failure is shown, and
+/// the next refresh asks again, rather than stalling every repository.
+const BUILD_ATTEMPTS: u32 = 2;
 
 #[derive(Clone)]
 struct App {
@@ -55,7 +64,7 @@ impl App {
 /// Serves `sources` until SIGINT or SIGTERM; each source is opened with
 /// `open` in the refresh thread.
 pub fn serve(
-    config: &Config,
+    config: Config,
     sources: Vec<(Source, Opener)>,
     log: &Log,
     interrupt: &Interrupt,
@@ -79,7 +88,11 @@ pub fn serve(
     let refresher = {
         let (board, log, interrupt) = (board.clone(), log.clone(), interrupt.clone());
         let refresh = config.refresh;
-        std::thread::spawn(move || refresh_loop(sources, &board, refresh, &log, &interrupt))
+        let mut builds = config.builds;
+        if let Some(b) = builds.as_mut() {
+            b.client_mut().set_attempts(BUILD_ATTEMPTS);
+        }
+        std::thread::spawn(move || refresh_loop(sources, &board, refresh, builds, &log, &interrupt))
     };
     log.line(format_args!(
         "pool serve: listening on http://{local}/ (refreshing every {}s)",
@@ -117,6 +130,7 @@ fn refresh_loop(
     sources: Vec<(Source, Opener)>,
     board: &RwLock<Board>,
     refresh: Duration,
+    mut builds: Option<Builds>,
     log: &Log,
     interrupt: &Interrupt,
 ) {
@@ -139,8 +153,69 @@ fn refresh_loop(
                 ));
             }
         }
+        if let Some(b) = builds.as_mut() {
+            if interrupt.received().is_some() {
+                return;
+            }
+            check_builds(b, board, log);
+        }
         if interrupt.sleep(refresh, "serving").is_err() {
             return;
+        }
+    }
+}
+
+/// Asks Concourse about the build of every claimed lock on the board (once
+/// per build this round; ended builds are remembered) and writes the
+/// answers into the board. The board is not locked while Concourse is asked.
+fn check_builds(builds: &mut Builds, board: &RwLock<Board>, log: &Log) {
+    builds.next_round();
+    // (view, pool, lock, claim commit, holder)
+    let mut claims: Vec<(usize, String, String, String, Actor)> = Vec::new();
+    {
+        let b = board.read().unwrap_or_else(|e| e.into_inner());
+        for (i, v) in b.views.iter().enumerate() {
+            let Some(read) = &v.read else { continue };
+            for p in &read.status.pools {
+                for l in p.locks.iter().filter(|l| l.state == LockState::Claimed) {
+                    if let Since::Commit { commit, by, .. } = &l.since {
+                        claims.push((
+                            i,
+                            p.pool.clone(),
+                            l.name.to_string(),
+                            commit.clone(),
+                            by.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let states: Vec<_> = claims
+        .into_iter()
+        .map(|(i, pool, lock, commit, by)| (i, pool, lock, commit, builds.state(&by)))
+        .collect();
+    let failures = builds.failures();
+    for why in &failures {
+        log.warn(format_args!("build status unknown: {why}"));
+    }
+    let now = now_unix();
+    let mut b = board.write().unwrap_or_else(|e| e.into_inner());
+    for v in b.views.iter_mut() {
+        v.build_status_at = Some(now);
+        v.build_status_error = (!failures.is_empty()).then(|| log.redact(&failures.join("; ")));
+    }
+    for (i, pool, lock, commit, state) in states {
+        let Some(read) = b.views.get_mut(i).and_then(|v| v.read.as_mut()) else {
+            continue;
+        };
+        for p in read.status.pools.iter_mut().filter(|p| p.pool == pool) {
+            for l in p.locks.iter_mut().filter(|l| l.name.as_str() == lock) {
+                // Only the claim that was asked about: the read may be newer.
+                if matches!(&l.since, Since::Commit { commit: c, .. } if *c == commit) {
+                    l.build_status = state.clone();
+                }
+            }
         }
     }
 }

@@ -57,6 +57,11 @@ pub struct View {
     pub failures: u64,
     /// Refreshes that found the tip moved and read everything.
     pub full_reads: u64,
+    /// When Concourse was last asked about the holders' builds (`None`:
+    /// Concourse access is not configured).
+    pub build_status_at: Option<i64>,
+    /// Why Concourse could not say, the last time it was asked.
+    pub build_status_error: Option<String>,
 }
 
 impl View {

@@ -1,6 +1,7 @@
 //! Test support shared by the integration tests: a lock repository built with
 //! the git CLI, the servers the resource talks to (git daemon, smart HTTP(S),
-//! an HTTP CONNECT proxy, sshd) and helpers that run the real executables.
+//! an HTTP CONNECT proxy, sshd, the Concourse API) and helpers that run the
+//! real executables.
 //!
 //! Every server binds 127.0.0.1 and is stopped when its guard is dropped;
 //! every file lives in a `tempfile::TempDir`. The `selftest` module checks
@@ -9,6 +10,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod codecommit;
+pub mod concourse;
 pub mod daemon;
 pub mod faults;
 pub mod http;
@@ -23,6 +25,7 @@ pub mod sshd;
 pub mod tls;
 
 pub use codecommit::{AwsEnv, CodeCommitServer, GitSignatureCheck};
+pub use concourse::Concourse;
 pub use daemon::GitDaemon;
 pub use http::{HttpGitServer, HttpOptions};
 pub use imds::{Imds, ImdsOptions, IssuedKey, Keyring};
