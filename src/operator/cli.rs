@@ -213,14 +213,14 @@ pub enum Command {
         /// Release claims whose Concourse build ended failed, errored or aborted
         #[arg(long)]
         dead: bool,
-        /// With --dead: how long ago the build must have ended
-        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration, requires = "dead")]
-        grace: Duration,
+        /// With --dead: how long ago the build must have ended [default: 5m]
+        #[arg(long, value_name = "DURATION", value_parser = duration)]
+        grace: Option<Duration>,
         /// With --dead: a build that succeeded counts as dead too
-        #[arg(long, requires = "dead")]
+        #[arg(long)]
         finished: bool,
         /// With --dead: a build Concourse does not know (404) counts as dead too
-        #[arg(long, requires = "dead")]
+        #[arg(long)]
         missing: bool,
         /// Only say what would be released
         #[arg(long)]
@@ -516,6 +516,26 @@ fn check_usage(cli: &Cli) -> Result<()> {
             "{name} needs --reason TEXT (it is recorded in the commit)"
         )));
     }
+    if let Command::Reap {
+        dead: false,
+        grace,
+        finished,
+        missing,
+        concourse,
+        ..
+    } = command
+    {
+        let given = [
+            ("--grace", grace.is_some()),
+            ("--finished", *finished),
+            ("--missing", *missing),
+            ("--concourse-url", concourse.concourse_url.is_some()),
+            ("--fly-target", concourse.fly_target.is_some()),
+        ];
+        if let Some((opt, _)) = given.iter().find(|(_, given)| *given) {
+            return Err(Error::Usage(format!("reap takes {opt} only with --dead")));
+        }
+    }
     Ok(())
 }
 
@@ -696,7 +716,7 @@ pub fn run(
                         ));
                     };
                     let policy = crate::operator::concourse::build::DeadPolicy {
-                        grace: grace.as_secs() as i64,
+                        grace: grace.unwrap_or(DEFAULT_GRACE).as_secs() as i64,
                         finished: *finished,
                         missing: *missing,
                     };
@@ -820,6 +840,9 @@ fn write_page(
     log.line(format_args!("wrote the status page to {shown}"));
     Ok(())
 }
+
+/// How long a build must have been over before `reap --dead` releases its claim.
+const DEFAULT_GRACE: Duration = Duration::from_secs(300);
 
 /// Attempts per Concourse request when only showing a status: a reap
 /// retries like a git fault, a status says "unknown" sooner.

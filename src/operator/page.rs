@@ -309,7 +309,11 @@ fn lock_card(read: &Read, pool: &PoolStatus, lock: &LockStatus, now: i64) -> Mar
     let claimed = lock.state == LockState::Claimed;
     // A free lock of a held pool cannot be taken: acquire and claim wait.
     let held = pool.hold.as_ref().filter(|_| !claimed);
-    let class = if held.is_some() { "held" } else { lock.state.dir() };
+    let class = if held.is_some() {
+        "held"
+    } else {
+        lock.state.dir()
+    };
     let metadata = read
         .metadata
         .get(&(pool.pool.clone(), lock.name.to_string()));
