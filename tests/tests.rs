@@ -18,6 +18,7 @@ mod protocol;
 mod put;
 mod races;
 mod rerun;
+mod seam;
 mod secrets;
 mod serve;
 mod transports;

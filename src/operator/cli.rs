@@ -25,8 +25,8 @@ use crate::process::log::Log;
 use crate::process::report::report;
 use crate::process::signal::Interrupt;
 use crate::resource::protocol::RawRequest;
-use crate::store::git::Purpose;
 use crate::store::open::open_store;
+use crate::store::seam::Cache;
 
 const USAGE: &str = "pool [--source FILE | POOL_SOURCE=JSON] [--uri URI] [--branch B] [--pool P] [--as NAME] [--reason TEXT] [--json] COMMAND
 commands:
@@ -341,7 +341,7 @@ fn serve(
         let (source, _) = load_source(inv, path, env, stdin, log)?;
         let (log, interrupt) = (log.clone(), interrupt.clone());
         let open: crate::operator::watch::Opener =
-            Box::new(move |s: &Source| open_store(s, Purpose::Put, &log, &interrupt));
+            Box::new(move |s: &Source| open_store(s, Cache::Fresh, &log, &interrupt));
         sources.push((source, open));
     }
     let config = crate::operator::serve::Config { listen, refresh };
@@ -362,7 +362,7 @@ pub fn run(
         return serve(&inv, env, stdin, log, interrupt);
     }
     let (source, pool_given) = load_source(&inv, inv.value("--source"), env, stdin, log)?;
-    let mut store = open_store(&source, Purpose::Put, log, interrupt)?;
+    let mut store = open_store(&source, Cache::Fresh, log, interrupt)?;
     let store = store.as_mut();
     let pool = &source.pool;
     let who = Operator {
