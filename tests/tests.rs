@@ -21,6 +21,7 @@ mod put;
 mod races;
 mod reap;
 mod rerun;
+mod seam;
 mod secrets;
 mod serve;
 mod transports;

@@ -2,9 +2,11 @@
 //! commit messages are written and read, and what the history says.
 //!
 //! Nothing here does I/O or names git2: the stores hand the model plain
-//! data ([`pool::Snapshot`], commit messages, [`history::Graph`] facts) and
-//! commit what it decides.
+//! data ([`pool::Snapshot`], commit messages, [`history::Graph`] facts,
+//! [`commit::CommitMeta`]) and commit what it decides. Who made a commit,
+//! and how a holder is named on every screen, is [`commit::Actor`].
 
+pub mod commit;
 pub mod duration;
 pub mod history;
 pub mod message;

@@ -66,7 +66,7 @@ impl Hold {
     }
 }
 
-/// A commit id as both backends produce it (git2's `Oid` as hex, or the
+/// A commit id as both backends produce it (a git object id as hex, or the
 /// id CodeCommit's API returns): what a snapshot was read at, what a put
 /// committed, what `check` and `in` print as `version.ref`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

@@ -44,7 +44,7 @@ use crate::process::log::{stderr_wants_colour, Log};
 use crate::process::report::report;
 use crate::process::signal::Interrupt;
 use crate::resource::protocol::RawRequest;
-use crate::store::git::Purpose;
+use crate::store::seam::Cache;
 use crate::store::open::open_store;
 use crate::store::seam::LockStore;
 
@@ -459,7 +459,7 @@ impl Context<'_> {
         let global = self.global;
         let (source, pool_given) =
             self.load_source(global.source.first().map(String::as_str), command)?;
-        let store = open_store(&source, Purpose::Put, self.log, self.interrupt)?;
+        let store = open_store(&source, Cache::Fresh, self.log, self.interrupt)?;
         Ok(Target {
             source,
             pool_given,
@@ -798,7 +798,7 @@ fn serve(
         let (source, _) = cx.load_source(path, command)?;
         let (log, interrupt) = (cx.log.clone(), cx.interrupt.clone());
         let open: crate::operator::watch::Opener =
-            Box::new(move |s: &Source| open_store(s, Purpose::Put, &log, &interrupt));
+            Box::new(move |s: &Source| open_store(s, Cache::Fresh, &log, &interrupt));
         sources.push((source, open));
     }
     let builds = concourse_builds(cx, concourse)?;

@@ -5,100 +5,42 @@
 //! The read side is a library model ([`Status`], [`Interval`]) that
 //! serialises to the JSON `pool status --json` and `pool history --json`
 //! print (documented in the README), built from any [`LockStore`] with a
-//! bounded look at the history: at most [`STATUS_LOOKBACK`] commits, so its
-//! cost does not grow with the repository; a state older than that is
-//! reported as "since before" the oldest commit seen. The write side makes
-//! the same Go-compatible commits the resource makes, with the operator and
-//! reason as trailers ([`crate::model::message`]).
+//! bounded look at the history ([`crate::store::reads`], shared with the
+//! resource): at most [`STATUS_LOOKBACK`] commits, so its cost does not
+//! grow with the repository; a state older than that is reported as "since
+//! before" the oldest commit seen. Holders are named as on every screen
+//! ([`Actor::name`]). The write side makes the same Go-compatible commits
+//! the resource makes, with the operator and reason as trailers
+//! ([`crate::model::message`]), in the same read–plan–commit loop
+//! ([`crate::store::retry`]); a network fault fails the command at once
+//! (a person is there to run it again).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::model::commit::CommitMeta;
 use crate::model::duration::{ago, now_unix, utc};
-use crate::model::message::{commit_message, operator_trailers, Parsed, Trailer, Verb};
-use crate::model::names::{is_lock_file_name, LockName, PoolPath};
+use crate::model::message::{commit_message, operator_trailers, Verb};
+use crate::model::names::{LockName, PoolPath};
 use crate::model::pool::{plan, Hold, LockState, Operation, Plan, Single, Wait};
 use crate::operator::concourse::build::{
     judge, BuildRef, BuildState, DeadPolicy, Lookup, Target, Verdict,
 };
+use crate::process::log::Log;
+use crate::process::signal::Interrupt;
 use crate::store::explain::explain;
-pub use crate::store::explain::{find_pools, POOL_SEARCH_DEPTH};
-use crate::store::seam::{CommitMeta, CommitOutcome, FileEdit, LockStore};
+use crate::store::reads::{changed, claim_of, lock_dirs, lock_verbs};
+use crate::store::retry::{self, Policy, Round, Tries};
+use crate::store::seam::{FileEdit, LockStore, Step, HISTORY_WALK_LIMIT};
 
-/// How many commits `status` looks back at most.
-pub const STATUS_LOOKBACK: usize = 1000;
+pub use crate::model::commit::Actor;
+pub use crate::store::reads::{find_pools, POOL_SEARCH_DEPTH};
+pub use crate::store::reads::STATUS_LOOKBACK;
+
 /// Lost races tolerated by one operator command.
 const MAX_RACES: u32 = 20;
-
-/// Who made a commit, as its message and author say.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Actor {
-    /// `team/pipeline/job #name` (trailer `Pool-Resource-Build`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub build: Option<String>,
-    /// `BUILD_ID` (trailer `Pool-Resource-Build-Id`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub build_id: Option<String>,
-    /// The `Build URL:` line (ours and the Go resource's).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub build_url: Option<String>,
-    /// The Concourse the build ran on (trailer `Pool-Resource-Concourse`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub concourse: Option<String>,
-    /// An operator (trailer `Pool-Resource-Operator`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub operator: Option<String>,
-    /// Why (trailer `Pool-Resource-Reason`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-    /// The commit author, `Name <email>`.
-    pub author: String,
-}
-
-impl Actor {
-    /// Reads who made `commit`.
-    pub fn of(commit: &CommitMeta) -> Actor {
-        let m = Parsed::new(&commit.message);
-        let own = |t| m.trailer(t).map(String::from);
-        Actor {
-            build: own(Trailer::Build),
-            build_id: own(Trailer::BuildId),
-            build_url: m.build_url().map(String::from),
-            concourse: own(Trailer::Concourse),
-            operator: own(Trailer::Operator),
-            reason: own(Trailer::Reason),
-            author: commit.author.clone(),
-        }
-    }
-
-    /// Whether a build (ours or the Go resource's) made the commit.
-    pub fn is_build(&self) -> bool {
-        self.operator.is_none()
-            && (self.build.is_some() || self.build_id.is_some() || self.build_url.is_some())
-    }
-
-    /// One line for people: the build and its URL, else the operator and
-    /// reason, else the author.
-    pub fn describe(&self) -> String {
-        if let Some(op) = &self.operator {
-            return match &self.reason {
-                Some(r) => format!("{op} ({r})"),
-                None => op.clone(),
-            };
-        }
-        match (&self.build, &self.build_url) {
-            (Some(b), Some(u)) => format!("{b} {u}"),
-            (Some(b), None) => b.clone(),
-            (None, Some(u)) => u.clone(),
-            (None, None) => match &self.build_id {
-                Some(id) => format!("build {id}"),
-                None => self.author.clone(),
-            },
-        }
-    }
-}
 
 /// When a lock got into its state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -207,30 +149,6 @@ pub struct Interval {
     pub build_status: Option<BuildState>,
 }
 
-fn lock_dirs(
-    store: &mut dyn LockStore,
-    tip: &str,
-    pool: &str,
-) -> Result<Option<BTreeMap<LockName, LockState>>> {
-    let mut locks = BTreeMap::new();
-    let mut found = false;
-    // Unclaimed first: a lock in both (an old Go bug) counts as claimed.
-    for state in [LockState::Unclaimed, LockState::Claimed] {
-        if let Some(entries) = store.list_folder(tip, &format!("{pool}/{}", state.dir()))? {
-            found = true;
-            for e in entries {
-                if e.is_dir || !is_lock_file_name(&e.name) {
-                    continue;
-                }
-                if let Ok(name) = LockName::new(&e.name) {
-                    locks.insert(name, state);
-                }
-            }
-        }
-    }
-    Ok(found.then_some(locks))
-}
-
 fn tip_of(store: &mut dyn LockStore, branch: &str) -> Result<String> {
     match store.branch_tip()? {
         Some(tip) => Ok(tip),
@@ -242,16 +160,6 @@ fn tip_of(store: &mut dyn LockStore, branch: &str) -> Result<String> {
             Err(explain(store, missing))
         }
     }
-}
-
-/// Whether `commit` changed the file at `path` (compared with its parent).
-pub(crate) fn changed(store: &mut dyn LockStore, commit: &CommitMeta, path: &str) -> Result<bool> {
-    let now = store.entry_id(&commit.id, path)?;
-    let before = match &commit.parent {
-        Some(p) => store.entry_id(p, path)?,
-        None => None,
-    };
-    Ok(now != before)
 }
 
 /// Reads the status of `pool` (or of every pool on the branch).
@@ -435,7 +343,7 @@ pub fn history(
     let tip = tip_of(store, branch)?;
     let now = now_unix();
     let mut commits = Vec::new();
-    store.walk_commits(&tip, crate::store::seam::HISTORY_WALK_LIMIT, &mut |c| {
+    store.walk_commits(&tip, HISTORY_WALK_LIMIT, &mut |c| {
         if c.time < since {
             return true;
         }
@@ -575,9 +483,9 @@ pub fn init(
         commits: Vec::new(),
         lines: Vec::new(),
     };
-    let mut races = 0;
-    loop {
+    rounds(&format!("initialising pool {pool}"), |tries| {
         let tip = store.branch_tip()?;
+        tries.check_rejected(tip.as_deref().unwrap_or_default())?;
         let mut edits = Vec::new();
         let mut existing = BTreeMap::new();
         for dir in ["claimed", "unclaimed"] {
@@ -609,59 +517,17 @@ pub fn init(
                 });
                 Verb::AddingUnclaimed.subject(lock)
             }
-            None if edits.is_empty() => return Ok(done),
+            None if edits.is_empty() => return Ok(Round::Done(())),
             None => format!("initialising pool: {pool}"),
         };
         let outcome = store.commit_files(tip.as_deref(), &edits, &who.message(&subject))?;
-        if let Some(made) = settled(outcome, &subject, &mut races)? {
+        if let Some(made) = made(tries, outcome, tip.as_deref().unwrap_or_default(), &subject) {
             done.lines.extend(made.lines);
             done.commits.extend(made.commits);
         }
-    }
-}
-
-fn lost(races: u32) -> Error {
-    Error::GaveUp {
-        attempts: races,
-        last: "the branch kept moving under every attempt".into(),
-        unconfirmed: Vec::new(),
-    }
-}
-
-/// The verb and each lock of commit `c`: one pair for a commit about one
-/// lock, one per lock for a commit that moved several (`claiming: A, B`).
-fn lock_verbs(c: &CommitMeta) -> Vec<(Verb, &str)> {
-    match Parsed::new(&c.message).locks() {
-        Some((verb, locks)) => locks.into_iter().map(|l| (verb, l)).collect(),
-        None => Vec::new(),
-    }
-}
-
-/// The claim commit of `lock` (the newest commit that put it into
-/// `claimed/`), if within the look-back.
-pub fn claim_of(
-    store: &mut dyn LockStore,
-    tip: &str,
-    pool: &PoolPath,
-    lock: &LockName,
-) -> Result<Option<CommitMeta>> {
-    let path = pool.lock_path(LockState::Claimed, lock);
-    let mut candidates = Vec::new();
-    store.walk_commits(tip, STATUS_LOOKBACK, &mut |c| {
-        if lock_verbs(c)
-            .iter()
-            .any(|(verb, l)| *l == lock.as_str() && verb.leaves_claimed())
-        {
-            candidates.push(c.clone());
-        }
-        false
+        Ok(Round::Again)
     })?;
-    for c in candidates {
-        if changed(store, &c, &path)? && store.entry_id(&c.id, &path)?.is_some() {
-            return Ok(Some(c));
-        }
-    }
-    Ok(None)
+    Ok(done)
 }
 
 /// Called between looks by a waiting `claim --wait` with why it waits;
@@ -688,9 +554,18 @@ pub fn change_lock(
     wait: Option<WaitFn<'_>>,
 ) -> Result<Done> {
     let mut wait = wait;
-    let mut races = 0;
-    loop {
+    rounds(&format!("running {} on pool {pool}", op.param()), |tries| {
         let snap = store.snapshot().map_err(|e| explain(store, e))?;
+        if let Some(found) = tries.recovery.recover(store)? {
+            return Ok(Round::Done(Done {
+                lines: vec![format!(
+                    "an earlier push whose reply was lost did reach the branch: {} ({})",
+                    found.commit, found.lock
+                )],
+                commits: vec![found.commit.to_string()],
+            }));
+        }
+        tries.check_rejected(&snap.tip)?;
         match op {
             Operation::Single(Single::Release(lock)) if snap.claimed.contains_key(lock) => {
                 let claim = claim_of(store, &snap.tip, pool, lock)?;
@@ -718,29 +593,53 @@ pub fn change_lock(
         let change = match planned.map_err(|e| explain(store, e))? {
             Plan::Commit(change) => change,
             Plan::Satisfied(_) => {
-                return Ok(Done {
+                return Ok(Round::Done(Done {
                     commits: Vec::new(),
                     lines: vec!["nothing to do".into()],
-                })
+                }))
             }
             Plan::Wait(waits_for) => {
                 let why = waits_for.describe(pool);
                 match wait.as_mut() {
                     Some(w) => {
                         w(&why)?;
-                        continue;
+                        return Ok(Round::Waited);
                     }
                     None => return Err(refusal(store, &snap.tip, pool, op, &waits_for, why)),
                 }
             }
         };
-        if let Some(done) = settled(
-            store.commit(&snap, &change, &who.message(&change.subject))?,
-            &change.subject,
-            &mut races,
-        )? {
-            return Ok(done);
-        }
+        let subject = change.subject.clone();
+        let step = Step::new(change, who.message(&subject));
+        Ok(match tries.commit(store, &snap, &[step])? {
+            Some(id) => Round::Done(one(&subject, id.to_string())),
+            None => Round::Again,
+        })
+    })
+}
+
+/// Runs an operator command's rounds in the one read–plan–commit loop:
+/// lost races retried (at most [`MAX_RACES`]), a refused push looked at
+/// again, a network fault failing at once. Nothing is logged: the command
+/// prints what it did.
+fn rounds<T>(doing: &str, round: impl FnMut(&mut Tries) -> Result<Round<T>>) -> Result<T> {
+    let quiet = Log::new(Box::new(std::io::sink()));
+    let policy = Policy {
+        log: &quiet,
+        interrupt: &Interrupt::default(),
+        backoff: None,
+        max_races: MAX_RACES,
+        doing,
+        uri: "the lock repository",
+    };
+    retry::run(&policy, round)
+}
+
+/// What one commit made: its id, and one line for people.
+fn one(subject: &str, id: String) -> Done {
+    Done {
+        lines: vec![format!("{subject} ({id})")],
+        commits: vec![id],
     }
 }
 
@@ -777,26 +676,17 @@ fn refusal(
     ))
 }
 
-/// What an operator's commit attempt came to: done, or `None` to look
-/// again after a lost race (at most [`MAX_RACES`] of them).
-fn settled(outcome: CommitOutcome, subject: &str, races: &mut u32) -> Result<Option<Done>> {
-    match outcome {
-        CommitOutcome::Committed(id) => Ok(Some(Done {
-            lines: vec![format!("{subject} ({id})")],
-            commits: vec![id.into()],
-        })),
-        CommitOutcome::LostRace => {
-            *races += 1;
-            if *races >= MAX_RACES {
-                return Err(lost(*races));
-            }
-            Ok(None)
-        }
-        CommitOutcome::Rejected(detail) => Err(Error::PushRejected {
-            uri: "the lock repository".into(),
-            detail,
-        }),
-    }
+/// What an operator's file commit built on `tip` came to
+/// ([`Tries::outcome`]): the commit, or `None` to look again.
+fn made(
+    tries: &mut Tries,
+    outcome: crate::store::seam::CommitOutcome,
+    tip: &str,
+    subject: &str,
+) -> Option<Done> {
+    tries
+        .outcome(outcome, tip)
+        .map(|id| one(subject, id.to_string()))
 }
 
 /// `hold` (with `Some(reason)`) or `unhold` (`None`) of `pool`.
@@ -806,9 +696,10 @@ pub fn set_hold(
     who: &Operator,
     hold: bool,
 ) -> Result<Done> {
-    let mut races = 0;
-    loop {
+    let doing = format!("{} pool {pool}", if hold { "holding" } else { "unholding" });
+    rounds(&doing, |tries| {
         let snap = store.snapshot().map_err(|e| explain(store, e))?;
+        tries.check_rejected(&snap.tip)?;
         let path = Hold::path(pool);
         let (subject, content) = match (&snap.hold, hold) {
             (Some(h), true) => {
@@ -832,14 +723,12 @@ pub fn set_hold(
             (Some(_), false) => (crate::model::message::unhold_subject(pool), None),
         };
         let edits = [FileEdit { path, content }];
-        if let Some(done) = settled(
-            store.commit_files(Some(&snap.tip), &edits, &who.message(&subject))?,
-            &subject,
-            &mut races,
-        )? {
-            return Ok(done);
-        }
-    }
+        let outcome = store.commit_files(Some(&snap.tip), &edits, &who.message(&subject))?;
+        Ok(match made(tries, outcome, &snap.tip, &subject) {
+            Some(done) => Round::Done(done),
+            None => Round::Again,
+        })
+    })
 }
 
 /// `reap`: releases the claims of `pool` older than `older_than` seconds
@@ -914,29 +803,34 @@ pub fn release_claim(
     claim: &str,
     who: &Operator,
 ) -> Result<Option<Done>> {
-    let mut races = 0;
-    loop {
+    rounds(&format!("reaping lock {lock} of pool {pool}"), |tries| {
         let snap = store.snapshot()?;
+        if let Some(found) = tries.recovery.recover(store)? {
+            return Ok(Round::Done(Some(one(
+                &format!("unclaiming: {}", found.lock),
+                found.commit.to_string(),
+            ))));
+        }
+        tries.check_rejected(&snap.tip)?;
         if !snap.claimed.contains_key(lock) {
-            return Ok(None);
+            return Ok(Round::Done(None));
         }
         match claim_of(store, &snap.tip, pool, lock)? {
             Some(c) if c.id == claim => {}
-            _ => return Ok(None),
+            _ => return Ok(Round::Done(None)),
         }
         let op = Operation::from(Single::Release(lock.clone()));
         let change = match plan(&op, &snap, pool, &mut |n| fastrand::usize(..n))? {
             Plan::Commit(change) => change,
-            Plan::Satisfied(_) | Plan::Wait(_) => return Ok(None),
+            Plan::Satisfied(_) | Plan::Wait(_) => return Ok(Round::Done(None)),
         };
-        if let Some(done) = settled(
-            store.commit(&snap, &change, &who.message(&change.subject))?,
-            &change.subject,
-            &mut races,
-        )? {
-            return Ok(Some(done));
-        }
-    }
+        let subject = change.subject.clone();
+        let step = Step::new(change, who.message(&subject));
+        Ok(match tries.commit(store, &snap, &[step])? {
+            Some(id) => Round::Done(Some(one(&subject, id.to_string()))),
+            None => Round::Again,
+        })
+    })
 }
 
 /// Asks Concourse about a build (see [`crate::operator::concourse::Builds`]).

@@ -13,6 +13,7 @@ use base64::Engine;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use sha2::{Digest, Sha256};
 
+use crate::model::commit::Detail;
 use crate::model::duration::{ago, utc};
 use crate::model::message::Verb;
 use crate::model::names::{LockName, LockState};
@@ -265,18 +266,10 @@ fn safe_url(url: &str) -> Option<&str> {
     (lower.starts_with("https://") || lower.starts_with("http://")).then_some(url)
 }
 
-/// Who, in a few words: the operator, else the build (its name, id or the
-/// Go resource's build URL), else the author.
+/// Who, in a few words: the name every screen gives a holder
+/// ([`Actor::name`]); the reason is shown beside it and the URL is its link.
 pub fn holder_name(by: &Actor) -> String {
-    if let Some(op) = &by.operator {
-        return op.clone();
-    }
-    match (&by.build, &by.build_id, &by.build_url) {
-        (Some(b), _, _) => b.clone(),
-        (None, Some(id), _) => format!("build {id}"),
-        (None, None, Some(url)) => url.clone(),
-        (None, None, None) => by.author.clone(),
-    }
+    by.name(Detail::Name)
 }
 
 fn actor(by: &Actor) -> Markup {

@@ -10,10 +10,10 @@
 use crate::error::Result;
 use crate::process::log::Log;
 use crate::resource::protocol::{CheckFrom, Version};
-use crate::store::seam::LockStore;
+use crate::store::seam::HistoryReader;
 
 /// Runs `check` from `since`.
-pub fn run(store: &mut dyn LockStore, since: CheckFrom, log: &Log) -> Result<Vec<Version>> {
+pub fn run(store: &mut dyn HistoryReader, since: CheckFrom, log: &Log) -> Result<Vec<Version>> {
     let since = match since {
         CheckFrom::Nothing => None,
         CheckFrom::Commit(id) => Some(id),

@@ -24,16 +24,16 @@ use crate::model::duration::utc;
 use crate::model::message::{parse_subject, Parsed};
 use crate::model::names::LockName;
 use crate::model::pool::LockState;
-use crate::operator::ops::{changed, claim_of};
 use crate::process::log::Log;
 use crate::resource::holder::Claim;
 use crate::resource::protocol::{Response, Version};
-use crate::store::seam::LockStore;
+use crate::store::reads::{changed, claim_of};
+use crate::store::seam::HistoryReader;
 
 /// The lock a commit that touched the pool is about: from the paths it
 /// changed, else from its subject (`claiming: NAME` and friends).
 fn lock_of_commit(
-    store: &mut dyn LockStore,
+    store: &mut dyn HistoryReader,
     source: &Source,
     commit: &str,
 ) -> Result<Option<LockName>> {
@@ -59,10 +59,10 @@ fn lock_of_commit(
 /// Every lock of a commit that moved several at once (its
 /// `Pool-Resource-Lock` trailers, see [`crate::model::message::Trailer::Lock`]);
 /// empty for any other commit.
-fn locks_of_multi_commit(store: &mut dyn LockStore, commit: &str) -> Result<Vec<LockName>> {
+fn locks_of_multi_commit(store: &mut dyn HistoryReader, commit: &str) -> Result<Vec<LockName>> {
     let mut message = String::new();
-    store.walk_messages(commit, &mut |_, m| {
-        message = m.to_string();
+    store.walk_commits(commit, 1, &mut |c| {
+        message = c.message.clone();
         true
     })?;
     let names = match Parsed::new(&message).locks() {
@@ -81,7 +81,7 @@ fn locks_of_multi_commit(store: &mut dyn LockStore, commit: &str) -> Result<Vec<
 /// The claim metadata (who claimed them, since when) is that of `commit`,
 /// the one commit that claimed them all.
 fn write_many(
-    store: &mut dyn LockStore,
+    store: &mut dyn HistoryReader,
     source: &Source,
     version: &str,
     commit: &str,
@@ -138,7 +138,7 @@ fn write_many(
 /// usual case: the version is the claim); else the newest claim within the
 /// look-back.
 fn claim_of_version(
-    store: &mut dyn LockStore,
+    store: &mut dyn HistoryReader,
     source: &Source,
     version: &str,
     last_change: Option<String>,
@@ -162,7 +162,7 @@ fn claim_of_version(
 
 /// Runs `in` for `version` into `dest`.
 pub fn run(
-    store: &mut dyn LockStore,
+    store: &mut dyn HistoryReader,
     source: &Source,
     version: Option<Version>,
     params: &GetParams,

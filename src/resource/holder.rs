@@ -13,16 +13,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::model::commit::{Actor, CommitMeta, Detail};
 use crate::model::duration::{ago, human, utc};
 use crate::model::message::{Parsed, Trailer};
 use crate::model::names::{LockName, PoolPath};
 use crate::model::pool::{Expired, LockState, Snapshot, Wait};
-use crate::operator::ops::{changed, Actor};
 use crate::resource::protocol::Metadata;
-use crate::store::seam::{CommitMeta, LockStore};
+use crate::store::reads::{changed, STATUS_LOOKBACK};
+use crate::store::seam::HistoryReader;
 
 /// How many commits a put looks back at most to find who holds its locks.
-pub const HOLDER_LOOKBACK: usize = crate::operator::ops::STATUS_LOOKBACK;
+pub const HOLDER_LOOKBACK: usize = STATUS_LOOKBACK;
 
 /// One claim of a lock: its commit, since when, by whom.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,18 +51,11 @@ impl Claim {
         }
     }
 
-    /// Who, briefly: the build (`team/pipeline/job #name`), else the
-    /// operator and reason, else the build URL or id, else the author.
+    /// Who, briefly: the holder's name as every screen gives it
+    /// ([`Actor::name`]), with an operator's reason; a build's URL is not
+    /// repeated (it is its own `build_url` metadata).
     pub fn who(&self) -> String {
-        let a = &self.by;
-        if a.operator.is_some() {
-            return a.describe();
-        }
-        a.build
-            .clone()
-            .or_else(|| a.build_url.clone())
-            .or_else(|| a.build_id.as_ref().map(|id| format!("build {id}")))
-            .unwrap_or_else(|| a.author.clone())
+        self.by.name(Detail::Reason)
     }
 
     /// `main/app/deploy #7 for 3m12s`.
@@ -93,7 +87,7 @@ impl Claim {
 
 /// The claim `commit` makes, if its subject says it claims a lock
 /// (`claiming:`, `adding claimed:`). Reads that one commit.
-pub fn claim_at(store: &mut dyn LockStore, commit: &str) -> Result<Option<Claim>> {
+pub fn claim_at(store: &mut dyn HistoryReader, commit: &str) -> Result<Option<Claim>> {
     let mut found = None;
     store.walk_commits(commit, 1, &mut |c| {
         if Parsed::new(&c.message)
@@ -121,7 +115,11 @@ pub struct Holders {
 
 impl Holders {
     /// Looks back from `snap.tip` for the claim of each claimed lock.
-    pub fn look(store: &mut dyn LockStore, snap: &Snapshot, pool: &PoolPath) -> Result<Holders> {
+    pub fn look(
+        store: &mut dyn HistoryReader,
+        snap: &Snapshot,
+        pool: &PoolPath,
+    ) -> Result<Holders> {
         // A shallow fetch deepens as a walk needs; fetching the look-back's
         // depth at once keeps that to one fetch of what is missing.
         store.load_version(&snap.tip, Some(HOLDER_LOOKBACK as u32 + 1))?;
@@ -206,7 +204,7 @@ impl HolderCache {
     /// The holders at `snap`'s tip.
     pub fn get(
         &mut self,
-        store: &mut dyn LockStore,
+        store: &mut dyn HistoryReader,
         snap: &Snapshot,
         pool: &PoolPath,
     ) -> Result<&Holders> {
@@ -263,7 +261,7 @@ pub fn describe_takeover(e: &Expired, pool: &PoolPath, limit: Duration) -> Strin
 /// claimed by commit `claim` (the claimed file unchanged since it). A lock
 /// not claimed at all is left to the plan (`not claimed`).
 pub fn check_fence(
-    store: &mut dyn LockStore,
+    store: &mut dyn HistoryReader,
     snap: &Snapshot,
     pool: &PoolPath,
     lock: &LockName,

@@ -1,33 +1,36 @@
-//! The put loop: read the pool, decide, commit with compare-and-swap, wait.
+//! The put: read the pool, decide, commit with compare-and-swap, wait.
 //!
-//! This is the one place that waits and retries. A lost race (the branch moved
-//! under us) is retried at once after a few milliseconds of jitter; a lock
-//! that is not free is waited for, `retry_delay` at a time, saying in the log
-//! what is awaited and for how long; a network fault is retried with capped
-//! backoff; everything else fails at once. No new commit is started after a
-//! SIGINT/SIGTERM, so an aborted build never claims a lock later.
+//! Each round of the put runs in the one read–plan–commit loop
+//! ([`crate::store::retry`]): a lost race (the branch moved under us) is
+//! retried at once after a few milliseconds of jitter; a network fault is
+//! retried with capped backoff; everything else fails at once. No new
+//! commit is started after a SIGINT/SIGTERM, so an aborted build never
+//! claims a lock later. What this module adds: a lock that is not free is
+//! waited for, `retry_delay` at a time, saying in the log what is awaited
+//! and for how long; a push whose reply was lost is looked for before
+//! planning again ([`crate::store::recovery`]).
 //!
 //! A waiting round names who holds the locks awaited ([`crate::resource::holder`]);
 //! with `source.expire_after`, it takes over a claim older than that
-//! instead ([`crate::model::pool::plan_takeover`], [`LockStore::commit_chain`]); a
-//! `release` fenced by the `claim` file `in` wrote is checked first.
-
-use std::time::Instant;
+//! instead ([`crate::model::pool::plan_takeover`], a two-step
+//! [`crate::store::seam::PutStore::commit`]); a `release` fenced by the `claim` file `in` wrote
+//! is checked first.
 
 use crate::config::Source;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::duration::{human, now_unix};
 use crate::model::message::{build_trailers, commit_message, lock_trailers, Trailer};
 use crate::model::pool::{
-    plan, plan_takeover, CommitId, Operation, Plan, Single, Snapshot, Takeover, Wait,
+    plan, plan_takeover, Operation, Plan, Single, Snapshot, Takeover, Wait,
 };
 use crate::process::log::Log;
-use crate::process::retry::{race_jitter, Backoff};
+use crate::process::retry::Backoff;
 use crate::process::signal::Interrupt;
 use crate::resource::holder::{self, HolderCache};
 use crate::resource::protocol::{BuildInfo, Response};
 use crate::resource::rerun;
-use crate::store::seam::{CommitOutcome, LockStore, Unconfirmed};
+use crate::store::retry::{self, Policy, Round, Tries};
+use crate::store::seam::{HistoryReader, LockStore, Step};
 
 /// Consecutive lost races tolerated before giving up (each one means another
 /// process made progress, so this is only reached under pathological load).
@@ -53,110 +56,37 @@ pub struct PutContext<'a> {
     pub fence: Option<&'a str>,
 }
 
-/// What one round of the put loop came to.
-#[derive(Debug)]
-enum Round {
-    /// The put is done: print this.
-    Done(Response),
-    /// The lock was not free; the round slept `retry_delay`.
-    Waited,
-    /// Someone else moved the branch first: look again at once.
-    LostRace,
-    /// The server refused the push for a reason of its own: look again,
-    /// and fail if the branch has not moved since.
-    Rejected(Rejection),
-}
-
-/// A push the server refused, and the tip it was built on.
-#[derive(Debug)]
-struct Rejection {
-    tip: CommitId,
-    detail: String,
-}
-
-/// Runs `op` against `store` until it is done, fails, or is interrupted.
-/// Each [`round`] reads the pool and does one thing; this loop only counts
-/// what the rounds came to and decides when to stop, as cargo's
-/// `util/network/retry.rs` does.
+/// Runs `op` against `store` until it is done, fails, or is interrupted:
+/// [`round`] after round in the one retry loop ([`retry::run`]).
 pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> Result<Response> {
-    let started = Instant::now();
     let doing = format!("running {} on pool {}", op.param(), ctx.source.pool);
-    let (mut races, mut faults, mut waits) = (0u32, 0u32, 0u32);
-    let mut rejected: Option<Rejection> = None;
+    let uri = ctx.source.uri.to_string();
+    let policy = Policy {
+        log: ctx.log,
+        interrupt: ctx.interrupt,
+        backoff: Some(ctx.backoff),
+        max_races: MAX_LOST_RACES,
+        doing: &doing,
+        uri: &uri,
+    };
     let mut holders = HolderCache::default();
-    loop {
-        ctx.interrupt.check(&doing)?;
-        match round(store, op, ctx, started, &doing, &mut rejected, &mut holders) {
-            Ok(Round::Done(response)) => {
-                if races > 0 || waits > 0 {
-                    ctx.log.line(format_args!(
-                        "done after {} ({races} lost races, {waits} waits)",
-                        human(started.elapsed())
-                    ));
-                }
-                return Ok(response);
-            }
-            Ok(Round::Waited) => {
-                waits += 1;
-                faults = 0;
-            }
-            Ok(Round::LostRace) => {
-                races += 1;
-                faults = 0;
-                if races >= MAX_LOST_RACES {
-                    return Err(Error::GaveUp {
-                        attempts: races,
-                        last: "the branch kept moving under every attempt".into(),
-                        unconfirmed: unconfirmed(store),
-                    });
-                }
-                std::thread::sleep(race_jitter(races));
-            }
-            Ok(Round::Rejected(rejection)) => {
-                faults = 0;
-                rejected = Some(rejection);
-            }
-            Err(e) if e.is_retryable() => {
-                faults += 1;
-                if faults >= ctx.backoff.max_failures {
-                    return Err(Error::GaveUp {
-                        attempts: faults,
-                        last: e.chain(),
-                        unconfirmed: unconfirmed(store),
-                    });
-                }
-                let delay = ctx.backoff.delay(faults);
-                ctx.log
-                    .warn(format_args!("{}; retrying in {}", e.chain(), human(delay)));
-                ctx.interrupt.sleep(delay, &doing)?;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-fn unconfirmed(store: &dyn LockStore) -> Vec<String> {
-    store
-        .unconfirmed()
-        .iter()
-        .map(Unconfirmed::describe)
-        .collect()
+    retry::run(&policy, |tries| {
+        round(store, op, ctx, tries, &doing, &mut holders)
+    })
 }
 
 /// One round: read the pool; settle a push whose reply was lost; with
 /// `idempotent`, look for this build's earlier run; then plan and either
-/// wait, report, or commit once. `rejected` is an earlier round's refused
-/// push, kept until a round gets as far as comparing tips: refused on the
-/// tip that is still there, it is final.
+/// wait, report, or commit once. An earlier round's refused push is final
+/// if the tip it was refused on is still there ([`Tries::check_rejected`]).
 fn round(
     store: &mut dyn LockStore,
     op: &Operation,
     ctx: &PutContext<'_>,
-    started: Instant,
+    tries: &mut Tries,
     doing: &str,
-    rejected: &mut Option<Rejection>,
     holders: &mut HolderCache,
-) -> Result<Round> {
+) -> Result<Round<Response>> {
     let PutContext {
         source,
         build,
@@ -167,7 +97,7 @@ fn round(
     } = ctx;
     let pool = &source.pool;
     let snap = store.snapshot()?;
-    if let Some(found) = store.recover_unconfirmed()? {
+    if let Some(found) = tries.recovery.recover(store)? {
         log.line(format_args!(
             "an earlier push whose reply was lost did reach the branch: {} ({})",
             found.commit, found.lock
@@ -192,14 +122,7 @@ fn round(
             )));
         }
     }
-    if let Some(rejection) = rejected.take() {
-        if rejection.tip == snap.tip {
-            return Err(Error::PushRejected {
-                uri: source.uri.to_string(),
-                detail: rejection.detail,
-            });
-        }
-    }
+    tries.check_rejected(&snap.tip)?;
     if let (Operation::Single(Single::Release(lock)), Some(claim)) = (op, ctx.fence) {
         holder::check_fence(store, &snap, pool, lock, claim)?;
     }
@@ -218,12 +141,12 @@ fn round(
         Plan::Wait(why) => {
             if let Some(takeover) = expired_claim(store, op, ctx, &snap, &why, holders)? {
                 interrupt.check(doing)?;
-                return take_over(store, ctx, snap, &takeover);
+                return take_over(store, ctx, tries, snap, &takeover);
             }
             log.line(format_args!(
                 "waiting: {} (waited {}, next look in {})",
                 describe_wait(store, &snap, &why, pool, holders, log),
-                human(started.elapsed()),
+                human(tries.started().elapsed()),
                 human(source.retry_delay)
             ));
             interrupt.sleep(source.retry_delay, doing)?;
@@ -235,34 +158,27 @@ fn round(
     let mut trailers = lock_trailers(change.locks());
     trailers.extend(build_trailers(build));
     let message = commit_message(&change.subject, build.url().as_deref(), &trailers);
-    Ok(match store.commit(&snap, &change, &message)? {
-        CommitOutcome::Committed(id) => {
-            log.line(format_args!("{} ({id})", change.subject));
-            if let Some(signal) = interrupt.received() {
-                log.warn(format_args!(
-                    "{signal} arrived while this commit was being pushed; it went through: {} is now in effect",
-                    change.subject
-                ));
-            }
-            let response = Response::new(&id, &change.lock_list(), pool.as_str());
-            Round::Done(with_claim(store, log, response, &id))
-        }
-        CommitOutcome::LostRace => Round::LostRace,
-        CommitOutcome::Rejected(detail) => {
-            log.line(format_args!("push rejected ({detail}); looking again"));
-            Round::Rejected(Rejection {
-                tip: snap.tip,
-                detail,
-            })
-        }
-    })
+    let step = Step::new(change, message);
+    let Some(id) = tries.commit(store, &snap, std::slice::from_ref(&step))? else {
+        return Ok(Round::Again);
+    };
+    let change = &step.change;
+    log.line(format_args!("{} ({id})", change.subject));
+    if let Some(signal) = interrupt.received() {
+        log.warn(format_args!(
+            "{signal} arrived while this commit was being pushed; it went through: {} is now in effect",
+            change.subject
+        ));
+    }
+    let response = Response::new(&id, &change.lock_list(), pool.as_str());
+    Ok(Round::Done(with_claim(store, log, response, &id)))
 }
 
 /// Why the put waits, naming the holders; when they cannot be looked up
 /// (a fault reading the history), the plain reason: a log line must not
 /// stop the put.
 fn describe_wait(
-    store: &mut dyn LockStore,
+    store: &mut dyn HistoryReader,
     snap: &Snapshot,
     why: &Wait,
     pool: &crate::model::names::PoolPath,
@@ -287,7 +203,12 @@ fn describe_wait(
 /// Adds who holds the lock and since when to the response of a commit that
 /// claimed it. After the commit, nothing may fail the put (a retried round
 /// would take a second lock): a failed look only loses the metadata.
-fn with_claim(store: &mut dyn LockStore, log: &Log, response: Response, commit: &str) -> Response {
+fn with_claim(
+    store: &mut dyn HistoryReader,
+    log: &Log,
+    response: Response,
+    commit: &str,
+) -> Response {
     match holder::claim_at(store, commit) {
         Ok(Some(claim)) => response.with(claim.metadata()),
         Ok(None) => response,
@@ -304,7 +225,7 @@ fn with_claim(store: &mut dyn LockStore, log: &Log, response: Response, commit: 
 /// With `source.expire_after`, an `acquire` or `claim` that would wait on
 /// a claim older than that takes it over instead.
 fn expired_claim(
-    store: &mut dyn LockStore,
+    store: &mut dyn HistoryReader,
     op: &Operation,
     ctx: &PutContext<'_>,
     snap: &Snapshot,
@@ -329,9 +250,10 @@ fn expired_claim(
 fn take_over(
     store: &mut dyn LockStore,
     ctx: &PutContext<'_>,
+    tries: &mut Tries,
     snap: Snapshot,
     t: &Takeover,
-) -> Result<Round> {
+) -> Result<Round<Response>> {
     let (pool, log, build) = (&ctx.source.pool, ctx.log, ctx.build);
     let limit = ctx.source.expire_after.unwrap_or_default();
     let replaced = t
@@ -352,29 +274,20 @@ fn take_over(
     second.insert(second.len() - 1, (Trailer::Replaces, replaced));
     let url = build.url();
     let chain = [
-        (
+        Step::new(
             t.unclaim.clone(),
             commit_message(&t.unclaim.subject, url.as_deref(), &first),
         ),
-        (
+        Step::new(
             t.claim.clone(),
             commit_message(&t.claim.subject, url.as_deref(), &second),
         ),
     ];
     log.warn(holder::describe_takeover(&t.replaced, pool, limit));
-    Ok(match store.commit_chain(&snap, &chain)? {
-        CommitOutcome::Committed(id) => {
-            log.line(format_args!("{} ({id})", t.claim.subject));
-            let response = Response::new(&id, t.claim.lock.as_str(), pool.as_str());
-            Round::Done(with_claim(store, log, response, &id))
-        }
-        CommitOutcome::LostRace => Round::LostRace,
-        CommitOutcome::Rejected(detail) => {
-            log.line(format_args!("push rejected ({detail}); looking again"));
-            Round::Rejected(Rejection {
-                tip: snap.tip,
-                detail,
-            })
-        }
-    })
+    let Some(id) = tries.commit(store, &snap, &chain)? else {
+        return Ok(Round::Again);
+    };
+    log.line(format_args!("{} ({id})", t.claim.subject));
+    let response = Response::new(&id, t.claim.lock.as_str(), pool.as_str());
+    Ok(Round::Done(with_claim(store, log, response, &id)))
 }

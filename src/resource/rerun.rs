@@ -21,7 +21,7 @@ use crate::model::message::{Parsed, Trailer, Verb};
 use crate::model::names::LockName;
 use crate::model::pool::{Multi, Operation, Single, Snapshot};
 use crate::resource::protocol::BuildInfo;
-use crate::store::seam::LockStore;
+use crate::store::seam::{HistoryReader, HISTORY_WALK_LIMIT};
 
 /// What an earlier run of the same put by this build did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,7 +80,7 @@ pub fn made_by(message: &str, build: &BuildInfo) -> bool {
 /// for `release`, the release of the lock if this build made it and the lock
 /// has stayed unclaimed since.
 pub fn find(
-    store: &mut dyn LockStore,
+    store: &mut dyn HistoryReader,
     snap: &Snapshot,
     op: &Operation,
     build: &BuildInfo,
@@ -107,7 +107,8 @@ pub fn find(
     // its current state; once it is seen, older commits no longer matter.
     let mut open: HashMap<&str, &LockName> = wanted.iter().map(|l| (l.as_str(), *l)).collect();
     let mut found = None;
-    store.walk_messages(&snap.tip, &mut |id, message| {
+    store.walk_commits(&snap.tip, HISTORY_WALK_LIMIT, &mut |c| {
+        let (id, message) = (&c.id, &c.message);
         let Some((verb, names)) = Parsed::new(message).locks() else {
             return false;
         };
@@ -135,7 +136,7 @@ pub fn find(
 /// that moved exactly the locks wanted (`acquire: N`: N locks, all still
 /// claimed) into the state wanted, none of them moved again since.
 fn find_many(
-    store: &mut dyn LockStore,
+    store: &mut dyn HistoryReader,
     snap: &Snapshot,
     op: &Multi,
     build: &BuildInfo,
@@ -170,7 +171,8 @@ fn find_many(
     // Locks a newer commit moved: an older commit no longer decides them.
     let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut found = None;
-    store.walk_messages(&snap.tip, &mut |id, message| {
+    store.walk_commits(&snap.tip, HISTORY_WALK_LIMIT, &mut |c| {
+        let (id, message) = (&c.id, &c.message);
         let Some((verb, names)) = Parsed::new(message).locks() else {
             return false;
         };

@@ -18,8 +18,8 @@ use crate::process::signal::Interrupt;
 use crate::resource::protocol::{BuildInfo, CheckFrom, RawRequest, Version, MAX_REQUEST_BYTES};
 use crate::resource::{check, get, put};
 use crate::store::explain::explain;
-use crate::store::git::Purpose;
 use crate::store::open::open_store;
+use crate::store::seam::Cache;
 
 /// Which executable is running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +111,7 @@ pub fn run(
     match command {
         Command::Check => {
             config::parse_check(&request)?;
-            let mut store = open_store(&source, Purpose::Check, log, interrupt)?;
+            let mut store = open_store(&source, Cache::Kept, log, interrupt)?;
             let versions =
                 check::run(store.as_mut(), since, log).map_err(|e| explain(store.as_mut(), e))?;
             to_json(&versions)
@@ -119,7 +119,7 @@ pub fn run(
         Command::In => {
             let params = config::parse_get(&request)?;
             let dest = dir.unwrap_or_default();
-            let mut store = open_store(&source, Purpose::Get, log, interrupt)?;
+            let mut store = open_store(&source, Cache::Fresh, log, interrupt)?;
             let response = get::run(store.as_mut(), &source, version, &params, &dest, log)
                 .map_err(|e| explain(store.as_mut(), e))?;
             to_json(&response)
@@ -133,7 +133,7 @@ pub fn run(
                     "invalid payload: params.idempotent needs BUILD_ID, which Concourse sets for every put; without it no earlier run of this put can be recognised",
                 ));
             }
-            let mut store = open_store(&source, Purpose::Put, log, interrupt)?;
+            let mut store = open_store(&source, Cache::Fresh, log, interrupt)?;
             let ctx = put::PutContext {
                 source: &source,
                 build: &build,

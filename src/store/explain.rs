@@ -11,44 +11,8 @@
 
 use crate::error::{name_hint, Error, Result};
 use crate::model::names::is_lock_file_name;
+use crate::store::reads::find_pools;
 use crate::store::seam::LockStore;
-
-/// How deep under the root `status` looks for pools when none is named.
-pub const POOL_SEARCH_DEPTH: usize = 4;
-
-/// The pools on the branch at `tip`: directories with a `claimed` or an
-/// `unclaimed` folder, outside dot-directories, at most
-/// [`POOL_SEARCH_DEPTH`] deep.
-pub fn find_pools(store: &mut dyn LockStore, tip: &str) -> Result<Vec<String>> {
-    let mut pools = Vec::new();
-    let mut queue = vec![(String::new(), 0)];
-    while let Some((dir, depth)) = queue.pop() {
-        let Some(entries) = store.list_folder(tip, &dir)? else {
-            continue;
-        };
-        let sub: Vec<&str> = entries
-            .iter()
-            .filter(|e| e.is_dir && !e.name.starts_with('.'))
-            .map(|e| e.name.as_str())
-            .collect();
-        if !dir.is_empty() && sub.iter().any(|s| *s == "claimed" || *s == "unclaimed") {
-            pools.push(dir);
-            continue;
-        }
-        if depth < POOL_SEARCH_DEPTH {
-            for s in sub {
-                let path = if dir.is_empty() {
-                    s.to_string()
-                } else {
-                    format!("{dir}/{s}")
-                };
-                queue.push((path, depth + 1));
-            }
-        }
-    }
-    pools.sort();
-    Ok(pools)
-}
 
 /// The locks of `pool` at `tip`, claimed or not, by name.
 fn locks_of(store: &mut dyn LockStore, tip: &str, pool: &str) -> Result<Vec<String>> {

@@ -1,19 +1,29 @@
-//! Where the pool lives: the seam every backend implements and the two
-//! backends behind it.
+//! Where the pool lives: the seam every backend implements, what is built
+//! once above it for both, and the two backends behind it.
 //!
-//! - [`seam`]: the [`seam::LockStore`] trait and the data it speaks in.
+//! - [`seam`]: the [`seam::PutStore`] and [`seam::HistoryReader`] traits
+//!   (together [`seam::LockStore`]) and the data they speak in.
 //! - [`explain`]: what to do about a branch, pool or lock that does not
 //!   exist (the nearest name, what exists).
 //! - [`open`]: the factory that opens the store a source names.
+//! - [`recovery`]: pushes whose reply was lost, kept until the history says
+//!   whether they landed.
+//! - [`retry`]: the one read–plan–commit loop, and what a commit outcome
+//!   means.
+//! - [`reads`]: history reads the resource and the operator share (pools,
+//!   locks, a lock's claim).
 //! - [`git`]: any git server through libgit2, in-process.
 //! - [`codecommit`]: AWS CodeCommit, over signed HTTPS (through [`git`]) or
 //!   through its API.
 //!
-//! Which change to make, when to wait and when to retry is decided above the
-//! stores, in [`crate::resource`] and [`crate::operator`].
+//! Which change to make and when to wait is decided above the stores, in
+//! [`crate::resource`] and [`crate::operator`].
 
 pub mod codecommit;
 pub mod explain;
 pub mod git;
 pub mod open;
+pub mod reads;
+pub mod recovery;
+pub mod retry;
 pub mod seam;

@@ -8,14 +8,14 @@ use crate::process::log::Log;
 use crate::process::signal::Interrupt;
 use crate::store::codecommit::api::CodeCommitStore;
 use crate::store::codecommit::creds::Aws;
-use crate::store::git::{GitStore, Purpose};
-use crate::store::seam::{Identity, LockStore};
+use crate::store::git::GitStore;
+use crate::store::seam::{Cache, Identity, LockStore};
 
 /// Opens the backend `source` asks for: the CodeCommit API, or git over
-/// whichever transport the URI names.
+/// whichever transport the URI names, with the local copy `cache` says.
 pub fn open_store(
     source: &Source,
-    purpose: Purpose,
+    cache: Cache,
     log: &Log,
     interrupt: &Interrupt,
 ) -> Result<Box<dyn LockStore>> {
@@ -39,7 +39,7 @@ pub fn open_store(
         Backend::Git { .. } => Ok(Box::new(GitStore::open(
             source,
             identity,
-            purpose,
+            cache,
             log.clone(),
             interrupt.clone(),
         )?)),

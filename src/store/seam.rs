@@ -1,21 +1,42 @@
-//! The small trait every lock backend implements.
+//! The seam every lock backend implements, in two small traits.
 //!
-//! Like the Go resource's `LockHandler`, a backend only knows how to read the
-//! pool at the branch tip, commit one change on top of a given tip
-//! (compare-and-swap), and answer the questions `check` and `in` ask of the
-//! history — each through [`crate::model::history`], so that both answer them the
-//! way `git log -- POOL` does. Which change to make, when to wait and when to
-//! retry is decided once, above the backends, in [`crate::resource::put`],
-//! [`crate::resource::get`] and [`crate::resource::check`].
+//! Like the Go resource's `LockHandler`, a put needs little of a backend
+//! ([`PutStore`]): read the pool at the branch tip, commit on top of a given
+//! tip (compare-and-swap), and read the tip. Everything else is a question
+//! about the history ([`HistoryReader`]), each answered through
+//! [`crate::model::history`] so that both backends answer it the way
+//! `git log -- POOL` does. A store implements both ([`LockStore`]); a caller
+//! takes the one it needs.
+//!
+//! Which change to make, when to wait and when to retry is decided above
+//! the backends ([`crate::store::retry`], [`crate::resource::put`],
+//! [`crate::operator::ops`]); what became of a push whose reply was lost is
+//! decided once for both in [`crate::store::recovery`].
 
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+pub use crate::model::commit::CommitMeta;
 use crate::model::pool::{Change, CommitId, Snapshot};
 
 /// How many commits a backend walks back from the tip at most to answer a
-/// question about history ([`LockStore::walk_messages`]).
+/// question about history ([`HistoryReader::walk_commits`], the
+/// recovery of an unconfirmed push).
 pub const HISTORY_WALK_LIMIT: usize = 2000;
+
+/// What a caller needs of the local copy of the history, where a backend
+/// keeps one (git over the network; a local repository and the CodeCommit
+/// API read the repository itself and ignore it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cache {
+    /// A throw-away copy of the tip alone, deepened only as a question
+    /// needs, removed on drop: a put, `in`, the operator's commands.
+    Fresh,
+    /// A copy kept between runs under `$TMPDIR`, per URI and branch,
+    /// fetched into and deepened as far as answers have needed: `check`,
+    /// which Concourse runs every minute.
+    Kept,
+}
 
 /// The commit author and committer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,62 +89,6 @@ pub enum Mark {
     Nonce(String),
 }
 
-/// An unconfirmed change found on the branch.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Recovered {
-    /// Its commit id.
-    pub commit: CommitId,
-    /// The lock it changed.
-    pub lock: String,
-}
-
-/// What the history says of one [`Unconfirmed`] change.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Fate {
-    /// Its commit is on the branch, with this id.
-    Landed(CommitId),
-    /// The branch is still at its parent: it may yet land, and a new commit
-    /// on the same tip excludes it (compare-and-swap), so keep watching.
-    MayLand,
-    /// The branch moved past its parent without it: it can never land.
-    CannotLand,
-    /// Neither it nor its parent is within the history the walk may read.
-    Unknown,
-}
-
-/// Decides every change in `pending` with `fate`, then says what to do:
-/// the change that landed (at most one can: every change after the first
-/// unconfirmed one was built on the same parent or on a tip that excludes
-/// it) and what is still pending. Nothing is decided unless every look
-/// answered: when `fate` fails the caller keeps `pending` whole, which is
-/// why this takes a slice and returns the changes to keep rather than
-/// taking them out first.
-pub fn settle(
-    pending: &[Unconfirmed],
-    mut fate: impl FnMut(&Unconfirmed) -> Result<Fate>,
-) -> Result<(Option<Recovered>, Vec<Unconfirmed>)> {
-    let mut keep = Vec::new();
-    let mut unknown = Vec::new();
-    for change in pending {
-        match fate(change)? {
-            Fate::Landed(commit) => {
-                let lock = change.lock.clone();
-                return Ok((Some(Recovered { commit, lock }), Vec::new()));
-            }
-            Fate::MayLand => keep.push(change.clone()),
-            Fate::CannotLand => {}
-            Fate::Unknown => unknown.push(change.clone()),
-        }
-    }
-    if !unknown.is_empty() {
-        return Err(Error::Unsettled {
-            limit: HISTORY_WALK_LIMIT,
-            unconfirmed: unknown.iter().map(Unconfirmed::describe).collect(),
-        });
-    }
-    Ok((None, keep))
-}
-
 impl Unconfirmed {
     /// One line for a user: the lock and how to find the commit.
     pub fn describe(&self) -> String {
@@ -137,22 +102,7 @@ impl Unconfirmed {
     }
 }
 
-/// One commit as a reader of the history sees it ([`LockStore::walk_commits`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CommitMeta {
-    /// Its id.
-    pub id: String,
-    /// Its first parent, if any.
-    pub parent: Option<String>,
-    /// Committer time, seconds since the Unix epoch (what Pool Boy dates claims by).
-    pub time: i64,
-    /// The author, `Name <email>`.
-    pub author: String,
-    /// The whole message.
-    pub message: String,
-}
-
-/// One entry of a folder at a commit ([`LockStore::list_folder`]).
+/// One entry of a folder at a commit ([`HistoryReader::list_folder`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FolderEntry {
     /// Its name within the folder.
@@ -163,8 +113,9 @@ pub struct FolderEntry {
     pub id: String,
 }
 
-/// One file of a [`LockStore::commit_files`] commit: write `content`, or
-/// delete the file when it is `None`.
+/// One file a commit writes or deletes, anywhere in the repository: the
+/// files of [`PutStore::commit_files`], or those a [`Step`] changes beside
+/// the pool's locks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileEdit {
     /// Repository path.
@@ -173,48 +124,92 @@ pub struct FileEdit {
     pub content: Option<Vec<u8>>,
 }
 
-/// A lock repository reached one way or another.
-pub trait LockStore {
+/// One commit of a put: the change to the pool's locks, any other files
+/// changed in the same commit (a waiting room's ticket, say: written or
+/// removed atomically with the claim), and the message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// What happens to the locks.
+    pub change: Change,
+    /// Other files written or deleted by the same commit; usually none.
+    pub files: Vec<FileEdit>,
+    /// The whole commit message.
+    pub message: String,
+}
+
+impl Step {
+    /// A step that changes the locks only.
+    pub fn new(change: Change, message: String) -> Step {
+        Step {
+            change,
+            files: Vec::new(),
+            message,
+        }
+    }
+}
+
+/// What a commit attempt came to, and whether it may have landed although
+/// the outcome does not say so ([`crate::store::recovery`] keeps those).
+#[derive(Debug)]
+pub struct Attempt {
+    /// The outcome, or why there is none.
+    pub outcome: Result<CommitOutcome>,
+    /// Set when the attempt got no clear answer: it may be on the branch.
+    pub unconfirmed: Option<Unconfirmed>,
+}
+
+impl Attempt {
+    /// An attempt whose outcome is all there is to know.
+    pub fn clear(outcome: Result<CommitOutcome>) -> Attempt {
+        Attempt {
+            outcome,
+            unconfirmed: None,
+        }
+    }
+}
+
+/// What a put needs of a lock repository, and the operator's writes: read
+/// the pool at the tip, commit with compare-and-swap, read the tip.
+pub trait PutStore {
     /// Reads the branch tip and the pool at it.
     fn snapshot(&mut self) -> Result<Snapshot>;
 
-    /// Commits `change` with `message` on top of `base.tip`, only if the branch
-    /// still points there.
-    fn commit(&mut self, base: &Snapshot, change: &Change, message: &str) -> Result<CommitOutcome>;
+    /// Commits `steps` one on top of the other on top of `base.tip`, only
+    /// if the branch still points there: one step for most puts, the
+    /// expiry takeover's `unclaiming:` then `claiming:` for two. Git pushes
+    /// them in one compare-and-swap; the CodeCommit API makes one commit
+    /// per call, so there each is its own compare-and-swap and a race lost
+    /// after the first leaves that one in place (see its implementation).
+    /// The id returned is the last commit's; an attempt without a clear
+    /// answer is marked by the last step (the top commit, whose parents
+    /// hold the others).
+    fn commit(&mut self, base: &Snapshot, steps: &[Step]) -> Attempt;
 
-    /// Commits `changes` (each with its message) one on top of the other,
-    /// on top of `base.tip`, only if the branch still points there: the
-    /// expiry takeover's `unclaiming:` then `claiming:`. Git pushes them in
-    /// one compare-and-swap; the CodeCommit API makes one commit per call,
-    /// so there each is its own compare-and-swap and a race lost after the
-    /// first leaves that one in place (see its implementation). The id
-    /// returned is the last commit's; an unconfirmed push is remembered by
-    /// it (the mark is the top commit, whose parents hold the others).
-    fn commit_chain(
+    /// An operator's commit of plain files (`pool init`, `hold`):
+    /// `edits` (any paths, the pool's or not) with `message` on `parent`,
+    /// only if the branch still points there; with no parent, creates the
+    /// branch, only if it does not exist.
+    fn commit_files(
         &mut self,
-        base: &Snapshot,
-        changes: &[(Change, String)],
+        parent: Option<&str>,
+        edits: &[FileEdit],
+        message: &str,
     ) -> Result<CommitOutcome>;
 
-    /// After a commit attempt that failed without a clear answer (a push
-    /// whose reply was lost), whether that commit reached the branch after
-    /// all. An attempt is forgotten only once the history shows it can never
-    /// land; when the look fails, every attempt is kept for the next round
-    /// ([`settle`]). Fails, not retryable, when the history within reach
-    /// cannot tell, since planning a new change then could take a second lock.
-    fn recover_unconfirmed(&mut self) -> Result<Option<Recovered>>;
+    /// The branch tip, `None` when the branch does not exist (an empty
+    /// repository, for `pool init`). Brings what a history walk from it needs.
+    fn branch_tip(&mut self) -> Result<Option<String>>;
 
-    /// The changes whose push got no answer and that may still have
-    /// landed: what a put that gives up must tell its user.
-    fn unconfirmed(&self) -> &[Unconfirmed];
+    /// The branch tip as the server has it now, read as cheaply as the
+    /// backend can (git: the ref advertisement alone, no objects fetched;
+    /// CodeCommit: one `GetBranch`), for a watcher that reads the rest only
+    /// when the tip moved. `None` when the branch does not exist.
+    fn peek_tip(&mut self) -> Result<Option<String>>;
+}
 
-    /// Hands `visit` the id and message of each commit from `tip` back along
-    /// first parents, newest first, until it returns `true` or the history
-    /// ends or [`HISTORY_WALK_LIMIT`] commits were seen. A shallow copy of the
-    /// history is deepened as the walk goes.
-    fn walk_messages(&mut self, tip: &str, visit: &mut dyn FnMut(&str, &str) -> bool)
-        -> Result<()>;
-
+/// The questions `check`, `in`, the holder look-ups and the operator's
+/// screens ask of the history.
+pub trait HistoryReader {
     /// `check`: commits touching the pool from `since` (inclusive) to the tip,
     /// oldest first, as [`crate::model::history::versions`] lists them; without
     /// `since`, or if it is not on the branch, only the latest such commit.
@@ -246,16 +241,6 @@ pub trait LockStore {
     /// Writes the repository's files at `version` into `dest`.
     fn export_tree(&mut self, version: &str, dest: &Path) -> Result<()>;
 
-    /// The branch tip, `None` when the branch does not exist (an empty
-    /// repository, for `pool init`).
-    fn branch_tip(&mut self) -> Result<Option<String>>;
-
-    /// The branch tip as the server has it now, read as cheaply as the
-    /// backend can (git: the ref advertisement alone, no objects fetched;
-    /// CodeCommit: one `GetBranch`), for a watcher that reads the rest only
-    /// when the tip moved. `None` when the branch does not exist.
-    fn peek_tip(&mut self) -> Result<Option<String>>;
-
     /// The entries of folder `path` (`""`: the root) at `version`, `None`
     /// when there is no such folder.
     fn list_folder(&mut self, version: &str, path: &str) -> Result<Option<Vec<FolderEntry>>>;
@@ -265,23 +250,14 @@ pub trait LockStore {
 
     /// Hands `visit` each commit from `tip` back along first parents, newest
     /// first, until it returns `true`, the history ends, or `limit` commits
-    /// were seen. Returns whether the limit cut the walk short.
+    /// were seen. A shallow copy of the history is deepened as the walk
+    /// goes. Returns whether the limit cut the walk short.
     fn walk_commits(
         &mut self,
         tip: &str,
         limit: usize,
         visit: &mut dyn FnMut(&CommitMeta) -> bool,
     ) -> Result<bool>;
-
-    /// Commits `edits` (any paths, the pool's or not) with `message` on
-    /// `parent`, only if the branch still points there; with no parent,
-    /// creates the branch, only if it does not exist.
-    fn commit_files(
-        &mut self,
-        parent: Option<&str>,
-        edits: &[FileEdit],
-        message: &str,
-    ) -> Result<CommitOutcome>;
 
     /// The repository's branches, by name, for the hint of a branch that
     /// does not exist. Asked only on that error path; a backend that
@@ -291,83 +267,9 @@ pub trait LockStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A lock repository reached one way or another: both traits. Every type
+/// that implements both is one, so a store can be handed to a caller that
+/// needs either.
+pub trait LockStore: PutStore + HistoryReader {}
 
-    fn change(mark: &str, lock: &str) -> Unconfirmed {
-        Unconfirmed {
-            mark: Mark::Commit(mark.into()),
-            parent: "p".into(),
-            lock: lock.to_string(),
-        }
-    }
-
-    fn network() -> Error {
-        Error::Network {
-            what: "fetching".into(),
-            uri: "git://x".into(),
-            source: crate::error::Cause::msg("cut"),
-        }
-    }
-
-    #[test]
-    fn a_failed_look_decides_nothing_so_the_caller_keeps_every_change() {
-        let pending = [change("c1", "a"), change("c2", "a")];
-        let mut looked = 0;
-        let result = settle(&pending, |c| {
-            looked += 1;
-            match &c.mark {
-                Mark::Commit(m) if m == "c1" => Ok(Fate::CannotLand),
-                _ => Err(network()),
-            }
-        });
-        assert!(matches!(result, Err(Error::Network { .. })));
-        assert_eq!(looked, 2);
-    }
-
-    #[test]
-    fn a_landed_change_is_the_answer_and_nothing_stays_pending() {
-        let pending = [change("c1", "a"), change("c2", "b")];
-        let (found, keep) = settle(&pending, |c| {
-            Ok(match &c.mark {
-                Mark::Commit(m) if m == "c2" => Fate::Landed("c2".into()),
-                _ => Fate::CannotLand,
-            })
-        })
-        .expect("settled");
-        assert_eq!(
-            found,
-            Some(Recovered {
-                commit: "c2".into(),
-                lock: "b".into()
-            })
-        );
-        assert!(keep.is_empty());
-    }
-
-    #[test]
-    fn only_changes_that_may_still_land_are_kept() {
-        let pending = [change("c1", "a"), change("c2", "a")];
-        let (found, keep) = settle(&pending, |c| {
-            Ok(match &c.mark {
-                Mark::Commit(m) if m == "c1" => Fate::CannotLand,
-                _ => Fate::MayLand,
-            })
-        })
-        .expect("settled");
-        assert_eq!(found, None);
-        assert_eq!(keep, [change("c2", "a")]);
-    }
-
-    #[test]
-    fn a_change_the_history_cannot_tell_about_stops_the_put_naming_its_lock() {
-        let pending = [change("c1", "a")];
-        let err = settle(&pending, |_| Ok(Fate::Unknown)).expect_err("unknown");
-        assert!(!err.is_retryable());
-        let text = err.to_string();
-        assert!(text.contains("could not tell whether a push"), "{text}");
-        assert!(text.contains("lock a (commit c1)"), "{text}");
-        assert!(text.contains("idempotent: true"), "{text}");
-    }
-}
+impl<T: PutStore + HistoryReader + ?Sized> LockStore for T {}

@@ -262,6 +262,8 @@ struct ApiState {
     calls: Mutex<HashMap<String, usize>>,
     log: Mutex<Vec<String>>,
     lose_replies: AtomicUsize,
+    /// How many of the next CreateCommit replies leave out the commit id.
+    omit_ids: AtomicUsize,
     /// Run once, after the next CreateCommit whose reply is lost was applied.
     after_lost_reply: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Operation → how many of its next calls fail with a 500.
@@ -284,6 +286,7 @@ impl CodeCommitServer {
             calls: Mutex::default(),
             log: Mutex::default(),
             lose_replies: AtomicUsize::new(0),
+            omit_ids: AtomicUsize::new(0),
             after_lost_reply: Mutex::default(),
             failing: Mutex::default(),
             throttle: AtomicUsize::new(0),
@@ -324,6 +327,12 @@ impl CodeCommitServer {
     /// closed without a reply, as when a response is lost on the way.
     pub fn lose_create_commit_replies(&self, n: usize) {
         self.state.lose_replies.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` CreateCommit calls are applied and answered without
+    /// `commitId`, as no well-formed reply is.
+    pub fn omit_commit_ids(&self, n: usize) {
+        self.state.omit_ids.store(n, Ordering::SeqCst);
     }
 
     /// Runs `then` once, after the next CreateCommit whose reply is lost
@@ -525,6 +534,16 @@ fn handle(state: &ApiState, head: &Head, operation: &str, body: &[u8]) -> Reply 
                             hook();
                         }
                         return Reply::Drop;
+                    }
+                    let mut out = out;
+                    if state
+                        .omit_ids
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                        .is_ok()
+                    {
+                        if let Some(fields) = out.as_object_mut() {
+                            fields.remove("commitId");
+                        }
                     }
                     Ok(out)
                 }

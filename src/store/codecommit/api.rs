@@ -8,7 +8,10 @@
 //! There is no API listing the commits that touch a folder: `check` and `in`
 //! walk `GetCommit` parents from the tip and compare what `GetFolder` says is
 //! at the pool's path, answering through [`crate::model::history`] exactly as the git
-//! backend does, merges included.
+//! backend does, merges included. Every commit, a put's or an operator's,
+//! is one `CreateCommit` built in one place (`create_commit`);
+//! one whose reply was lost is marked by its `Pool-Resource-Nonce` trailer
+//! for [`crate::store::recovery`] to look for.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -25,10 +28,10 @@ use crate::error::{Cause, Error, Result};
 use crate::model::history::{self, Facts, Graph, Stop, Walk};
 use crate::model::message::{Parsed, Trailer};
 use crate::model::names::{is_lock_file_name, LockName, PoolPath};
-use crate::model::pool::{BlobId, Change, Content, Edit, Hold, LockState, Snapshot};
+use crate::model::pool::{BlobId, CommitId, Content, Edit, Hold, LockState, Snapshot};
 use crate::store::seam::{
-    settle, CommitMeta, CommitOutcome, Fate, FileEdit, FolderEntry, Identity, LockStore, Mark,
-    Recovered, Unconfirmed,
+    Attempt, CommitMeta, CommitOutcome, FileEdit, FolderEntry, HistoryReader, Identity, Mark,
+    PutStore, Step, Unconfirmed,
 };
 
 /// How many commits `check`, `in` and an idempotent put walk back from the
@@ -109,8 +112,6 @@ pub struct CodeCommitStore {
     identity: Identity,
     commits: HashMap<String, CommitInfo>,
     folders: HashMap<(String, String), Option<Folder>>,
-    /// Commit attempts without an answer, known by their nonce.
-    unconfirmed: Vec<Unconfirmed>,
     /// Whether the credential chain has been asked once (see [`Self::tip`]).
     credentials_checked: bool,
 }
@@ -138,7 +139,6 @@ impl CodeCommitStore {
             identity,
             commits: HashMap::new(),
             folders: HashMap::new(),
-            unconfirmed: Vec::new(),
             credentials_checked: false,
         }
     }
@@ -411,63 +411,143 @@ impl CodeCommitStore {
         }
     }
 
-    /// First parents from the tip, newest first, until `stop` returns true
-    /// (that commit included) or the walk limit.
-    fn walk(
-        &mut self,
-        tip: &str,
-        mut stop: impl FnMut(&mut Self, &str) -> Result<bool>,
-    ) -> Result<Vec<String>> {
-        let mut chain = Vec::new();
-        let mut next = Some(tip.to_string());
-        while let Some(id) = next {
-            if chain.len() >= WALK_LIMIT {
-                break;
-            }
-            chain.push(id.clone());
-            if stop(self, &id)? {
-                break;
-            }
-            next = self.commit_info(&id)?.parent.clone();
-        }
-        Ok(chain)
-    }
-
-    /// Records a commit attempt that got no clear answer, by its nonce.
-    fn remember(&mut self, message: &str, base: &Snapshot, change: &Change) {
-        if let Some(nonce) = nonce_of(message) {
-            self.unconfirmed.push(Unconfirmed {
-                mark: Mark::Nonce(nonce),
-                parent: base.tip.clone(),
-                lock: change.lock_list(),
-            });
-        }
-    }
-
-    /// What the branch at `tip` says of `change`: walking first parents
-    /// down from the tip meets its commit (by its nonce) before its parent
-    /// if it landed, and the parent alone if it did not.
-    fn fate(&mut self, tip: &str, change: &Unconfirmed) -> Result<Fate> {
-        let Mark::Nonce(nonce) = &change.mark else {
-            return Ok(Fate::Unknown);
+    /// One step of a put as one CreateCommit on `parent`: every lock's
+    /// files and the step's other files in one compare-and-swap.
+    fn commit_step(&mut self, parent: &CommitId, step: &Step) -> Attempt {
+        let entries = match self.step_entries(step) {
+            Ok(entries) => entries,
+            Err(e) => return Attempt::clear(Err(e)),
         };
-        let mut fate = Fate::Unknown;
-        self.walk(tip, |s, id| {
-            if id == change.parent {
-                fate = if id == tip {
-                    Fate::MayLand
-                } else {
-                    Fate::CannotLand
-                };
-                return Ok(true);
+        // Without a clear answer the commit is known by its nonce: the
+        // service makes it, so its id comes only with the reply.
+        let mark = || {
+            nonce_of(&step.message).map(|nonce| Unconfirmed {
+                mark: Mark::Nonce(nonce),
+                parent: parent.clone(),
+                lock: step.change.lock_list(),
+            })
+        };
+        match self.create_commit(Some(parent), &step.message, entries) {
+            Ok(id) => Attempt::clear(Ok(CommitOutcome::Committed(id))),
+            Err(f) => match f.code.as_deref() {
+                // The SDK retries a request whose reply was lost, and the
+                // retry of a commit that did land finds the branch moved,
+                // by that very commit: look for it before treating this as
+                // someone else's win.
+                Some("ParentCommitIdOutdatedException") => Attempt {
+                    outcome: Ok(CommitOutcome::LostRace),
+                    unconfirmed: mark(),
+                },
+                // An update with the content the lock already has.
+                Some("NoChangeException") => {
+                    Attempt::clear(Ok(CommitOutcome::Committed(parent.clone())))
+                }
+                _ => {
+                    let err = self.error("CreateCommit", f);
+                    let unconfirmed = if err.is_retryable() { mark() } else { None };
+                    Attempt {
+                        outcome: Err(err),
+                        unconfirmed,
+                    }
+                }
+            },
+        }
+    }
+
+    /// The CreateCommit entries of `step`: its locks' files (a move where
+    /// a lock changes folders with its content kept), then its other files.
+    fn step_entries(&mut self, step: &Step) -> Result<Entries> {
+        let pool = self.pool.clone();
+        let mut entries = Entries::default();
+        for (lock, edits) in step.change.parts() {
+            let path = |state: LockState| pool.lock_path(state, lock);
+            let moved_from = edits.iter().find_map(|e| match e {
+                Edit::Delete(s) => Some(*s),
+                _ => None,
+            });
+            let mut is_move = false;
+            for edit in edits {
+                if let Edit::Write(state, content) = edit {
+                    let mut entry = PutFileEntry::builder()
+                        .file_path(path(*state))
+                        .file_mode(FileModeTypeEnum::Normal);
+                    entry = match (content, moved_from) {
+                        (Content::Keep(_), Some(from)) => {
+                            is_move = true;
+                            entry.source_file(
+                                SourceFileSpecifier::builder()
+                                    .file_path(path(from))
+                                    .is_move(true)
+                                    .build()
+                                    .map_err(|e| build_error("CreateCommit", e))?,
+                            )
+                        }
+                        (Content::Keep(blob), None) => {
+                            let bytes = self.blob(blob)?;
+                            entry.file_content(Blob::new(bytes))
+                        }
+                        (Content::Bytes(bytes), _) => entry.file_content(Blob::new(bytes.clone())),
+                    };
+                    entries
+                        .puts
+                        .push(entry.build().map_err(|e| build_error("CreateCommit", e))?);
+                }
             }
-            if s.commit_info(id)?.message.contains(nonce.as_str()) {
-                fate = Fate::Landed(id.into());
-                return Ok(true);
+            for edit in edits {
+                if let Edit::Delete(state) = edit {
+                    if !is_move {
+                        entries.delete(&path(*state))?;
+                    }
+                }
             }
-            Ok(false)
-        })?;
-        Ok(fate)
+        }
+        entries.files(&step.files)?;
+        Ok(entries)
+    }
+
+    /// The one CreateCommit: `entries` with `message` on `parent` (none:
+    /// create the branch), by the configured identity. The new commit's
+    /// id, or what the API said; a reply without an id is a failure that
+    /// names the call (it may have committed: retryable, so a put looks
+    /// for it by its nonce).
+    fn create_commit(
+        &mut self,
+        parent: Option<&CommitId>,
+        message: &str,
+        entries: Entries,
+    ) -> std::result::Result<CommitId, Failure> {
+        let mut req = self
+            .client
+            .create_commit()
+            .repository_name(&self.repo)
+            .branch_name(&self.branch)
+            .author_name(&self.identity.name)
+            .email(&self.identity.email)
+            .commit_message(message)
+            .keep_empty_folders(true);
+        if !entries.puts.is_empty() {
+            req = req.set_put_files(Some(entries.puts));
+        }
+        if !entries.deletes.is_empty() {
+            req = req.set_delete_files(Some(entries.deletes));
+        }
+        if let Some(p) = parent {
+            req = req.parent_commit_id(p.as_str());
+        }
+        let out = self.aws.block_on(req.send()).map_err(failure)?;
+        match out.commit_id() {
+            Some(id) if !id.is_empty() => Ok(id.into()),
+            _ => {
+                let detail = "the reply to CreateCommit has no commitId".to_string();
+                Err(Failure {
+                    code: Some("no commit id in the reply".into()),
+                    cause: Cause::msg(detail.clone()),
+                    detail,
+                    no_reply: false,
+                    transient: true,
+                })
+            }
+        }
     }
 
     fn blob(&mut self, blob_id: &str) -> Result<Vec<u8>> {
@@ -491,6 +571,43 @@ fn nonce_of(message: &str) -> Option<String> {
         .map(String::from)
 }
 
+/// The files of one CreateCommit: those written and those deleted.
+#[derive(Default)]
+struct Entries {
+    puts: Vec<PutFileEntry>,
+    deletes: Vec<DeleteFileEntry>,
+}
+
+impl Entries {
+    fn delete(&mut self, path: &str) -> Result<()> {
+        self.deletes.push(
+            DeleteFileEntry::builder()
+                .file_path(path)
+                .build()
+                .map_err(|e| build_error("CreateCommit", e))?,
+        );
+        Ok(())
+    }
+
+    /// Writes or deletes each of `files`, as plain files.
+    fn files(&mut self, files: &[FileEdit]) -> Result<()> {
+        for file in files {
+            match &file.content {
+                Some(bytes) => self.puts.push(
+                    PutFileEntry::builder()
+                        .file_path(&file.path)
+                        .file_mode(FileModeTypeEnum::Normal)
+                        .file_content(Blob::new(bytes.clone()))
+                        .build()
+                        .map_err(|e| build_error("CreateCommit", e))?,
+                ),
+                None => self.delete(&file.path)?,
+            }
+        }
+        Ok(())
+    }
+}
+
 fn build_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Repository {
         what: format!("could not build the {what} request"),
@@ -498,7 +615,7 @@ fn build_error(what: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-impl LockStore for CodeCommitStore {
+impl PutStore for CodeCommitStore {
     fn snapshot(&mut self) -> Result<Snapshot> {
         let tip = self.tip()?;
         let claimed = self.locks_in(&tip, LockState::Claimed)?;
@@ -530,154 +647,66 @@ impl LockStore for CodeCommitStore {
         })
     }
 
-    fn commit(&mut self, base: &Snapshot, change: &Change, message: &str) -> Result<CommitOutcome> {
-        let pool = self.pool.clone();
-        let mut req = self
-            .client
-            .create_commit()
-            .repository_name(&self.repo)
-            .branch_name(&self.branch)
-            .parent_commit_id(&base.tip)
-            .author_name(&self.identity.name)
-            .email(&self.identity.email)
-            .commit_message(message)
-            .keep_empty_folders(true);
-        // Every lock's files in the one CreateCommit: one compare-and-swap.
-        for (lock, edits) in change.parts() {
-            let path = |state: LockState| pool.lock_path(state, lock);
-            let moved_from = edits.iter().find_map(|e| match e {
-                Edit::Delete(s) => Some(*s),
-                _ => None,
-            });
-            let mut is_move = false;
-            for edit in edits {
-                if let Edit::Write(state, content) = edit {
-                    let mut entry = PutFileEntry::builder()
-                        .file_path(path(*state))
-                        .file_mode(FileModeTypeEnum::Normal);
-                    entry = match (content, moved_from) {
-                        (Content::Keep(_), Some(from)) => {
-                            is_move = true;
-                            entry.source_file(
-                                SourceFileSpecifier::builder()
-                                    .file_path(path(from))
-                                    .is_move(true)
-                                    .build()
-                                    .map_err(|e| build_error("CreateCommit", e))?,
-                            )
-                        }
-                        (Content::Keep(blob), None) => {
-                            let bytes = self.blob(blob)?;
-                            entry.file_content(Blob::new(bytes))
-                        }
-                        (Content::Bytes(bytes), _) => entry.file_content(Blob::new(bytes.clone())),
-                    };
-                    req = req.put_files(entry.build().map_err(|e| build_error("CreateCommit", e))?);
-                }
-            }
-            for edit in edits {
-                if let Edit::Delete(state) = edit {
-                    if !is_move {
-                        req = req.delete_files(
-                            DeleteFileEntry::builder()
-                                .file_path(path(*state))
-                                .build()
-                                .map_err(|e| build_error("CreateCommit", e))?,
-                        );
-                    }
-                }
-            }
-        }
-        match self.aws.block_on(req.send()) {
-            Ok(out) => Ok(CommitOutcome::Committed(
-                out.commit_id().unwrap_or_default().into(),
-            )),
-            Err(e) => {
-                let f = failure(e);
-                match f.code.as_deref() {
-                    Some("ParentCommitIdOutdatedException") => {
-                        // The SDK retries a request whose reply was lost, and
-                        // the retry of a commit that did land finds the branch
-                        // moved, by that very commit: look for it before
-                        // treating this as someone else's win.
-                        self.remember(message, base, change);
-                        Ok(CommitOutcome::LostRace)
-                    }
-                    // An update with the content the lock already has.
-                    Some("NoChangeException") => Ok(CommitOutcome::Committed(base.tip.clone())),
-                    _ => {
-                        let err = self.error("CreateCommit", f);
-                        if err.is_retryable() {
-                            self.remember(message, base, change);
-                        }
-                        Err(err)
-                    }
-                }
-            }
-        }
-    }
-
-    /// CreateCommit makes one commit per call, so each change is its own
+    /// CreateCommit makes one commit per call, so each step is its own
     /// compare-and-swap on the commit before it. When a later one loses
     /// (another put took the lock the first one freed), the earlier ones
     /// stay on the branch and this reports a lost race: the takeover simply
     /// lost, which is safe, and the next look plans afresh. Only the last
-    /// change is remembered when its reply is lost; an earlier change's
-    /// attempt is forgotten, since finding it later must not pass for the
-    /// put's own commit (the next look sees what it did to the pool).
-    fn commit_chain(
+    /// step's attempt is marked unconfirmed when its reply is lost; an
+    /// earlier step's is forgotten, since finding it later must not pass
+    /// for the put's own commit (the next look sees what it did to the pool).
+    fn commit(&mut self, base: &Snapshot, steps: &[Step]) -> Attempt {
+        let mut on = base.tip.clone();
+        for (i, step) in steps.iter().enumerate() {
+            let attempt = self.commit_step(&on, step);
+            if i + 1 == steps.len() {
+                return attempt;
+            }
+            match attempt.outcome {
+                Ok(CommitOutcome::Committed(id)) => on = id,
+                other => return Attempt::clear(other),
+            }
+        }
+        Attempt::clear(Ok(CommitOutcome::Committed(on)))
+    }
+
+    fn commit_files(
         &mut self,
-        base: &Snapshot,
-        changes: &[(Change, String)],
+        parent: Option<&str>,
+        edits: &[FileEdit],
+        message: &str,
     ) -> Result<CommitOutcome> {
-        let mut on = base.clone();
-        for (i, (change, message)) in changes.iter().enumerate() {
-            let last = i + 1 == changes.len();
-            let outcome = self.commit(&on, change, message);
-            if !last {
-                if let Some(nonce) = nonce_of(message) {
-                    self.unconfirmed
-                        .retain(|u| u.mark != Mark::Nonce(nonce.clone()));
-                }
-            }
-            match outcome? {
-                CommitOutcome::Committed(id) if last => return Ok(CommitOutcome::Committed(id)),
-                CommitOutcome::Committed(id) => on.tip = id,
-                other => return Ok(other),
-            }
+        let mut entries = Entries::default();
+        entries.files(edits)?;
+        let parent = parent.map(CommitId::from);
+        match self.create_commit(parent.as_ref(), message, entries) {
+            Ok(id) => Ok(CommitOutcome::Committed(id)),
+            Err(f) => match f.code.as_deref() {
+                Some(
+                    "ParentCommitIdOutdatedException"
+                    | "ParentCommitIdRequiredException"
+                    | "BranchNameExistsException",
+                ) => Ok(CommitOutcome::LostRace),
+                _ => Err(self.error("CreateCommit", f)),
+            },
         }
-        Ok(CommitOutcome::Committed(on.tip))
     }
 
-    fn recover_unconfirmed(&mut self) -> Result<Option<Recovered>> {
-        if self.unconfirmed.is_empty() {
-            return Ok(None);
+    fn branch_tip(&mut self) -> Result<Option<String>> {
+        match self.tip() {
+            Ok(tip) => Ok(Some(tip)),
+            Err(Error::BranchNotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
-        let tip = self.tip()?;
-        // Decided on a copy: a walk that fails (a GetCommit page throttled
-        // or cut, say) leaves every pending change in place for the next round.
-        let pending = self.unconfirmed.clone();
-        let (found, keep) = settle(&pending, |change| self.fate(&tip, change))?;
-        self.unconfirmed = keep;
-        Ok(found)
     }
 
-    fn unconfirmed(&self) -> &[Unconfirmed] {
-        &self.unconfirmed
+    fn peek_tip(&mut self) -> Result<Option<String>> {
+        // GetBranch is already the cheapest call: one request of the quota.
+        self.branch_tip()
     }
+}
 
-    fn walk_messages(
-        &mut self,
-        tip: &str,
-        visit: &mut dyn FnMut(&str, &str) -> bool,
-    ) -> Result<()> {
-        self.walk(tip, |s, id| {
-            let message = &s.commit_info(id)?.message;
-            Ok(visit(id, message))
-        })?;
-        Ok(())
-    }
-
+impl HistoryReader for CodeCommitStore {
     fn versions(&mut self, since: Option<&str>) -> Result<Vec<String>> {
         let tip = self.tip()?;
         // A commit that does not exist needs no walk to be unknown.
@@ -815,14 +844,6 @@ impl LockStore for CodeCommitStore {
         Ok(())
     }
 
-    fn branch_tip(&mut self) -> Result<Option<String>> {
-        match self.tip() {
-            Ok(tip) => Ok(Some(tip)),
-            Err(Error::BranchNotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     fn branches(&mut self) -> Result<Vec<String>> {
         // One page (up to 100 names) is plenty for a hint.
         let out = self
@@ -837,11 +858,6 @@ impl LockStore for CodeCommitStore {
         let mut names = out.branches().to_vec();
         names.sort();
         Ok(names)
-    }
-
-    fn peek_tip(&mut self) -> Result<Option<String>> {
-        // GetBranch is already the cheapest call: one request of the quota.
-        self.branch_tip()
     }
 
     fn list_folder(&mut self, version: &str, path: &str) -> Result<Option<Vec<FolderEntry>>> {
@@ -915,60 +931,6 @@ impl LockStore for CodeCommitStore {
             next = meta.parent;
         }
         Ok(false)
-    }
-
-    fn commit_files(
-        &mut self,
-        parent: Option<&str>,
-        edits: &[FileEdit],
-        message: &str,
-    ) -> Result<CommitOutcome> {
-        let mut req = self
-            .client
-            .create_commit()
-            .repository_name(&self.repo)
-            .branch_name(&self.branch)
-            .author_name(&self.identity.name)
-            .email(&self.identity.email)
-            .commit_message(message)
-            .keep_empty_folders(true);
-        if let Some(p) = parent {
-            req = req.parent_commit_id(p);
-        }
-        for edit in edits {
-            req = match &edit.content {
-                Some(bytes) => req.put_files(
-                    PutFileEntry::builder()
-                        .file_path(&edit.path)
-                        .file_mode(FileModeTypeEnum::Normal)
-                        .file_content(Blob::new(bytes.clone()))
-                        .build()
-                        .map_err(|e| build_error("CreateCommit", e))?,
-                ),
-                None => req.delete_files(
-                    DeleteFileEntry::builder()
-                        .file_path(&edit.path)
-                        .build()
-                        .map_err(|e| build_error("CreateCommit", e))?,
-                ),
-            };
-        }
-        match self.aws.block_on(req.send()) {
-            Ok(out) => Ok(CommitOutcome::Committed(
-                out.commit_id().unwrap_or_default().into(),
-            )),
-            Err(e) => {
-                let f = failure(e);
-                match f.code.as_deref() {
-                    Some(
-                        "ParentCommitIdOutdatedException"
-                        | "ParentCommitIdRequiredException"
-                        | "BranchNameExistsException",
-                    ) => Ok(CommitOutcome::LostRace),
-                    _ => Err(self.error("CreateCommit", f)),
-                }
-            }
-        }
     }
 }
 

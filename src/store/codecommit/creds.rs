@@ -98,6 +98,34 @@ impl Aws {
         })
     }
 
+    /// A connection to `endpoint` in `region` signing with one fixed key
+    /// pair, for a program that drives a CodeCommit stand-in in-process
+    /// (the tests of the store seam); a pipeline always uses [`Aws::load`].
+    pub fn fixed(endpoint: &str, region: &str, access_key_id: &str, secret: &str) -> Result<Aws> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("could not start the AWS client runtime", e))?;
+        let key = Credentials::new(access_key_id, secret, None, None, "fixed");
+        let config = runtime.block_on(
+            aws_config::defaults(BehaviorVersion::latest())
+                .region(Region::new(region.to_string()))
+                .endpoint_url(endpoint)
+                .credentials_provider(key)
+                .load(),
+        );
+        let provider = config.credentials_provider().ok_or_else(|| Error::Auth {
+            uri: endpoint.into(),
+            detail: NO_CREDENTIALS_HELP.into(),
+        })?;
+        Ok(Aws {
+            runtime,
+            config,
+            provider,
+            cached: Mutex::new(None),
+        })
+    }
+
     /// The region in effect (from the URI, `source.aws_region` or the chain).
     pub fn region(&self) -> Option<String> {
         self.config.region().map(|r| r.to_string())

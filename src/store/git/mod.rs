@@ -6,8 +6,12 @@
 //! repository (a path or `file://`) is used directly, with the branch moved
 //! by an atomic compare-and-swap of the ref, because libgit2's local
 //! transport cannot fetch shallow. Either way the cost of a put does not grow
-//! with the repository's history. `check` keeps a shallow cache under
-//! `$TMPDIR` that is deepened only as far as the answer needs.
+//! with the repository's history. `check` asks for a kept cache
+//! ([`Cache::Kept`]): a shallow copy under `$TMPDIR` that is deepened only
+//! as far as the answers need. A commit may carry files outside the pool
+//! ([`Step::files`]); they are written into the same tree. What became of a
+//! push whose reply was lost is decided above, in
+//! [`crate::store::recovery`]: this store only marks it by its commit id.
 
 pub mod known_hosts;
 pub mod sign;
@@ -29,12 +33,12 @@ use tempfile::TempDir;
 use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::model::history::{self, Facts, Graph, Stop, Walk};
-use crate::model::pool::{Change, Content, Edit, Hold, LockState, Snapshot};
+use crate::model::pool::{Content, Edit, Hold, LockState, Snapshot};
 use crate::process::log::Log;
 use crate::process::signal::Interrupt;
 use crate::store::seam::{
-    settle, CommitMeta, CommitOutcome, Fate, FileEdit, FolderEntry, Identity, LockStore, Mark,
-    Recovered, Unconfirmed, HISTORY_WALK_LIMIT,
+    Attempt, Cache, CommitMeta, CommitOutcome, FileEdit, FolderEntry, HistoryReader, Identity,
+    Mark, PutStore, Step, Unconfirmed,
 };
 use transport::Remote;
 use tree::TreeEdit;
@@ -68,27 +72,15 @@ pub struct GitStore {
     access: Access,
     source: Source,
     identity: Identity,
-    /// Commits pushed without a clear answer.
-    unconfirmed: Vec<Unconfirmed>,
-}
-
-/// What the store is opened for; decides where a remote's objects are kept.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Purpose {
-    /// `out`: a temporary repository.
-    Put,
-    /// `in`: a temporary repository.
-    Get,
-    /// `check`: a cache under `$TMPDIR` that persists between checks.
-    Check,
 }
 
 impl GitStore {
-    /// Opens the repository of `source` for `purpose`.
+    /// Opens the repository of `source`, keeping a remote's objects where
+    /// `cache` says.
     pub fn open(
         source: &Source,
         identity: Identity,
-        purpose: Purpose,
+        cache: Cache,
         log: Log,
         interrupt: Interrupt,
     ) -> Result<GitStore> {
@@ -97,9 +89,9 @@ impl GitStore {
             Some(path) => (open_local(path, &source.branch)?, Access::Local),
             None => {
                 let remote = Box::new(Remote::new(source, log.clone(), interrupt)?);
-                let (repo, temp) = match purpose {
-                    Purpose::Check => (open_cache(source)?, None),
-                    Purpose::Put | Purpose::Get => {
+                let (repo, temp) = match cache {
+                    Cache::Kept => (open_cache(source)?, None),
+                    Cache::Fresh => {
                         let dir = tempfile::Builder::new()
                             .prefix("pool-resource-")
                             .tempdir()
@@ -124,7 +116,6 @@ impl GitStore {
             access,
             source: source.clone(),
             identity,
-            unconfirmed: Vec::new(),
         })
     }
 
@@ -256,34 +247,9 @@ impl GitStore {
             })
     }
 
-    /// What the branch at `tip` says of `change`. The branch only moves by
-    /// fast-forwards, so walking first parents down from the tip meets the
-    /// change's commit before its parent if it landed, and the parent alone
-    /// if it did not, however many commits came since: the walk deepens the
-    /// fetch as it goes.
-    fn fate(&mut self, tip: &str, change: &Unconfirmed) -> Result<Fate> {
-        let Mark::Commit(mine) = &change.mark else {
-            return Ok(Fate::Unknown);
-        };
-        let mut landed = None;
-        self.walk_messages(tip, &mut |id, _| {
-            if id == mine {
-                landed = Some(true);
-            } else if id == change.parent {
-                landed = Some(false);
-            }
-            landed.is_some()
-        })?;
-        Ok(match landed {
-            Some(true) => Fate::Landed(mine.clone()),
-            Some(false) if change.parent == tip => Fate::MayLand,
-            Some(false) => Fate::CannotLand,
-            None => Fate::Unknown,
-        })
-    }
-
-    /// Builds (without publishing) the commit of `change` on `parent_id`.
-    fn build_commit(&self, parent_id: Oid, change: &Change, message: &str) -> Result<Oid> {
+    /// Builds (without publishing) the commit of `step` on `parent_id`.
+    fn build_commit(&self, parent_id: Oid, step: &Step) -> Result<Oid> {
+        let change = &step.change;
         let parent = self
             .repo
             .find_commit(parent_id)
@@ -322,7 +288,29 @@ impl GitStore {
                 edits.push(TreeEdit { path, entry });
             }
         }
-        self.write_commit(Some(&root), &edits, &[&parent], message)
+        edits.extend(self.file_edits(&step.files)?);
+        self.write_commit(Some(&root), &edits, &[&parent], &step.message)
+    }
+
+    /// The tree edits that write or delete `files`.
+    fn file_edits(&self, files: &[FileEdit]) -> Result<Vec<TreeEdit>> {
+        let mut edits = Vec::new();
+        for file in files {
+            let entry = match &file.content {
+                Some(bytes) => Some((
+                    self.repo
+                        .blob(bytes)
+                        .map_err(git_error(format!("could not store {}", file.path)))?,
+                    FileMode::Blob.into(),
+                )),
+                None => None,
+            };
+            edits.push(TreeEdit {
+                path: file.path.split('/').map(String::from).collect(),
+                entry,
+            });
+        }
+        Ok(edits)
     }
 
     /// Applies `edits` to `root` and writes the commit of the result with
@@ -454,7 +442,7 @@ fn open_cache(source: &Source) -> Result<Repository> {
     )))
 }
 
-impl LockStore for GitStore {
+impl PutStore for GitStore {
     fn snapshot(&mut self) -> Result<Snapshot> {
         let tip = self.refresh(1)?;
         let commit = self
@@ -496,97 +484,110 @@ impl LockStore for GitStore {
         })
     }
 
-    fn commit(&mut self, base: &Snapshot, change: &Change, message: &str) -> Result<CommitOutcome> {
-        let parent_id = Oid::from_str(&base.tip).map_err(git_error("bad snapshot tip"))?;
-        let commit = self.build_commit(parent_id, change, message)?;
-        let outcome = self.publish(commit, parent_id, &change.subject);
-        if matches!(&outcome, Err(e) if e.is_retryable()) {
-            self.unconfirmed.push(Unconfirmed {
-                mark: Mark::Commit(commit.into()),
-                parent: parent_id.into(),
-                lock: change.lock_list(),
+    fn commit(&mut self, base: &Snapshot, steps: &[Step]) -> Attempt {
+        let Some(last) = steps.last() else {
+            return Attempt::clear(Ok(CommitOutcome::Committed(base.tip.clone())));
+        };
+        let built = Oid::from_str(&base.tip)
+            .map_err(git_error("bad snapshot tip"))
+            .and_then(|parent_id| {
+                let mut top = parent_id;
+                for step in steps {
+                    top = self.build_commit(top, step)?;
+                }
+                Ok((parent_id, top))
             });
-        }
-        outcome
-    }
-
-    fn commit_chain(
-        &mut self,
-        base: &Snapshot,
-        changes: &[(Change, String)],
-    ) -> Result<CommitOutcome> {
-        let parent_id = Oid::from_str(&base.tip).map_err(git_error("bad snapshot tip"))?;
-        let mut top = parent_id;
-        for (change, message) in changes {
-            top = self.build_commit(top, change, message)?;
-        }
-        let Some((last, _)) = changes.last() else {
-            return Ok(CommitOutcome::Committed(base.tip.clone()));
+        let (parent_id, top) = match built {
+            Ok(ids) => ids,
+            Err(e) => return Attempt::clear(Err(e)),
         };
         // One push (or one ref update) moves the branch from the tip to the
         // top commit: every commit of the chain lands, or none does.
-        let outcome = self.publish(top, parent_id, &last.subject);
-        if matches!(&outcome, Err(e) if e.is_retryable()) {
-            self.unconfirmed.push(Unconfirmed {
-                mark: Mark::Commit(top.into()),
-                parent: parent_id.into(),
-                lock: last.lock.to_string(),
-            });
+        let outcome = self.publish(top, parent_id, &last.change.subject);
+        let unconfirmed = matches!(&outcome, Err(e) if e.is_retryable()).then(|| Unconfirmed {
+            mark: Mark::Commit(top.into()),
+            parent: parent_id.into(),
+            lock: last.change.lock_list(),
+        });
+        Attempt {
+            outcome,
+            unconfirmed,
         }
-        outcome
     }
 
-    fn recover_unconfirmed(&mut self) -> Result<Option<Recovered>> {
-        if self.unconfirmed.is_empty() {
-            return Ok(None);
-        }
-        let tip = self.refresh(1)?.to_string();
-        // Decided on a copy: a walk that fails (its deepening fetch cut, say)
-        // leaves every pending change in place for the next round.
-        let pending = self.unconfirmed.clone();
-        let (found, keep) = settle(&pending, |change| self.fate(&tip, change))?;
-        self.unconfirmed = keep;
-        Ok(found)
-    }
-
-    fn unconfirmed(&self) -> &[Unconfirmed] {
-        &self.unconfirmed
-    }
-
-    fn walk_messages(
+    fn commit_files(
         &mut self,
-        tip: &str,
-        visit: &mut dyn FnMut(&str, &str) -> bool,
-    ) -> Result<()> {
-        let mut next = Some(Oid::from_str(tip).map_err(git_error("bad snapshot tip"))?);
-        let mut seen = 0;
-        while let Some(id) = next.take() {
-            if seen >= HISTORY_WALK_LIMIT {
-                break;
+        parent: Option<&str>,
+        edits: &[FileEdit],
+        message: &str,
+    ) -> Result<CommitOutcome> {
+        let parent = match parent {
+            Some(p) => {
+                let id = Oid::from_str(p).map_err(git_error("bad commit id"))?;
+                Some(
+                    self.repo
+                        .find_commit(id)
+                        .map_err(git_error("could not read the branch tip"))?,
+                )
             }
-            seen += 1;
-            let stop = {
-                let commit = self
-                    .repo
-                    .find_commit(id)
-                    .map_err(git_error("could not read a commit"))?;
-                let message = String::from_utf8_lossy(commit.message_raw_bytes());
-                visit(&id.to_string(), &message)
-            };
-            if stop {
-                break;
+            None => None,
+        };
+        let root = match &parent {
+            Some(c) => Some(
+                c.tree()
+                    .map_err(git_error("could not read the tip's tree"))?,
+            ),
+            None => None,
+        };
+        let tree_edits = self.file_edits(edits)?;
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        let commit = self.write_commit(root.as_ref(), &tree_edits, &parents, message)?;
+        let subject = message.lines().next().unwrap_or("").to_string();
+        match parent.as_ref().map(|p| p.id()) {
+            Some(parent_id) => self.publish(commit, parent_id, &subject),
+            None if matches!(self.access, Access::Local) => {
+                match self.repo.reference(
+                    &self.branch_ref(),
+                    commit,
+                    false,
+                    &format!("pool-resource: {subject}"),
+                ) {
+                    Ok(_) => Ok(CommitOutcome::Committed(commit.into())),
+                    Err(e) if e.code() == git2::ErrorCode::Exists => Ok(CommitOutcome::LostRace),
+                    Err(e) => Err(git_error(format!(
+                        "could not create branch {} of {}",
+                        self.source.branch, self.source.uri
+                    ))(e)),
+                }
             }
-            let Some(parent) = self.first_parent(id)? else {
-                break;
-            };
-            if !self.has_object(parent) && (!self.deepen()? || !self.has_object(parent)) {
-                break;
-            }
-            next = Some(parent);
+            None => self.publish(commit, Oid::ZERO_SHA1, &subject),
         }
-        Ok(())
     }
 
+    fn branch_tip(&mut self) -> Result<Option<String>> {
+        match self.refresh(1) {
+            Ok(tip) => Ok(Some(tip.to_string())),
+            Err(Error::BranchNotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn peek_tip(&mut self) -> Result<Option<String>> {
+        let tip = match &self.access {
+            Access::Local => match self.repo.refname_to_id(&self.branch_ref()) {
+                Ok(oid) => Some(oid),
+                Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+                Err(e) => return Err(git_error("could not read the branch")(e)),
+            },
+            Access::Remote { remote, .. } => {
+                remote.list_tip(&self.repo, "looking at the lock repository's branch")?
+            }
+        };
+        Ok(tip.map(|t| t.to_string()))
+    }
+}
+
+impl HistoryReader for GitStore {
     fn versions(&mut self, since: Option<&str>) -> Result<Vec<String>> {
         let first_fetch = self.repo.is_empty().unwrap_or(true);
         let tip = self
@@ -726,28 +727,6 @@ impl LockStore for GitStore {
         Ok(names)
     }
 
-    fn branch_tip(&mut self) -> Result<Option<String>> {
-        match self.refresh(1) {
-            Ok(tip) => Ok(Some(tip.to_string())),
-            Err(Error::BranchNotFound { .. }) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn peek_tip(&mut self) -> Result<Option<String>> {
-        let tip = match &self.access {
-            Access::Local => match self.repo.refname_to_id(&self.branch_ref()) {
-                Ok(oid) => Some(oid),
-                Err(e) if e.code() == git2::ErrorCode::NotFound => None,
-                Err(e) => return Err(git_error("could not read the branch")(e)),
-            },
-            Access::Remote { remote, .. } => {
-                remote.list_tip(&self.repo, "looking at the lock repository's branch")?
-            }
-        };
-        Ok(tip.map(|t| t.to_string()))
-    }
-
     fn list_folder(&mut self, version: &str, path: &str) -> Result<Option<Vec<FolderEntry>>> {
         let commit = self.find_commit(version)?;
         let root = commit.tree().map_err(git_error("could not read a tree"))?;
@@ -829,70 +808,6 @@ impl LockStore for GitStore {
             next = Some(parent);
         }
         Ok(false)
-    }
-
-    fn commit_files(
-        &mut self,
-        parent: Option<&str>,
-        edits: &[FileEdit],
-        message: &str,
-    ) -> Result<CommitOutcome> {
-        let parent = match parent {
-            Some(p) => {
-                let id = Oid::from_str(p).map_err(git_error("bad commit id"))?;
-                Some(
-                    self.repo
-                        .find_commit(id)
-                        .map_err(git_error("could not read the branch tip"))?,
-                )
-            }
-            None => None,
-        };
-        let root = match &parent {
-            Some(c) => Some(
-                c.tree()
-                    .map_err(git_error("could not read the tip's tree"))?,
-            ),
-            None => None,
-        };
-        let mut tree_edits = Vec::new();
-        for edit in edits {
-            let entry = match &edit.content {
-                Some(bytes) => Some((
-                    self.repo
-                        .blob(bytes)
-                        .map_err(git_error("could not store a file"))?,
-                    FileMode::Blob.into(),
-                )),
-                None => None,
-            };
-            tree_edits.push(TreeEdit {
-                path: edit.path.split('/').map(String::from).collect(),
-                entry,
-            });
-        }
-        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
-        let commit = self.write_commit(root.as_ref(), &tree_edits, &parents, message)?;
-        let subject = message.lines().next().unwrap_or("").to_string();
-        match parent.as_ref().map(|p| p.id()) {
-            Some(parent_id) => self.publish(commit, parent_id, &subject),
-            None if matches!(self.access, Access::Local) => {
-                match self.repo.reference(
-                    &self.branch_ref(),
-                    commit,
-                    false,
-                    &format!("pool-resource: {subject}"),
-                ) {
-                    Ok(_) => Ok(CommitOutcome::Committed(commit.into())),
-                    Err(e) if e.code() == git2::ErrorCode::Exists => Ok(CommitOutcome::LostRace),
-                    Err(e) => Err(git_error(format!(
-                        "could not create branch {} of {}",
-                        self.source.branch, self.source.uri
-                    ))(e)),
-                }
-            }
-            None => self.publish(commit, Oid::ZERO_SHA1, &subject),
-        }
     }
 }
 
