@@ -48,6 +48,16 @@ def edges(files):
                     paths.append(prefix + item)
                 elif item == "self":
                     paths.append(prefix.rstrip(":"))
+        parent = module.rsplit("::", 1)[0] if "::" in module else ""
+        is_dir_module = rel.endswith("mod.rs") or rel == "lib.rs"
+        here = module if is_dir_module else parent
+        for rel_path in re.findall(r"\bsuper::((?:[a-z_][a-z0-9_]*::)*[a-z_][a-z0-9_]*)", text):
+            up = parent  # `super` is the parent of this module, file or directory
+            paths.append((up + "::" if up else "") + rel_path)
+        # `use child::...` in a mod.rs names a submodule of this directory.
+        for child in re.findall(r"^\s*(?:pub )?use ([a-z_][a-z0-9_]*)::", text, flags=re.M):
+            if child not in ("crate", "super", "self", "std", "core") and f"{here}::{child}" in files:
+                paths.append(f"{here}::{child}")
         for path in paths:
             parts = path.split("::")
             while parts and "::".join(parts) not in files:

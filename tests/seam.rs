@@ -65,7 +65,13 @@ fn claim_with_tickets(store: &mut dyn LockStore) -> pool_resource::Result<Commit
     let pool = PoolPath::new(POOL).expect("pool");
     let snap = store.snapshot()?;
     let lock = LockName::new("a").expect("lock");
-    let Plan::Commit(change) = plan(&Operation::from(Single::Claim(lock)), &snap, &pool, &mut |_| 0)? else {
+    let Plan::Commit(change) = plan(
+        &Operation::from(Single::Claim(lock)),
+        &snap,
+        &pool,
+        &mut |_| 0,
+    )?
+    else {
         panic!("lock a is free");
     };
     let step = Step {

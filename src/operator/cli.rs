@@ -44,8 +44,8 @@ use crate::process::log::{stderr_wants_colour, Log};
 use crate::process::report::report;
 use crate::process::signal::Interrupt;
 use crate::resource::protocol::RawRequest;
-use crate::store::seam::Cache;
 use crate::store::open::open_store;
+use crate::store::seam::Cache;
 use crate::store::seam::LockStore;
 
 const AFTER_HELP: &str = "\

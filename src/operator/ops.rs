@@ -36,8 +36,8 @@ use crate::store::retry::{self, Policy, Round, Tries};
 use crate::store::seam::{FileEdit, LockStore, Step, HISTORY_WALK_LIMIT};
 
 pub use crate::model::commit::Actor;
-pub use crate::store::reads::{find_pools, POOL_SEARCH_DEPTH};
 pub use crate::store::reads::STATUS_LOOKBACK;
+pub use crate::store::reads::{find_pools, POOL_SEARCH_DEPTH};
 
 /// Lost races tolerated by one operator command.
 const MAX_RACES: u32 = 20;
@@ -882,7 +882,7 @@ pub fn reap_dead(
                 continue;
             }
             match crate::operator::concourse::build::find(
-                crate::operator::concourse::recorded(by),
+                crate::operator::concourse::build::recorded(by),
                 concourse,
             ) {
                 Ok(r) => {
@@ -913,7 +913,7 @@ pub fn reap_dead(
         let Some(answer) = answers.get(r) else {
             continue;
         };
-        let recorded = crate::operator::concourse::recorded(by);
+        let recorded = crate::operator::concourse::build::recorded(by);
         if let Some(why) = match answer {
             Lookup::Found(b) => crate::operator::concourse::build::mismatch(recorded, b),
             Lookup::Missing => None,

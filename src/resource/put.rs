@@ -20,9 +20,7 @@ use crate::config::Source;
 use crate::error::Result;
 use crate::model::duration::{human, now_unix};
 use crate::model::message::{build_trailers, commit_message, lock_trailers, Trailer};
-use crate::model::pool::{
-    plan, plan_takeover, Operation, Plan, Single, Snapshot, Takeover, Wait,
-};
+use crate::model::pool::{plan, plan_takeover, Operation, Plan, Single, Snapshot, Takeover, Wait};
 use crate::process::log::Log;
 use crate::process::retry::Backoff;
 use crate::process::signal::Interrupt;

@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::commit::Actor;
 use crate::model::duration::ago;
 
 /// A build's status, `atc.BuildStatus`.
@@ -520,6 +521,15 @@ pub fn judge(what: &str, lookup: &Lookup, now: i64, policy: DeadPolicy) -> Verdi
         crate::model::duration::utc(end),
         ago(end, now)
     ))
+}
+
+/// What a claim's commit recorded of its build.
+pub fn recorded(by: &Actor) -> Recorded<'_> {
+    Recorded {
+        build_id: by.build_id.as_deref(),
+        build_url: by.build_url.as_deref(),
+        concourse: by.concourse.as_deref(),
+    }
 }
 
 #[cfg(test)]

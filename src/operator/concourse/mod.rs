@@ -19,17 +19,10 @@ use crate::model::names::LockState;
 use crate::operator::ops::{Actor, Interval, Since, Status};
 use crate::process::log::Log;
 use crate::process::signal::Interrupt;
-use build::{BuildRef, BuildState, Lookup, Recorded};
+use build::{BuildRef, BuildState, Lookup};
 use client::{Access, Client};
 
-/// What a claim's commit recorded of its build.
-pub fn recorded(by: &Actor) -> Recorded<'_> {
-    Recorded {
-        build_id: by.build_id.as_deref(),
-        build_url: by.build_url.as_deref(),
-        concourse: by.concourse.as_deref(),
-    }
-}
+pub use build::recorded;
 
 /// The builds of claims, asked of Concourse and remembered.
 pub struct Builds {
