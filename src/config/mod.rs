@@ -6,6 +6,8 @@
 //! from the build's inputs. Mistakes fail here, before any network traffic,
 //! with the field's name in the message.
 
+pub mod line;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -179,6 +181,8 @@ pub struct Source {
     pub known_hosts: Option<String>,
     /// `backend`, with the CodeCommit repository if `uri` names one.
     pub backend: Backend,
+    /// `queue` and `waiter_lease`: the line of waiting puts.
+    pub line: line::LineSource,
     /// Warnings for the build log (unknown fields, ignored settings).
     pub warnings: Vec<String>,
 }
@@ -274,6 +278,7 @@ impl Source {
         let git = parse_git_config(f.take("git_config"), &mut warnings)?;
         let retry_delay = parse_retry_delay(f.take("retry_delay"))?;
         let expire_after = parse_expire_after(f.take("expire_after"))?;
+        let line = line::parse_source(&mut f)?;
         let https_tunnel = parse_tunnel(&mut f, &mut warnings)?;
         let skip_ssl_verification =
             f.bool("skip_ssl_verification")?.unwrap_or(false) || git.ssl_verify == Some(false);
@@ -372,6 +377,7 @@ impl Source {
             skip_ssl_verification,
             known_hosts,
             backend,
+            line,
             warnings,
         })
     }
@@ -675,6 +681,8 @@ pub struct PutParams {
     /// `release: DIR` whose `DIR/claim` (written by `in`) names the claim
     /// commit: the release is fenced to that claim ([`crate::resource::holder::check_fence`]).
     pub fence: Option<String>,
+    /// `priority` and `wait_timeout`: how the put waits in line.
+    pub line: line::LineParams,
 }
 
 /// Validates put `params` into one [`Operation`], reading lock files under `src`.
@@ -696,8 +704,10 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
         }
     }
     let idempotent = f.bool("idempotent")?.unwrap_or(false);
+    let line = line::parse_params(&mut f)?;
     let mut known = PUT_ACTIONS.to_vec();
     known.push("idempotent");
+    known.extend(line::PARAMS);
     reject_unknown_params(&f, &known)?;
     let op = match (many, claim_list) {
         (Some(n), None) if dirs.is_empty() => Operation::AcquireMany(n),
@@ -732,6 +742,7 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
             op.param()
         )));
     }
+    line.check_applies(&op)?;
     let fence = match (&op, release_dir(&req.params)) {
         (Operation::Release(_), Some(dir)) => read_fence(src, &dir)?,
         _ => None,
@@ -740,6 +751,7 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
         op,
         idempotent,
         fence,
+        line,
     })
 }
 

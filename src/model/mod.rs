@@ -7,6 +7,7 @@
 
 pub mod duration;
 pub mod history;
+pub mod line;
 pub mod message;
 pub mod names;
 pub mod pool;

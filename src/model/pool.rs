@@ -6,9 +6,10 @@
 //! Both backends (git and the CodeCommit API) share this logic, so a pool
 //! behaves the same whichever way it is reached.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::Error;
+use crate::model::line::Line;
 use crate::model::message::Verb;
 use crate::model::names::{LockName, PoolPath};
 
@@ -165,6 +166,14 @@ pub struct Snapshot {
     pub unclaimed: BTreeMap<LockName, BlobId>,
     /// The pool's hold, if an operator holds it.
     pub hold: Option<Hold>,
+    /// The pool's line of waiting puts ([`Line::path`]); empty when there
+    /// is no line file.
+    pub line: Line,
+    /// Free locks this put must leave alone because a waiter ahead of it
+    /// in the line could use them ([`Line::reserved_for`]). Not read from
+    /// the repository: the put loop fills it in before [`plan`], for
+    /// `acquire` and `claim` only; empty, nothing is reserved.
+    pub reserved: BTreeSet<LockName>,
 }
 
 impl Snapshot {
@@ -178,6 +187,15 @@ impl Snapshot {
                 .get(lock)
                 .map(|blob| (LockState::Unclaimed, blob))
         }
+    }
+
+    /// The free locks: unclaimed and not also claimed, reserved or not.
+    pub fn free(&self) -> BTreeSet<LockName> {
+        self.unclaimed
+            .keys()
+            .filter(|name| !self.claimed.contains_key(*name))
+            .cloned()
+            .collect()
     }
 
     /// Names of the claimed locks, for progress messages.
@@ -326,6 +344,9 @@ pub enum Wait {
     },
     /// `claim: [A, B]`: these of the wanted locks are claimed.
     SomeClaimed(Vec<LockName>),
+    /// `acquire`/`claim`: these free locks, which the put could use, are
+    /// kept for waiters ahead of it in the line ([`Snapshot::reserved`]).
+    Reserved(Vec<LockName>),
 }
 
 impl Wait {
@@ -356,6 +377,11 @@ impl Wait {
             ),
             Wait::SomeClaimed(locks) => format!(
                 "{} of pool {pool} claimed: {}",
+                if locks.len() == 1 { "lock" } else { "locks" },
+                join_names(locks)
+            ),
+            Wait::Reserved(locks) => format!(
+                "free {} {} of pool {pool} kept for builds ahead in line",
                 if locks.len() == 1 { "lock" } else { "locks" },
                 join_names(locks)
             ),
@@ -420,15 +446,18 @@ pub fn plan(
     }
     Ok(match op {
         Operation::Acquire => {
+            let all_free = snap.free();
             let free: Vec<(&LockName, &BlobId)> = snap
                 .unclaimed
                 .iter()
-                .filter(|(name, _)| !snap.claimed.contains_key(*name))
+                .filter(|(name, _)| all_free.contains(*name) && !snap.reserved.contains(*name))
                 .collect();
-            if free.is_empty() {
+            if all_free.is_empty() {
                 Plan::Wait(Wait::NoneFree {
                     claimed: snap.claimed_names().iter().map(|s| s.to_string()).collect(),
                 })
+            } else if free.is_empty() {
+                Plan::Wait(Wait::Reserved(all_free.into_iter().collect()))
             } else {
                 let (lock, blob) = free[pick(free.len()) % free.len()];
                 move_lock(lock, blob, LockState::Unclaimed, Verb::Claiming)
@@ -437,6 +466,9 @@ pub fn plan(
         Operation::Claim(lock) => match snap.state_of(lock) {
             None => return Err(not_found(lock)),
             Some((LockState::Claimed, _)) => Plan::Wait(Wait::Claimed(lock.clone())),
+            Some((LockState::Unclaimed, _)) if snap.reserved.contains(lock) => {
+                Plan::Wait(Wait::Reserved(vec![lock.clone()]))
+            }
             Some((LockState::Unclaimed, blob)) => {
                 move_lock(lock, blob, LockState::Unclaimed, Verb::Claiming)
             }
@@ -606,17 +638,22 @@ fn plan_many(
     check_possible(op, snap, pool)?;
     Ok(match op {
         Operation::AcquireMany(wanted) => {
+            let all_free = snap.free();
             let mut free: Vec<(&LockName, &BlobId)> = snap
                 .unclaimed
                 .iter()
-                .filter(|(name, _)| !snap.claimed.contains_key(*name))
+                .filter(|(name, _)| all_free.contains(*name) && !snap.reserved.contains(*name))
                 .collect();
-            if free.len() < *wanted {
+            if all_free.len() < *wanted {
                 return Ok(Plan::Wait(Wait::TooFewFree {
                     wanted: *wanted,
-                    free: free.len(),
+                    free: all_free.len(),
                     claimed: snap.claimed_names().iter().map(|s| s.to_string()).collect(),
                 }));
+            }
+            if free.len() < *wanted {
+                let kept = all_free.intersection(&snap.reserved).cloned().collect();
+                return Ok(Plan::Wait(Wait::Reserved(kept)));
             }
             let mut chosen = Vec::with_capacity(*wanted);
             while chosen.len() < *wanted {
@@ -633,6 +670,14 @@ fn plan_many(
                 .collect();
             if !claimed.is_empty() {
                 return Ok(Plan::Wait(Wait::SomeClaimed(claimed)));
+            }
+            let kept: Vec<LockName> = locks
+                .iter()
+                .filter(|l| snap.reserved.contains(*l))
+                .cloned()
+                .collect();
+            if !kept.is_empty() {
+                return Ok(Plan::Wait(Wait::Reserved(kept)));
             }
             let moved = locks
                 .iter()
@@ -748,6 +793,7 @@ mod tests {
             claimed: blobs(claimed),
             unclaimed: blobs(unclaimed),
             hold: None,
+            ..Snapshot::default()
         }
     }
 
@@ -1077,6 +1123,60 @@ mod tests {
         assert!(matches!(
             run(Operation::ReleaseAll(vec![name("a"), name("c")]), &s),
             Err(Error::NotClaimed { lock, .. }) if lock == "c"
+        ));
+    }
+
+    #[test]
+    fn reserved_locks_are_left_alone_by_acquire_and_claim_only() {
+        let mut s = snap(&["a"], &["b", "c"]);
+        s.reserved = [name("b")].into_iter().collect();
+        let c = commit(run(Operation::Acquire, &s).unwrap());
+        assert_eq!(
+            c.lock,
+            name("c"),
+            "acquire takes the lock nobody ahead keeps"
+        );
+        assert_eq!(
+            run(Operation::Claim(name("b")), &s).unwrap(),
+            Plan::Wait(Wait::Reserved(vec![name("b")]))
+        );
+        assert!(matches!(
+            run(Operation::Claim(name("c")), &s).unwrap(),
+            Plan::Commit(_)
+        ));
+        assert_eq!(
+            run(Operation::AcquireMany(2), &s).unwrap(),
+            Plan::Wait(Wait::Reserved(vec![name("b")]))
+        );
+        assert_eq!(
+            run(Operation::ClaimAll(vec![name("b"), name("c")]), &s).unwrap(),
+            Plan::Wait(Wait::Reserved(vec![name("b")]))
+        );
+        s.reserved.insert(name("c"));
+        assert_eq!(
+            run(Operation::Acquire, &s).unwrap(),
+            Plan::Wait(Wait::Reserved(vec![name("b"), name("c")]))
+        );
+        let why = Wait::Reserved(vec![name("b"), name("c")]);
+        assert_eq!(
+            why.describe(&PoolPath::new("p").unwrap()),
+            "free locks b, c of pool p kept for builds ahead in line"
+        );
+        // Everything else ignores the line.
+        for op in [
+            Operation::Release(name("a")),
+            Operation::Remove(name("b")),
+            Operation::WaitUntilUnclaimed(name("b")),
+            Operation::Update {
+                lock: name("b"),
+                content: b"x".to_vec(),
+            },
+        ] {
+            assert!(!matches!(run(op, &s).unwrap(), Plan::Wait(_)));
+        }
+        assert!(matches!(
+            run(Operation::AcquireMany(3), &s).unwrap(),
+            Plan::Wait(Wait::TooFewFree { free: 2, .. })
         ));
     }
 }

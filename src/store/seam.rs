@@ -196,6 +196,17 @@ pub trait LockStore {
         changes: &[(Change, String)],
     ) -> Result<CommitOutcome>;
 
+    /// [`LockStore::commit_chain`] with `files` (paths outside the pool:
+    /// the line file) edited in the last commit too, so that the claim
+    /// ending a wait removes the waiter's ticket in the same commit.
+    /// With no `files`, exactly [`LockStore::commit_chain`].
+    fn commit_chain_with(
+        &mut self,
+        base: &Snapshot,
+        changes: &[(Change, String)],
+        files: &[FileEdit],
+    ) -> Result<CommitOutcome>;
+
     /// After a commit attempt that failed without a clear answer (a push
     /// whose reply was lost), whether that commit reached the branch after
     /// all. An attempt is forgotten only once the history shows it can never

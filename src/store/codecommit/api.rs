@@ -23,6 +23,7 @@ use aws_sdk_codecommit::Client;
 use super::creds::Aws;
 use crate::error::{Cause, Error, Result};
 use crate::model::history::{self, Facts, Graph, Stop, Walk};
+use crate::model::line::Line;
 use crate::model::message::{Parsed, Trailer};
 use crate::model::names::{is_lock_file_name, LockName, PoolPath};
 use crate::model::pool::{BlobId, Change, Content, Edit, Hold, LockState, Snapshot};
@@ -467,67 +468,15 @@ impl CodeCommitStore {
         Ok(fate)
     }
 
-    fn blob(&mut self, blob_id: &str) -> Result<Vec<u8>> {
-        let out = self
-            .aws
-            .block_on(
-                self.client
-                    .get_blob()
-                    .repository_name(&self.repo)
-                    .blob_id(blob_id)
-                    .send(),
-            )
-            .map_err(|e| self.error("GetBlob", failure(e)))?;
-        Ok(out.content().as_ref().to_vec())
-    }
-}
-
-fn nonce_of(message: &str) -> Option<String> {
-    Parsed::new(message)
-        .trailer(Trailer::Nonce)
-        .map(String::from)
-}
-
-fn build_error(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Repository {
-        what: format!("could not build the {what} request"),
-        detail: e.to_string(),
-    }
-}
-
-impl LockStore for CodeCommitStore {
-    fn snapshot(&mut self) -> Result<Snapshot> {
-        let tip = self.tip()?;
-        let claimed = self.locks_in(&tip, LockState::Claimed)?;
-        let unclaimed = self.locks_in(&tip, LockState::Unclaimed)?;
-        if claimed.is_none() && unclaimed.is_none() && self.pool_tree(&tip)?.is_none() {
-            return Err(Error::PoolNotFound {
-                pool: self.pool.to_string(),
-                branch: self.branch.clone(),
-                uri: self.uri.clone(),
-            });
-        }
-        // Asked of the root first, which always exists: a missing hold
-        // folder would otherwise cost a failed call on every look.
-        let top = Hold::DIR.split('/').next().unwrap_or_default();
-        let root = self.list_folder(&tip, "")?.unwrap_or_default();
-        let hold = if root.iter().any(|e| e.is_dir && e.name == top) {
-            match self.entry_at(&tip, &Hold::path(&self.pool))? {
-                Some(blob) => Some(Hold::parse(&self.blob(&blob)?)),
-                None => None,
-            }
-        } else {
-            None
-        };
-        Ok(Snapshot {
-            tip: tip.into(),
-            claimed: claimed.unwrap_or_default(),
-            unclaimed: unclaimed.unwrap_or_default(),
-            hold,
-        })
-    }
-
-    fn commit(&mut self, base: &Snapshot, change: &Change, message: &str) -> Result<CommitOutcome> {
+    /// One CreateCommit of `change` and of `files` outside the pool, on
+    /// `base.tip`.
+    fn commit_with(
+        &mut self,
+        base: &Snapshot,
+        change: &Change,
+        files: &[FileEdit],
+        message: &str,
+    ) -> Result<CommitOutcome> {
         let pool = self.pool.clone();
         let mut req = self
             .client
@@ -539,6 +488,24 @@ impl LockStore for CodeCommitStore {
             .email(&self.identity.email)
             .commit_message(message)
             .keep_empty_folders(true);
+        for edit in files {
+            req = match &edit.content {
+                Some(bytes) => req.put_files(
+                    PutFileEntry::builder()
+                        .file_path(&edit.path)
+                        .file_mode(FileModeTypeEnum::Normal)
+                        .file_content(Blob::new(bytes.clone()))
+                        .build()
+                        .map_err(|e| build_error("CreateCommit", e))?,
+                ),
+                None => req.delete_files(
+                    DeleteFileEntry::builder()
+                        .file_path(&edit.path)
+                        .build()
+                        .map_err(|e| build_error("CreateCommit", e))?,
+                ),
+            };
+        }
         // Every lock's files in the one CreateCommit: one compare-and-swap.
         for (lock, edits) in change.parts() {
             let path = |state: LockState| pool.lock_path(state, lock);
@@ -614,6 +581,103 @@ impl LockStore for CodeCommitStore {
         }
     }
 
+    /// The content of the file at `path` at `commit` (one `GetFile`);
+    /// `None` when there is no such file.
+    fn file(&mut self, commit: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let out = self.aws.block_on(
+            self.client
+                .get_file()
+                .repository_name(&self.repo)
+                .commit_specifier(commit)
+                .file_path(path)
+                .send(),
+        );
+        match out {
+            Ok(o) => Ok(Some(o.file_content().as_ref().to_vec())),
+            Err(e) => {
+                let f = failure(e);
+                if f.code.as_deref() == Some("FileDoesNotExistException") {
+                    Ok(None)
+                } else {
+                    Err(self.error("GetFile", f))
+                }
+            }
+        }
+    }
+
+    fn blob(&mut self, blob_id: &str) -> Result<Vec<u8>> {
+        let out = self
+            .aws
+            .block_on(
+                self.client
+                    .get_blob()
+                    .repository_name(&self.repo)
+                    .blob_id(blob_id)
+                    .send(),
+            )
+            .map_err(|e| self.error("GetBlob", failure(e)))?;
+        Ok(out.content().as_ref().to_vec())
+    }
+}
+
+fn nonce_of(message: &str) -> Option<String> {
+    Parsed::new(message)
+        .trailer(Trailer::Nonce)
+        .map(String::from)
+}
+
+fn build_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Repository {
+        what: format!("could not build the {what} request"),
+        detail: e.to_string(),
+    }
+}
+
+impl LockStore for CodeCommitStore {
+    fn snapshot(&mut self) -> Result<Snapshot> {
+        let tip = self.tip()?;
+        let claimed = self.locks_in(&tip, LockState::Claimed)?;
+        let unclaimed = self.locks_in(&tip, LockState::Unclaimed)?;
+        if claimed.is_none() && unclaimed.is_none() && self.pool_tree(&tip)?.is_none() {
+            return Err(Error::PoolNotFound {
+                pool: self.pool.to_string(),
+                branch: self.branch.clone(),
+                uri: self.uri.clone(),
+            });
+        }
+        // Asked of the root first, which always exists: a missing hold
+        // folder would otherwise cost a failed call on every look.
+        let top = Hold::DIR.split('/').next().unwrap_or_default();
+        let root = self.list_folder(&tip, "")?.unwrap_or_default();
+        let (hold, line) = if root.iter().any(|e| e.is_dir && e.name == top) {
+            let hold = match self.entry_at(&tip, &Hold::path(&self.pool))? {
+                Some(blob) => Some(Hold::parse(&self.blob(&blob)?)),
+                None => None,
+            };
+            // One GetFile: the line changes often, a folder listing would
+            // cost a second call on every look.
+            let line = match self.file(&tip, &Line::path(&self.pool))? {
+                Some(bytes) => Line::parse(&bytes),
+                None => Line::default(),
+            };
+            (hold, line)
+        } else {
+            (None, Line::default())
+        };
+        Ok(Snapshot {
+            tip: tip.into(),
+            claimed: claimed.unwrap_or_default(),
+            unclaimed: unclaimed.unwrap_or_default(),
+            hold,
+            line,
+            ..Snapshot::default()
+        })
+    }
+
+    fn commit(&mut self, base: &Snapshot, change: &Change, message: &str) -> Result<CommitOutcome> {
+        self.commit_with(base, change, &[], message)
+    }
+
     /// CreateCommit makes one commit per call, so each change is its own
     /// compare-and-swap on the commit before it. When a later one loses
     /// (another put took the lock the first one freed), the earlier ones
@@ -627,10 +691,20 @@ impl LockStore for CodeCommitStore {
         base: &Snapshot,
         changes: &[(Change, String)],
     ) -> Result<CommitOutcome> {
+        self.commit_chain_with(base, changes, &[])
+    }
+
+    /// As [`LockStore::commit_chain`]; `files` go into the last CreateCommit.
+    fn commit_chain_with(
+        &mut self,
+        base: &Snapshot,
+        changes: &[(Change, String)],
+        files: &[FileEdit],
+    ) -> Result<CommitOutcome> {
         let mut on = base.clone();
         for (i, (change, message)) in changes.iter().enumerate() {
             let last = i + 1 == changes.len();
-            let outcome = self.commit(&on, change, message);
+            let outcome = self.commit_with(&on, change, if last { files } else { &[] }, message);
             if !last {
                 if let Some(nonce) = nonce_of(message) {
                     self.unconfirmed

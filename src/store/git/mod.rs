@@ -26,6 +26,7 @@ use tempfile::TempDir;
 use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::model::history::{self, Facts, Graph, Stop, Walk};
+use crate::model::line::Line;
 use crate::model::pool::{Change, Content, Edit, Hold, LockState, Snapshot};
 use crate::process::log::Log;
 use crate::process::signal::Interrupt;
@@ -279,8 +280,15 @@ impl GitStore {
         })
     }
 
-    /// Builds (without publishing) the commit of `change` on `parent_id`.
-    fn build_commit(&self, parent_id: Oid, change: &Change, message: &str) -> Result<Oid> {
+    /// Builds (without publishing) the commit of `change`, and of `files`
+    /// outside the pool, on `parent_id`.
+    fn build_commit(
+        &self,
+        parent_id: Oid,
+        change: &Change,
+        files: &[FileEdit],
+        message: &str,
+    ) -> Result<Oid> {
         let parent = self
             .repo
             .find_commit(parent_id)
@@ -319,7 +327,29 @@ impl GitStore {
                 edits.push(TreeEdit { path, entry });
             }
         }
+        edits.extend(self.file_edits(files)?);
         self.write_commit(Some(&root), &edits, &[&parent], message)
+    }
+
+    /// `edits` as tree edits, their contents stored as blobs.
+    fn file_edits(&self, edits: &[FileEdit]) -> Result<Vec<TreeEdit>> {
+        let mut tree_edits = Vec::new();
+        for edit in edits {
+            let entry = match &edit.content {
+                Some(bytes) => Some((
+                    self.repo
+                        .blob(bytes)
+                        .map_err(git_error("could not store a file"))?,
+                    FileMode::Blob.into(),
+                )),
+                None => None,
+            };
+            tree_edits.push(TreeEdit {
+                path: edit.path.split('/').map(String::from).collect(),
+                entry,
+            });
+        }
+        Ok(tree_edits)
     }
 
     /// Applies `edits` to `root` and writes the commit of the result with
@@ -476,17 +506,28 @@ impl LockStore for GitStore {
             )),
             None => None,
         };
+        let line = match tree::entry_at(&root, &Line::path(&self.source.pool)) {
+            Some((id, _)) => Line::parse(
+                self.repo
+                    .find_blob(id)
+                    .map_err(git_error("could not read the pool's line"))?
+                    .content(),
+            ),
+            None => Line::default(),
+        };
         Ok(Snapshot {
             tip: tip.into(),
             claimed,
             unclaimed,
             hold,
+            line,
+            ..Snapshot::default()
         })
     }
 
     fn commit(&mut self, base: &Snapshot, change: &Change, message: &str) -> Result<CommitOutcome> {
         let parent_id = Oid::from_str(&base.tip).map_err(git_error("bad snapshot tip"))?;
-        let commit = self.build_commit(parent_id, change, message)?;
+        let commit = self.build_commit(parent_id, change, &[], message)?;
         let outcome = self.publish(commit, parent_id, &change.subject);
         if matches!(&outcome, Err(e) if e.is_retryable()) {
             self.unconfirmed.push(Unconfirmed {
@@ -503,10 +544,20 @@ impl LockStore for GitStore {
         base: &Snapshot,
         changes: &[(Change, String)],
     ) -> Result<CommitOutcome> {
+        self.commit_chain_with(base, changes, &[])
+    }
+
+    fn commit_chain_with(
+        &mut self,
+        base: &Snapshot,
+        changes: &[(Change, String)],
+        files: &[FileEdit],
+    ) -> Result<CommitOutcome> {
         let parent_id = Oid::from_str(&base.tip).map_err(git_error("bad snapshot tip"))?;
         let mut top = parent_id;
-        for (change, message) in changes {
-            top = self.build_commit(top, change, message)?;
+        for (i, (change, message)) in changes.iter().enumerate() {
+            let extra = if i + 1 == changes.len() { files } else { &[] };
+            top = self.build_commit(top, change, extra, message)?;
         }
         let Some((last, _)) = changes.last() else {
             return Ok(CommitOutcome::Committed(base.tip.clone()));
@@ -819,22 +870,7 @@ impl LockStore for GitStore {
             ),
             None => None,
         };
-        let mut tree_edits = Vec::new();
-        for edit in edits {
-            let entry = match &edit.content {
-                Some(bytes) => Some((
-                    self.repo
-                        .blob(bytes)
-                        .map_err(git_error("could not store a file"))?,
-                    FileMode::Blob.into(),
-                )),
-                None => None,
-            };
-            tree_edits.push(TreeEdit {
-                path: edit.path.split('/').map(String::from).collect(),
-                entry,
-            });
-        }
+        let tree_edits = self.file_edits(edits)?;
         let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
         let commit = self.write_commit(root.as_ref(), &tree_edits, &parents, message)?;
         let subject = message.lines().next().unwrap_or("").to_string();
