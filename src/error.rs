@@ -162,6 +162,11 @@ pub enum Error {
         unconfirmed: Vec<String>,
     },
 
+    /// A put left the line without its locks: `wait_timeout` passed, or an
+    /// operator removed its ticket.
+    #[error("no lock of pool {pool:?} was claimed: {what}")]
+    NotServed { pool: String, what: String },
+
     /// SIGINT or SIGTERM arrived.
     #[error(
         "interrupted by {signal} while {doing}; no lock was changed by this step after the signal"

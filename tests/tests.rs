@@ -12,6 +12,7 @@ mod faults;
 mod get;
 mod hostile;
 mod image;
+mod line;
 mod ops;
 mod pipelines;
 mod protocol;

@@ -11,9 +11,18 @@
 //! with `source.expire_after`, it takes over a claim older than that
 //! instead ([`crate::model::pool::plan_takeover`], [`LockStore::commit_chain`]); a
 //! `release` fenced by the `claim` file `in` wrote is checked first.
+//!
+//! An `acquire` or `claim` that must wait takes a place in the pool's line
+//! ([`crate::resource::waiting`]): it leaves alone the free locks kept for
+//! waiters ahead of it, renews its ticket while it waits, removes it in the
+//! commit of its claim, and leaves the line when it gives up (a signal,
+//! `wait_timeout`, an error). The first in line reads the branch tip about
+//! once a second instead of sleeping `retry_delay`, so a released lock is
+//! handed over at once.
 
 use std::time::Instant;
 
+use crate::config::line::LineParams;
 use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::model::duration::{human, now_unix};
@@ -27,7 +36,8 @@ use crate::process::signal::Interrupt;
 use crate::resource::holder::{self, HolderCache};
 use crate::resource::protocol::{BuildInfo, Response};
 use crate::resource::rerun;
-use crate::store::seam::{CommitOutcome, LockStore, Unconfirmed};
+use crate::resource::waiting::{Waiter, Wrote};
+use crate::store::seam::{CommitOutcome, FileEdit, LockStore, Unconfirmed};
 
 /// Consecutive lost races tolerated before giving up (each one means another
 /// process made progress, so this is only reached under pathological load).
@@ -51,6 +61,8 @@ pub struct PutContext<'a> {
     /// A `release` whose directory holds the claim commit `in` wrote:
     /// refused unless that claim still holds ([`holder::check_fence`]).
     pub fence: Option<&'a str>,
+    /// `priority` and `wait_timeout`.
+    pub line: &'a LineParams,
 }
 
 /// What one round of the put loop came to.
@@ -58,7 +70,8 @@ pub struct PutContext<'a> {
 enum Round {
     /// The put is done: print this.
     Done(Response),
-    /// The lock was not free; the round slept `retry_delay`.
+    /// The lock was not free; the round slept `retry_delay` (or watched
+    /// the tip, first in line).
     Waited,
     /// Someone else moved the branch first: look again at once.
     LostRace,
@@ -79,6 +92,23 @@ struct Rejection {
 /// what the rounds came to and decides when to stop, as cargo's
 /// `util/network/retry.rs` does.
 pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> Result<Response> {
+    let mut waiter = Waiter::new(op, &ctx.source.line, ctx.line, &ctx.source.pool, ctx.build);
+    let result = run_waiting(store, op, ctx, waiter.as_mut());
+    if let (Err(e), Some(w)) = (&result, waiter.as_mut()) {
+        // A network fault has had its retries: the lease cleans up.
+        if !matches!(e, Error::GaveUp { .. }) {
+            w.leave(store, ctx.build, ctx.log, ctx.interrupt);
+        }
+    }
+    result
+}
+
+fn run_waiting(
+    store: &mut dyn LockStore,
+    op: &Operation,
+    ctx: &PutContext<'_>,
+    mut waiter: Option<&mut Waiter>,
+) -> Result<Response> {
     let started = Instant::now();
     let doing = format!("running {} on pool {}", op.param(), ctx.source.pool);
     let (mut races, mut faults, mut waits) = (0u32, 0u32, 0u32);
@@ -86,7 +116,17 @@ pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> R
     let mut holders = HolderCache::default();
     loop {
         ctx.interrupt.check(&doing)?;
-        match round(store, op, ctx, started, &doing, &mut rejected, &mut holders) {
+        let w = waiter.as_deref_mut();
+        match round(
+            store,
+            op,
+            ctx,
+            started,
+            &doing,
+            &mut rejected,
+            &mut holders,
+            w,
+        ) {
             Ok(Round::Done(response)) => {
                 if races > 0 || waits > 0 {
                     ctx.log.line(format_args!(
@@ -148,6 +188,7 @@ fn unconfirmed(store: &dyn LockStore) -> Vec<String> {
 /// wait, report, or commit once. `rejected` is an earlier round's refused
 /// push, kept until a round gets as far as comparing tips: refused on the
 /// tip that is still there, it is final.
+#[allow(clippy::too_many_arguments)]
 fn round(
     store: &mut dyn LockStore,
     op: &Operation,
@@ -156,6 +197,7 @@ fn round(
     doing: &str,
     rejected: &mut Option<Rejection>,
     holders: &mut HolderCache,
+    mut waiter: Option<&mut Waiter>,
 ) -> Result<Round> {
     let PutContext {
         source,
@@ -166,7 +208,7 @@ fn round(
         ..
     } = ctx;
     let pool = &source.pool;
-    let snap = store.snapshot()?;
+    let mut snap = store.snapshot()?;
     if let Some(found) = store.recover_unconfirmed()? {
         log.line(format_args!(
             "an earlier push whose reply was lost did reach the branch: {} ({})",
@@ -203,6 +245,10 @@ fn round(
     if let (Operation::Release(lock), Some(claim)) = (op, ctx.fence) {
         holder::check_fence(store, &snap, pool, lock, claim)?;
     }
+    let now = now_unix();
+    if let Some(w) = waiter.as_deref_mut() {
+        w.observe(&mut snap, log, now)?;
+    }
     let change = match plan(op, &snap, pool, &mut |n| fastrand::usize(..n))? {
         Plan::Satisfied(lock) => {
             log.line(format_args!(
@@ -216,17 +262,60 @@ fn round(
             )));
         }
         Plan::Wait(why) => {
-            if let Some(takeover) = expired_claim(store, op, ctx, &snap, &why, holders)? {
+            if let Some(takeover) =
+                expired_claim(store, op, ctx, &snap, &why, holders, waiter.as_deref())?
+            {
                 interrupt.check(doing)?;
-                return take_over(store, ctx, snap, &takeover);
+                let leave = leave_edits(waiter.as_deref(), &snap, now);
+                let round = take_over(store, ctx, snap, &takeover, &leave)?;
+                if let (Round::Done(_), Some(w)) = (&round, waiter) {
+                    w.left();
+                }
+                return Ok(round);
             }
+            let Some(w) = waiter else {
+                log.line(format_args!(
+                    "waiting: {} (waited {}, next look in {})",
+                    describe_wait(store, &snap, &why, pool, holders, log),
+                    human(started.elapsed()),
+                    human(source.retry_delay)
+                ));
+                interrupt.sleep(source.retry_delay, doing)?;
+                return Ok(Round::Waited);
+            };
+            if w.timed_out(started) {
+                let why = describe_wait(store, &snap, &why, pool, holders, log);
+                let err = w.timeout_error(&snap.line, &why, now);
+                return Err(err);
+            }
+            interrupt.check(doing)?;
+            let tip = match w.join_or_renew(store, &snap, build, now)? {
+                Wrote::Nothing => snap.tip.to_string(),
+                Wrote::Committed(id) => id,
+                Wrote::LostRace => return Ok(Round::LostRace),
+                Wrote::Rejected(detail) => {
+                    log.line(format_args!("push rejected ({detail}); looking again"));
+                    return Ok(Round::Rejected(Rejection {
+                        tip: snap.tip,
+                        detail,
+                    }));
+                }
+            };
+            // The line as this round left it, for the log and the watch.
+            let line = match (tip != snap.tip.as_str(), w.ticket()) {
+                (true, Some(t)) => snap.line.with(t.clone(), now),
+                _ => snap.line.clone(),
+            };
+            let first = w.is_first(&line, now);
+            let budget = w.sleep_budget(source.retry_delay, started);
             log.line(format_args!(
-                "waiting: {} (waited {}, next look in {})",
+                "waiting: {} (waited {}, next look in {}){}",
                 describe_wait(store, &snap, &why, pool, holders, log),
                 human(started.elapsed()),
-                human(source.retry_delay)
+                human(budget),
+                w.describe_place(&line, now)
             ));
-            interrupt.sleep(source.retry_delay, doing)?;
+            w.sleep(store, first, &tip, budget, interrupt, doing)?;
             return Ok(Round::Waited);
         }
         Plan::Commit(change) => change,
@@ -235,8 +324,17 @@ fn round(
     let mut trailers = lock_trailers(change.locks());
     trailers.extend(build_trailers(build));
     let message = commit_message(&change.subject, build.url().as_deref(), &trailers);
-    Ok(match store.commit(&snap, &change, &message)? {
+    let leave = leave_edits(waiter.as_deref(), &snap, now);
+    let outcome = if leave.is_empty() {
+        store.commit(&snap, &change, &message)?
+    } else {
+        store.commit_chain_with(&snap, &[(change.clone(), message)], &leave)?
+    };
+    Ok(match outcome {
         CommitOutcome::Committed(id) => {
+            if let Some(w) = waiter {
+                w.left();
+            }
             log.line(format_args!("{} ({id})", change.subject));
             if let Some(signal) = interrupt.received() {
                 log.warn(format_args!(
@@ -301,8 +399,15 @@ fn with_claim(store: &mut dyn LockStore, log: &Log, response: Response, commit: 
     }
 }
 
+/// The edit removing this put's ticket from the line, for the commit that
+/// ends its wait; none when it has no ticket there.
+fn leave_edits(waiter: Option<&Waiter>, snap: &Snapshot, now: i64) -> Vec<FileEdit> {
+    waiter.map(|w| w.leave_edits(snap, now)).unwrap_or_default()
+}
+
 /// With `source.expire_after`, an `acquire` or `claim` that would wait on
-/// a claim older than that takes it over instead.
+/// a claim older than that takes it over instead, unless a waiter ahead of
+/// it in line could use that lock (the takeover is theirs).
 fn expired_claim(
     store: &mut dyn LockStore,
     op: &Operation,
@@ -310,6 +415,7 @@ fn expired_claim(
     snap: &Snapshot,
     why: &Wait,
     holders: &mut HolderCache,
+    waiter: Option<&Waiter>,
 ) -> Result<Option<Takeover>> {
     let Some(limit) = ctx.source.expire_after else {
         return Ok(None);
@@ -320,7 +426,12 @@ fn expired_claim(
         return Ok(None);
     }
     let h = holders.get(store, snap, &ctx.source.pool)?;
-    Ok(plan_takeover(op, snap, &h.expired(snap, limit, now_unix())))
+    let now = now_unix();
+    let mut expired = h.expired(snap, limit, now);
+    if let Some(w) = waiter {
+        expired.retain(|e| !w.wanted_ahead(&snap.line, &e.lock, now));
+    }
+    Ok(plan_takeover(op, snap, &expired))
 }
 
 /// Commits a takeover: `unclaiming: L` with the expiry as reason, then
@@ -330,6 +441,7 @@ fn take_over(
     ctx: &PutContext<'_>,
     snap: Snapshot,
     t: &Takeover,
+    leave: &[FileEdit],
 ) -> Result<Round> {
     let (pool, log, build) = (&ctx.source.pool, ctx.log, ctx.build);
     let limit = ctx.source.expire_after.unwrap_or_default();
@@ -361,7 +473,7 @@ fn take_over(
         ),
     ];
     log.warn(holder::describe_takeover(&t.replaced, pool, limit));
-    Ok(match store.commit_chain(&snap, &chain)? {
+    Ok(match store.commit_chain_with(&snap, &chain, leave)? {
         CommitOutcome::Committed(id) => {
             log.line(format_args!("{} ({id})", t.claim.subject));
             let response = Response::new(&id, t.claim.lock.as_str(), pool.as_str());

@@ -134,6 +134,7 @@ pub fn run(
                 backoff: Backoff::from_env(),
                 idempotent: params.idempotent,
                 fence: params.fence.as_deref(),
+                line: &params.line,
             };
             let response = put::run(store.as_mut(), &params.op, &ctx)?;
             to_json(&response)
