@@ -529,9 +529,11 @@ fn bad_line_params_fail_before_any_traffic_naming_the_field() {
         src.as_object_mut()
             .expect("object")
             .extend(src_extra.as_object().expect("object").clone());
+        let inputs = Inputs::new();
+        inputs.lock("x", "only", b"");
         let run = crate::support::run_bin(
             "out",
-            &[Inputs::new().path()],
+            &[inputs.path()],
             &json!({"source": src, "params": params}),
             &[],
         );

@@ -10,7 +10,10 @@
 //! instead of adding a second one.
 //!
 //! Who goes first: live tickets ([`Ticket::is_live`]) ordered by priority
-//! (higher first), then arrival, then id ([`Ticket::place`]). A ticket not
+//! (higher first), then by the order they joined ([`Ticket::seq`], one more
+//! than any ticket in the line when it joined: the order of the join
+//! commits, whatever the workers' clocks say, and never a tie within the
+//! second), then id ([`Ticket::place`]). A ticket not
 //! renewed within its lease counts for no one and is dropped by the next
 //! commit that writes the line ([`Line::pruned`]).
 //!
@@ -98,8 +101,12 @@ pub struct Ticket {
     /// `params.priority`: higher goes first.
     #[serde(default)]
     pub priority: i64,
-    /// When it joined the line, Unix seconds.
+    /// When it joined the line, Unix seconds (for people: how long it waits).
     pub arrived: i64,
+    /// Its turn among those of its priority: one more than every ticket
+    /// in the line it joined ([`Line::next_seq`]).
+    #[serde(default)]
+    pub seq: u64,
     /// When it was last renewed, Unix seconds.
     pub renewed: i64,
     /// Seconds after [`Ticket::renewed`] that it still counts (`source.waiter_lease`).
@@ -107,13 +114,13 @@ pub struct Ticket {
 }
 
 /// Where a put stands in the order of the line: priority (higher first),
-/// then arrival (earlier first), then id.
+/// then the order of joining (earlier first), then id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Place {
     /// Priority.
     pub priority: i64,
-    /// Arrival, Unix seconds.
-    pub arrived: i64,
+    /// [`Ticket::seq`].
+    pub seq: u64,
     /// The ticket id.
     pub id: String,
 }
@@ -123,7 +130,7 @@ impl Ord for Place {
         other
             .priority
             .cmp(&self.priority)
-            .then(self.arrived.cmp(&other.arrived))
+            .then(self.seq.cmp(&other.seq))
             .then(self.id.cmp(&other.id))
     }
 }
@@ -139,7 +146,7 @@ impl Ticket {
     pub fn place(&self) -> Place {
         Place {
             priority: self.priority,
-            arrived: self.arrived,
+            seq: self.seq,
             id: self.id.clone(),
         }
     }
@@ -216,6 +223,12 @@ impl Line {
         let mut bytes = serde_json::to_vec_pretty(self).ok()?;
         bytes.push(b'\n');
         Some(bytes)
+    }
+
+    /// The [`Ticket::seq`] of a ticket joining this line now: after every
+    /// ticket in it.
+    pub fn next_seq(&self) -> u64 {
+        self.tickets.iter().map(|t| t.seq).max().unwrap_or(0) + 1
     }
 
     /// The ticket with this id, live or not.
@@ -387,6 +400,7 @@ mod tests {
             wants: Wants::Acquire(n),
             priority,
             arrived,
+            seq: arrived as u64,
             renewed: arrived,
             lease: 100,
         }
@@ -408,6 +422,21 @@ mod tests {
 
     fn ids(tickets: &[&Ticket]) -> Vec<String> {
         tickets.iter().map(|t| t.id.clone()).collect()
+    }
+
+    #[test]
+    fn the_order_of_joining_is_the_order_of_the_join_commits_not_of_clocks() {
+        // Joined second, on a worker whose clock is behind.
+        let mut late = acquire("b", 1, 0, 5);
+        late.seq = 2;
+        let early = Ticket {
+            seq: 1,
+            ..acquire("a", 1, 0, 10)
+        };
+        let l = line(vec![late, early]);
+        assert_eq!(ids(&l.live(50)), ["a", "b"]);
+        assert_eq!(l.next_seq(), 3);
+        assert_eq!(Line::default().next_seq(), 1);
     }
 
     #[test]

@@ -242,6 +242,7 @@ impl Waiter {
                     wants: self.wants.clone(),
                     priority: self.priority,
                     arrived: now,
+                    seq: snap.line.next_seq(),
                     renewed: now,
                     lease: self.lease,
                 },
