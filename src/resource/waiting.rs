@@ -49,6 +49,9 @@ pub struct Waiter {
     mine: Option<Ticket>,
     /// Whether a ticket was ever written (or tried): what leaving must undo.
     wrote: bool,
+    /// The tip and line last seen or made by this put: leaving tries to
+    /// commit on it first, saving a fetch after a signal.
+    last_seen: Option<(String, Line)>,
     build: String,
     build_id: Option<String>,
     url: Option<String>,
@@ -93,6 +96,7 @@ impl Waiter {
             pool: pool.clone(),
             mine: None,
             wrote: false,
+            last_seen: None,
             build: build
                 .describe()
                 .unwrap_or_else(|| "a build without BUILD_* variables".into()),
@@ -149,6 +153,7 @@ impl Waiter {
             (None, None) => {}
         }
         snap.reserved = snap.line.reserved_for(self.asker(), &snap.free(), now);
+        self.last_seen = Some((snap.tip.to_string(), snap.line.clone()));
         Ok(())
     }
 
@@ -185,12 +190,16 @@ impl Waiter {
     /// from `snap`'s line, if the ticket is there: for the claim that ends
     /// the wait.
     pub fn leave_edits(&self, snap: &Snapshot, now: i64) -> Vec<FileEdit> {
-        if snap.line.find(&self.id).is_none() {
+        self.leave_edits_of(&snap.line, now)
+    }
+
+    fn leave_edits_of(&self, line: &Line, now: i64) -> Vec<FileEdit> {
+        if line.find(&self.id).is_none() {
             return Vec::new();
         }
         vec![FileEdit {
             path: Line::path(&self.pool),
-            content: snap.line.without(&self.id, now).to_bytes(),
+            content: line.without(&self.id, now).to_bytes(),
         }]
     }
 
@@ -267,6 +276,7 @@ impl Waiter {
         Ok(
             match store.commit_files(Some(&snap.tip), &[edit], &message)? {
                 CommitOutcome::Committed(id) => {
+                    self.last_seen = Some((id.to_string(), snap.line.with(ticket.clone(), now)));
                     self.mine = Some(ticket);
                     Wrote::Committed(id.to_string())
                 }
@@ -370,16 +380,25 @@ impl Waiter {
         interrupt.allow_cleanup(deadline);
         let subject = format!("leaving the line: {}", self.pool);
         let message = commit_message(&subject, build.url().as_deref(), &build_trailers(build));
+        // First on the tip last seen: one push when nothing moved since.
+        let mut known = self.last_seen.take();
         let outcome = loop {
-            let snap = match store.snapshot() {
-                Ok(s) => s,
-                Err(e) => break Err(e),
+            let (tip, line, fresh) = match known.take() {
+                Some((tip, line)) => (tip, line, false),
+                None => match store.snapshot() {
+                    Ok(s) => (s.tip.to_string(), s.line, true),
+                    Err(e) => break Err(e),
+                },
             };
-            let edits = self.leave_edits(&snap, now_unix());
-            if edits.is_empty() {
-                break Ok(None);
+            let edits = self.leave_edits_of(&line, now_unix());
+            match (edits.is_empty(), fresh) {
+                (true, true) => break Ok(None),
+                // Not in the line last seen: a write without an answer
+                // may have landed since; look.
+                (true, false) => continue,
+                (false, _) => {}
             }
-            match store.commit_files(Some(&snap.tip), &edits, &message) {
+            match store.commit_files(Some(&tip), &edits, &message) {
                 Ok(CommitOutcome::Committed(id)) => break Ok(Some(id)),
                 Ok(CommitOutcome::LostRace) if Instant::now() < deadline => continue,
                 Ok(CommitOutcome::LostRace) => {
