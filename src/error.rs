@@ -178,6 +178,10 @@ pub enum Error {
     /// [`Error::root`] to see through it.
     #[error("{error}; {hint}")]
     Hinted { error: Box<Error>, hint: String },
+    /// A put left the line without its locks: `wait_timeout` passed, or an
+    /// operator removed its ticket.
+    #[error("no lock of pool {pool:?} was claimed: {what}")]
+    NotServed { pool: String, what: String },
 
     /// SIGINT or SIGTERM arrived.
     #[error(

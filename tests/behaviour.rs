@@ -1247,20 +1247,23 @@ fn acquire_waits_until_a_lock_is_released(b: Backend) {
     b.put(json!({"claim": "b"}), &inputs);
     let tip = b.repo.tip();
     let mut waiter = b.spawn_out(json!({"acquire": true}), &inputs);
-    // The waiter looks at least twice, committing nothing, before the
-    // lock is released.
+    // The waiter looks at least twice, committing nothing but its place
+    // in line, before the lock is released.
     waiter.until_it_waited(
         2,
         "all 2 locks of pool envs are claimed: a (claimed by main/prod/deploy #42 for ",
     );
     assert_eq!(b.repo.claimed(POOL), ["a", "b"]);
-    assert_eq!(b.repo.tip(), tip);
+    assert_eq!(b.subjects_since(&tip), ["waiting in line: envs"]);
     inputs.lock("held", "b", b"");
     b.put(json!({"release": "held"}), &inputs);
     let run = waiter.finish();
     assert_eq!(lock_name(&run.assert_success().json()), "b");
     let subjects = b.subjects_since(&tip);
-    assert_eq!(subjects, ["unclaiming: b", "claiming: b"]);
+    assert_eq!(
+        subjects,
+        ["waiting in line: envs", "unclaiming: b", "claiming: b"]
+    );
 }
 
 fn claim_waits_for_a_claimed_lock(b: Backend) {

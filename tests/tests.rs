@@ -13,6 +13,7 @@ mod faults;
 mod get;
 mod hostile;
 mod image;
+mod line;
 mod newcomer;
 mod ops;
 mod pipelines;

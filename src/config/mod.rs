@@ -13,6 +13,7 @@
 //! these re-exports, so the re-exports create no import cycle.
 
 pub mod fields;
+pub mod line;
 pub mod params;
 pub mod secret;
 pub mod source;

@@ -93,6 +93,8 @@ pub struct PutParams {
     /// `release: DIR` whose `DIR/claim` (written by `in`) names the claim
     /// commit: the release is fenced to that claim ([`crate::resource::holder::check_fence`]).
     pub fence: Option<String>,
+    /// `priority` and `wait_timeout`: how the put waits in line.
+    pub line: crate::config::line::LineParams,
 }
 
 /// Validates put `params` into one [`Operation`], reading lock files under `src`.
@@ -115,7 +117,10 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
         }
     }
     let idempotent = f.bool("idempotent")?.unwrap_or(false);
-    reject_unknown_params(&f, &put_params())?;
+    let line = crate::config::line::parse_params(&mut f)?;
+    let mut known = put_params();
+    known.extend(crate::config::line::PARAMS);
+    reject_unknown_params(&f, &known)?;
     let op = match (many, claim_list) {
         (Some(n), None) if dirs.is_empty() => Multi::Acquire(n).into(),
         (None, Some(mut locks)) if dirs.is_empty() && acquire != Some(true) => {
@@ -145,6 +150,7 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
             op.param()
         )));
     }
+    line.check_applies(&op)?;
     let fence = match (&op, release_dir(&req.params)) {
         (Operation::Single(Single::Release(_)), Some(dir)) => read_fence(src, &dir)?,
         _ => None,
@@ -153,6 +159,7 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
         op,
         idempotent,
         fence,
+        line,
     })
 }
 

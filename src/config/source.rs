@@ -119,6 +119,8 @@ pub struct Source {
     pub known_hosts: Option<String>,
     /// `backend`, with the CodeCommit repository if `uri` names one.
     pub backend: Backend,
+    /// `queue` and `waiter_lease`: the line of waiting puts.
+    pub line: crate::config::line::LineSource,
     /// Warnings for the build log (unknown fields, ignored settings).
     pub warnings: Vec<String>,
 }
@@ -214,6 +216,7 @@ impl Source {
         let git = parse_git_config(f.take("git_config"), &mut warnings)?;
         let retry_delay = parse_retry_delay(f.take("retry_delay"))?;
         let expire_after = parse_expire_after(f.take("expire_after"))?;
+        let line = crate::config::line::parse_source(&mut f)?;
         let https_tunnel = parse_tunnel(&mut f, &mut warnings)?;
         let skip_ssl_verification =
             f.bool("skip_ssl_verification")?.unwrap_or(false) || git.ssl_verify == Some(false);
@@ -312,6 +315,7 @@ impl Source {
             skip_ssl_verification,
             known_hosts,
             backend,
+            line,
             warnings,
         })
     }

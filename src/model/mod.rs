@@ -9,6 +9,7 @@
 pub mod commit;
 pub mod duration;
 pub mod history;
+pub mod line;
 pub mod message;
 pub mod names;
 pub mod pool;

@@ -6,9 +6,10 @@
 //! Both backends (git and the CodeCommit API) share this logic, so a pool
 //! behaves the same whichever way it is reached.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::Error;
+use crate::model::line::Line;
 use crate::model::message::Verb;
 use crate::model::names::{LockName, PoolPath};
 
@@ -159,6 +160,14 @@ pub struct Snapshot {
     pub unclaimed: BTreeMap<LockName, BlobId>,
     /// The pool's hold, if an operator holds it.
     pub hold: Option<Hold>,
+    /// The pool's line of waiting puts ([`Line::path`]); empty when there
+    /// is no line file.
+    pub line: Line,
+    /// Free locks this put must leave alone because a waiter ahead of it
+    /// in the line could use them ([`Line::reserved_for`]). Not read from
+    /// the repository: the put loop fills it in before [`plan`], for
+    /// `acquire` and `claim` only; empty, nothing is reserved.
+    pub reserved: BTreeSet<LockName>,
 }
 
 impl Snapshot {
@@ -172,6 +181,15 @@ impl Snapshot {
                 .get(lock)
                 .map(|blob| (LockState::Unclaimed, blob))
         }
+    }
+
+    /// The free locks: unclaimed and not also claimed, reserved or not.
+    pub fn free(&self) -> BTreeSet<LockName> {
+        self.unclaimed
+            .keys()
+            .filter(|name| !self.claimed.contains_key(*name))
+            .cloned()
+            .collect()
     }
 
     /// Names of the claimed locks, for progress messages.
@@ -375,6 +393,9 @@ pub enum Wait {
     },
     /// `claim: [A, B]`: these of the wanted locks are claimed.
     SomeClaimed(Vec<LockName>),
+    /// `acquire`/`claim`: these free locks, which the put could use, are
+    /// kept for waiters ahead of it in the line ([`Snapshot::reserved`]).
+    Reserved(Vec<LockName>),
 }
 
 impl Wait {
@@ -405,6 +426,11 @@ impl Wait {
             ),
             Wait::SomeClaimed(locks) => format!(
                 "{} of pool {pool} claimed: {}",
+                if locks.len() == 1 { "lock" } else { "locks" },
+                join_names(locks)
+            ),
+            Wait::Reserved(locks) => format!(
+                "free {} {} of pool {pool} kept for builds ahead in line",
                 if locks.len() == 1 { "lock" } else { "locks" },
                 join_names(locks)
             ),
@@ -480,15 +506,18 @@ fn plan_single(
     };
     Ok(match op {
         Single::Acquire => {
+            let all_free = snap.free();
             let free: Vec<(&LockName, &BlobId)> = snap
                 .unclaimed
                 .iter()
-                .filter(|(name, _)| !snap.claimed.contains_key(*name))
+                .filter(|(name, _)| all_free.contains(*name) && !snap.reserved.contains(*name))
                 .collect();
-            if free.is_empty() {
+            if all_free.is_empty() {
                 Plan::Wait(Wait::NoneFree {
                     claimed: snap.claimed_names().iter().map(|s| s.to_string()).collect(),
                 })
+            } else if free.is_empty() {
+                Plan::Wait(Wait::Reserved(all_free.into_iter().collect()))
             } else {
                 let (lock, blob) = free[pick(free.len()) % free.len()];
                 move_lock(lock, blob, LockState::Unclaimed, Verb::Claiming)
@@ -497,6 +526,9 @@ fn plan_single(
         Single::Claim(lock) => match snap.state_of(lock) {
             None => return Err(not_found(lock)),
             Some((LockState::Claimed, _)) => Plan::Wait(Wait::Claimed(lock.clone())),
+            Some((LockState::Unclaimed, _)) if snap.reserved.contains(lock) => {
+                Plan::Wait(Wait::Reserved(vec![lock.clone()]))
+            }
             Some((LockState::Unclaimed, blob)) => {
                 move_lock(lock, blob, LockState::Unclaimed, Verb::Claiming)
             }
@@ -662,17 +694,22 @@ fn plan_many(
     let none = || Error::bad_request(format!("{} of no locks in pool {pool}", op.param()));
     Ok(match op {
         Multi::Acquire(wanted) => {
+            let all_free = snap.free();
             let mut free: Vec<(&LockName, &BlobId)> = snap
                 .unclaimed
                 .iter()
-                .filter(|(name, _)| !snap.claimed.contains_key(*name))
+                .filter(|(name, _)| all_free.contains(*name) && !snap.reserved.contains(*name))
                 .collect();
-            if free.len() < *wanted {
+            if all_free.len() < *wanted {
                 return Ok(Plan::Wait(Wait::TooFewFree {
                     wanted: *wanted,
-                    free: free.len(),
+                    free: all_free.len(),
                     claimed: snap.claimed_names().iter().map(|s| s.to_string()).collect(),
                 }));
+            }
+            if free.len() < *wanted {
+                let kept = all_free.intersection(&snap.reserved).cloned().collect();
+                return Ok(Plan::Wait(Wait::Reserved(kept)));
             }
             let mut chosen = Vec::with_capacity(*wanted);
             while chosen.len() < *wanted {
@@ -689,6 +726,14 @@ fn plan_many(
                 .collect();
             if !claimed.is_empty() {
                 return Ok(Plan::Wait(Wait::SomeClaimed(claimed)));
+            }
+            let kept: Vec<LockName> = locks
+                .iter()
+                .filter(|l| snap.reserved.contains(*l))
+                .cloned()
+                .collect();
+            if !kept.is_empty() {
+                return Ok(Plan::Wait(Wait::Reserved(kept)));
             }
             let moved = locks
                 .iter()
@@ -803,6 +848,7 @@ mod tests {
             claimed: blobs(claimed),
             unclaimed: blobs(unclaimed),
             hold: None,
+            ..Snapshot::default()
         }
     }
 
@@ -1162,5 +1208,59 @@ mod tests {
         ] {
             assert_eq!((op.param(), op.claims()), (param, claims), "{op:?}");
         }
+    }
+
+    #[test]
+    fn reserved_locks_are_left_alone_by_acquire_and_claim_only() {
+        let mut s = snap(&["a"], &["b", "c"]);
+        s.reserved = [name("b")].into_iter().collect();
+        let c = commit(run(Single::Acquire, &s).unwrap());
+        assert_eq!(
+            c.lock,
+            name("c"),
+            "acquire takes the lock nobody ahead keeps"
+        );
+        assert_eq!(
+            run(Single::Claim(name("b")), &s).unwrap(),
+            Plan::Wait(Wait::Reserved(vec![name("b")]))
+        );
+        assert!(matches!(
+            run(Single::Claim(name("c")), &s).unwrap(),
+            Plan::Commit(_)
+        ));
+        assert_eq!(
+            run(Multi::Acquire(2), &s).unwrap(),
+            Plan::Wait(Wait::Reserved(vec![name("b")]))
+        );
+        assert_eq!(
+            run(Multi::Claim(vec![name("b"), name("c")]), &s).unwrap(),
+            Plan::Wait(Wait::Reserved(vec![name("b")]))
+        );
+        s.reserved.insert(name("c"));
+        assert_eq!(
+            run(Single::Acquire, &s).unwrap(),
+            Plan::Wait(Wait::Reserved(vec![name("b"), name("c")]))
+        );
+        let why = Wait::Reserved(vec![name("b"), name("c")]);
+        assert_eq!(
+            why.describe(&PoolPath::new("p").unwrap()),
+            "free locks b, c of pool p kept for builds ahead in line"
+        );
+        // Everything else ignores the line.
+        for op in [
+            Single::Release(name("a")),
+            Single::Remove(name("b")),
+            Single::WaitUntilUnclaimed(name("b")),
+            Single::Update {
+                lock: name("b"),
+                content: b"x".to_vec(),
+            },
+        ] {
+            assert!(!matches!(run(op, &s).unwrap(), Plan::Wait(_)));
+        }
+        assert!(matches!(
+            run(Multi::Acquire(3), &s).unwrap(),
+            Plan::Wait(Wait::TooFewFree { free: 2, .. })
+        ));
     }
 }

@@ -6,9 +6,13 @@
 //! sets a flag that every wait polls (so a waiting put ends within a fraction
 //! of a second) and that is checked before each commit is started; a second
 //! signal exits at once.
+//!
+//! One exception: a put waiting in line removes its ticket after the
+//! signal ([`Interrupt::allow_cleanup`]), for at most a second, so that an
+//! aborted build does not hold up the builds behind it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -20,6 +24,8 @@ const POLL: Duration = Duration::from_millis(50);
 #[derive(Clone, Default)]
 pub struct Interrupt {
     signal: Arc<AtomicUsize>,
+    /// Until when transfers may go on after a signal (the cleanup).
+    cleanup_until: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Interrupt {
@@ -51,6 +57,25 @@ impl Interrupt {
             signal_hook::consts::SIGTERM => Some("SIGTERM"),
             _ => Some("a signal"),
         }
+    }
+
+    /// Lets network transfers started before `until` go on despite a
+    /// signal: the one cleanup commit after a signal (leaving the line).
+    pub fn allow_cleanup(&self, until: Instant) {
+        if let Ok(mut c) = self.cleanup_until.lock() {
+            *c = Some(until);
+        }
+    }
+
+    /// Whether a transfer in progress should stop: a signal arrived and
+    /// no cleanup is under way (or its time is up).
+    pub fn stops_transfers(&self) -> bool {
+        self.received().is_some()
+            && !self
+                .cleanup_until
+                .lock()
+                .map(|c| c.is_some_and(|until| Instant::now() < until))
+                .unwrap_or(false)
     }
 
     /// Fails with [`Error::Interrupted`] if a signal has arrived.

@@ -14,3 +14,4 @@ pub mod protocol;
 pub mod put;
 pub mod rerun;
 pub mod run;
+pub mod waiting;

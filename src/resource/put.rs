@@ -15,9 +15,17 @@
 //! instead ([`crate::model::pool::plan_takeover`], a two-step
 //! [`crate::store::seam::PutStore::commit`]); a `release` fenced by the `claim` file `in` wrote
 //! is checked first.
+//!
+//! An `acquire` or `claim` that must wait takes a place in the pool's line
+//! ([`crate::resource::waiting`]): it leaves alone the free locks kept for
+//! waiters ahead of it, renews its ticket while it waits, removes it in the
+//! commit of its claim, and leaves the line when it gives up (a signal,
+//! `wait_timeout`, an error). The first in line reads the branch tip about
+//! once a second instead of sleeping `retry_delay`, so a released lock is
+//! handed over at once.
 
 use crate::config::Source;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::duration::{human, now_unix};
 use crate::model::message::{build_trailers, commit_message, lock_trailers, Trailer};
 use crate::model::pool::{plan, plan_takeover, Operation, Plan, Single, Snapshot, Takeover, Wait};
@@ -27,8 +35,9 @@ use crate::process::signal::Interrupt;
 use crate::resource::holder::{self, HolderCache};
 use crate::resource::protocol::{BuildInfo, Response};
 use crate::resource::rerun;
+use crate::resource::waiting::{Waiter, Wrote};
 use crate::store::retry::{self, Policy, Round, Tries};
-use crate::store::seam::{HistoryReader, LockStore, Step};
+use crate::store::seam::{CommitOutcome, FileEdit, HistoryReader, LockStore, Step};
 
 /// Consecutive lost races tolerated before giving up (each one means another
 /// process made progress, so this is only reached under pathological load).
@@ -52,6 +61,8 @@ pub struct PutContext<'a> {
     /// A `release` whose directory holds the claim commit `in` wrote:
     /// refused unless that claim still holds ([`holder::check_fence`]).
     pub fence: Option<&'a str>,
+    /// `priority` and `wait_timeout`: how the put waits in line.
+    pub line: &'a crate::config::line::LineParams,
 }
 
 /// Runs `op` against `store` until it is done, fails, or is interrupted:
@@ -68,9 +79,17 @@ pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> R
         uri: &uri,
     };
     let mut holders = HolderCache::default();
-    retry::run(&policy, |tries| {
-        round(store, op, ctx, tries, &doing, &mut holders)
-    })
+    let mut waiter = Waiter::new(op, &ctx.source.line, ctx.line, &ctx.source.pool, ctx.build);
+    let result = retry::run(&policy, |tries| {
+        round(store, op, ctx, tries, &doing, &mut holders, waiter.as_mut())
+    });
+    if let (Err(e), Some(w)) = (&result, waiter.as_mut()) {
+        // A network fault has had its retries: the lease cleans up.
+        if !matches!(e, Error::GaveUp { .. }) {
+            w.leave(store, ctx.build, ctx.log, ctx.interrupt);
+        }
+    }
+    result
 }
 
 /// One round: read the pool; settle a push whose reply was lost; with
@@ -84,6 +103,7 @@ fn round(
     tries: &mut Tries,
     doing: &str,
     holders: &mut HolderCache,
+    mut waiter: Option<&mut Waiter>,
 ) -> Result<Round<Response>> {
     let PutContext {
         source,
@@ -94,7 +114,7 @@ fn round(
         ..
     } = ctx;
     let pool = &source.pool;
-    let snap = store.snapshot()?;
+    let mut snap = store.snapshot()?;
     if let Some(found) = tries.recovery.recover(store)? {
         log.line(format_args!(
             "an earlier push whose reply was lost did reach the branch: {} ({})",
@@ -124,6 +144,10 @@ fn round(
     if let (Operation::Single(Single::Release(lock)), Some(claim)) = (op, ctx.fence) {
         holder::check_fence(store, &snap, pool, lock, claim)?;
     }
+    let now = now_unix();
+    if let Some(w) = waiter.as_deref_mut() {
+        w.observe(&mut snap, log, now)?;
+    }
     let change = match plan(op, &snap, pool, &mut |n| fastrand::usize(..n))? {
         Plan::Satisfied(lock) => {
             log.line(format_args!(
@@ -137,17 +161,62 @@ fn round(
             )));
         }
         Plan::Wait(why) => {
-            if let Some(takeover) = expired_claim(store, op, ctx, &snap, &why, holders)? {
+            if let Some(takeover) =
+                expired_claim(store, op, ctx, &snap, &why, holders, waiter.as_deref())?
+            {
                 interrupt.check(doing)?;
-                return take_over(store, ctx, tries, snap, &takeover);
+                let leave = leave_edits(waiter.as_deref(), &snap, now);
+                let round = take_over(store, ctx, tries, snap, &takeover, leave)?;
+                if let (Round::Done(_), Some(w)) = (&round, waiter) {
+                    w.left();
+                }
+                return Ok(round);
             }
+            let started = tries.started();
+            let Some(w) = waiter else {
+                log.line(format_args!(
+                    "waiting: {} (waited {}, next look in {})",
+                    describe_wait(store, &snap, &why, pool, holders, log),
+                    human(started.elapsed()),
+                    human(source.retry_delay)
+                ));
+                interrupt.sleep(source.retry_delay, doing)?;
+                return Ok(Round::Waited);
+            };
+            if w.timed_out(started) {
+                let why = describe_wait(store, &snap, &why, pool, holders, log);
+                return Err(w.timeout_error(&snap.line, &why, now));
+            }
+            interrupt.check(doing)?;
+            let tip = match w.join_or_renew(store, &snap, build, now)? {
+                Wrote::Nothing => snap.tip.to_string(),
+                Wrote::Committed(id) => id,
+                // One reading of a commit outcome: a lost race is counted
+                // with jitter, a refused push is final on the same tip.
+                Wrote::LostRace => {
+                    tries.outcome(CommitOutcome::LostRace, &snap.tip);
+                    return Ok(Round::Again);
+                }
+                Wrote::Rejected(detail) => {
+                    tries.outcome(CommitOutcome::Rejected(detail), &snap.tip);
+                    return Ok(Round::Again);
+                }
+            };
+            // The line as this round left it, for the log and the watch.
+            let line = match (tip != snap.tip.as_str(), w.ticket()) {
+                (true, Some(t)) => snap.line.with(t.clone(), now),
+                _ => snap.line.clone(),
+            };
+            let first = w.is_first(&line, now);
+            let budget = w.sleep_budget(source.retry_delay, started);
             log.line(format_args!(
-                "waiting: {} (waited {}, next look in {})",
+                "waiting: {} (waited {}, next look in {}){}",
                 describe_wait(store, &snap, &why, pool, holders, log),
-                human(tries.started().elapsed()),
-                human(source.retry_delay)
+                human(started.elapsed()),
+                human(budget),
+                w.describe_place(&line, now)
             ));
-            interrupt.sleep(source.retry_delay, doing)?;
+            w.sleep(store, first, &tip, budget, interrupt, doing)?;
             return Ok(Round::Waited);
         }
         Plan::Commit(change) => change,
@@ -156,10 +225,16 @@ fn round(
     let mut trailers = lock_trailers(change.locks());
     trailers.extend(build_trailers(build));
     let message = commit_message(&change.subject, build.url().as_deref(), &trailers);
-    let step = Step::new(change, message);
+    let step = Step {
+        files: leave_edits(waiter.as_deref(), &snap, now),
+        ..Step::new(change, message)
+    };
     let Some(id) = tries.commit(store, &snap, std::slice::from_ref(&step))? else {
         return Ok(Round::Again);
     };
+    if let Some(w) = waiter {
+        w.left();
+    }
     let change = &step.change;
     log.line(format_args!("{} ({id})", change.subject));
     if let Some(signal) = interrupt.received() {
@@ -229,6 +304,7 @@ fn expired_claim(
     snap: &Snapshot,
     why: &Wait,
     holders: &mut HolderCache,
+    waiter: Option<&Waiter>,
 ) -> Result<Option<Takeover>> {
     let Some(limit) = ctx.source.expire_after else {
         return Ok(None);
@@ -240,7 +316,19 @@ fn expired_claim(
         return Ok(None);
     }
     let h = holders.get(store, snap, &ctx.source.pool)?;
-    Ok(plan_takeover(op, snap, &h.expired(snap, limit, now_unix())))
+    let now = now_unix();
+    let mut expired = h.expired(snap, limit, now);
+    // Only the first in line for a lock may take it over.
+    if let Some(w) = waiter {
+        expired.retain(|e| !w.wanted_ahead(&snap.line, &e.lock, now));
+    }
+    Ok(plan_takeover(op, snap, &expired))
+}
+
+/// The edit removing this put's ticket from the line, for the commit that
+/// ends its wait; none when it has no ticket there.
+fn leave_edits(waiter: Option<&Waiter>, snap: &Snapshot, now: i64) -> Vec<FileEdit> {
+    waiter.map(|w| w.leave_edits(snap, now)).unwrap_or_default()
 }
 
 /// Commits a takeover: `unclaiming: L` with the expiry as reason, then
@@ -251,6 +339,7 @@ fn take_over(
     tries: &mut Tries,
     snap: Snapshot,
     t: &Takeover,
+    leave: Vec<FileEdit>,
 ) -> Result<Round<Response>> {
     let (pool, log, build) = (&ctx.source.pool, ctx.log, ctx.build);
     let limit = ctx.source.expire_after.unwrap_or_default();
@@ -276,10 +365,13 @@ fn take_over(
             t.unclaim.clone(),
             commit_message(&t.unclaim.subject, url.as_deref(), &first),
         ),
-        Step::new(
-            t.claim.clone(),
-            commit_message(&t.claim.subject, url.as_deref(), &second),
-        ),
+        Step {
+            files: leave,
+            ..Step::new(
+                t.claim.clone(),
+                commit_message(&t.claim.subject, url.as_deref(), &second),
+            )
+        },
     ];
     log.warn(holder::describe_takeover(&t.replaced, pool, limit));
     let Some(id) = tries.commit(store, &snap, &chain)? else {

@@ -142,6 +142,7 @@ pub fn run(
                 backoff: Backoff::from_env(),
                 idempotent: params.idempotent,
                 fence: params.fence.as_deref(),
+                line: &params.line,
             };
             let response = put::run(store.as_mut(), &params.op, &ctx)
                 .map_err(|e| explain(store.as_mut(), e))?;

@@ -26,6 +26,7 @@ use aws_sdk_codecommit::Client;
 use super::creds::Aws;
 use crate::error::{Cause, Error, Result};
 use crate::model::history::{self, Facts, Graph, Stop, Walk};
+use crate::model::line::Line;
 use crate::model::message::{Parsed, Trailer};
 use crate::model::names::{is_lock_file_name, LockName, PoolPath};
 use crate::model::pool::{BlobId, CommitId, Content, Edit, Hold, LockState, Snapshot};
@@ -550,6 +551,30 @@ impl CodeCommitStore {
         }
     }
 
+    /// The content of the file at `path` at `commit` (one `GetFile`);
+    /// `None` when there is no such file.
+    fn file(&mut self, commit: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let out = self.aws.block_on(
+            self.client
+                .get_file()
+                .repository_name(&self.repo)
+                .commit_specifier(commit)
+                .file_path(path)
+                .send(),
+        );
+        match out {
+            Ok(o) => Ok(Some(o.file_content().as_ref().to_vec())),
+            Err(e) => {
+                let f = failure(e);
+                if f.code.as_deref() == Some("FileDoesNotExistException") {
+                    Ok(None)
+                } else {
+                    Err(self.error("GetFile", f))
+                }
+            }
+        }
+    }
+
     fn blob(&mut self, blob_id: &str) -> Result<Vec<u8>> {
         let out = self
             .aws
@@ -631,19 +656,28 @@ impl PutStore for CodeCommitStore {
         // folder would otherwise cost a failed call on every look.
         let top = Hold::DIR.split('/').next().unwrap_or_default();
         let root = self.list_folder(&tip, "")?.unwrap_or_default();
-        let hold = if root.iter().any(|e| e.is_dir && e.name == top) {
-            match self.entry_at(&tip, &Hold::path(&self.pool))? {
+        let (hold, line) = if root.iter().any(|e| e.is_dir && e.name == top) {
+            let hold = match self.entry_at(&tip, &Hold::path(&self.pool))? {
                 Some(blob) => Some(Hold::parse(&self.blob(&blob)?)),
                 None => None,
-            }
+            };
+            // One GetFile: the line changes often, a folder listing would
+            // cost a second call on every look.
+            let line = match self.file(&tip, &Line::path(&self.pool))? {
+                Some(bytes) => Line::parse(&bytes),
+                None => Line::default(),
+            };
+            (hold, line)
         } else {
-            None
+            (None, Line::default())
         };
         Ok(Snapshot {
             tip: tip.into(),
             claimed: claimed.unwrap_or_default(),
             unclaimed: unclaimed.unwrap_or_default(),
             hold,
+            line,
+            ..Snapshot::default()
         })
     }
 

@@ -33,6 +33,7 @@ use tempfile::TempDir;
 use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::model::history::{self, Facts, Graph, Stop, Walk};
+use crate::model::line::Line;
 use crate::model::pool::{Content, Edit, Hold, LockState, Snapshot};
 use crate::process::log::Log;
 use crate::process::signal::Interrupt;
@@ -476,11 +477,22 @@ impl PutStore for GitStore {
             )),
             None => None,
         };
+        let line = match tree::entry_at(&root, &Line::path(&self.source.pool)) {
+            Some((id, _)) => Line::parse(
+                self.repo
+                    .find_blob(id)
+                    .map_err(git_error("could not read the pool's line"))?
+                    .content(),
+            ),
+            None => Line::default(),
+        };
         Ok(Snapshot {
             tip: tip.into(),
             claimed,
             unclaimed,
             hold,
+            line,
+            ..Snapshot::default()
         })
     }
 

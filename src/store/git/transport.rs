@@ -255,13 +255,13 @@ impl Remote {
             Err(git2::Error::from_str("host key verification failed"))
         });
         cb.transfer_progress(move |_| {
-            if self.interrupt.received().is_some() {
+            if self.interrupt.stops_transfers() {
                 state.borrow_mut().interrupted = true;
                 return false;
             }
             true
         });
-        cb.sideband_progress(move |_| self.interrupt.received().is_none());
+        cb.sideband_progress(move |_| !self.interrupt.stops_transfers());
         cb
     }
 
@@ -391,7 +391,7 @@ impl Remote {
                 detail: detail.clone(),
             };
         }
-        if state.interrupted || self.interrupt.received().is_some() {
+        if state.interrupted || self.interrupt.stops_transfers() {
             return Error::Interrupted {
                 signal: self.interrupt.received().unwrap_or("a signal"),
                 doing: what.to_string(),

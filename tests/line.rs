@@ -1,0 +1,593 @@
+//! The waiting room: puts that wait take a place in the pool's line
+//! (`.pool-resource/line/POOL.json`) and are served in its order. Every
+//! test waits on what it can observe (a waiting log line, the line file at
+//! the tip, a process ending), never on a fixed sleep.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::{
+    spawn_bin, AwsEnv, CodeCommitServer, GitDaemon, Imds, ImdsOptions, Keyring, LockRepo,
+};
+use crate::{lock_name, put, source, Inputs};
+
+const POOL: &str = "envs";
+const LINE: &str = ".pool-resource/line/envs.json";
+/// Longer than any wait here should take.
+const DEADLINE: Duration = Duration::from_secs(40);
+
+/// A pool whose locks `names` are all claimed.
+fn claimed_pool(names: &[&str]) -> LockRepo {
+    let repo = LockRepo::new("main");
+    for n in names {
+        repo.add_lock(POOL, n, true, format!("{n}-meta\n").as_bytes());
+    }
+    repo
+}
+
+/// The environment of build `name` of job `deploy`.
+fn build(name: &str) -> Vec<(String, String)> {
+    [
+        ("BUILD_ID", format!("10{name}")),
+        ("BUILD_NAME", name.to_string()),
+        ("BUILD_JOB_NAME", "deploy".into()),
+        ("BUILD_PIPELINE_NAME", "app".into()),
+        ("BUILD_TEAM_NAME", "main".into()),
+        ("POOL_RESOURCE_BACKOFF_BASE_MS", "10".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// The tickets in the line file at the tip: (build, wants) in file order.
+fn tickets(repo: &LockRepo) -> Vec<Value> {
+    match repo.file_at("HEAD", LINE) {
+        Some(bytes) => {
+            let line: Value = serde_json::from_slice(&bytes).expect("the line file is JSON");
+            line["tickets"].as_array().cloned().unwrap_or_default()
+        }
+        None => Vec::new(),
+    }
+}
+
+fn builds_in_line(repo: &LockRepo) -> Vec<String> {
+    tickets(repo)
+        .iter()
+        .map(|t| t["build"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// Waits until `cond` holds, panicking with `what` after [`DEADLINE`].
+fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A put running in the background, its stderr collected as it comes.
+struct Bg {
+    child: Child,
+    name: String,
+    stderr: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Bg {
+    fn start(src: &Value, params: Value, name: &str, inputs: &Inputs) -> Bg {
+        Bg::start_with(src, params, name, inputs, &[])
+    }
+
+    fn start_with(
+        src: &Value,
+        params: Value,
+        name: &str,
+        inputs: &Inputs,
+        extra: &[(&str, &str)],
+    ) -> Bg {
+        let env = build(name);
+        let mut env: Vec<(&str, &str)> =
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        env.extend_from_slice(extra);
+        let request = json!({"source": src, "params": params});
+        Bg::wrap(spawn_bin("out", &[inputs.path()], &request, &env), name)
+    }
+
+    fn wrap(mut child: Child, name: &str) -> Bg {
+        let pipe = child.stderr.take().expect("piped stderr");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().expect("stderr buffer");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Bg {
+            child,
+            name: name.to_string(),
+            stderr,
+            reader: Some(reader),
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr buffer").clone()
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("polling").is_none()
+    }
+
+    /// Waits until stderr has `times` lines containing `needle`, the put
+    /// still running.
+    fn until_logged(&mut self, times: usize, needle: &str) {
+        let start = Instant::now();
+        loop {
+            let seen = self.stderr();
+            if seen.lines().filter(|l| l.contains(needle)).count() >= times {
+                return;
+            }
+            assert!(
+                self.running() && start.elapsed() < DEADLINE,
+                "build {} did not log {needle:?} {times} times:\n{seen}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the end; returns (success, stdout, stderr).
+    fn finish(mut self) -> (bool, String, String) {
+        let start = Instant::now();
+        while self.running() {
+            if start.elapsed() > DEADLINE {
+                let _ = self.child.kill();
+                panic!("build {} still running:\n{}", self.name, self.stderr());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let status = self.child.wait().expect("status");
+        let mut stdout = String::new();
+        if let Some(mut pipe) = self.child.stdout.take() {
+            pipe.read_to_string(&mut stdout).expect("stdout");
+        }
+        if let Some(r) = self.reader.take() {
+            r.join().expect("stderr reader");
+        }
+        (status.success(), stdout, self.stderr())
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("running kill");
+    assert!(status.success());
+}
+
+/// Releases `lock` with a put of its own.
+fn release(src: &Value, lock: &str) {
+    let inputs = Inputs::new();
+    inputs.lock("held", lock, b"");
+    put(
+        src,
+        json!({"release": "held"}),
+        &inputs,
+        &build("releaser")
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    );
+}
+
+/// Starts builds `names` one after another, each once the one before it
+/// is in line, and returns them.
+fn join_in_turn(
+    repo: &LockRepo,
+    src: &Value,
+    params: &[(&str, Value)],
+    inputs: &Inputs,
+) -> Vec<Bg> {
+    let mut started = Vec::new();
+    for (i, (name, p)) in params.iter().enumerate() {
+        let mut bg = Bg::start(src, p.clone(), name, inputs);
+        until(&format!("build {name} in line"), || {
+            tickets(repo).len() == i + 1
+        });
+        bg.until_logged(1, "waiting: ");
+        started.push(bg);
+    }
+    started
+}
+
+/// Releases the lock `rounds` times, each time once one of `waiting`
+/// ended with it; returns the builds in the order they were served.
+fn serve_one_lock(src: &Value, mut waiting: Vec<Bg>, lock: &str) -> Vec<String> {
+    let mut served = Vec::new();
+    while !waiting.is_empty() {
+        release(src, lock);
+        let mut done = None;
+        until("a waiter to be served", || {
+            done = waiting.iter_mut().position(|b| !b.running());
+            done.is_some()
+        });
+        let bg = waiting.remove(done.unwrap_or_default());
+        let name = bg.name.clone();
+        let (ok, stdout, stderr) = bg.finish();
+        assert!(ok, "build {name} failed:\n{stderr}");
+        let out: Value = serde_json::from_str(&stdout).expect("one JSON document");
+        assert_eq!(lock_name(&out), lock);
+        served.push(name);
+    }
+    served
+}
+
+fn four_builds_are_served_in_the_order_they_joined(uri: String, repo: &LockRepo) {
+    let mut src = source(&uri, "main", POOL);
+    src["retry_delay"] = json!("300ms");
+    let inputs = Inputs::new();
+    let waiting = join_in_turn(
+        repo,
+        &src,
+        &[
+            ("1", json!({"acquire": true})),
+            ("2", json!({"claim": "only"})),
+            ("3", json!({"acquire": true})),
+            ("4", json!({"acquire": true})),
+        ],
+        &inputs,
+    );
+    assert_eq!(
+        builds_in_line(repo),
+        [
+            "main/app/deploy #1",
+            "main/app/deploy #2",
+            "main/app/deploy #3",
+            "main/app/deploy #4"
+        ]
+    );
+    assert_eq!(serve_one_lock(&src, waiting, "only"), ["1", "2", "3", "4"]);
+    assert!(tickets(repo).is_empty(), "each claim took its ticket out");
+    assert!(
+        repo.file_at("HEAD", LINE).is_none(),
+        "an empty line is no file"
+    );
+}
+
+#[test]
+fn four_builds_that_join_the_line_one_after_another_get_the_lock_in_that_order() {
+    let repo = claimed_pool(&["only"]);
+    four_builds_are_served_in_the_order_they_joined(repo.file_url(), &repo);
+}
+
+#[test]
+fn over_git_daemon_four_builds_get_the_lock_in_the_order_they_joined() {
+    let repo = claimed_pool(&["only"]);
+    let daemon = GitDaemon::start(repo.root());
+    four_builds_are_served_in_the_order_they_joined(daemon.url("locks.git"), &repo);
+}
+
+#[test]
+fn a_higher_priority_goes_first_whenever_it_came() {
+    let repo = claimed_pool(&["only"]);
+    let src = source(&repo.file_url(), "main", POOL);
+    let inputs = Inputs::new();
+    let waiting = join_in_turn(
+        &repo,
+        &src,
+        &[
+            ("1", json!({"acquire": true})),
+            ("2", json!({"acquire": true, "priority": -1})),
+            ("3", json!({"acquire": true})),
+            ("4", json!({"acquire": true, "priority": 10})),
+        ],
+        &inputs,
+    );
+    assert_eq!(serve_one_lock(&src, waiting, "only"), ["4", "1", "3", "2"]);
+}
+
+#[test]
+fn an_acquire_of_two_is_not_starved_by_later_single_acquires() {
+    let repo = claimed_pool(&["a", "b"]);
+    let src = source(&repo.file_url(), "main", POOL);
+    let inputs = Inputs::new();
+    let mut waiting = join_in_turn(
+        &repo,
+        &src,
+        &[
+            ("pair", json!({"acquire": 2})),
+            ("single", json!({"acquire": true})),
+        ],
+        &inputs,
+    );
+    release(&src, "a");
+    // The single acquire sees the free lock and leaves it to the pair.
+    waiting[1].until_logged(
+        1,
+        "waiting: free lock a of pool envs kept for builds ahead in line",
+    );
+    assert_eq!(repo.unclaimed(POOL), ["a"]);
+    release(&src, "b");
+    let single = waiting.pop().expect("single");
+    let pair = waiting.pop().expect("pair");
+    let (ok, stdout, stderr) = pair.finish();
+    assert!(ok, "{stderr}");
+    let out: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!(lock_name(&out), "a, b");
+    assert_eq!(builds_in_line(&repo), ["main/app/deploy #single"]);
+    drop(single);
+}
+
+#[test]
+fn a_claim_waiter_does_not_hold_up_an_acquire_that_can_take_another_lock() {
+    let repo = claimed_pool(&["a", "b"]);
+    let src = source(&repo.file_url(), "main", POOL);
+    let inputs = Inputs::new();
+    let mut waiting = join_in_turn(
+        &repo,
+        &src,
+        &[
+            ("claimer", json!({"claim": "a"})),
+            ("acquirer", json!({"acquire": true})),
+        ],
+        &inputs,
+    );
+    release(&src, "b");
+    let acquirer = waiting.pop().expect("acquirer");
+    let (ok, stdout, stderr) = acquirer.finish();
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        lock_name(&serde_json::from_str(&stdout).expect("JSON")),
+        "b"
+    );
+    assert_eq!(builds_in_line(&repo), ["main/app/deploy #claimer"]);
+    assert!(waiting[0].running(), "the claim of a still waits");
+}
+
+#[test]
+fn wait_timeout_gives_up_claims_nothing_and_leaves_nobody_blocked() {
+    let repo = claimed_pool(&["only"]);
+    let src = source(&repo.file_url(), "main", POOL);
+    let inputs = Inputs::new();
+    let mut waiting = join_in_turn(
+        &repo,
+        &src,
+        &[
+            ("impatient", json!({"acquire": true, "wait_timeout": "1s"})),
+            ("patient", json!({"acquire": true})),
+        ],
+        &inputs,
+    );
+    let patient = waiting.pop().expect("patient");
+    let impatient = waiting.pop().expect("impatient");
+    let (ok, stdout, stderr) = impatient.finish();
+    assert!(!ok, "a timed-out put fails:\n{stderr}");
+    assert_eq!(stdout, "");
+    let last = stderr.lines().last().unwrap_or_default().to_string();
+    for part in [
+        "no lock of pool \"envs\" was claimed",
+        "gave up after wait_timeout 1.0s (position 1 of 2 in line)",
+        "all 1 locks of pool envs are claimed: only",
+    ] {
+        assert!(stderr.contains(part), "{part:?} not in:\n{stderr}");
+    }
+    assert!(last.starts_with("error: "), "{stderr}");
+    assert_eq!(
+        builds_in_line(&repo),
+        ["main/app/deploy #patient"],
+        "it left the line"
+    );
+    assert_eq!(repo.claimed(POOL), ["only"], "it claimed nothing");
+    release(&src, "only");
+    let (ok, _, stderr) = patient.finish();
+    assert!(ok, "the build behind it is served:\n{stderr}");
+    assert!(tickets(&repo).is_empty());
+}
+
+#[test]
+fn sigterm_takes_the_waiter_out_of_the_line_before_it_exits() {
+    let repo = claimed_pool(&["only"]);
+    let mut src = source(&repo.file_url(), "main", POOL);
+    src["retry_delay"] = json!("10s");
+    let inputs = Inputs::new();
+    let mut waiting = join_in_turn(&repo, &src, &[("1", json!({"claim": "only"}))], &inputs);
+    let bg = waiting.pop().expect("waiter");
+    signal(bg.pid(), "TERM");
+    let start = Instant::now();
+    let (ok, _, stderr) = bg.finish();
+    assert!(start.elapsed() < Duration::from_secs(2), "{stderr}");
+    assert!(!ok);
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    assert!(stderr.contains("leaving the line: envs"), "{stderr}");
+    assert!(tickets(&repo).is_empty(), "the ticket is gone at once");
+    let last = repo.log().pop().expect("a commit");
+    assert_eq!(last.subject, "leaving the line: envs");
+    assert_eq!(repo.claimed(POOL), ["only"]);
+}
+
+#[test]
+fn a_killed_waiter_stops_blocking_after_its_lease() {
+    let repo = claimed_pool(&["only"]);
+    let mut src = source(&repo.file_url(), "main", POOL);
+    src["waiter_lease"] = json!("1s");
+    let inputs = Inputs::new();
+    let mut waiting = join_in_turn(
+        &repo,
+        &src,
+        &[
+            ("killed", json!({"acquire": true})),
+            ("next", json!({"acquire": true})),
+        ],
+        &inputs,
+    );
+    let mut killed = waiting.remove(0);
+    killed.child.kill().expect("SIGKILL");
+    let _ = killed.child.wait();
+    release(&src, "only");
+    let next = waiting.pop().expect("next");
+    let (ok, stdout, stderr) = next.finish();
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        lock_name(&serde_json::from_str(&stdout).expect("JSON")),
+        "only"
+    );
+    assert!(
+        tickets(&repo).is_empty(),
+        "the dead ticket went with the claim"
+    );
+}
+
+#[test]
+fn with_queue_false_a_waiting_put_writes_nothing() {
+    let repo = claimed_pool(&["only"]);
+    let mut src = source(&repo.file_url(), "main", POOL);
+    src["queue"] = json!(false);
+    let inputs = Inputs::new();
+    let tip = repo.tip();
+    let mut bg = Bg::start(&src, json!({"acquire": true}), "1", &inputs);
+    bg.until_logged(3, "waiting: all 1 locks of pool envs are claimed");
+    assert_eq!(repo.tip(), tip, "nothing committed while waiting");
+    release(&src, "only");
+    let (ok, _, stderr) = bg.finish();
+    assert!(ok, "{stderr}");
+    assert!(repo.log().iter().all(|c| !c.subject.contains("line")));
+}
+
+#[test]
+fn check_emits_no_version_for_the_lines_commits() {
+    let repo = claimed_pool(&["only"]);
+    let src = source(&repo.file_url(), "main", POOL);
+    let before = repo.tip();
+    let inputs = Inputs::new();
+    let waiting = join_in_turn(&repo, &src, &[("1", json!({"acquire": true}))], &inputs);
+    assert_ne!(repo.tip(), before, "the ticket was committed");
+    let run = crate::support::run_bin(
+        "check",
+        &[],
+        &json!({"source": src, "version": {"ref": before}}),
+        &[],
+    );
+    let versions = run.assert_success().json();
+    assert_eq!(versions, json!([{"ref": before}]), "{}", run.stderr);
+    drop(waiting);
+}
+
+#[test]
+fn bad_line_params_fail_before_any_traffic_naming_the_field() {
+    let repo = claimed_pool(&["only"]);
+    let tip = repo.tip();
+    for (params, src_extra, want) in [
+        (
+            json!({"acquire": true, "priority": "high"}),
+            json!({}),
+            "params.priority",
+        ),
+        (
+            json!({"acquire": true, "wait_timeout": "soon"}),
+            json!({}),
+            "params.wait_timeout",
+        ),
+        (
+            json!({"release": "x", "priority": 1}),
+            json!({}),
+            "params.priority applies to acquire and claim",
+        ),
+        (
+            json!({"acquire": true}),
+            json!({"waiter_lease": "10ms"}),
+            "source.waiter_lease must be at least 1s",
+        ),
+        (
+            json!({"acquire": true}),
+            json!({"queue": "no"}),
+            "source.queue",
+        ),
+    ] {
+        let mut src = source(&repo.file_url(), "main", POOL);
+        src.as_object_mut()
+            .expect("object")
+            .extend(src_extra.as_object().expect("object").clone());
+        let inputs = Inputs::new();
+        inputs.lock("x", "only", b"");
+        let run = crate::support::run_bin(
+            "out",
+            &[inputs.path()],
+            &json!({"source": src, "params": params}),
+            &[],
+        );
+        run.assert_failure();
+        assert!(
+            run.stderr.contains(want),
+            "{want:?} not in:\n{}",
+            run.stderr
+        );
+    }
+    assert_eq!(repo.tip(), tip);
+}
+
+#[test]
+fn on_the_api_backend_waiters_are_served_in_order_and_leave_no_ticket() {
+    let repo = claimed_pool(&["only"]);
+    let imds = Imds::start(ImdsOptions::default(), Keyring::new());
+    let api = CodeCommitServer::start(repo.path(), "locks", "eu-west-2", imds.keyring());
+    let src = json!({
+        "uri": "https://git-codecommit.eu-west-2.amazonaws.com/v1/repos/locks",
+        "branch": "main", "pool": POOL, "retry_delay": "200ms", "backend": "codecommit-api"
+    });
+    let inputs = Inputs::new();
+    let mut waiting = Vec::new();
+    let mut envs = Vec::new();
+    for (i, name) in ["1", "2"].iter().enumerate() {
+        let request = json!({"source": src, "params": {"acquire": true}});
+        let env = AwsEnv::new()
+            .with_imds(&imds)
+            .set("AWS_ENDPOINT_URL_CODECOMMIT", &api.endpoint())
+            .set("BUILD_NAME", name)
+            .set("BUILD_JOB_NAME", "deploy")
+            .set("BUILD_PIPELINE_NAME", "app")
+            .set("BUILD_TEAM_NAME", "main");
+        let mut bg = Bg::wrap(env.spawn("out", &[inputs.path()], &request), name);
+        envs.push(env);
+        until("the ticket", || tickets(&repo).len() == i + 1);
+        bg.until_logged(1, "waiting: ");
+        waiting.push(bg);
+    }
+    let mut served = Vec::new();
+    while !waiting.is_empty() {
+        repo.move_lock(POOL, "only", false);
+        let mut done = None;
+        until("a waiter to be served", || {
+            done = waiting.iter_mut().position(|b| !b.running());
+            done.is_some()
+        });
+        let bg = waiting.remove(done.unwrap_or_default());
+        let name = bg.name.clone();
+        let (ok, _, stderr) = bg.finish();
+        assert!(ok, "{stderr}");
+        served.push(name);
+    }
+    assert_eq!(served, ["1", "2"]);
+    assert!(tickets(&repo).is_empty());
+}
