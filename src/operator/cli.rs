@@ -42,6 +42,7 @@ commands:
   release LOCK                 a build's claim needs --force --reason TEXT
   hold --reason TEXT           acquire and claim wait until unhold
   unhold
+  dequeue WAITER --reason TEXT remove a stuck waiter from the line (ticket id, build name or build id)
   reap --older-than D [--dry-run]";
 
 /// Options that take a value.
@@ -140,6 +141,7 @@ impl Invocation {
             "claim" => (&["--wait"], 1, 1),
             "release" => (&["--force"], 1, 1),
             "hold" | "unhold" => (&[], 0, 0),
+            "dequeue" => (&[], 1, 1),
             "reap" => (&["--older-than", "--dry-run"], 0, 0),
             other => return Err(Error::Usage(format!("unknown command {other:?}\n{USAGE}"))),
         };
@@ -164,7 +166,7 @@ impl Invocation {
                 inv.command
             )));
         }
-        let needs_reason = matches!(inv.command.as_str(), "claim" | "hold");
+        let needs_reason = matches!(inv.command.as_str(), "claim" | "hold" | "dequeue");
         if needs_reason && inv.value("--reason").is_none() {
             return Err(Error::Usage(format!("{} needs --reason TEXT", inv.command)));
         }
@@ -461,6 +463,10 @@ pub fn run(
         }
         "hold" => ops::set_hold(store, pool, &who, true)?,
         "unhold" => ops::set_hold(store, pool, &who, false)?,
+        "dequeue" => {
+            let waiter = inv.args.first().map(String::as_str).unwrap_or("");
+            ops::dequeue(store, pool, waiter, &who)?
+        }
         "reap" => {
             let older = inv.duration("--older-than")?.unwrap_or_default();
             ops::reap(
