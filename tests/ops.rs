@@ -751,3 +751,267 @@ fn init_and_status_work_over_the_codecommit_api_from_an_empty_repository() {
     assert_eq!(locks[1]["name"], "b");
     assert_eq!(locks[1]["since"]["by"]["operator"], "ops");
 }
+
+/// The line file of pool `envs`.
+const LINE: &str = ".pool-resource/line/envs.json";
+
+/// A ticket as the put loop writes it: joined `ago` seconds ago as the
+/// `seq`-th, renewed `renewed_ago` seconds ago with a lease of `lease`.
+fn ticket(
+    id: &str,
+    build: &str,
+    build_id: &str,
+    wants: Value,
+    priority: i64,
+    (ago, seq): (i64, u64),
+    (renewed_ago, lease): (i64, u64),
+) -> Value {
+    let now = pool_resource::model::duration::now_unix();
+    serde_json::json!({
+        "id": id, "build": build, "build_id": build_id,
+        "url": format!("https://ci.example.com/builds/{build_id}"),
+        "wants": wants, "priority": priority,
+        "arrived": now - ago, "seq": seq,
+        "renewed": now - renewed_ago, "lease": lease,
+    })
+}
+
+/// Pool `envs` (locks a, b) whose line, written directly in one commit,
+/// holds four waiters: three live (a later one with a higher priority)
+/// and one whose lease lapsed long ago.
+fn with_line() -> (LockRepo, Value) {
+    let (repo, src) = initialised(&["a", "b"]);
+    let tickets = serde_json::json!({"tickets": [
+        ticket("t-first", "main/app/deploy #41", "4101", serde_json::json!({"acquire": 1}), 0, (600, 1), (5, 3600)),
+        ticket("t-second", "main/app/test #9", "909", serde_json::json!({"claim": ["b"]}), 0, (300, 2), (5, 3600)),
+        ticket("t-lapsed", "main/app/gone #2", "202", serde_json::json!({"acquire": 1}), 0, (5000, 0), (4000, 60)),
+        ticket("t-vip", "main/app/hotfix #3", "303", serde_json::json!({"acquire": 2}), 10, (60, 3), (5, 3600)),
+    ]});
+    let bytes = serde_json::to_vec_pretty(&tickets).unwrap();
+    repo.commit_file(LINE, &bytes, "joining the line: envs");
+    (repo, src)
+}
+
+fn line_ids(repo: &LockRepo) -> Vec<String> {
+    let Some(bytes) = repo.file_at("main", LINE) else {
+        return Vec::new();
+    };
+    let file: Value = serde_json::from_slice(&bytes).unwrap();
+    let mut ids: Vec<String> = file["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn status_lists_each_pools_waiters_in_order_with_priorities_and_marks_expired_ones() {
+    let (_repo, src) = with_line();
+    let st = pool(&src, &["status", "--json"]).assert_success().json();
+    let p = &st["pools"][0];
+    // The keys there were keep their meaning.
+    assert_eq!(p["pool"], POOL);
+    assert_eq!(p["locks"][0]["name"], "a");
+    assert_eq!(p["locks"][0]["state"], "unclaimed");
+    assert!(p["hold"].is_null());
+    let line = p["line"].as_array().expect("a line");
+    let order: Vec<(&str, &Value, &Value)> = line
+        .iter()
+        .map(|w| (w["id"].as_str().unwrap(), &w["position"], &w["expired"]))
+        .collect();
+    let (one, two, three, none) = (
+        serde_json::json!(1),
+        serde_json::json!(2),
+        serde_json::json!(3),
+        Value::Null,
+    );
+    let (t, f) = (serde_json::json!(true), serde_json::json!(false));
+    assert_eq!(
+        order,
+        [
+            ("t-vip", &one, &f),
+            ("t-first", &two, &f),
+            ("t-second", &three, &f),
+            ("t-lapsed", &none, &t),
+        ],
+        "{st:#}"
+    );
+    let vip = &line[0];
+    assert_eq!(vip["build"], "main/app/hotfix #3");
+    assert_eq!(vip["build_id"], "303");
+    assert_eq!(vip["url"], "https://ci.example.com/builds/303");
+    assert_eq!(vip["priority"], 10);
+    assert_eq!(vip["wants"], serde_json::json!({"acquire": 2}));
+    assert_eq!(line[2]["wants"], serde_json::json!({"claim": ["b"]}));
+    let waited = line[1]["waiting_seconds"].as_i64().unwrap();
+    assert!((600..700).contains(&waited), "{waited}");
+    assert!(line[1]["arrived_utc"].as_str().unwrap().ends_with('Z'));
+
+    let text = pool(&src, &["status"]).assert_success().stdout.clone();
+    let rows: Vec<&str> = text.lines().collect();
+    let at = |needle: &str| {
+        rows.iter()
+            .position(|r| r.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in\n{text}"))
+    };
+    assert!(at("b ") < at("line: 3 waiting"), "under the locks: {text}");
+    assert_eq!(at("line: 3 waiting") + 1, at("    1. "), "{text}");
+    assert!(
+        rows[at("    1. ")].contains("main/app/hotfix #3  acquire: 2, priority 10, waiting 1m"),
+        "{text}"
+    );
+    assert!(
+        rows[at("    2. ")].contains("main/app/deploy #41  acquire, priority 0, waiting 10m"),
+        "{text}"
+    );
+    assert!(
+        rows[at("    3. ")].contains("main/app/test #9  claim: b, priority 0"),
+        "{text}"
+    );
+    assert!(rows[at("t-lapsed")].contains("expired"), "{text}");
+    assert!(at("    3. ") < at("t-lapsed"), "{text}");
+}
+
+#[test]
+fn dequeue_by_ticket_build_and_build_id_removes_exactly_that_ticket_and_records_who_and_why() {
+    let (repo, _) = with_line();
+    let daemon = GitDaemon::start(repo.root());
+    let src = source(&daemon.url("locks.git"), "main", POOL);
+    let before = repo.log().len();
+    let run = pool(
+        &src,
+        &[
+            "--as",
+            "ops",
+            "dequeue",
+            "t-first",
+            "--reason",
+            "its build was aborted",
+        ],
+    );
+    run.assert_success();
+    assert!(
+        run.stderr
+            .contains("removed ticket t-first (main/app/deploy #41, acquire)"),
+        "{}",
+        run.stderr
+    );
+    let log = repo.log();
+    assert_eq!(log.len(), before + 1, "one commit");
+    let last = log.last().unwrap();
+    assert_eq!(
+        last.subject,
+        "dequeuing main/app/deploy #41 from the line: envs"
+    );
+    assert!(
+        last.body.contains("Pool-Resource-Operator: ops"),
+        "{}",
+        last.body
+    );
+    assert!(
+        last.body
+            .contains("Pool-Resource-Reason: its build was aborted"),
+        "{}",
+        last.body
+    );
+    assert_eq!(
+        last.changed,
+        [('M', LINE.to_string())],
+        "the line file alone"
+    );
+    // The expired ticket goes with it, as with every write of the line.
+    assert_eq!(line_ids(&repo), ["t-second", "t-vip"]);
+
+    pool(
+        &src,
+        &[
+            "--as",
+            "ops",
+            "dequeue",
+            "main/app/test #9",
+            "--reason",
+            "stuck",
+        ],
+    )
+    .assert_success();
+    assert_eq!(line_ids(&repo), ["t-vip"]);
+    pool(
+        &src,
+        &["--as", "ops", "dequeue", "303", "--reason", "stuck"],
+    )
+    .assert_success();
+    assert_eq!(repo.file_at("main", LINE), None, "no ticket left, no file");
+    assert_eq!(
+        repo.log().last().unwrap().changed,
+        [('D', LINE.to_string())]
+    );
+    assert_eq!(repo.unclaimed(POOL), ["a", "b"], "the pool is untouched");
+    let st = pool(&src, &["status", "--json"]).assert_success().json();
+    assert_eq!(st["pools"][0]["line"], serde_json::json!([]));
+}
+
+#[test]
+fn dequeue_of_an_unknown_or_ambiguous_waiter_fails_and_commits_nothing() {
+    let (repo, src) = with_line();
+    let tip = repo.tip();
+    let run = pool(&src, &["dequeue", "main/app/nobody #1", "--reason", "x"]);
+    run.assert_failure();
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("no waiter \"main/app/nobody #1\" in the line of pool envs"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("ticket t-vip (main/app/hotfix #3, acquire: 2, position 1)"),
+        "{}",
+        run.stderr
+    );
+    // Two puts of one build waiting: the build name alone is ambiguous.
+    let mut file: Value = serde_json::from_slice(&repo.file_at("main", LINE).unwrap()).unwrap();
+    let twin = ticket(
+        "t-twin",
+        "main/app/test #9",
+        "909",
+        serde_json::json!({"claim": ["a"]}),
+        0,
+        (200, 4),
+        (5, 3600),
+    );
+    file["tickets"].as_array_mut().unwrap().push(twin);
+    repo.commit_file(
+        LINE,
+        &serde_json::to_vec(&file).unwrap(),
+        "joining the line: envs",
+    );
+    let tip = {
+        assert_ne!(repo.tip(), tip);
+        repo.tip()
+    };
+    let run = pool(&src, &["dequeue", "main/app/test #9", "--reason", "x"]);
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("\"main/app/test #9\" matches 2 waiters"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("ticket t-second") && run.stderr.contains("ticket t-twin"),
+        "{}",
+        run.stderr
+    );
+    let run = pool(&src, &["dequeue", "t-first"]);
+    assert_eq!(
+        run.status.code(),
+        Some(2),
+        "--reason is required: {}",
+        run.stderr
+    );
+    assert_eq!(repo.tip(), tip, "nothing committed");
+}

@@ -1,8 +1,8 @@
 //! `pool serve`, the real executable, against a lock repository behind
 //! `git daemon` that real `out` processes change: the page in headless
-//! Chromium, `/metrics` through `promtool`, the JSON documents, and a load
-//! test counting the connections the git server sees (through a
-//! [`FaultProxy`] that injects nothing).
+//! Chromium, `/metrics` and the example alert rules through `promtool`, the
+//! JSON documents, and a load test counting the connections the git server
+//! sees (through a [`FaultProxy`] that injects nothing).
 //!
 //! The Chromium and promtool tests are `#[ignore]`d, so plain `cargo test`
 //! shows them as ignored, not passed; `ci/test.sh` installs both and runs
@@ -329,6 +329,29 @@ fn screenshot_path() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("serve.png"))
 }
 
+/// Writes the line of pool `envs` directly in one commit, as the put loop
+/// would have: `main/app/deploy #50` (priority 0) has waited 10 minutes, a
+/// build with a hostile name and URL (priority 5, so first) 2 minutes; both
+/// renewed just now with an hour's lease.
+fn join_line(repo: &LockRepo) {
+    let now = pool_resource::model::duration::now_unix();
+    let line = json!({"tickets": [
+        {"id": "t-old", "build": "main/app/deploy #50", "build_id": "4250",
+         "url": "https://ci.example.com/teams/main/pipelines/app/jobs/deploy/builds/50",
+         "wants": {"acquire": 1}, "priority": 0, "arrived": now - 600, "seq": 1,
+         "renewed": now, "lease": 3600},
+        {"id": "t-hostile", "build": "<script>alert('line')</script> #6",
+         "url": "javascript:alert(6)",
+         "wants": {"claim": ["qa"]}, "priority": 5, "arrived": now - 120, "seq": 2,
+         "renewed": now, "lease": 3600}
+    ]});
+    repo.commit_file(
+        ".pool-resource/line/envs.json",
+        line.to_string().as_bytes(),
+        "joining the line: envs",
+    );
+}
+
 fn lock<'a>(status: &'a Value, name: &str) -> &'a Value {
     status["pools"][0]["locks"]
         .as_array()
@@ -347,10 +370,24 @@ fn chromium_shows_build_links_timeline_bars_hostile_names_as_text_and_a_later_cl
         return;
     };
     let f = Fixture::new();
+    join_line(&f.repo);
     let server = Server::start(&f.daemon.url("locks.git"), "1s");
     server.wait_for_status("qa claimed", |s| lock(s, "qa")["state"] == "claimed");
 
     let dom = run_chromium(exe, &["--dump-dom"], &server.url("/"));
+    // The line, on the pool's card, in the order it is served.
+    assert!(dom.contains("Waiting in line: 2"), "no line in\n{dom}");
+    assert!(dom.contains("2 waiting)"), "{dom}");
+    let hostile = dom
+        .find("&lt;script&gt;alert('line')&lt;/script&gt; #6")
+        .unwrap_or_else(|| panic!("the hostile waiter is not text in\n{dom}"));
+    let old = dom
+        .find(r#"<a class="build" href="https://ci.example.com/teams/main/pipelines/app/jobs/deploy/builds/50" rel="noreferrer">main/app/deploy #50</a>"#)
+        .unwrap_or_else(|| panic!("no link to the waiting build in\n{dom}"));
+    assert!(hostile < old, "priority 5 is served first:\n{dom}");
+    assert!(dom.contains("claim: qa, priority 5, waiting 2m"), "{dom}");
+    assert!(dom.contains("acquire, priority 0, waiting 10m"), "{dom}");
+    assert!(!dom.contains("<script>alert('line')"), "{dom}");
     assert!(
         dom.contains(
             r#"<a class="build" href="https://ci.example.com/teams/main/pipelines/app/jobs/deploy/builds/7" rel="noreferrer">main/app/deploy #7</a>"#
@@ -479,6 +516,7 @@ fn metrics_pass_promtool_and_match_the_repository() {
     }
     let f = Fixture::new();
     pool(&f.src(), &["hold", "--as", "ops", "--reason", "upgrade"]).assert_success();
+    join_line(&f.repo);
     let server = Server::start(&f.daemon.url("locks.git"), "1s");
     server.wait_for_status("the hold", |s| !s["pools"][0]["hold"].is_null());
     let r = server.get("/metrics");
@@ -537,6 +575,23 @@ fn metrics_pass_promtool_and_match_the_repository() {
     )));
     assert!((0.0..600.0).contains(&held), "qa held for {held}");
     assert!(!r.body.contains("lock=\"staging\""), "{}", r.body);
+    assert_eq!(
+        server.metric(&at(&format!("waiters{{{repo},pool=\"envs\"}}"))),
+        2.0
+    );
+    let oldest = server.metric(&at(&format!("oldest_wait_seconds{{{repo},pool=\"envs\"}}")));
+    assert!((600.0..700.0).contains(&oldest), "oldest wait {oldest}");
+    let hold = server.metric(&at(&format!("pool_held_seconds{{{repo},pool=\"envs\"}}")));
+    assert!((0.0..600.0).contains(&hold), "held for {hold}");
+    for name in ["waiters", "oldest_wait_seconds", "pool_held_seconds"] {
+        assert!(
+            r.body.contains(&format!("# HELP pool_resource_{name} "))
+                && r.body
+                    .contains(&format!("# TYPE pool_resource_{name} gauge")),
+            "{name}: {}",
+            r.body
+        );
+    }
     assert_eq!(server.metric(&at(&format!("refresh_up{{{repo}}}"))), 1.0);
     assert_eq!(
         server.metric(&at(&format!("refresh_failures_total{{{repo}}}"))),
@@ -549,11 +604,103 @@ fn metrics_pass_promtool_and_match_the_repository() {
     );
 }
 
+/// Runs `promtool test rules` on the alert rules' tests in `dir`.
+fn promtool_test_rules(promtool: &str, dir: &Path) -> std::process::Output {
+    Command::new(promtool)
+        .args(["test", "rules", "prometheus-alerts.test.yml"])
+        .current_dir(dir)
+        .output()
+        .expect("running promtool test rules")
+}
+
+#[test]
+fn the_example_alert_rules_pass_their_promtool_unit_tests_and_each_broken_rule_fails_them() {
+    let promtool = "/usr/bin/promtool";
+    if !Path::new(promtool).exists() {
+        skip(
+            "serve::the_example_alert_rules_pass_their_promtool_unit_tests_and_each_broken_rule_fails_them",
+            "promtool is not installed (ci/test.sh installs prometheus)",
+        );
+        return;
+    }
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let check = Command::new(promtool)
+        .args(["check", "rules", "prometheus-alerts.yml"])
+        .current_dir(&examples)
+        .output()
+        .expect("running promtool check rules");
+    assert!(
+        check.status.success(),
+        "promtool check rules failed:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let out = promtool_test_rules(promtool, &examples);
+    assert!(
+        out.status.success(),
+        "promtool test rules failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Each rule, made never to fire, must fail the tests: none is untested.
+    let rules = std::fs::read_to_string(examples.join("prometheus-alerts.yml")).expect("the rules");
+    let tests =
+        std::fs::read_to_string(examples.join("prometheus-alerts.test.yml")).expect("the tests");
+    let exprs: Vec<usize> = rules
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with("expr:"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(exprs.len(), 4, "four alerts:\n{rules}");
+    for at in exprs {
+        let broken: Vec<String> = rules
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                if i == at {
+                    let indent = &l[..l.len() - l.trim_start().len()];
+                    format!("{indent}expr: vector(0) > 1")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        let dir = tempfile::tempdir().expect("a temp dir");
+        std::fs::write(dir.path().join("prometheus-alerts.yml"), broken.join("\n"))
+            .expect("writing the broken rules");
+        std::fs::write(dir.path().join("prometheus-alerts.test.yml"), &tests)
+            .expect("writing the tests");
+        let out = promtool_test_rules(promtool, dir.path());
+        assert!(
+            !out.status.success(),
+            "the tests pass with this rule broken: {}\n{}",
+            rules.lines().nth(at).unwrap_or(""),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
 #[test]
 fn the_json_is_that_of_pool_status_and_history_and_bad_requests_say_why() {
     let f = Fixture::new();
+    join_line(&f.repo);
     let mut server = Server::start(&f.daemon.url("locks.git"), "1s");
     let served = server.wait_for_status("qa claimed", |s| lock(s, "qa")["state"] == "claimed");
+    let waiting: Vec<(&Value, &Value)> = served["pools"][0]["line"]
+        .as_array()
+        .expect("a line in /status.json")
+        .iter()
+        .map(|w| (&w["position"], &w["build"]))
+        .collect();
+    assert_eq!(
+        waiting,
+        [
+            (&json!(1), &json!("<script>alert('line')</script> #6")),
+            (&json!(2), &json!("main/app/deploy #50"))
+        ],
+        "{served:#}"
+    );
     let cli = pool(
         &json!({"uri": f.daemon.url("locks.git"), "branch": "main"}),
         &["status", "--json"],
@@ -566,6 +713,9 @@ fn the_json_is_that_of_pool_status_and_history_and_bad_requests_say_why() {
         for p in doc["pools"].as_array_mut().expect("pools") {
             for l in p["locks"].as_array_mut().expect("locks") {
                 l["for_seconds"] = Value::Null;
+            }
+            for w in p["line"].as_array_mut().expect("line") {
+                w["waiting_seconds"] = Value::Null;
             }
         }
     }

@@ -177,6 +177,14 @@ pub fn unhold_subject(pool: impl std::fmt::Display) -> String {
     format!("unholding pool: {pool}")
 }
 
+/// The subject of an operator's commit removing `build`'s ticket from the
+/// line of `pool` (`pool dequeue`; not a lock verb either). The build is
+/// from the line file: anything but one line of it is dropped.
+pub fn dequeue_subject(pool: impl std::fmt::Display, build: &str) -> String {
+    let build: String = build.chars().filter(|c| !c.is_control()).collect();
+    format!("dequeuing {build} from the line: {pool}")
+}
+
 /// A commit message: the Go resource's subject line, the build URL, and
 /// trailers naming the build and a nonce that makes every commit unique.
 pub fn commit_message(

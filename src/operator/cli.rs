@@ -204,6 +204,12 @@ pub enum Command {
     Hold,
     /// End a hold of the pool
     Unhold,
+    /// Remove a stuck waiter from the pool's line (needs --reason)
+    Dequeue {
+        /// Its ticket id, or the build (`team/pipeline/job #name`) or build id of one ticket
+        #[arg(value_name = "WAITER")]
+        waiter: String,
+    },
     /// Release the claims older than a duration, or whose build is dead
     #[command(group(clap::ArgGroup::new("which").required(true).args(["older_than", "dead"])))]
     Reap {
@@ -250,6 +256,7 @@ impl Command {
             Command::Release { .. } => "release",
             Command::Hold => "hold",
             Command::Unhold => "unhold",
+            Command::Dequeue { .. } => "dequeue",
             Command::Reap { .. } => "reap",
             Command::Completions { .. } => "completions",
         }
@@ -510,7 +517,10 @@ fn check_usage(cli: &Cli) -> Result<()> {
             "{name} takes one --source (only serve takes several)"
         )));
     }
-    let needs_reason = matches!(command, Command::Claim { .. } | Command::Hold);
+    let needs_reason = matches!(
+        command,
+        Command::Claim { .. } | Command::Hold | Command::Dequeue { .. }
+    );
     if needs_reason && cli.global.reason.is_none() {
         return Err(Error::Usage(format!(
             "{name} needs --reason TEXT (it is recorded in the commit)"
@@ -687,6 +697,12 @@ pub fn run(
             let mut t = cx.open(&command)?;
             let hold = matches!(command, Command::Hold);
             let done = ops::set_hold(t.store.as_mut(), &t.source.pool, &cx.operator(), hold)?;
+            cx.done(&done);
+            Ok(None)
+        }
+        Command::Dequeue { waiter } => {
+            let mut t = cx.open(&command)?;
+            let done = ops::dequeue(t.store.as_mut(), &t.source.pool, waiter, &cx.operator())?;
             cx.done(&done);
             Ok(None)
         }

@@ -4,6 +4,10 @@
 //!
 //! Labels: `source` (the repository's URI, without credentials) and
 //! `branch` on everything, `pool`, `state` and `lock` where they apply.
+//!
+//! The line's gauges (`waiters`, `oldest_wait_seconds`) count the tickets
+//! live at `now`, not at the read: a lease lapses without a commit, and
+//! the board is read again only when the tip moves.
 
 use std::fmt::Write;
 
@@ -148,6 +152,51 @@ pub fn render(board: &Board, now: i64) -> String {
             );
         }
     }
+    f.head(
+        "pool_held_seconds",
+        "gauge",
+        "Seconds since an operator put the hold on the pool (0 when it is not held).",
+    );
+    for v in &board.views {
+        let Some(read) = &v.read else { continue };
+        for p in &read.status.pools {
+            f.sample(
+                "pool_held_seconds",
+                &[("source", &v.uri), ("branch", &v.branch), ("pool", &p.pool)],
+                p.hold.as_ref().map_or(0, |h| (now - h.since).max(0)),
+            );
+        }
+    }
+    f.head(
+        "waiters",
+        "gauge",
+        "Puts waiting in the pool's line (live tickets; expired ones count for no one).",
+    );
+    for v in &board.views {
+        let Some(read) = &v.read else { continue };
+        for p in &read.status.pools {
+            f.sample(
+                "waiters",
+                &[("source", &v.uri), ("branch", &v.branch), ("pool", &p.pool)],
+                p.waiting(now).0,
+            );
+        }
+    }
+    f.head(
+        "oldest_wait_seconds",
+        "gauge",
+        "Seconds the longest-waiting put in the pool's line has waited (0 when nobody waits).",
+    );
+    for v in &board.views {
+        let Some(read) = &v.read else { continue };
+        for p in &read.status.pools {
+            f.sample(
+                "oldest_wait_seconds",
+                &[("source", &v.uri), ("branch", &v.branch), ("pool", &p.pool)],
+                p.waiting(now).1.map_or(0, |t| (now - t).max(0)),
+            );
+        }
+    }
     let repo = |v: &crate::operator::watch::View| {
         [("source", v.uri.clone()), ("branch", v.branch.clone())]
     };
@@ -243,6 +292,9 @@ mod tests {
                         lock("b", Some(false)),
                         lock("c", None),
                     ],
+                    line: Vec::new(),
+                    line_unreadable: None,
+                    line_file: Default::default(),
                 }],
             },
             history: Vec::new(),
@@ -266,6 +318,87 @@ mod tests {
         ), "{text}");
         assert!(text
             .contains("pool_resource_build_status_up{source=\"git://h/l.git\",branch=\"main\"} 1"));
+    }
+
+    #[test]
+    fn the_line_gauges_count_the_tickets_live_at_render_time() {
+        use crate::model::line::Line;
+        use crate::operator::ops::{PoolStatus, Status};
+        use crate::operator::watch::Read;
+        let file = serde_json::json!({"tickets": [
+            {"id": "a", "build": "b #1", "wants": {"acquire": 1}, "arrived": 100, "seq": 1, "renewed": 900, "lease": 300},
+            {"id": "b", "build": "b #2", "wants": {"acquire": 1}, "arrived": 400, "seq": 2, "renewed": 1100, "lease": 300}
+        ]});
+        let pool = PoolStatus {
+            pool: "envs".into(),
+            hold: Some(crate::model::pool::Hold {
+                by: "ops".into(),
+                reason: "upgrade".into(),
+                since: 500,
+            }),
+            locks: Vec::new(),
+            line: Vec::new(),
+            line_unreadable: None,
+            line_file: Line::parse(file.to_string().as_bytes()),
+        };
+        let board = Board {
+            refresh: Some(30),
+            views: vec![View {
+                uri: "git://h/l.git".into(),
+                branch: "main".into(),
+                read: Some(Read {
+                    status: Status {
+                        branch: "main".into(),
+                        tip: "c".into(),
+                        now: 1000,
+                        looked_back: 1,
+                        pools: vec![pool],
+                    },
+                    history: Vec::new(),
+                    metadata: Default::default(),
+                }),
+                ..View::default()
+            }],
+        };
+        let labels = r#"{source="git://h/l.git",branch="main",pool="envs"}"#;
+        let text = render(&board, 1000);
+        assert!(
+            text.contains(&format!("pool_resource_waiters{labels} 2")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("pool_resource_oldest_wait_seconds{labels} 900")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("pool_resource_pool_held_seconds{labels} 500")),
+            "{text}"
+        );
+        // At 1300 the first ticket's lease has lapsed.
+        let text = render(&board, 1300);
+        assert!(
+            text.contains(&format!("pool_resource_waiters{labels} 1")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("pool_resource_oldest_wait_seconds{labels} 900")),
+            "{text}"
+        );
+        let text = render(&board, 2000);
+        assert!(
+            text.contains(&format!("pool_resource_waiters{labels} 0")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("pool_resource_oldest_wait_seconds{labels} 0")),
+            "{text}"
+        );
+        for name in ["waiters", "oldest_wait_seconds", "pool_held_seconds"] {
+            assert!(
+                text.contains(&format!("# TYPE pool_resource_{name} gauge")),
+                "{text}"
+            );
+        }
     }
 
     #[test]

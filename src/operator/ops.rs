@@ -1,6 +1,7 @@
-//! The operator's view of pools: who holds what since when, the claim
-//! history, and the operator's changes (`pool status`, `history`, `init`,
-//! `add`, `remove`, `claim`, `release`, `hold`, `unhold`, `reap`).
+//! The operator's view of pools: who holds what since when, who waits in
+//! line, the claim history, and the operator's changes (`pool status`,
+//! `history`, `init`, `add`, `remove`, `claim`, `release`, `hold`,
+//! `unhold`, `reap`, `dequeue`).
 //!
 //! The read side is a library model ([`Status`], [`Interval`]) that
 //! serialises to the JSON `pool status --json` and `pool history --json`
@@ -22,7 +23,8 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::model::commit::CommitMeta;
 use crate::model::duration::{ago, now_unix, utc};
-use crate::model::message::{commit_message, operator_trailers, Verb};
+use crate::model::line::{Line, Ticket, Wants};
+use crate::model::message::{commit_message, dequeue_subject, operator_trailers, Verb};
 use crate::model::names::{LockName, PoolPath};
 use crate::model::pool::{plan, Hold, LockState, Operation, Plan, Single, Wait};
 use crate::operator::concourse::build::{
@@ -105,6 +107,92 @@ pub struct PoolStatus {
     pub hold: Option<Hold>,
     /// Its locks, by name.
     pub locks: Vec<LockStatus>,
+    /// Who waits for its locks ([`waiters`]): the live tickets in the
+    /// order they are served, then the expired ones (marked, no position).
+    pub line: Vec<Waiter>,
+    /// Why the line file could not be read, when it could not (the line
+    /// then counts as empty until the next write replaces the file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line_unreadable: Option<String>,
+    /// The line file as read, so that [`Status::at`] can tell again which
+    /// tickets are live later on (a lease lapses without any commit).
+    #[serde(skip)]
+    pub line_file: Line,
+}
+
+impl PoolStatus {
+    /// The live tickets at `now`: how many wait, and since when the one
+    /// that has waited longest waits (Unix seconds).
+    pub fn waiting(&self, now: i64) -> (usize, Option<i64>) {
+        let live = self.line_file.live(now);
+        (live.len(), live.iter().map(|t| t.arrived).min())
+    }
+}
+
+/// One ticket of a pool's line in [`PoolStatus::line`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Waiter {
+    /// 1-based place among the live tickets, in the order they are served
+    /// (priority, then the order they joined); `None` when expired.
+    pub position: Option<usize>,
+    /// The ticket id (what `pool dequeue` takes).
+    pub id: String,
+    /// Who waits: `team/pipeline/job #name`, or `build ID`.
+    pub build: String,
+    /// Concourse's `BUILD_ID`, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
+    /// The build's URL, if known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// What it waits for: `{"acquire": N}` or `{"claim": [L, ..]}`, as in
+    /// the line file.
+    pub wants: Wants,
+    /// Its priority (higher goes first).
+    pub priority: i64,
+    /// When it joined the line, Unix seconds.
+    pub arrived: i64,
+    /// The same, RFC 3339 UTC.
+    pub arrived_utc: String,
+    /// Seconds from `arrived` to the time of the status.
+    pub waiting_seconds: i64,
+    /// When its put last renewed it, Unix seconds.
+    pub renewed: i64,
+    /// Seconds after `renewed` that it still counts (`source.waiter_lease`).
+    pub lease_seconds: u64,
+    /// Whether its lease lapsed: it counts for no one, and the next commit
+    /// that writes the line drops it.
+    pub expired: bool,
+}
+
+/// The tickets of `line` at `now`: the live ones in the order they are
+/// served, then the expired ones by arrival.
+pub fn waiters(line: &Line, now: i64) -> Vec<Waiter> {
+    let waiter = |t: &Ticket, position: Option<usize>| Waiter {
+        position,
+        id: t.id.clone(),
+        build: t.build.clone(),
+        build_id: t.build_id.clone(),
+        url: t.url.clone(),
+        wants: t.wants.clone(),
+        priority: t.priority,
+        arrived: t.arrived,
+        arrived_utc: utc(t.arrived),
+        waiting_seconds: (now - t.arrived).max(0),
+        renewed: t.renewed,
+        lease_seconds: t.lease,
+        expired: position.is_none(),
+    };
+    let mut out: Vec<Waiter> = line
+        .live(now)
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| waiter(t, Some(i + 1)))
+        .collect();
+    let mut expired: Vec<&Ticket> = line.tickets.iter().filter(|t| !t.is_live(now)).collect();
+    expired.sort_by_key(|t| (t.arrived, t.id.clone()));
+    out.extend(expired.into_iter().map(|t| waiter(t, None)));
+    out
 }
 
 /// `pool status`: every pool asked for at the branch tip.
@@ -187,10 +275,18 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
         }
         let hold_path = format!("{}/{name}.json", Hold::DIR);
         let hold = store.read_file(&tip, &hold_path)?.map(|b| Hold::parse(&b));
+        let line_path = format!("{}/{name}.json", Line::DIR);
+        let line_file = store
+            .read_file(&tip, &line_path)?
+            .map(|b| Line::parse(&b))
+            .unwrap_or_default();
         pools.push(PoolStatus {
             pool: name.clone(),
             hold,
             locks: Vec::new(),
+            line: waiters(&line_file, now),
+            line_unreadable: line_file.unreadable.clone(),
+            line_file,
         });
     }
     let mut found: BTreeMap<(String, LockName), Since> = BTreeMap::new();
@@ -295,7 +391,23 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
 }
 
 impl Status {
-    /// The status for people, one line per pool and lock.
+    /// This status as read at `now` instead: the times brought up to it,
+    /// and the line's positions and expiries again (`pool serve` reads only
+    /// when the tip moves, and a ticket's lease lapses without a commit).
+    pub fn at(&self, now: i64) -> Status {
+        let mut st = self.clone();
+        st.now = now;
+        for p in &mut st.pools {
+            for l in &mut p.locks {
+                l.for_seconds = (now - l.since.time()).max(0);
+            }
+            p.line = waiters(&p.line_file, now);
+        }
+        st
+    }
+
+    /// The status for people, one line per pool and lock, then the pool's
+    /// line (only when someone waits or waited).
     pub fn render(&self) -> String {
         let mut out = String::new();
         for p in &self.pools {
@@ -324,9 +436,56 @@ impl Status {
                 };
                 out.push_str(&format!("  {:<24} {:<9} {when}{build}\n", l.name, l.state));
             }
+            out.push_str(&render_line(p, self.now));
         }
         out
     }
+}
+
+/// A pool's line for people: nothing when nobody waits.
+fn render_line(p: &PoolStatus, now: i64) -> String {
+    let mut out = String::new();
+    if let Some(why) = &p.line_unreadable {
+        out.push_str(&format!(
+            "  line: {why} (counts as empty; the next commit to the line replaces it)\n"
+        ));
+    }
+    if p.line.is_empty() {
+        return out;
+    }
+    let live = p.line.iter().filter(|w| !w.expired).count();
+    out.push_str(&format!("  line: {live} waiting\n"));
+    for w in &p.line {
+        let place = match w.position {
+            Some(n) => format!("{n}."),
+            None => "-".into(),
+        };
+        let mut row = format!(
+            "    {place:<3} {}  {}, priority {}, ",
+            w.build,
+            w.wants.describe(),
+            w.priority
+        );
+        if w.expired {
+            row.push_str(&format!(
+                "expired {} ago (lease lapsed; counts for no one)",
+                ago(w.renewed.saturating_add(w.lease_seconds as i64), now)
+            ));
+        } else {
+            row.push_str(&format!(
+                "waiting {} (since {})",
+                ago(w.arrived, now),
+                w.arrived_utc
+            ));
+        }
+        row.push_str(&format!("  ticket {}", w.id));
+        if let Some(url) = &w.url {
+            row.push_str(&format!("  {url}"));
+        }
+        out.push_str(&row);
+        out.push('\n');
+    }
+    out
 }
 
 /// `pool history`: claims of the pools' locks (of `lock` only, if given)
@@ -959,4 +1118,300 @@ pub fn reap_dead(
             .push(format!("no lock of pool {pool} is claimed by a build"));
     }
     Ok(done)
+}
+
+/// The ticket of the line that `waiter` names: its ticket id, else the
+/// build (`team/pipeline/job #name`) or build id of exactly one ticket,
+/// live or expired. Errors name the pool and list who waits, or the
+/// matches when several do.
+pub fn find_waiter<'a>(
+    line: &'a Line,
+    waiter: &str,
+    pool: &PoolPath,
+    now: i64,
+) -> Result<&'a Ticket> {
+    let wanted = waiter.trim();
+    if let Some(t) = line.find(wanted) {
+        return Ok(t);
+    }
+    let matches: Vec<&Ticket> = line
+        .tickets
+        .iter()
+        .filter(|t| t.build == wanted || t.build_id.as_deref() == Some(wanted))
+        .collect();
+    let list = |tickets: &[&Ticket]| {
+        tickets
+            .iter()
+            .map(|t| {
+                let state = match line.position(&t.id, now) {
+                    Some((n, _)) => format!("position {n}"),
+                    None => "expired".into(),
+                };
+                format!(
+                    "ticket {} ({}, {}, {state})",
+                    t.id,
+                    t.build,
+                    t.wants.describe()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => {
+            let all: Vec<&Ticket> = line.tickets.iter().collect();
+            let waiting = if all.is_empty() {
+                match &line.unreadable {
+                    Some(why) => format!("nobody ({why})"),
+                    None => "nobody".into(),
+                }
+            } else {
+                list(&all)
+            };
+            Err(Error::bad_request(format!(
+                "no waiter {wanted:?} in the line of pool {pool} (a ticket id, build name or build id); waiting: {waiting}"
+            )))
+        }
+        several => Err(Error::bad_request(format!(
+            "{wanted:?} matches {} waiters in the line of pool {pool}: {}; name one by its ticket id",
+            several.len(),
+            list(several)
+        ))),
+    }
+}
+
+/// `dequeue WAITER`: removes the ticket `waiter` names ([`find_waiter`])
+/// from the line of `pool`, in one commit of the line file alone, with the
+/// operator and reason as trailers. Expired tickets go with it, as with
+/// every write of the line. Nothing is committed when no ticket or several
+/// match. The put whose ticket it was stops waiting and fails.
+pub fn dequeue(
+    store: &mut dyn LockStore,
+    pool: &PoolPath,
+    waiter: &str,
+    who: &Operator,
+) -> Result<Done> {
+    rounds(&format!("dequeuing {waiter} from pool {pool}"), |tries| {
+        let snap = store.snapshot()?;
+        tries.check_rejected(&snap.tip)?;
+        let now = now_unix();
+        let ticket = find_waiter(&snap.line, waiter, pool, now)?;
+        let what = format!(
+            "removed ticket {} ({}, {}) from the line of pool {pool}",
+            ticket.id,
+            ticket.build,
+            ticket.wants.describe()
+        );
+        let subject = dequeue_subject(pool, &ticket.build);
+        let edits = [FileEdit {
+            path: Line::path(pool),
+            content: snap.line.without(&ticket.id, now).to_bytes(),
+        }];
+        let outcome = store.commit_files(Some(&snap.tip), &edits, &who.message(&subject))?;
+        Ok(match made(tries, outcome, &snap.tip, &subject) {
+            Some(mut done) => {
+                done.lines.push(what);
+                Round::Done(done)
+            }
+            None => Round::Again,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A line file as the put loop writes it: (id, build, build id, wants,
+    /// priority, arrived = seq, lease).
+    fn line(tickets: &[(&str, &str, &str, &str, i64, i64, u64)]) -> Line {
+        let tickets: Vec<serde_json::Value> = tickets
+            .iter()
+            .map(|(id, build, build_id, wants, priority, arrived, lease)| {
+                serde_json::json!({
+                    "id": id, "build": build, "build_id": build_id,
+                    "url": format!("https://ci/builds/{build_id}"),
+                    "wants": serde_json::from_str::<serde_json::Value>(wants).unwrap(),
+                    "priority": priority, "arrived": arrived, "seq": arrived,
+                    "renewed": arrived, "lease": lease,
+                })
+            })
+            .collect();
+        let l = Line::parse(
+            serde_json::json!({ "tickets": tickets })
+                .to_string()
+                .as_bytes(),
+        );
+        assert_eq!(l.unreadable, None);
+        l
+    }
+
+    fn sample() -> Line {
+        line(&[
+            (
+                "t-c",
+                "main/app/deploy #3",
+                "103",
+                r#"{"acquire": 1}"#,
+                0,
+                30,
+                1000,
+            ),
+            (
+                "t-a",
+                "main/app/deploy #1",
+                "101",
+                r#"{"acquire": 2}"#,
+                0,
+                10,
+                1000,
+            ),
+            (
+                "t-b",
+                "main/app/test #9",
+                "109",
+                r#"{"claim": ["qa"]}"#,
+                5,
+                20,
+                1000,
+            ),
+            (
+                "t-x",
+                "main/app/deploy #1",
+                "100",
+                r#"{"acquire": 1}"#,
+                0,
+                5,
+                10,
+            ),
+        ])
+    }
+
+    fn pool_status(l: Line, now: i64) -> PoolStatus {
+        PoolStatus {
+            pool: "envs".into(),
+            hold: None,
+            locks: Vec::new(),
+            line: waiters(&l, now),
+            line_unreadable: l.unreadable.clone(),
+            line_file: l,
+        }
+    }
+
+    #[test]
+    fn waiters_are_listed_in_serving_order_and_expired_ones_last_without_a_place() {
+        let w = waiters(&sample(), 100);
+        let got: Vec<(&str, Option<usize>, bool)> = w
+            .iter()
+            .map(|w| (w.id.as_str(), w.position, w.expired))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("t-b", Some(1), false),
+                ("t-a", Some(2), false),
+                ("t-c", Some(3), false),
+                ("t-x", None, true),
+            ]
+        );
+        assert_eq!(w[1].waiting_seconds, 90);
+        let json = serde_json::to_value(&w[0]).unwrap();
+        assert_eq!(json["wants"], serde_json::json!({"claim": ["qa"]}));
+        assert_eq!(json["url"], "https://ci/builds/109");
+        let p = pool_status(sample(), 100);
+        assert_eq!(p.waiting(100), (3, Some(10)));
+        assert_eq!(p.waiting(5000), (0, None), "every lease lapsed by then");
+    }
+
+    #[test]
+    fn a_status_brought_to_a_later_time_expires_the_tickets_whose_lease_lapsed() {
+        let st = Status {
+            branch: "main".into(),
+            tip: "c".into(),
+            now: 100,
+            looked_back: 1,
+            pools: vec![pool_status(sample(), 100)],
+        };
+        let later = st.at(1015);
+        assert_eq!(later.now, 1015);
+        let live: Vec<&str> = later.pools[0]
+            .line
+            .iter()
+            .filter(|w| !w.expired)
+            .map(|w| w.id.as_str())
+            .collect();
+        assert_eq!(live, ["t-b", "t-c"], "t-a's lease ran out at 1010");
+        assert_eq!(later.pools[0].line[0].waiting_seconds, 995);
+    }
+
+    #[test]
+    fn the_text_lists_the_line_under_the_locks_and_nothing_when_nobody_waits() {
+        let st = Status {
+            branch: "main".into(),
+            tip: "c".into(),
+            now: 100,
+            looked_back: 1,
+            pools: vec![pool_status(sample(), 100)],
+        };
+        let text = st.render();
+        let rows: Vec<&str> = text.lines().collect();
+        assert_eq!(rows[0], "pool envs");
+        assert_eq!(rows[2], "  line: 3 waiting");
+        assert!(rows[3].starts_with("    1.  main/app/test #9  claim: qa, priority 5, waiting 1m20s (since 1970-01-01T00:00:20Z)  ticket t-b  https://ci/builds/109"), "{text}");
+        assert!(
+            rows[4].contains("main/app/deploy #1  acquire: 2, priority 0"),
+            "{text}"
+        );
+        assert!(
+            rows[6]
+                .starts_with("    -   main/app/deploy #1  acquire, priority 0, expired 1m25s ago"),
+            "{text}"
+        );
+        let empty = Status {
+            pools: vec![pool_status(Line::default(), 100)],
+            ..st
+        };
+        assert_eq!(empty.render(), "pool envs\n  (no locks)\n");
+        let broken = Line::parse(b"{");
+        assert!(pool_status(broken, 100).line_unreadable.is_some());
+    }
+
+    #[test]
+    fn a_waiter_is_named_by_ticket_build_or_build_id_and_an_ambiguous_name_lists_the_matches() {
+        let l = sample();
+        let pool = PoolPath::new("envs").unwrap();
+        let id = |w: &str| find_waiter(&l, w, &pool, 100).map(|t| t.id.clone());
+        assert_eq!(id("t-c").unwrap(), "t-c");
+        assert_eq!(id("main/app/test #9").unwrap(), "t-b");
+        assert_eq!(id(" 103 ").unwrap(), "t-c");
+        assert_eq!(
+            id("100").unwrap(),
+            "t-x",
+            "an expired ticket can be named too"
+        );
+        let err = id("main/app/deploy #1").unwrap_err().to_string();
+        assert!(
+            err.contains("matches 2 waiters in the line of pool envs"),
+            "{err}"
+        );
+        assert!(
+            err.contains("ticket t-a (main/app/deploy #1, acquire: 2, position 2)"),
+            "{err}"
+        );
+        assert!(
+            err.contains("ticket t-x (main/app/deploy #1, acquire, expired)"),
+            "{err}"
+        );
+        let err = id("main/app/nope #1").unwrap_err().to_string();
+        assert!(
+            err.contains("no waiter \"main/app/nope #1\" in the line of pool envs"),
+            "{err}"
+        );
+        assert!(err.contains("ticket t-b"), "{err}");
+        let err = find_waiter(&Line::default(), "x", &pool, 1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("waiting: nobody"), "{err}");
+    }
 }

@@ -8,6 +8,9 @@
 //! and the Content-Security-Policy ([`content_security_policy`]) allows only
 //! the page's own stylesheet (by hash), so even a missed escape could not
 //! run anything. A build URL becomes a link only when it is `http(s)://`.
+//!
+//! Each pool shows its line of waiting puts under its locks: the live
+//! tickets in the order they are served, then expired ones, greyed.
 
 use base64::Engine;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
@@ -18,7 +21,7 @@ use crate::model::duration::{ago, utc};
 use crate::model::message::Verb;
 use crate::model::names::{LockName, LockState};
 use crate::model::pool::Hold;
-use crate::operator::ops::{Actor, Interval, LockStatus, PoolStatus, Since};
+use crate::operator::ops::{waiters, Actor, Interval, LockStatus, PoolStatus, Since, Waiter};
 use crate::operator::watch::{Board, Read, View};
 
 /// The timeline's span.
@@ -93,6 +96,9 @@ pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:.8rem;margin:.25rem 0;
 .tl text{fill:var(--muted);font:12px system-ui,sans-serif}.tl .lockname{fill:var(--fg)}
 .tl .grid{stroke:var(--line);stroke-width:1}.tl .row{fill:var(--bg)}
 .tl .bar{stroke:var(--card);stroke-width:.5}
+.line{background:var(--card);border:1px solid var(--line);border-left:6px solid var(--hold);border-radius:6px;padding:.5rem .75rem;margin-top:.6rem;overflow-wrap:anywhere}
+.line h4{font-size:1rem;margin:0 0 .25rem}.line ol,.line ul{margin:0;padding-left:1.5rem}.line li{margin:.15rem 0}
+.waiter.expired{color:var(--muted);text-decoration:line-through}
 "#;
 
 /// The Content-Security-Policy of the page: nothing but its own style.
@@ -224,9 +230,18 @@ fn pool_section(read: &Read, pool: &PoolStatus, now: i64, window: Window, mode: 
         .iter()
         .filter(|l| l.state == LockState::Claimed)
         .count();
+    let line = waiters(&pool.line_file, now);
+    let waiting = line.iter().filter(|w| !w.expired).count();
     html! {
         article.pool {
-            h3 { "Pool " (pool.pool) " " span.muted { "(" (claimed) " of " (pool.locks.len()) " claimed)" } }
+            h3 {
+                "Pool " (pool.pool) " "
+                span.muted {
+                    "(" (claimed) " of " (pool.locks.len()) " claimed"
+                    @if waiting > 0 { ", " (waiting) " waiting" }
+                    ")"
+                }
+            }
             @if let Some(hold) = &pool.hold {
                 (hold_banner(hold, now))
             }
@@ -238,6 +253,7 @@ fn pool_section(read: &Read, pool: &PoolStatus, now: i64, window: Window, mode: 
                     (lock_card(read, pool, lock, now))
                 }
             }
+            (line_card(pool, &line, now))
             @match mode {
                 Mode::Served => { (timeline(read, pool, now, window)) }
                 Mode::Static => {
@@ -256,6 +272,54 @@ fn hold_banner(hold: &Hold, now: i64) -> Markup {
             " (for " (ago(hold.since, now)) ")"
             @if !hold.reason.is_empty() { ": " (hold.reason) }
             ". acquire and claim wait until it is unheld."
+        }
+    }
+}
+
+/// The pool's line: who waits, in the order they are served; nothing when
+/// nobody waits (or waited: an expired ticket stays until the next write).
+fn line_card(pool: &PoolStatus, line: &[Waiter], now: i64) -> Markup {
+    let (live, expired): (Vec<&Waiter>, Vec<&Waiter>) = line.iter().partition(|w| !w.expired);
+    html! {
+        @if !line.is_empty() || pool.line_unreadable.is_some() {
+            section.line aria-label={ "Line of pool " (pool.pool) } {
+                h4 { "Waiting in line: " (live.len()) }
+                @if let Some(why) = &pool.line_unreadable {
+                    p.muted { "The line file cannot be read (" (why) "); it counts as empty until the next write replaces it." }
+                }
+                @if !live.is_empty() {
+                    ol.waiters {
+                        @for w in &live {
+                            li.waiter value=(w.position.unwrap_or(0)) {
+                                (waiter_build(w)) " — " (w.wants.describe())
+                                ", priority " (w.priority)
+                                ", waiting " (ago(w.arrived, now)) " (since " (w.arrived_utc) ")"
+                                " " span.muted { "ticket " (w.id) }
+                            }
+                        }
+                    }
+                }
+                @if !expired.is_empty() {
+                    p.muted { "Expired (lease lapsed: they count for no one, and the next write of the line drops them):" }
+                    ul {
+                        @for w in &expired {
+                            li.waiter.expired {
+                                (waiter_build(w)) " — " (w.wants.describe())
+                                " " span.muted { "ticket " (w.id) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn waiter_build(w: &Waiter) -> Markup {
+    html! {
+        @match w.url.as_deref().and_then(safe_url) {
+            Some(url) => { a.build href=(url) rel="noreferrer" { (w.build) } }
+            None => { (w.build) }
         }
     }
 }
@@ -496,6 +560,9 @@ mod tests {
                     since: 1010,
                 }),
                 locks: vec![lock],
+                line: Vec::new(),
+                line_unreadable: None,
+                line_file: crate::model::line::Line::default(),
             }],
         };
         let history = vec![Interval {
@@ -575,6 +642,46 @@ mod tests {
         assert!(!page.contains("http-equiv=\"refresh\""));
         assert!(page.contains("over the last 7 days"));
         assert!(page.contains("over the last 24 hours"));
+    }
+
+    #[test]
+    fn the_line_is_on_the_pools_card_in_order_escaped_with_expired_tickets_struck() {
+        let mut b = board("qa", "b #1", "https://x", "");
+        let file = serde_json::json!({"tickets": [
+            {"id": "t2", "build": "main/app/late #2", "url": "https://ci/builds/2",
+             "wants": {"acquire": 1}, "arrived": 1000, "seq": 2, "renewed": 1050, "lease": 300},
+            {"id": "t1", "build": "<script>x</script> #1", "url": "javascript:alert(1)",
+             "wants": {"claim": ["qa"]}, "arrived": 990, "seq": 1, "renewed": 1050, "lease": 300},
+            {"id": "t0", "build": "main/app/gone #0",
+             "wants": {"acquire": 2}, "arrived": 900, "seq": 0, "renewed": 900, "lease": 10}
+        ]});
+        let line = crate::model::line::Line::parse(file.to_string().as_bytes());
+        if let Some(read) = b.views[0].read.as_mut() {
+            read.status.pools[0].line_file = line;
+        }
+        let page = render(&b, 1060, Window::Day, Mode::Served);
+        assert!(page.contains("1 of 1 claimed, 2 waiting)"), "{page}");
+        assert!(page.contains("Waiting in line: 2"), "{page}");
+        let first = page
+            .find("&lt;script&gt;x&lt;/script&gt; #1")
+            .expect("t1 listed");
+        let second = page
+            .find(r#"<a class="build" href="https://ci/builds/2" rel="noreferrer">main/app/late #2</a>"#)
+            .expect("t2 listed with its link");
+        assert!(first < second, "served in the order they joined");
+        assert!(
+            page.contains("claim: qa, priority 0, waiting 1m10s"),
+            "{page}"
+        );
+        assert!(!page.contains("<script>x") && !page.contains("href=\"javascript"));
+        assert!(
+            page.contains(r#"<li class="waiter expired">main/app/gone #0"#),
+            "{page}"
+        );
+        // An hour later every lease has lapsed: nobody waits, all are struck.
+        let later = render(&b, 4660, Window::Day, Mode::Served);
+        assert!(later.contains("Waiting in line: 0"), "{later}");
+        assert!(!later.contains("waiting)"), "{later}");
     }
 
     #[test]

@@ -341,16 +341,9 @@ async fn index(State(app): State<App>, RawQuery(q): RawQuery) -> Response {
 }
 
 /// `status` as `pool status --json` would print it now: the read's pools,
-/// with the times brought up to `now`.
+/// with the times (and the line's expiries) brought up to `now`.
 fn status_now(status: &Status, now: i64) -> Status {
-    let mut st = status.clone();
-    st.now = now;
-    for p in &mut st.pools {
-        for l in &mut p.locks {
-            l.for_seconds = (now - l.since.time()).max(0);
-        }
-    }
-    st
+    status.at(now)
 }
 
 fn not_read_yet() -> Response {
