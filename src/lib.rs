@@ -4,6 +4,8 @@
 //! JSON, so both can share one lock repository. The tree reads as the
 //! program's faces:
 //!
+//! - [`protocol`]: the JSON Concourse sends and reads, and the build's
+//!   metadata from the environment: the contract below everything else.
 //! - [`model`]: what a pool is and which change an operation makes, the
 //!   commit message format and the history's semantics. No I/O, no git2.
 //! - [`config`]: the pipeline's `source` and a step's `params`, validated
@@ -26,6 +28,7 @@ pub mod error;
 pub mod model;
 pub mod operator;
 pub mod process;
+pub mod protocol;
 pub mod resource;
 pub mod store;
 

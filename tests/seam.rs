@@ -7,7 +7,7 @@ use pool_resource::model::names::{LockName, PoolPath};
 use pool_resource::model::pool::{plan, Operation, Plan, Single};
 use pool_resource::process::log::Log;
 use pool_resource::process::signal::Interrupt;
-use pool_resource::resource::protocol::RawRequest;
+use pool_resource::protocol::RawRequest;
 use pool_resource::store::codecommit::api::CodeCommitStore;
 use pool_resource::store::codecommit::creds::Aws;
 use pool_resource::store::git::GitStore;

@@ -14,7 +14,7 @@ use pool_resource::config::{self, Source};
 use pool_resource::model::duration::parse_go_duration;
 use pool_resource::model::names::{check_branch_name, is_lock_file_name, LockName, PoolPath};
 use pool_resource::model::pool::LockState;
-use pool_resource::resource::protocol::{CheckFrom, RawRequest, Version};
+use pool_resource::protocol::{CheckFrom, RawRequest, Version};
 use pool_resource::store::git::uri::{RepoUri, Scheme};
 
 /// Where `parse_put` looks for lock files: a directory that does not exist,

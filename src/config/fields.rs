@@ -3,7 +3,7 @@
 
 use crate::error::{shortened, Error, Result};
 use crate::model::names::LockName;
-use crate::resource::protocol::Fields;
+use crate::protocol::Fields;
 
 /// The longest directory a put param may name, and the longest `source.uri`:
 /// Linux's PATH_MAX.

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::model::duration::parse_go_duration;
 use crate::model::pool::Operation;
-use crate::resource::protocol::Fields;
+use crate::protocol::Fields;
 
 /// How long a waiter's ticket counts without being renewed, when
 /// `source.waiter_lease` does not say.

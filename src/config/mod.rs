@@ -1,6 +1,6 @@
 //! `source` and `params`, validated into types that cannot be wrong.
 //!
-//! The raw request is picked apart with [`Fields`](crate::resource::protocol::Fields);
+//! The raw request is picked apart with [`Fields`](crate::protocol::Fields);
 //! what comes out is a [`Source`] with a parsed URI, pool path and retry
 //! delay ([`source`]), and a put [`Operation`](crate::model::pool::Operation)
 //! with validated lock names and the lock files already read from the

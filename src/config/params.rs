@@ -10,7 +10,7 @@ use crate::config::fields::{lock_name, reject_unknown_params, MAX_PARAM_PATH};
 use crate::error::{Error, Result};
 use crate::model::names::LockName;
 use crate::model::pool::{join_names, Multi, Operation, Single};
-use crate::resource::protocol::{Fields, RawRequest};
+use crate::protocol::{Fields, RawRequest};
 
 /// A put action that names a directory of the build's inputs (or, for
 /// `claim`, a lock): every action but `acquire`, which is `true` or a count.

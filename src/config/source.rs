@@ -14,7 +14,7 @@ use crate::config::secret::{
 use crate::error::{quoted, shortened, Error, Result};
 use crate::model::duration::parse_go_duration;
 use crate::model::names::{check_branch_name, PoolPath};
-use crate::resource::protocol::{Fields, RawRequest};
+use crate::protocol::{Fields, RawRequest};
 use crate::store::git::uri::RepoUri;
 
 /// The retry delay when `retry_delay` is absent or zero, as in the Go resource.

@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 
-use crate::resource::protocol::BuildInfo;
+use crate::protocol::BuildInfo;
 
 /// What a commit did to a lock: the word before `: ` in its subject.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

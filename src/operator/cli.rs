@@ -43,7 +43,7 @@ use crate::operator::ops::{self, Done, Guard, Operator};
 use crate::process::log::{stderr_wants_colour, Log};
 use crate::process::report::report;
 use crate::process::signal::Interrupt;
-use crate::resource::protocol::RawRequest;
+use crate::protocol::RawRequest;
 use crate::store::open::open_store;
 use crate::store::seam::Cache;
 use crate::store::seam::LockStore;

@@ -232,7 +232,7 @@ pub fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resource::protocol::RawRequest;
+    use crate::protocol::RawRequest;
 
     fn source(uri: &str) -> Source {
         let request = RawRequest::parse(

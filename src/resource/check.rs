@@ -9,7 +9,7 @@
 
 use crate::error::Result;
 use crate::process::log::Log;
-use crate::resource::protocol::{CheckFrom, Version};
+use crate::protocol::{CheckFrom, Version};
 use crate::store::seam::HistoryReader;
 
 /// Runs `check` from `since`.

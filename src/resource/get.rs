@@ -25,8 +25,8 @@ use crate::model::message::{parse_subject, Parsed};
 use crate::model::names::LockName;
 use crate::model::pool::LockState;
 use crate::process::log::Log;
+use crate::protocol::{Response, Version};
 use crate::resource::holder::Claim;
-use crate::resource::protocol::{Response, Version};
 use crate::store::reads::{changed, claim_of};
 use crate::store::seam::HistoryReader;
 

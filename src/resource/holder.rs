@@ -18,7 +18,7 @@ use crate::model::duration::{ago, human, utc};
 use crate::model::message::{Parsed, Trailer};
 use crate::model::names::{LockName, PoolPath};
 use crate::model::pool::{Expired, LockState, Snapshot, Wait};
-use crate::resource::protocol::Metadata;
+use crate::protocol::Metadata;
 use crate::store::reads::{changed, STATUS_LOOKBACK};
 use crate::store::seam::HistoryReader;
 

@@ -32,8 +32,8 @@ use crate::model::pool::{plan, plan_takeover, Operation, Plan, Single, Snapshot,
 use crate::process::log::Log;
 use crate::process::retry::Backoff;
 use crate::process::signal::Interrupt;
+use crate::protocol::{BuildInfo, Response};
 use crate::resource::holder::{self, HolderCache};
-use crate::resource::protocol::{BuildInfo, Response};
 use crate::resource::rerun;
 use crate::resource::waiting::{Waiter, Wrote};
 use crate::store::retry::{self, Policy, Round, Tries};

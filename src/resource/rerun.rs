@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::model::message::{Parsed, Trailer, Verb};
 use crate::model::names::LockName;
 use crate::model::pool::{Multi, Operation, Single, Snapshot};
-use crate::resource::protocol::BuildInfo;
+use crate::protocol::BuildInfo;
 use crate::store::seam::{HistoryReader, HISTORY_WALK_LIMIT};
 
 /// What an earlier run of the same put by this build did.

@@ -15,7 +15,7 @@ use crate::process::log::Log;
 use crate::process::report::report;
 use crate::process::retry::Backoff;
 use crate::process::signal::Interrupt;
-use crate::resource::protocol::{BuildInfo, CheckFrom, RawRequest, Version, MAX_REQUEST_BYTES};
+use crate::protocol::{BuildInfo, CheckFrom, RawRequest, Version, MAX_REQUEST_BYTES};
 use crate::resource::{check, get, put};
 use crate::store::explain::explain;
 use crate::store::open::open_store;

@@ -25,7 +25,7 @@ use crate::model::names::PoolPath;
 use crate::model::pool::{Multi, Operation, Single, Snapshot};
 use crate::process::log::Log;
 use crate::process::signal::Interrupt;
-use crate::resource::protocol::BuildInfo;
+use crate::protocol::BuildInfo;
 use crate::store::seam::{CommitOutcome, FileEdit, LockStore};
 
 /// How often the first in line reads the branch tip while it waits.
