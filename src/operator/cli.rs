@@ -618,10 +618,16 @@ pub fn run(
         } => {
             let mut t = cx.open(&command)?;
             let store = t.store.as_mut();
-            let tip = store.branch_tip()?.ok_or_else(|| Error::BranchNotFound {
-                branch: t.source.branch.clone(),
-                uri: t.source.uri.to_string(),
-            })?;
+            let tip = match store.branch_tip()? {
+                Some(tip) => tip,
+                None => {
+                    let missing = Error::BranchNotFound {
+                        branch: t.source.branch.clone(),
+                        uri: t.source.uri.to_string(),
+                    };
+                    return Err(crate::store::explain::explain(store, missing));
+                }
+            };
             let pools = if t.pool_given {
                 vec![t.source.pool.to_string()]
             } else {
