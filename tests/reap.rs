@@ -319,6 +319,233 @@ fn a_stopped_api_releases_nothing_and_names_the_url() {
     assert_no_secret(&run, &[TOKEN.into()]);
 }
 
+/// The line file of pool `envs`.
+const LINE: &str = ".pool-resource/line/envs.json";
+
+/// A live ticket (`seq`-th in line, renewed 5s ago, lease 1h) of build
+/// `build_id` of main/app/deploy on the Concourse at `url`, as the put
+/// loop writes it: its URL the build page under `ATC_EXTERNAL_URL`.
+fn ticket(id: &str, build_id: i64, url: &str, seq: u64) -> Value {
+    let now = now();
+    json!({
+        "id": id, "build": format!("main/app/deploy #{build_id}"),
+        "build_id": build_id.to_string(),
+        "url": format!("{url}/teams/main/pipelines/app/jobs/deploy/builds/{build_id}"),
+        "wants": {"acquire": 1}, "priority": 0,
+        "arrived": now - 600, "seq": seq, "renewed": now - 5, "lease": 3600,
+    })
+}
+
+/// A Concourse with build 201 aborted an hour ago and 202 running; pool
+/// `envs` with lock `a` claimed by an operator, and a line, written
+/// directly in one commit, holding a ticket of each build and one whose
+/// lease lapsed long ago (of build 299, which Concourse does not know).
+fn waiting_aborted_and_running() -> (LockRepo, Value, Concourse) {
+    let ci = Concourse::start("7.14.3", &[]);
+    ci.add_token(TOKEN);
+    ci.put_build(Build::new(201, "201", "aborted", Some(now() - 3600)));
+    ci.put_build(Build::new(202, "202", "started", None));
+    let (repo, src) = initialised(&["a"]);
+    pool(
+        &src,
+        &["claim", "a", "--as", "ops", "--reason", "maintenance"],
+        &[],
+    )
+    .assert_success();
+    let mut lapsed = ticket("t-lapsed", 299, &ci.url(), 1);
+    lapsed["renewed"] = json!(now() - 4000);
+    lapsed["lease"] = json!(60);
+    let line = json!({"tickets": [
+        lapsed,
+        ticket("t-dead", 201, &ci.url(), 2),
+        ticket("t-alive", 202, &ci.url(), 3),
+    ]});
+    let bytes = serde_json::to_vec_pretty(&line).unwrap();
+    repo.commit_file(LINE, &bytes, "joining the line: envs");
+    (repo, src, ci)
+}
+
+fn line_ids(repo: &LockRepo) -> Vec<String> {
+    let Some(bytes) = repo.file_at("main", LINE) else {
+        return Vec::new();
+    };
+    let file: Value = serde_json::from_slice(&bytes).unwrap();
+    let mut ids: Vec<String> = file["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn an_aborted_builds_ticket_is_removed_from_the_line_and_a_running_builds_is_kept() {
+    let (repo, src, ci) = waiting_aborted_and_running();
+    let before = repo.log().len();
+    let run = pool(
+        &src,
+        &["reap", "--dead", "--as", "reaper"],
+        &[("CONCOURSE_TOKEN", TOKEN)],
+    );
+    run.assert_success();
+    // The lapsed ticket goes with it, as with every write of the line.
+    assert_eq!(line_ids(&repo), ["t-alive"], "{}", run.stderr);
+    let log = repo.log();
+    assert_eq!(log.len(), before + 1, "one commit: {}", run.stderr);
+    let last = log.last().unwrap();
+    assert_eq!(
+        last.subject,
+        "dequeuing main/app/deploy #201 from the line: envs"
+    );
+    assert_eq!(
+        last.changed,
+        [('M', LINE.to_string())],
+        "the line file alone"
+    );
+    assert!(
+        last.body.contains("Pool-Resource-Operator: reaper"),
+        "{}",
+        last.body
+    );
+    let reason = last
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("Pool-Resource-Reason: "))
+        .unwrap_or_else(|| panic!("no reason in {}", last.body));
+    assert!(
+        reason.starts_with("reaped: main/app/deploy #201 (build 201) aborted at ")
+            && reason.contains("(1h0m"),
+        "{reason}"
+    );
+    assert!(
+        run.stderr.contains(
+            "removed ticket t-dead (main/app/deploy #201, acquire) from the line of pool envs: main/app/deploy #201 (build 201) aborted at "
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(
+            "kept ticket t-alive (main/app/deploy #202): main/app/deploy #202 (build 202) is still running (started)"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("left ticket t-lapsed (main/app/deploy #299): its lease lapsed"),
+        "{}",
+        run.stderr
+    );
+    // By id, on the Concourse of the tickets' URLs; a lapsed ticket is
+    // not asked about, nor the operator's claim.
+    let mut asked = ci.build_requests();
+    asked.sort();
+    assert_eq!(asked, ["/api/v1/builds/201", "/api/v1/builds/202"]);
+    assert_eq!(repo.claimed(POOL), ["a"], "the pool is untouched");
+    assert_no_secret(&run, &[TOKEN.into()]);
+}
+
+#[test]
+fn a_ticket_of_a_build_that_succeeded_goes_too_but_not_within_the_grace() {
+    let ci = Concourse::start("7.14.3", &[]);
+    ci.add_token(TOKEN);
+    ci.put_build(Build::new(301, "301", "succeeded", Some(now() - 3600)));
+    ci.put_build(Build::new(302, "302", "failed", Some(now() - 60)));
+    let (repo, src) = initialised(&["a"]);
+    let line = json!({"tickets": [
+        ticket("t-done", 301, &ci.url(), 1),
+        ticket("t-recent", 302, &ci.url(), 2),
+    ]});
+    repo.commit_file(
+        LINE,
+        &serde_json::to_vec_pretty(&line).unwrap(),
+        "joining the line: envs",
+    );
+    let run = pool(&src, &["reap", "--dead"], &[("CONCOURSE_TOKEN", TOKEN)]);
+    run.assert_success();
+    assert_eq!(line_ids(&repo), ["t-recent"], "{}", run.stderr);
+    assert!(
+        run.stderr.contains("within the grace of 5m0s"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_dry_run_says_which_tickets_it_would_remove_and_commits_nothing() {
+    let (repo, src, _ci) = waiting_aborted_and_running();
+    let tip = repo.tip();
+    let run = pool(
+        &src,
+        &["reap", "--dead", "--dry-run"],
+        &[("CONCOURSE_TOKEN", TOKEN)],
+    );
+    run.assert_success();
+    assert!(
+        run.stderr.contains(
+            "would remove ticket t-dead (main/app/deploy #201) from the line of pool envs: main/app/deploy #201 (build 201) aborted at "
+        ),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(repo.tip(), tip);
+    assert_eq!(line_ids(&repo), ["t-alive", "t-dead", "t-lapsed"]);
+}
+
+#[test]
+fn a_stopped_api_removes_no_ticket() {
+    let (repo, src, ci) = waiting_aborted_and_running();
+    let url = ci.url();
+    drop(ci);
+    let tip = repo.tip();
+    let run = pool(&src, &["reap", "--dead"], &[("CONCOURSE_TOKEN", TOKEN)]);
+    run.assert_failure();
+    assert!(
+        run.stderr.contains("gave up after 6 attempts") && run.stderr.contains(&url),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(repo.tip(), tip);
+    assert_eq!(line_ids(&repo), ["t-alive", "t-dead", "t-lapsed"]);
+    assert_no_secret(&run, &[TOKEN.into()]);
+}
+
+#[test]
+fn an_answer_about_a_ticket_that_does_not_parse_releases_no_claim_and_removes_no_ticket() {
+    // Every build is asked about, claims' and tickets', before any change.
+    let ci = Concourse::start("7.14.3", &[]);
+    ci.add_token(TOKEN);
+    ci.put_build(Build::new(101, "101", "aborted", Some(now() - 3600)));
+    ci.put_build(Build::new(201, "201", "aborted", Some(now() - 3600)));
+    ci.put_build(Build::new(202, "202", "exploded", None));
+    let (repo, src) = initialised(&["a"]);
+    claim_by(&src, "a", 101, &ci.url());
+    let line = json!({"tickets": [
+        ticket("t-dead", 201, &ci.url(), 1),
+        ticket("t-odd", 202, &ci.url(), 2),
+    ]});
+    repo.commit_file(
+        LINE,
+        &serde_json::to_vec_pretty(&line).unwrap(),
+        "joining the line: envs",
+    );
+    let tip = repo.tip();
+    let run = pool(&src, &["reap", "--dead"], &[("CONCOURSE_TOKEN", TOKEN)]);
+    run.assert_failure();
+    assert!(
+        run.stderr.contains("the answer is not a Concourse build")
+            && run.stderr.contains("nothing was released or removed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(repo.tip(), tip);
+    assert_eq!(repo.claimed(POOL), ["a"]);
+    assert_eq!(line_ids(&repo), ["t-dead", "t-odd"]);
+}
+
 #[test]
 fn a_busy_concourse_is_asked_again_and_answers() {
     let (repo, src, ci) = aborted_and_running();

@@ -216,7 +216,7 @@ pub enum Command {
         /// Release claims held longer than this (a Go duration)
         #[arg(long, value_name = "DURATION", value_parser = duration)]
         older_than: Option<Duration>,
-        /// Release claims whose Concourse build ended failed, errored or aborted
+        /// Release claims whose Concourse build ended failed, errored or aborted, and remove waiting tickets of builds that ended
         #[arg(long)]
         dead: bool,
         /// With --dead: how long ago the build must have ended [default: 5m]
@@ -228,7 +228,7 @@ pub enum Command {
         /// With --dead: a build Concourse does not know (404) counts as dead too
         #[arg(long)]
         missing: bool,
-        /// Only say what would be released
+        /// Only say what would be released or removed
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
@@ -754,7 +754,7 @@ pub fn run(
                         // Every build is asked about before anything is released.
                         &mut |r| {
                             builds.lookup(r).inspect_err(|_| {
-                                log.line("reap --dead: Concourse could not say whether the builds are alive, so nothing was released")
+                                log.line("reap --dead: Concourse could not say whether the builds are alive, so nothing was released or removed")
                             })
                         },
                     )?

@@ -28,7 +28,7 @@ use crate::model::message::{commit_message, dequeue_subject, operator_trailers, 
 use crate::model::names::{LockName, PoolPath};
 use crate::model::pool::{plan, Hold, LockState, Operation, Plan, Single, Wait};
 use crate::operator::concourse::build::{
-    judge, BuildRef, BuildState, DeadPolicy, Lookup, Target, Verdict,
+    judge, judge_ticket, BuildRef, BuildState, DeadPolicy, Lookup, Target, Verdict,
 };
 use crate::process::log::Log;
 use crate::process::signal::Interrupt;
@@ -998,13 +998,18 @@ pub type BuildLookupFn<'a> = &'a mut dyn FnMut(&BuildRef) -> Result<Lookup>;
 /// `reap --dead`: releases the claims of `pool` whose build is over as
 /// `policy` counts it (ended `failed`, `errored` or `aborted` longer than
 /// the grace ago; `succeeded` too with `finished`; unknown to Concourse
-/// with `missing`). Operators' claims and running builds are never
-/// released. Every build is asked about before anything is released, so
-/// an API failure releases nothing. Each release is its own commit, fenced
-/// on the claim looked at, with the build, its status and end time as the
-/// reason. `concourse` (`--concourse-url`, a fly target's URL) is asked
-/// instead of the Concourse each claim recorded. With `dry_run`, only says
-/// what it would do.
+/// with `missing`), then removes from the pool's line the live tickets
+/// whose build ended in any status longer than the grace ago
+/// ([`judge_ticket`]; expired tickets are left to the next write of the
+/// line, unasked). Operators' claims and running builds are never
+/// released. Every build is asked about before anything is released or
+/// removed, so an API failure changes nothing. Each release is its own
+/// commit, fenced on the claim looked at, and each removal a commit of the
+/// line file alone, as `dequeue` makes it, of the ticket looked at; both
+/// with the build, its status and end time as the reason. `concourse`
+/// (`--concourse-url`, a fly target's URL) is asked instead of the
+/// Concourse each claim or ticket recorded. With `dry_run`, only says what
+/// it would do.
 #[allow(clippy::too_many_arguments)]
 pub fn reap_dead(
     store: &mut dyn LockStore,
@@ -1060,9 +1065,49 @@ pub fn reap_dead(
             }
         }
     }
+    // (ticket, build, the build in words)
+    let mut tickets: Vec<(Ticket, BuildRef, String)> = Vec::new();
+    for p in &st.pools {
+        if let Some(why) = &p.line_unreadable {
+            done.lines.push(format!(
+                "line of pool {pool}: {why} (counts as empty; the next commit to the line replaces it)"
+            ));
+        }
+        for t in &p.line_file.tickets {
+            if !t.is_live(st.now) {
+                // It counts for no one already: no question to ask.
+                done.lines.push(format!(
+                    "left ticket {} ({}): its lease lapsed, so it counts for no one and the next write of the line drops it",
+                    t.id, t.build
+                ));
+                continue;
+            }
+            match crate::operator::concourse::build::find(
+                crate::operator::concourse::build::waiting(t),
+                concourse,
+            ) {
+                Ok(r) => {
+                    let what = match &r.target {
+                        Target::Id(id) if t.build != r.describe() => {
+                            format!("{} (build {id})", t.build)
+                        }
+                        _ => t.build.clone(),
+                    };
+                    tickets.push((t.clone(), r, what));
+                }
+                Err(why) => done
+                    .lines
+                    .push(format!("kept ticket {} ({}): {why}", t.id, t.build)),
+            }
+        }
+    }
     // No API, no reaping: every answer first.
     let mut answers: BTreeMap<BuildRef, Lookup> = BTreeMap::new();
-    for (_, _, _, r, _) in &claims {
+    let refs = claims
+        .iter()
+        .map(|(_, _, _, r, _)| r)
+        .chain(tickets.iter().map(|(_, r, _)| r));
+    for r in refs {
         if !answers.contains_key(r) {
             let answer = lookup(r)?;
             answers.insert(r.clone(), answer);
@@ -1113,9 +1158,64 @@ pub fn reap_dead(
             )),
         }
     }
+    for (ticket, r, what) in &tickets {
+        let Some(answer) = answers.get(r) else {
+            continue;
+        };
+        let named = format!("ticket {} ({})", ticket.id, ticket.build);
+        if let Some(why) = match answer {
+            Lookup::Found(b) => crate::operator::concourse::build::mismatch(
+                crate::operator::concourse::build::waiting(ticket),
+                b,
+            ),
+            Lookup::Missing => None,
+        } {
+            done.lines.push(format!("kept {named}: {why}"));
+            continue;
+        }
+        let why = match judge_ticket(what, answer, st.now, policy) {
+            Verdict::Keep(why) => {
+                done.lines.push(format!("kept {named}: {why}"));
+                continue;
+            }
+            Verdict::Reap(why) => why,
+        };
+        if dry_run {
+            done.lines.push(format!(
+                "would remove {named} from the line of pool {pool}: {why}"
+            ));
+            continue;
+        }
+        let reason = match &who.reason {
+            Some(r) => format!("{r} (reaped: {why})"),
+            None => format!("reaped: {why}"),
+        };
+        let reaper = Operator {
+            name: who.name.clone(),
+            reason: Some(reason),
+        };
+        // The ticket looked at, while it still counts: one that left the
+        // line (its put gave up or got its locks) or lapsed is not touched.
+        let doing = format!("removing {named} from the line of pool {pool}");
+        let mut pick =
+            |line: &Line, now: i64| Ok(line.find(&ticket.id).filter(|t| t.is_live(now)).cloned());
+        match remove_ticket(store, pool, &doing, &reaper, &mut pick)? {
+            Some(mut one) => {
+                if let Some(last) = one.lines.last_mut() {
+                    last.push_str(&format!(": {why}"));
+                }
+                done.commits.extend(one.commits);
+                done.lines.extend(one.lines);
+            }
+            None => done.lines.push(format!(
+                "kept {named}: {why}, but it left the line or its lease lapsed since it was looked at"
+            )),
+        }
+    }
     if done.lines.is_empty() {
-        done.lines
-            .push(format!("no lock of pool {pool} is claimed by a build"));
+        done.lines.push(format!(
+            "no lock of pool {pool} is claimed by a build, and nobody waits in its line"
+        ));
     }
     Ok(done)
 }
@@ -1192,11 +1292,36 @@ pub fn dequeue(
     waiter: &str,
     who: &Operator,
 ) -> Result<Done> {
-    rounds(&format!("dequeuing {waiter} from pool {pool}"), |tries| {
+    let doing = format!("dequeuing {waiter} from pool {pool}");
+    let mut pick =
+        |line: &Line, now: i64| find_waiter(line, waiter, pool, now).map(|t| Some(t.clone()));
+    remove_ticket(store, pool, &doing, who, &mut pick)?.ok_or_else(|| {
+        Error::bad_request(format!("no waiter {waiter:?} in the line of pool {pool}"))
+    })
+}
+
+/// Chooses, in the line as read at a time, the ticket to remove (`None`:
+/// none any more); an error stops the removal.
+type PickFn<'a> = &'a mut dyn FnMut(&Line, i64) -> Result<Option<Ticket>>;
+
+/// Removes from the line of `pool` the ticket `pick` chooses, in one commit
+/// of the line file alone with `who`'s trailers, in the one read–plan–commit
+/// loop (the choice made again on each look). `None`, nothing committed,
+/// when `pick` chooses none.
+fn remove_ticket(
+    store: &mut dyn LockStore,
+    pool: &PoolPath,
+    doing: &str,
+    who: &Operator,
+    pick: PickFn<'_>,
+) -> Result<Option<Done>> {
+    rounds(doing, |tries| {
         let snap = store.snapshot()?;
         tries.check_rejected(&snap.tip)?;
         let now = now_unix();
-        let ticket = find_waiter(&snap.line, waiter, pool, now)?;
+        let Some(ticket) = pick(&snap.line, now)? else {
+            return Ok(Round::Done(None));
+        };
         let what = format!(
             "removed ticket {} ({}, {}) from the line of pool {pool}",
             ticket.id,
@@ -1212,7 +1337,7 @@ pub fn dequeue(
         Ok(match made(tries, outcome, &snap.tip, &subject) {
             Some(mut done) => {
                 done.lines.push(what);
-                Round::Done(done)
+                Round::Done(Some(done))
             }
             None => Round::Again,
         })

@@ -8,12 +8,16 @@
 //! Go resource made, by its `Build URL:` line alone, which maps onto the
 //! job-build route with its instance-vars query unchanged (the web UI, the
 //! `BUILD_URL` variable and the API all speak the same `vars.K=V` form).
-//! [`judge`] decides what `pool reap --dead` does with a claim.
+//! [`judge`] decides what `pool reap --dead` does with a claim,
+//! [`judge_ticket`] with a waiting-room ticket, whose build [`waiting`]
+//! names by its `build_id` and `url` (the Concourse is the part of the URL
+//! before `/teams/` or `/builds/`, as for a Go-resource claim).
 
 use serde::{Deserialize, Serialize};
 
 use crate::model::commit::Actor;
 use crate::model::duration::ago;
+use crate::model::line::Ticket;
 
 /// A build's status, `atc.BuildStatus`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -514,6 +518,39 @@ pub fn recorded(by: &Actor) -> Recorded<'_> {
     }
 }
 
+/// What a waiting-room ticket recorded of its build: its `BUILD_ID` and
+/// its URL (`BUILD_URL`, or the build page under `ATC_EXTERNAL_URL`), the
+/// Concourse being the part of that URL before `/teams/` or `/builds/`.
+pub fn waiting(ticket: &Ticket) -> Recorded<'_> {
+    Recorded {
+        build_id: ticket.build_id.as_deref(),
+        build_url: ticket.url.as_deref(),
+        concourse: None,
+    }
+}
+
+/// Decides whether the ticket of a build `what` in the state `lookup` is
+/// removed from the line at time `now`. A put waits only while its build
+/// runs, so a build that ended in any status (`succeeded` too: the put is
+/// not what it waits on any more) is dead once the grace is over; one the
+/// API does not know only with `--missing`.
+pub fn judge_ticket(what: &str, lookup: &Lookup, now: i64, policy: DeadPolicy) -> Verdict {
+    match lookup {
+        Lookup::Missing if !policy.missing => Verdict::Keep(format!(
+            "{what} is not found in Concourse (404); --missing removes such tickets"
+        )),
+        _ => judge(
+            what,
+            lookup,
+            now,
+            DeadPolicy {
+                finished: true,
+                ..policy
+            },
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -720,6 +757,71 @@ mod tests {
             judge(&build(BuildStatus::Failed, None), POLICY),
             Verdict::Keep(w) if w.contains("no end time")
         ));
+    }
+
+    #[test]
+    fn a_ticket_of_a_build_that_ended_in_any_status_goes_once_the_grace_is_over() {
+        let now = 10_000;
+        let judge = |l: &Lookup, p| judge_ticket("main/app/deploy #7", l, now, p);
+        for ended in [
+            BuildStatus::Succeeded,
+            BuildStatus::Failed,
+            BuildStatus::Errored,
+            BuildStatus::Aborted,
+        ] {
+            assert!(
+                matches!(judge(&build(ended, Some(now - 301)), POLICY), Verdict::Reap(w) if w.contains(ended.as_str())),
+                "{ended:?}"
+            );
+            assert!(matches!(
+                judge(&build(ended, Some(now - 10)), POLICY),
+                Verdict::Keep(w) if w.contains("grace")
+            ));
+        }
+        for running in [BuildStatus::Pending, BuildStatus::Started] {
+            assert!(matches!(
+                judge(&build(running, None), POLICY),
+                Verdict::Keep(w) if w.contains("still running")
+            ));
+        }
+        assert!(matches!(
+            judge(&Lookup::Missing, POLICY),
+            Verdict::Keep(w) if w.contains("--missing removes such tickets")
+        ));
+        let missing = DeadPolicy {
+            missing: true,
+            ..POLICY
+        };
+        assert!(matches!(judge(&Lookup::Missing, missing), Verdict::Reap(_)));
+    }
+
+    #[test]
+    fn a_ticket_names_its_build_by_id_on_the_concourse_of_its_url() {
+        let ticket: Ticket = serde_json::from_value(serde_json::json!({
+            "id": "t-1", "build": "main/app/deploy #7", "build_id": "4242",
+            "url": "https://ci.example.com/teams/main/pipelines/app/jobs/deploy/builds/7",
+            "wants": {"acquire": 1}, "arrived": 1, "renewed": 1, "lease": 60,
+        }))
+        .unwrap();
+        let r = find(waiting(&ticket), None).unwrap();
+        assert_eq!(r.api_url(), "https://ci.example.com/api/v1/builds/4242");
+        let r = find(waiting(&ticket), Some("http://10.0.0.1:8080/")).unwrap();
+        assert_eq!(r.api_url(), "http://10.0.0.1:8080/api/v1/builds/4242");
+        let go_style = Ticket {
+            build_id: None,
+            ..ticket.clone()
+        };
+        assert_eq!(
+            find(waiting(&go_style), None).unwrap().api_path(),
+            "/api/v1/teams/main/pipelines/app/jobs/deploy/builds/7"
+        );
+        let no_url = Ticket {
+            url: None,
+            ..ticket
+        };
+        assert!(find(waiting(&no_url), None)
+            .unwrap_err()
+            .contains("--concourse-url"));
     }
 
     #[test]
