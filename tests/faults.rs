@@ -23,11 +23,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pool_resource::model::line::Line;
 use pool_resource::model::message::{parse_subject, Parsed, Trailer};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::races::{replay, State, POOL};
+use crate::races::{replay, LineTotals, State, POOL};
 use crate::support::faults::{Fault, FaultCounts, FaultProxy, Rates, Service};
 use crate::support::{git, git_ok, spawn_bin, CommitInfo, GitDaemon, LockRepo, Run};
 use crate::{lock_name, version, Inputs};
@@ -192,6 +193,11 @@ fn build_id(commit: &CommitInfo) -> Option<&str> {
     Parsed::new(&commit.body).trailer(Trailer::BuildId)
 }
 
+/// Whether `commit` changes locks (`claiming: a`), not only the line.
+fn is_lock_change(commit: &CommitInfo) -> bool {
+    Parsed::new(&commit.body).locks().is_some()
+}
+
 /// The lock a commit's subject names (`claiming: a` → `a`).
 fn lock_of(subject: &str) -> String {
     parse_subject(subject)
@@ -303,11 +309,12 @@ impl Field {
         self.violations.lock().expect("violations").push(what);
     }
 
-    /// The commit made by the put with `BUILD_ID` `id`, if it landed.
+    /// The change to the locks made by the put with `BUILD_ID` `id`, if
+    /// it landed (its line commits are not one).
     fn landed(&self, id: &str) -> Option<CommitInfo> {
         log_since(&self.repo, &self.base)
             .into_iter()
-            .find(|c| build_id(c) == Some(id))
+            .find(|c| build_id(c) == Some(id) && is_lock_change(c))
     }
 }
 
@@ -457,6 +464,10 @@ struct Totals {
     retries: usize,
     /// Each distinct `error:` line (digits replaced by N) and how often.
     errors: BTreeMap<String, usize>,
+    /// What the replay's order check saw of the line.
+    line: LineTotals,
+    /// Tickets left in line at the end (each of a put that failed).
+    tickets_left: usize,
     violations: usize,
 }
 
@@ -503,9 +514,12 @@ fn check_history(field: &Field, faults: Option<&FaultCounts>) -> Totals {
         puts: records.len(),
         ..Totals::default()
     };
-    let replayed = std::panic::catch_unwind(AssertUnwindSafe(|| replay(&log, &LOCKS)));
-    let (next_after_claim, states) = match replayed {
-        Ok(r) => r,
+    let replayed = std::panic::catch_unwind(AssertUnwindSafe(|| replay(&field.repo, &log, &LOCKS)));
+    let (next_after_claim, states, last_line) = match replayed {
+        Ok(r) => {
+            totals.line = r.line;
+            (r.next_after_claim, r.states, r.last_line)
+        }
         Err(e) => {
             let why = e
                 .downcast_ref::<String>()
@@ -513,19 +527,22 @@ fn check_history(field: &Field, faults: Option<&FaultCounts>) -> Totals {
                 .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
             field.violation(format!("the history does not replay: {why}"));
-            (HashMap::new(), HashMap::new())
+            (HashMap::new(), HashMap::new(), Line::default())
         }
     };
     let by_sha: HashMap<&str, &CommitInfo> = log.iter().map(|c| (c.sha.as_str(), c)).collect();
+    // The changes each put made to the locks; its line commits (joining,
+    // renewing, leaving) are not changes.
     let mut by_id: HashMap<&str, Vec<&CommitInfo>> = HashMap::new();
     for c in &log[1..] {
         match build_id(c) {
-            Some(id) => by_id.entry(id).or_default().push(c),
+            Some(id) if is_lock_change(c) => by_id.entry(id).or_default().push(c),
+            Some(_) => {}
             None => field.violation(format!("{} has no build id:\n{}", c.sha, c.body)),
         }
     }
     let known: std::collections::HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
-    for id in by_id.keys() {
+    for id in log[1..].iter().filter_map(build_id) {
         if !known.contains(id) {
             field.violation(format!("a commit by {id}, which no worker ran"));
         }
@@ -587,6 +604,22 @@ fn check_history(field: &Field, faults: Option<&FaultCounts>) -> Totals {
             if content != Some(format!("{id}\n").into_bytes()) {
                 field.violation(format!("{} by {id} did not write its content", c.sha));
             }
+        }
+    }
+    // A put that succeeded took its ticket out with its claim; only a put
+    // that failed may leave one, to lapse after waiter_lease.
+    let failed: std::collections::HashSet<&str> = records
+        .iter()
+        .filter(|r| r.outcome.is_err())
+        .map(|r| r.id.as_str())
+        .collect();
+    totals.tickets_left = last_line.tickets.len();
+    for t in &last_line.tickets {
+        if !t.build_id.as_deref().is_some_and(|b| failed.contains(b)) {
+            field.violation(format!(
+                "ticket {} of {:?} is left in line, and its put did not fail",
+                t.id, t.build_id
+            ));
         }
     }
     for lock in LOCKS {
@@ -1560,6 +1593,16 @@ fn soak(plan: &Soak) -> Vec<String> {
             totals.landed_after_failure,
             totals.lost_races,
             totals.waits
+        );
+        let line = &totals.line;
+        println!(
+            "line: {} ticket commits, {} claims beside live tickets ({} by a ticket's put, {} leaving a kept lock alone), at most {} waiting at once, {} tickets left by failed puts",
+            line.ticket_commits,
+            line.claims_beside_waiters,
+            line.claims_by_ticket,
+            line.claims_that_passed_a_kept_lock,
+            line.longest_line,
+            totals.tickets_left
         );
         for (error, n) in &totals.errors {
             println!("  {n} x {error}");
