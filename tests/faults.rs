@@ -241,6 +241,9 @@ struct PutRecord {
     outcome: Result<(String, String), String>,
     /// It said an earlier push whose reply was lost had landed.
     recovered_reply: bool,
+    /// How often it said an earlier write of its ticket whose reply was
+    /// lost had landed (a join or a renewal).
+    found_tickets: usize,
     lost_races: usize,
     waits: usize,
     retries: usize,
@@ -270,6 +273,9 @@ impl PutRecord {
             op,
             outcome,
             recovered_reply: stderr.contains("an earlier push whose reply was lost did reach"),
+            found_tickets: stderr
+                .matches("an earlier ticket write whose reply was lost did reach")
+                .count(),
             lost_races,
             waits,
             retries: stderr.matches("retrying in").count(),
@@ -360,6 +366,7 @@ impl Worker<'_> {
                 op,
                 outcome: Err(why),
                 recovered_reply: false,
+                found_tickets: 0,
                 lost_races: 0,
                 waits: 0,
                 retries: 0,
@@ -459,6 +466,11 @@ struct Totals {
     landed_after_failure: usize,
     /// Successful puts that found their own commit after losing its reply.
     recovered_replies: usize,
+    /// Ticket writes whose reply was lost, found in line by their put.
+    found_tickets: usize,
+    /// Line commits (join, renew, leave) by puts that failed: each may
+    /// have landed unheard.
+    failed_puts_line_commits: usize,
     lost_races: usize,
     waits: usize,
     retries: usize,
@@ -534,10 +546,11 @@ fn check_history(field: &Field, faults: Option<&FaultCounts>) -> Totals {
     // The changes each put made to the locks; its line commits (joining,
     // renewing, leaving) are not changes.
     let mut by_id: HashMap<&str, Vec<&CommitInfo>> = HashMap::new();
+    let mut line_commits: HashMap<&str, usize> = HashMap::new();
     for c in &log[1..] {
         match build_id(c) {
             Some(id) if is_lock_change(c) => by_id.entry(id).or_default().push(c),
-            Some(_) => {}
+            Some(id) => *line_commits.entry(id).or_default() += 1,
             None => field.violation(format!("{} has no build id:\n{}", c.sha, c.body)),
         }
     }
@@ -553,6 +566,7 @@ fn check_history(field: &Field, faults: Option<&FaultCounts>) -> Totals {
             field.violation(format!("{} made {} changes", r.id, commits.len()));
         }
         totals.lost_races += r.lost_races;
+        totals.found_tickets += r.found_tickets;
         totals.waits += r.waits;
         totals.retries += r.retries;
         match &r.outcome {
@@ -575,6 +589,8 @@ fn check_history(field: &Field, faults: Option<&FaultCounts>) -> Totals {
             Err(error) => {
                 totals.failed += 1;
                 totals.landed_after_failure += usize::from(!commits.is_empty());
+                totals.failed_puts_line_commits +=
+                    line_commits.get(r.id.as_str()).copied().unwrap_or(0);
                 *totals.errors.entry(shape(error)).or_default() += 1;
             }
         }
@@ -633,13 +649,22 @@ fn check_history(field: &Field, faults: Option<&FaultCounts>) -> Totals {
             field.repo.claimed(POOL)
         ));
     }
-    // Each such push is reported by its put, or its put failed and the
-    // worker found it; timeouts under load can add to the left side.
+    // Each such push is reported by its put (a change or a ticket write),
+    // or its put failed and the worker found its change, or its put failed
+    // and it was a line commit; timeouts under load can add to the left side.
     if let Some(faults) = faults {
-        if totals.recovered_replies + totals.landed_after_failure < faults.unreported_updates {
+        let accounted = totals.recovered_replies
+            + totals.found_tickets
+            + totals.landed_after_failure
+            + totals.failed_puts_line_commits;
+        if accounted < faults.unreported_updates {
             field.violation(format!(
-                "{} pushes landed unreported, but only {} puts found theirs and {} failed after landing",
-                faults.unreported_updates, totals.recovered_replies, totals.landed_after_failure
+                "{} pushes landed unreported, but only {} puts found their change, {} their ticket, {} failed after their change landed and {} line commits are by failed puts",
+                faults.unreported_updates,
+                totals.recovered_replies,
+                totals.found_tickets,
+                totals.landed_after_failure,
+                totals.failed_puts_line_commits
             ));
         }
     }
@@ -1366,7 +1391,11 @@ fn puts_through_a_flaky_network_complete_or_fail_clearly_and_never_share_a_lock(
     assert!(faults.dropped_at_accept >= 1 && faults.stalled >= 1);
     assert!(faults.cut_mid_fetch >= 1 && faults.cut_mid_push >= 1);
     assert!(faults.lost_push_replies >= 1 && faults.stalled_push_replies >= 1);
-    assert!(totals.recovered_replies >= 1, "{totals:#?}");
+    // The scripted lost reply hit a claim or a ticket write.
+    assert!(
+        totals.recovered_replies + totals.found_tickets >= 1,
+        "{totals:#?}"
+    );
 }
 
 /// `git daemon` is killed (with every connection it serves) while workers
@@ -1587,9 +1616,10 @@ fn soak(plan: &Soak) -> Vec<String> {
             faults.lost_push_replies + faults.stalled_push_replies,
         );
         println!(
-            "resource: {} retries after faults, {} lost replies recovered by the put itself, {} failed puts whose change landed (cleaned up by their worker), {} lost races, {} waits",
+            "resource: {} retries after faults, {} lost replies recovered by the put itself ({} more of ticket writes), {} failed puts whose change landed (cleaned up by their worker), {} lost races, {} waits",
             totals.retries,
             totals.recovered_replies,
+            totals.found_tickets,
             totals.landed_after_failure,
             totals.lost_races,
             totals.waits
