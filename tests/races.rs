@@ -289,6 +289,7 @@ pub(crate) fn replay(repo: &LockRepo, log: &[CommitInfo], initial: &[&str]) -> R
         .collect();
     let mut next_after_claim = HashMap::new();
     let line_file = line_path();
+    let line_keep = format!("{}/.gitkeep", Line::DIR);
     let mut line = line_at(repo, &log[0].sha);
     let mut totals = LineTotals::default();
     // The priority of each build's put, from its tickets; a put seen
@@ -303,6 +304,9 @@ pub(crate) fn replay(repo: &LockRepo, log: &[CommitInfo], initial: &[&str]) -> R
             c.sha
         );
         let touches_line = c.changed.iter().any(|(_, p)| *p == line_file);
+        // The line's part of the commit: its file and, on the CodeCommit
+        // API (`keepEmptyFolders`), the `.gitkeep` left when it goes.
+        let of_line = |p: &String| *p == line_file || *p == line_keep;
         let line_after = if touches_line {
             line_at(repo, &c.sha)
         } else {
@@ -320,7 +324,7 @@ pub(crate) fn replay(repo: &LockRepo, log: &[CommitInfo], initial: &[&str]) -> R
         let parsed = Parsed::new(&c.body);
         let Some((verb, locks)) = parsed.locks().map(|(verb, locks)| (verb.as_str(), locks)) else {
             assert!(
-                touches_line && c.changed.iter().all(|(_, p)| *p == line_file),
+                touches_line && c.changed.iter().all(|(_, p)| of_line(p)),
                 "unexpected commit {c:?}"
             );
             totals.ticket_commits += 1;
@@ -369,7 +373,7 @@ pub(crate) fn replay(repo: &LockRepo, log: &[CommitInfo], initial: &[&str]) -> R
         let mut changed: Vec<(char, String)> = c
             .changed
             .iter()
-            .filter(|(_, p)| *p != line_file)
+            .filter(|(_, p)| !of_line(p))
             .cloned()
             .collect();
         changed.sort();
