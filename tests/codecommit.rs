@@ -882,7 +882,7 @@ fn assert_mutual_exclusion(repo: &LockRepo, base: &str, locks: &[&str], cycles: 
         .iter()
         .position(|c| c.sha == base)
         .expect("base on branch");
-    assert_race_history(&log[start..], locks, cycles, cycles.len());
+    assert_race_history(repo, &log[start..], locks, cycles, cycles.len());
     assert!(repo.claimed(POOL).is_empty());
 }
 

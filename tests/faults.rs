@@ -23,11 +23,12 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pool_resource::model::line::Line;
 use pool_resource::model::message::{parse_subject, Parsed, Trailer};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::races::{replay, State, POOL};
+use crate::races::{replay, LineTotals, State, POOL};
 use crate::support::faults::{Fault, FaultCounts, FaultProxy, Rates, Service};
 use crate::support::{git, git_ok, spawn_bin, CommitInfo, GitDaemon, LockRepo, Run};
 use crate::{lock_name, version, Inputs};
@@ -192,6 +193,11 @@ fn build_id(commit: &CommitInfo) -> Option<&str> {
     Parsed::new(&commit.body).trailer(Trailer::BuildId)
 }
 
+/// Whether `commit` changes locks (`claiming: a`), not only the line.
+fn is_lock_change(commit: &CommitInfo) -> bool {
+    Parsed::new(&commit.body).locks().is_some()
+}
+
 /// The lock a commit's subject names (`claiming: a` → `a`).
 fn lock_of(subject: &str) -> String {
     parse_subject(subject)
@@ -235,6 +241,9 @@ struct PutRecord {
     outcome: Result<(String, String), String>,
     /// It said an earlier push whose reply was lost had landed.
     recovered_reply: bool,
+    /// How often it said an earlier write of its ticket whose reply was
+    /// lost had landed (a join or a renewal).
+    found_tickets: usize,
     lost_races: usize,
     waits: usize,
     retries: usize,
@@ -264,6 +273,9 @@ impl PutRecord {
             op,
             outcome,
             recovered_reply: stderr.contains("an earlier push whose reply was lost did reach"),
+            found_tickets: stderr
+                .matches("an earlier ticket write whose reply was lost did reach")
+                .count(),
             lost_races,
             waits,
             retries: stderr.matches("retrying in").count(),
@@ -303,11 +315,12 @@ impl Field {
         self.violations.lock().expect("violations").push(what);
     }
 
-    /// The commit made by the put with `BUILD_ID` `id`, if it landed.
+    /// The change to the locks made by the put with `BUILD_ID` `id`, if
+    /// it landed (its line commits are not one).
     fn landed(&self, id: &str) -> Option<CommitInfo> {
         log_since(&self.repo, &self.base)
             .into_iter()
-            .find(|c| build_id(c) == Some(id))
+            .find(|c| build_id(c) == Some(id) && is_lock_change(c))
     }
 }
 
@@ -353,6 +366,7 @@ impl Worker<'_> {
                 op,
                 outcome: Err(why),
                 recovered_reply: false,
+                found_tickets: 0,
                 lost_races: 0,
                 waits: 0,
                 retries: 0,
@@ -452,11 +466,20 @@ struct Totals {
     landed_after_failure: usize,
     /// Successful puts that found their own commit after losing its reply.
     recovered_replies: usize,
+    /// Ticket writes whose reply was lost, found in line by their put.
+    found_tickets: usize,
+    /// Line commits (join, renew, leave) by puts that failed: each may
+    /// have landed unheard.
+    failed_puts_line_commits: usize,
     lost_races: usize,
     waits: usize,
     retries: usize,
     /// Each distinct `error:` line (digits replaced by N) and how often.
     errors: BTreeMap<String, usize>,
+    /// What the replay's order check saw of the line.
+    line: LineTotals,
+    /// Tickets left in line at the end (each of a put that failed).
+    tickets_left: usize,
     violations: usize,
 }
 
@@ -503,9 +526,12 @@ fn check_history(field: &Field, faults: Option<&FaultCounts>) -> Totals {
         puts: records.len(),
         ..Totals::default()
     };
-    let replayed = std::panic::catch_unwind(AssertUnwindSafe(|| replay(&log, &LOCKS)));
-    let (next_after_claim, states) = match replayed {
-        Ok(r) => r,
+    let replayed = std::panic::catch_unwind(AssertUnwindSafe(|| replay(&field.repo, &log, &LOCKS)));
+    let (next_after_claim, states, last_line) = match replayed {
+        Ok(r) => {
+            totals.line = r.line;
+            (r.next_after_claim, r.states, r.last_line)
+        }
         Err(e) => {
             let why = e
                 .downcast_ref::<String>()
@@ -513,19 +539,23 @@ fn check_history(field: &Field, faults: Option<&FaultCounts>) -> Totals {
                 .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_default();
             field.violation(format!("the history does not replay: {why}"));
-            (HashMap::new(), HashMap::new())
+            (HashMap::new(), HashMap::new(), Line::default())
         }
     };
     let by_sha: HashMap<&str, &CommitInfo> = log.iter().map(|c| (c.sha.as_str(), c)).collect();
+    // The changes each put made to the locks; its line commits (joining,
+    // renewing, leaving) are not changes.
     let mut by_id: HashMap<&str, Vec<&CommitInfo>> = HashMap::new();
+    let mut line_commits: HashMap<&str, usize> = HashMap::new();
     for c in &log[1..] {
         match build_id(c) {
-            Some(id) => by_id.entry(id).or_default().push(c),
+            Some(id) if is_lock_change(c) => by_id.entry(id).or_default().push(c),
+            Some(id) => *line_commits.entry(id).or_default() += 1,
             None => field.violation(format!("{} has no build id:\n{}", c.sha, c.body)),
         }
     }
     let known: std::collections::HashSet<&str> = records.iter().map(|r| r.id.as_str()).collect();
-    for id in by_id.keys() {
+    for id in log[1..].iter().filter_map(build_id) {
         if !known.contains(id) {
             field.violation(format!("a commit by {id}, which no worker ran"));
         }
@@ -536,6 +566,7 @@ fn check_history(field: &Field, faults: Option<&FaultCounts>) -> Totals {
             field.violation(format!("{} made {} changes", r.id, commits.len()));
         }
         totals.lost_races += r.lost_races;
+        totals.found_tickets += r.found_tickets;
         totals.waits += r.waits;
         totals.retries += r.retries;
         match &r.outcome {
@@ -558,6 +589,8 @@ fn check_history(field: &Field, faults: Option<&FaultCounts>) -> Totals {
             Err(error) => {
                 totals.failed += 1;
                 totals.landed_after_failure += usize::from(!commits.is_empty());
+                totals.failed_puts_line_commits +=
+                    line_commits.get(r.id.as_str()).copied().unwrap_or(0);
                 *totals.errors.entry(shape(error)).or_default() += 1;
             }
         }
@@ -589,6 +622,22 @@ fn check_history(field: &Field, faults: Option<&FaultCounts>) -> Totals {
             }
         }
     }
+    // A put that succeeded took its ticket out with its claim; only a put
+    // that failed may leave one, to lapse after waiter_lease.
+    let failed: std::collections::HashSet<&str> = records
+        .iter()
+        .filter(|r| r.outcome.is_err())
+        .map(|r| r.id.as_str())
+        .collect();
+    totals.tickets_left = last_line.tickets.len();
+    for t in &last_line.tickets {
+        if !t.build_id.as_deref().is_some_and(|b| failed.contains(b)) {
+            field.violation(format!(
+                "ticket {} of {:?} is left in line, and its put did not fail",
+                t.id, t.build_id
+            ));
+        }
+    }
     for lock in LOCKS {
         if !states.is_empty() && states.get(lock) != Some(&State::Unclaimed) {
             field.violation(format!("{lock} is {:?} at the end", states.get(lock)));
@@ -600,13 +649,22 @@ fn check_history(field: &Field, faults: Option<&FaultCounts>) -> Totals {
             field.repo.claimed(POOL)
         ));
     }
-    // Each such push is reported by its put, or its put failed and the
-    // worker found it; timeouts under load can add to the left side.
+    // Each such push is reported by its put (a change or a ticket write),
+    // or its put failed and the worker found its change, or its put failed
+    // and it was a line commit; timeouts under load can add to the left side.
     if let Some(faults) = faults {
-        if totals.recovered_replies + totals.landed_after_failure < faults.unreported_updates {
+        let accounted = totals.recovered_replies
+            + totals.found_tickets
+            + totals.landed_after_failure
+            + totals.failed_puts_line_commits;
+        if accounted < faults.unreported_updates {
             field.violation(format!(
-                "{} pushes landed unreported, but only {} puts found theirs and {} failed after landing",
-                faults.unreported_updates, totals.recovered_replies, totals.landed_after_failure
+                "{} pushes landed unreported, but only {} puts found their change, {} their ticket, {} failed after their change landed and {} line commits are by failed puts",
+                faults.unreported_updates,
+                totals.recovered_replies,
+                totals.found_tickets,
+                totals.landed_after_failure,
+                totals.failed_puts_line_commits
             ));
         }
     }
@@ -1333,7 +1391,11 @@ fn puts_through_a_flaky_network_complete_or_fail_clearly_and_never_share_a_lock(
     assert!(faults.dropped_at_accept >= 1 && faults.stalled >= 1);
     assert!(faults.cut_mid_fetch >= 1 && faults.cut_mid_push >= 1);
     assert!(faults.lost_push_replies >= 1 && faults.stalled_push_replies >= 1);
-    assert!(totals.recovered_replies >= 1, "{totals:#?}");
+    // The scripted lost reply hit a claim or a ticket write.
+    assert!(
+        totals.recovered_replies + totals.found_tickets >= 1,
+        "{totals:#?}"
+    );
 }
 
 /// `git daemon` is killed (with every connection it serves) while workers
@@ -1554,12 +1616,23 @@ fn soak(plan: &Soak) -> Vec<String> {
             faults.lost_push_replies + faults.stalled_push_replies,
         );
         println!(
-            "resource: {} retries after faults, {} lost replies recovered by the put itself, {} failed puts whose change landed (cleaned up by their worker), {} lost races, {} waits",
+            "resource: {} retries after faults, {} lost replies recovered by the put itself ({} more of ticket writes), {} failed puts whose change landed (cleaned up by their worker), {} lost races, {} waits",
             totals.retries,
             totals.recovered_replies,
+            totals.found_tickets,
             totals.landed_after_failure,
             totals.lost_races,
             totals.waits
+        );
+        let line = &totals.line;
+        println!(
+            "line: {} ticket commits, {} claims beside live tickets ({} by a ticket's put, {} leaving a kept lock alone), at most {} waiting at once, {} tickets left by failed puts",
+            line.ticket_commits,
+            line.claims_beside_waiters,
+            line.claims_by_ticket,
+            line.claims_that_passed_a_kept_lock,
+            line.longest_line,
+            totals.tickets_left
         );
         for (error, n) in &totals.errors {
             println!("  {n} x {error}");

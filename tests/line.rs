@@ -9,12 +9,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use pool_resource::model::line::Line;
 use serde_json::{json, Value};
 
+use crate::support::faults::{Fault, FaultProxy, Rates, Service};
 use crate::support::{
-    spawn_bin, AwsEnv, CodeCommitServer, GitDaemon, Imds, ImdsOptions, Keyring, LockRepo,
+    spawn_bin, AwsEnv, CodeCommitServer, CommitInfo, GitDaemon, Imds, ImdsOptions, Keyring,
+    LockRepo,
 };
-use crate::{lock_name, put, source, Inputs};
+use crate::{lock_name, put, source, version, Inputs};
 
 const POOL: &str = "envs";
 const LINE: &str = ".pool-resource/line/envs.json";
@@ -590,4 +593,184 @@ fn on_the_api_backend_waiters_are_served_in_order_and_leave_no_ticket() {
     }
     assert_eq!(served, ["1", "2"]);
     assert!(tickets(&repo).is_empty());
+}
+
+/// A put through a fault proxy in front of `git daemon` (the test's own
+/// puts go to the daemon directly), waiting for the claimed lock `only`.
+struct Faulty {
+    repo: LockRepo,
+    proxy: FaultProxy,
+    /// Through the proxy.
+    src: Value,
+    /// Straight to the daemon.
+    direct: Value,
+    /// The tip before the put.
+    base: String,
+    _daemon: GitDaemon,
+}
+
+impl Faulty {
+    fn new() -> Faulty {
+        let repo = claimed_pool(&["only"]);
+        let daemon = GitDaemon::start(repo.root());
+        let proxy = FaultProxy::start(daemon.port(), Rates::none());
+        let mut src = source(&proxy.url("locks.git"), "main", POOL);
+        src["retry_delay"] = json!("200ms");
+        let direct = source(&daemon.url("locks.git"), "main", POOL);
+        Faulty {
+            base: repo.tip(),
+            repo,
+            proxy,
+            src,
+            direct,
+            _daemon: daemon,
+        }
+    }
+
+    /// The tickets of build id `build` in the line file at the tip.
+    fn tickets_of(&self, build: &str) -> usize {
+        tickets(&self.repo)
+            .iter()
+            .filter(|t| t["build_id"] == build)
+            .count()
+    }
+
+    /// The commits since the put started, oldest first, each with the
+    /// number of tickets of `build` in the line at it; checks that no
+    /// commit ever holds more than one.
+    fn history_of(&self, build: &str) -> Vec<(CommitInfo, usize)> {
+        let log = self.repo.log();
+        let start = log
+            .iter()
+            .position(|c| c.sha == self.base)
+            .expect("the base is on the branch");
+        let history: Vec<(CommitInfo, usize)> = log[start + 1..]
+            .iter()
+            .map(|c| {
+                let n = match self.repo.file_at(&c.sha, LINE) {
+                    Some(bytes) => Line::parse(&bytes)
+                        .tickets
+                        .iter()
+                        .filter(|t| t.build_id.as_deref() == Some(build))
+                        .count(),
+                    None => 0,
+                };
+                (c.clone(), n)
+            })
+            .collect();
+        for (c, n) in &history {
+            assert!(
+                *n <= 1,
+                "{} ({}) holds {n} tickets of build {build}",
+                c.sha,
+                c.subject
+            );
+        }
+        history
+    }
+}
+
+/// The subjects of `history`, each with its number of tickets of the put.
+fn shape(history: &[(CommitInfo, usize)]) -> Vec<(String, usize)> {
+    history
+        .iter()
+        .map(|(c, n)| (c.subject.clone(), *n))
+        .collect()
+}
+
+/// The push of a waiter's ticket lands and its reply is lost: the put sees
+/// a network error and retries. It finds its ticket by id in the line and
+/// keeps that place: the line holds exactly one ticket of the put at every
+/// commit, and the claim that ends the wait takes it out.
+#[test]
+fn a_lost_reply_to_a_ticket_commit_leaves_one_ticket_which_the_claim_takes_out() {
+    let f = Faulty::new();
+    f.proxy
+        .inject_on(Service::ReceivePack, Fault::LosePushReply);
+    let inputs = Inputs::new();
+    let mut bg = Bg::start(&f.src, json!({"claim": "only"}), "lost", &inputs);
+    bg.until_logged(
+        1,
+        "an earlier ticket write whose reply was lost did reach the branch: this put joined the line in pool envs",
+    );
+    // Two more looks at the line after it found its ticket: no second one.
+    let looked = bg
+        .stderr()
+        .lines()
+        .filter(|l| l.starts_with("waiting: "))
+        .count();
+    bg.until_logged(looked + 2, "waiting: ");
+    assert_eq!(f.tickets_of("10lost"), 1, "{}", bg.stderr());
+    let counts = f.proxy.counts();
+    assert_eq!(
+        (counts.lost_push_replies, counts.unreported_updates),
+        (1, 1),
+        "{counts:?}"
+    );
+    release(&f.direct, "only");
+    let (ok, stdout, stderr) = bg.finish();
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("retrying in"), "{stderr}");
+    let out: Value = serde_json::from_str(&stdout).expect("one JSON document");
+    assert_eq!(lock_name(&out), "only");
+    let history = f.history_of("10lost");
+    assert_eq!(
+        shape(&history),
+        [
+            ("waiting in line: envs".to_string(), 1),
+            ("unclaiming: only".to_string(), 1),
+            ("claiming: only".to_string(), 0),
+        ],
+        "one ticket, written once, taken out by the claim:\n{stderr}"
+    );
+    assert_eq!(history[2].0.sha, version(&out), "the put printed its claim");
+    assert!(f.repo.file_at("HEAD", LINE).is_none(), "no line is left");
+}
+
+/// The put waited in line; the push of its claim (which takes its ticket
+/// out) lands and its reply is lost. The next round recognises the claim
+/// on the branch and reports it: no second claim, no ticket written again
+/// or left behind.
+#[test]
+fn a_lost_reply_to_the_claim_that_ends_a_wait_is_recognised_and_leaves_no_ticket() {
+    let f = Faulty::new();
+    // The ticket's push goes through; the claim's reply is lost.
+    f.proxy.inject_on(Service::ReceivePack, Fault::Pass);
+    f.proxy
+        .inject_on(Service::ReceivePack, Fault::LosePushReply);
+    let inputs = Inputs::new();
+    let mut bg = Bg::start(&f.src, json!({"claim": "only"}), "lost", &inputs);
+    until("the put in line", || f.tickets_of("10lost") == 1);
+    bg.until_logged(1, "waiting: ");
+    release(&f.direct, "only");
+    let (ok, stdout, stderr) = bg.finish();
+    assert!(ok, "{stderr}");
+    let out: Value = serde_json::from_str(&stdout).expect("one JSON document");
+    assert_eq!(lock_name(&out), "only");
+    assert!(
+        stderr.contains(&format!(
+            "an earlier push whose reply was lost did reach the branch: {} (only)",
+            version(&out)
+        )),
+        "{stderr}"
+    );
+    let counts = f.proxy.counts();
+    assert_eq!(
+        (counts.lost_push_replies, counts.unreported_updates),
+        (1, 1),
+        "{counts:?}"
+    );
+    let history = f.history_of("10lost");
+    assert_eq!(
+        shape(&history),
+        [
+            ("waiting in line: envs".to_string(), 1),
+            ("unclaiming: only".to_string(), 1),
+            ("claiming: only".to_string(), 0),
+        ],
+        "one claim, which took the ticket out; nothing after it:\n{stderr}"
+    );
+    assert_eq!(history[2].0.sha, version(&out), "the put printed its claim");
+    assert!(f.repo.file_at("HEAD", LINE).is_none(), "no line is left");
+    assert_eq!(f.repo.claimed(POOL), ["only"]);
 }

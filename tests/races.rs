@@ -7,11 +7,13 @@
 //! unique, and the pool ends with every lock unclaimed. A commit may move
 //! several locks (`acquire: N`, `claim: [A, B]`): each one is replayed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use pool_resource::model::message::Parsed;
+use pool_resource::model::line::{Asker, Line};
+use pool_resource::model::message::{Parsed, Trailer};
+use pool_resource::model::names::{LockName, PoolPath};
 use serde_json::{json, Value};
 
 use crate::support::{finish_within, spawn_bin, CommitInfo, GitDaemon, LockRepo};
@@ -151,12 +153,35 @@ pub(crate) struct Cycle {
 /// `workers` threads, each running `cycles` claim → release cycles, the
 /// claim made with `claim_params`; returns every cycle.
 fn race(arena: &Arena, workers: usize, cycles: usize, claim_params: &Value) -> Vec<Cycle> {
-    race_each(arena, workers, cycles, &|_| claim_params.clone())
+    race_named(arena, "w", workers, cycles, claim_params)
+}
+
+/// [`race`] with builds named `{prefix}{w}-c{c}`: racers started side by
+/// side must not share build ids (the line knows a put by its build).
+fn race_named(
+    arena: &Arena,
+    prefix: &str,
+    workers: usize,
+    cycles: usize,
+    claim_params: &Value,
+) -> Vec<Cycle> {
+    race_each_named(arena, prefix, workers, cycles, &|_| claim_params.clone())
 }
 
 /// [`race`] with worker `w` claiming with `params_of(w)`.
 fn race_each(
     arena: &Arena,
+    workers: usize,
+    cycles: usize,
+    params_of: &(dyn Fn(usize) -> Value + Sync),
+) -> Vec<Cycle> {
+    race_each_named(arena, "w", workers, cycles, params_of)
+}
+
+/// [`race_each`] with builds named `{prefix}{w}-c{c}`.
+fn race_each_named(
+    arena: &Arena,
+    prefix: &str,
     workers: usize,
     cycles: usize,
     params_of: &(dyn Fn(usize) -> Value + Sync),
@@ -168,7 +193,7 @@ fn race_each(
                     let inputs = Inputs::new();
                     let mut done = Vec::new();
                     for c in 0..cycles {
-                        let build = format!("w{w}-c{c}");
+                        let build = format!("{prefix}{w}-c{c}");
                         let (lock, claim) = arena.put(params_of(w), &inputs, &build);
                         inputs.lock("held", &held_names(&lock), b"");
                         let (released, release) =
@@ -206,33 +231,108 @@ pub(crate) enum State {
     Claimed(String),
 }
 
-/// Replays `log` (the race, after its base commit `log[0]`) from `initial`,
-/// panicking at the first commit that breaks mutual exclusion or the
-/// repository layout. Returns, for each claim commit, the commit that next
-/// changed that lock, and the final states.
-pub(crate) fn replay(
-    log: &[CommitInfo],
-    initial: &[&str],
-) -> (HashMap<String, String>, HashMap<String, State>) {
+/// What the replay found.
+#[derive(Debug)]
+pub(crate) struct Replayed {
+    /// For each claim commit, the commit that next changed that lock.
+    pub(crate) next_after_claim: HashMap<String, String>,
+    /// Each lock's state at the end.
+    pub(crate) states: HashMap<String, State>,
+    /// What the order check saw of the line.
+    pub(crate) line: LineTotals,
+    /// The line at the last commit.
+    pub(crate) last_line: Line,
+}
+
+/// What the order check of a replay saw, so that a run can tell whether
+/// there was a line to check at all.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct LineTotals {
+    /// Commits that changed the line and no lock (join, renew, leave).
+    pub(crate) ticket_commits: usize,
+    /// Claims made while at least one live ticket waited.
+    pub(crate) claims_beside_waiters: usize,
+    /// Of those, claims by a put that had a ticket (and took it out).
+    pub(crate) claims_by_ticket: usize,
+    /// Claims after which a free lock stayed free because a live ticket
+    /// ahead kept it (the line doing its work).
+    pub(crate) claims_that_passed_a_kept_lock: usize,
+    /// The most live tickets seen at once.
+    pub(crate) longest_line: usize,
+}
+
+/// The path of [`POOL`]'s line file.
+pub(crate) fn line_path() -> String {
+    Line::path(&PoolPath::new(POOL).expect("a valid pool"))
+}
+
+/// The line at commit `sha` of `repo` (empty when there is no line file).
+fn line_at(repo: &LockRepo, sha: &str) -> Line {
+    let line = repo
+        .file_at(sha, &line_path())
+        .map(|bytes| Line::parse(&bytes))
+        .unwrap_or_default();
+    assert_eq!(line.unreadable, None, "the line file at {sha}");
+    line
+}
+
+/// Replays `log` (the history of `repo` after its base commit `log[0]`)
+/// from `initial`, panicking at the first commit that breaks mutual
+/// exclusion, the order of the line ([`check_order`]) or the repository
+/// layout. Commits that change only the line file (a ticket joining,
+/// renewed, leaving) are allowed anywhere; a claim may also take its own
+/// put's ticket out of the line, and nothing else may touch it.
+pub(crate) fn replay(repo: &LockRepo, log: &[CommitInfo], initial: &[&str]) -> Replayed {
     let mut states: HashMap<String, State> = initial
         .iter()
         .map(|l| (l.to_string(), State::Unclaimed))
         .collect();
     let mut next_after_claim = HashMap::new();
-    for pair in log.windows(2) {
-        let (prev, c) = (&pair[0], &pair[1]);
+    let line_file = line_path();
+    let line_keep = format!("{}/.gitkeep", Line::DIR);
+    let mut line = line_at(repo, &log[0].sha);
+    let mut totals = LineTotals::default();
+    // The priority of each build's put, from its tickets; a put seen
+    // without a ticket is taken to have priority 0 (every race here).
+    let mut priorities: HashMap<String, i64> = HashMap::new();
+    for (i, c) in log.iter().enumerate().skip(1) {
+        let prev = &log[i - 1];
         assert_eq!(
             c.parents,
             std::slice::from_ref(&prev.sha),
             "{} is a fast-forward of the previous commit",
             c.sha
         );
-        let (verb, locks) = Parsed::new(&c.body)
-            .locks()
-            .map(|(verb, locks)| (verb.as_str(), locks))
-            .unwrap_or_else(|| panic!("unexpected commit {c:?}"));
+        let touches_line = c.changed.iter().any(|(_, p)| *p == line_file);
+        // The line's part of the commit: its file and, on the CodeCommit
+        // API (`keepEmptyFolders`), the `.gitkeep` left when it goes.
+        let of_line = |p: &String| *p == line_file || *p == line_keep;
+        let line_after = if touches_line {
+            line_at(repo, &c.sha)
+        } else {
+            line.clone()
+        };
+        assert_one_ticket_per_build(&line_after, c);
+        for t in &line_after.tickets {
+            if let Some(b) = &t.build_id {
+                priorities.insert(b.clone(), t.priority);
+            }
+        }
+        totals.longest_line = totals
+            .longest_line
+            .max(line_after.live(c.committer_time).len());
+        let parsed = Parsed::new(&c.body);
+        let Some((verb, locks)) = parsed.locks().map(|(verb, locks)| (verb.as_str(), locks)) else {
+            assert!(
+                touches_line && c.changed.iter().all(|(_, p)| of_line(p)),
+                "unexpected commit {c:?}"
+            );
+            totals.ticket_commits += 1;
+            line = line_after;
+            continue;
+        };
         assert_eq!(
-            Parsed::new(&c.body).subject(),
+            parsed.subject(),
             c.subject,
             "{} subject and message agree",
             c.sha
@@ -244,7 +344,38 @@ pub(crate) fn replay(
                 c.sha
             );
         }
-        let mut changed = c.changed.clone();
+        if verb == "claiming" {
+            let takeover = parsed.trailer(Trailer::Replaces).is_some();
+            // The put planned on the tip below its push: the parent, or for
+            // a takeover (`unclaiming:` then `claiming:` in one push) the
+            // parent's parent.
+            let planned_on = &log[i.saturating_sub(if takeover { 2 } else { 1 })];
+            let free: BTreeSet<LockName> = states
+                .iter()
+                .filter(|(_, s)| **s == State::Unclaimed)
+                .map(|(l, _)| LockName::new(l).expect("a lock name"))
+                .collect();
+            let claim = Claim {
+                commit: c,
+                build: parsed.trailer(Trailer::BuildId),
+                locks: locks
+                    .iter()
+                    .map(|l| LockName::new(l).expect("a lock name"))
+                    .collect(),
+                takeover,
+                window: (planned_on.committer_time, c.committer_time),
+            };
+            check_order(&line, &free, &claim, &priorities, &mut totals);
+            check_ticket_taken_out(&line, &line_after, &claim);
+        } else {
+            assert!(!touches_line, "{} ({}) changes the line", c.sha, c.subject);
+        }
+        let mut changed: Vec<(char, String)> = c
+            .changed
+            .iter()
+            .filter(|(_, p)| !of_line(p))
+            .cloned()
+            .collect();
         changed.sort();
         let mut expected = Vec::new();
         for lock in locks {
@@ -268,8 +399,158 @@ pub(crate) fn replay(
         }
         expected.sort();
         assert_eq!(changed, expected, "{} changes exactly its locks", c.sha);
+        line = line_after;
     }
-    (next_after_claim, states)
+    Replayed {
+        next_after_claim,
+        states,
+        line: totals,
+        last_line: line,
+    }
+}
+
+/// One claim commit, as the order check sees it.
+struct Claim<'a> {
+    commit: &'a CommitInfo,
+    /// Its `Pool-Resource-Build-Id`.
+    build: Option<&'a str>,
+    locks: Vec<LockName>,
+    /// An expiry takeover: the lock was claimed when the put planned.
+    takeover: bool,
+    /// The earliest and latest Unix second the put can have planned at:
+    /// the commit it planned on was made before it looked, its own commit
+    /// after it planned (one clock: every process runs on this machine).
+    window: (i64, i64),
+}
+
+/// No line holds two tickets of one build: each put has one ticket id,
+/// and a retried write (after a lost reply) replaces it.
+fn assert_one_ticket_per_build(line: &Line, c: &CommitInfo) {
+    let mut seen = HashSet::new();
+    for t in &line.tickets {
+        if let Some(b) = &t.build_id {
+            assert!(
+                seen.insert(b.as_str()),
+                "{} ({}) leaves two tickets of build {b} in the line: {:#?}",
+                c.sha,
+                c.subject,
+                line.tickets
+            );
+        }
+    }
+}
+
+/// The order of the line, at claim commit `claim` made on `line` with
+/// `free` locks unclaimed: no lock it took was kept for a live ticket ahead
+/// of its put ([`Line::reserved_for`]: by priority, then order of joining,
+/// each ticket ahead keeping from the free locks what it could use); for an
+/// expiry takeover, no live ticket ahead could use the lock
+/// ([`Line::wanted_ahead`]). Its put is its ticket's holder if its build
+/// has a ticket in the line, else a newcomer (behind every live ticket of
+/// its priority or higher). Liveness depends on the second the put looked,
+/// known only to lie within `claim.window`: a claim is out of order only if
+/// it is out of order at every second of it.
+fn check_order(
+    line: &Line,
+    free: &BTreeSet<LockName>,
+    claim: &Claim<'_>,
+    priorities: &HashMap<String, i64>,
+    totals: &mut LineTotals,
+) {
+    let c = claim.commit;
+    let ticket = claim.build.and_then(|b| {
+        line.tickets
+            .iter()
+            .find(|t| t.build_id.as_deref() == Some(b))
+    });
+    let asker = match ticket {
+        Some(t) => Asker::Ticket(&t.id),
+        None => Asker::Newcomer {
+            priority: claim
+                .build
+                .and_then(|b| priorities.get(b).copied())
+                .unwrap_or(0),
+        },
+    };
+    let (from, to) = claim.window;
+    assert!(from <= to, "{} was made before its parent", c.sha);
+    // At most a minute of seconds: a put plans within the round it pushes.
+    let seconds: Vec<i64> = if to - from <= 60 {
+        (from..=to).collect()
+    } else {
+        vec![from, to]
+    };
+    let kept_at = |now: i64| -> Vec<LockName> {
+        if claim.takeover {
+            claim
+                .locks
+                .iter()
+                .filter(|l| line.wanted_ahead(asker, l, now))
+                .cloned()
+                .collect()
+        } else {
+            let reserved = line.reserved_for(asker, free, now);
+            claim
+                .locks
+                .iter()
+                .filter(|l| reserved.contains(*l))
+                .cloned()
+                .collect()
+        }
+    };
+    if seconds.iter().any(|now| kept_at(*now).is_empty()) {
+        if !line.live(to).is_empty() {
+            totals.claims_beside_waiters += 1;
+            totals.claims_by_ticket += usize::from(ticket.is_some());
+            if !claim.takeover && !line.reserved_for(asker, free, to).is_empty() {
+                totals.claims_that_passed_a_kept_lock += 1;
+            }
+        }
+        return;
+    }
+    let now = to;
+    panic!(
+        "{} ({}, by build {:?}, {}) took {:?}, kept for live tickets ahead in line; \
+         free then: {:?}; ahead: {:#?}; whole line: {:#?}",
+        c.sha,
+        c.subject,
+        claim.build,
+        match asker {
+            Asker::Ticket(id) => format!("its ticket {id}"),
+            Asker::Newcomer { priority } => format!("no ticket, priority {priority}"),
+        },
+        kept_at(now),
+        free,
+        line.ahead_of(asker, now),
+        line.tickets
+    );
+}
+
+/// A claim by a put with a ticket takes that ticket out in the same commit,
+/// and a claim adds no ticket.
+fn check_ticket_taken_out(before: &Line, after: &Line, claim: &Claim<'_>) {
+    let c = claim.commit;
+    if let Some(b) = claim.build {
+        let left = after
+            .tickets
+            .iter()
+            .find(|t| t.build_id.as_deref() == Some(b));
+        assert!(
+            left.is_none(),
+            "{} ({}) by build {b} leaves its ticket in the line: {left:#?}",
+            c.sha,
+            c.subject
+        );
+    }
+    for t in &after.tickets {
+        assert!(
+            before.find(&t.id).is_some(),
+            "{} ({}) adds ticket {} to the line",
+            c.sha,
+            c.subject,
+            t.id
+        );
+    }
 }
 
 /// One lock's part of a replayed commit `c` with `verb`, from state
@@ -335,24 +616,39 @@ fn step(
 
 /// Everything the race promised, checked against the history.
 fn assert_mutual_exclusion(arena: &Arena, cycles: &[Cycle], expected_claims: usize) {
-    assert_race_history(&arena.race_log(), &LOCKS, cycles, expected_claims);
+    assert_race_history(
+        &arena.repo,
+        &arena.race_log(),
+        &LOCKS,
+        cycles,
+        expected_claims,
+    );
     assert!(arena.repo.claimed(POOL).is_empty());
     assert_eq!(arena.repo.unclaimed(POOL), LOCKS);
 }
 
-/// Checks a race of claim → release `cycles` against `log` (the branch from
-/// the race's base commit `log[0]`, whose pool held `locks` unclaimed): the
-/// replay finds no double claim, there are `expected_claims` claims, each
-/// version a process printed is its own commit of the right kind on the
-/// branch and printed once, each claim was ended by its holder's release,
-/// every commit message is unique, and every lock ends unclaimed.
+/// Checks a race of claim → release `cycles` against `log` (the branch of
+/// `repo` from the race's base commit `log[0]`, whose pool held `locks`
+/// unclaimed): the replay finds no double claim and no claim out of the
+/// line's order, there are `expected_claims` claims, each version a process
+/// printed is its own commit of the right kind on the branch and printed
+/// once, each claim was ended by its holder's release, every commit message
+/// is unique, every lock ends unclaimed and no ticket is left in line.
+/// Prints and returns what the order check saw.
 pub(crate) fn assert_race_history(
+    repo: &LockRepo,
     log: &[CommitInfo],
     locks: &[&str],
     cycles: &[Cycle],
     expected_claims: usize,
-) {
-    let (next_after_claim, states) = replay(log, locks);
+) -> LineTotals {
+    let Replayed {
+        next_after_claim,
+        states,
+        line,
+        last_line,
+    } = replay(repo, log, locks);
+    eprintln!("the line in this history: {line:?}");
     let by_sha: HashMap<&str, &CommitInfo> = log.iter().map(|c| (c.sha.as_str(), c)).collect();
 
     let claims = log.iter().filter(|c| c.subject.starts_with("claiming: "));
@@ -398,6 +694,12 @@ pub(crate) fn assert_race_history(
             "{lock} at the end"
         );
     }
+    assert!(
+        last_line.tickets.is_empty(),
+        "every put succeeded, yet tickets are left in line: {:#?}",
+        last_line.tickets
+    );
+    line
 }
 
 const WORKERS: usize = 8;
@@ -451,7 +753,13 @@ fn multi_race(remote: Remote, params_of: &(dyn Fn(usize) -> Value + Sync)) {
         arena.stats.lock().expect("stats")
     );
     assert!(cycles.iter().all(|c| c.lock.split(", ").count() == 2));
-    assert_race_history(&arena.race_log(), &FIVE, &cycles, workers * CYCLES);
+    assert_race_history(
+        &arena.repo,
+        &arena.race_log(),
+        &FIVE,
+        &cycles,
+        workers * CYCLES,
+    );
     assert!(arena.repo.claimed(POOL).is_empty());
 }
 
@@ -498,7 +806,8 @@ fn mixed_race(remote: Remote) {
     let rounds = CYCLES;
     let (cycles, updates, adds) = std::thread::scope(|scope| {
         let acquirers = scope.spawn(|| race(&arena, 3, rounds, &json!({"acquire": true})));
-        let claimers = scope.spawn(|| race(&arena, 2, rounds, &json!({"claim": "a"})));
+        let claimers =
+            scope.spawn(|| race_named(&arena, "claimer", 2, rounds, &json!({"claim": "a"})));
         let updater = scope.spawn(|| {
             let inputs = Inputs::new();
             (0..rounds)
@@ -599,7 +908,7 @@ fn the_replay_rejects_a_double_claim_and_pairs_each_claim_with_its_release() {
     repo.commit_changes(&[(&format!("{POOL}/claimed/a"), b"x")], &[], "claiming: a");
     let log = repo.log();
     let start = log.iter().position(|c| c.sha == base).unwrap();
-    let double = std::panic::catch_unwind(|| replay(&log[start..], &["a"]));
+    let double = std::panic::catch_unwind(|| replay(&repo, &log[start..], &["a"]));
     assert!(double.is_err(), "a double claim went unnoticed");
 
     let repo = LockRepo::new("master");
@@ -609,9 +918,149 @@ fn the_replay_rejects_a_double_claim_and_pairs_each_claim_with_its_release() {
     let release = repo.move_lock(POOL, "a", false);
     let log = repo.log();
     let start = log.iter().position(|c| c.sha == base).unwrap();
-    let (next, states) = replay(&log[start..], &["a"]);
-    assert_eq!(next.get(&claim), Some(&release));
-    assert_eq!(states.get("a"), Some(&State::Unclaimed));
+    let replayed = replay(&repo, &log[start..], &["a"]);
+    assert_eq!(replayed.next_after_claim.get(&claim), Some(&release));
+    assert_eq!(replayed.states.get("a"), Some(&State::Unclaimed));
+}
+
+/// A ticket of build `build` wanting `wants` (`{"acquire": 1}`,
+/// `{"claim": ["a"]}`), joined `seq`-th, live for an hour from now.
+fn ticket(build: &str, wants: Value, seq: u64) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    json!({
+        "id": format!("id-{build}"), "build": format!("build {build}"), "build_id": build,
+        "wants": wants, "priority": 0, "arrived": now, "seq": seq, "renewed": now,
+        "lease": 3600
+    })
+}
+
+/// A pool of locks `a` and `b`, unclaimed, with `tickets` in line (joined
+/// in one commit of its own), then `claimer` claiming `lock` and taking out
+/// its ticket if it has one; the replay of that history.
+fn replay_claim_beside(
+    tickets: &[Value],
+    claimer: &str,
+    lock: &str,
+) -> std::thread::Result<Replayed> {
+    let repo = LockRepo::new("master");
+    repo.add_lock(POOL, "a", false, b"");
+    repo.add_lock(POOL, "b", false, b"");
+    let base = repo.tip();
+    let line = line_path();
+    let joined = serde_json::to_vec(&json!({ "tickets": tickets })).expect("JSON");
+    repo.commit_changes(
+        &[(&line, &joined)],
+        &[],
+        &format!("waiting in line: {POOL}\n\nPool-Resource-Build-Id: {claimer}"),
+    );
+    let left: Vec<&Value> = tickets
+        .iter()
+        .filter(|t| t["build_id"] != claimer)
+        .collect();
+    let left = serde_json::to_vec(&json!({ "tickets": left })).expect("JSON");
+    let moved = [
+        (format!("{POOL}/claimed/{lock}"), Vec::new()),
+        (line.clone(), left),
+    ];
+    let writes: Vec<(&str, &[u8])> = moved
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    repo.commit_changes(
+        &writes,
+        &[&format!("{POOL}/unclaimed/{lock}")],
+        &format!("claiming: {lock}\n\nPool-Resource-Build-Id: {claimer}"),
+    );
+    let log = repo.log();
+    let start = log.iter().position(|c| c.sha == base).expect("base");
+    std::panic::catch_unwind(|| replay(&repo, &log[start..], &["a", "b"]))
+}
+
+/// The replay's order check itself: it must reject a claim of a lock a
+/// live ticket ahead could use, by a newcomer or by a ticket behind, and
+/// accept the claims the line allows, or else the races prove nothing
+/// about order.
+#[test]
+fn the_replay_rejects_a_claim_out_of_the_lines_order() {
+    let acquire = json!({"acquire": 1});
+    let claim_a = json!({"claim": ["a"]});
+    let rejected: [(&str, Vec<Value>, &str, &str); 4] = [
+        (
+            "a newcomer takes the lock kept for an acquire ahead",
+            vec![ticket("w1", acquire.clone(), 1)],
+            "new",
+            "a",
+        ),
+        (
+            "a newcomer takes the lock a claim waiter waits for",
+            vec![ticket("w1", claim_a.clone(), 1)],
+            "new",
+            "a",
+        ),
+        (
+            "the second in line takes the first's lock",
+            vec![
+                ticket("w1", acquire.clone(), 1),
+                ticket("w2", acquire.clone(), 2),
+            ],
+            "w2",
+            "a",
+        ),
+        (
+            "an acquire: 2 ahead keeps both free locks",
+            vec![
+                ticket("w1", json!({"acquire": 2}), 1),
+                ticket("w2", acquire.clone(), 2),
+            ],
+            "w2",
+            "b",
+        ),
+    ];
+    for (what, tickets, claimer, lock) in rejected {
+        let why = match replay_claim_beside(&tickets, claimer, lock) {
+            Ok(_) => panic!("not rejected: {what}"),
+            Err(e) => e.downcast::<String>().map(|s| *s).unwrap_or_default(),
+        };
+        assert!(
+            why.contains("kept for live tickets ahead in line"),
+            "{what}: rejected for another reason: {why}"
+        );
+    }
+    let accepted: [(&str, Vec<Value>, &str, &str); 4] = [
+        (
+            "the first in line takes its lock",
+            vec![
+                ticket("w1", acquire.clone(), 1),
+                ticket("w2", acquire.clone(), 2),
+            ],
+            "w1",
+            "a",
+        ),
+        (
+            "the second in line takes the lock the first leaves",
+            vec![
+                ticket("w1", acquire.clone(), 1),
+                ticket("w2", acquire.clone(), 2),
+            ],
+            "w2",
+            "b",
+        ),
+        (
+            "a claim waiter does not hold up another lock",
+            vec![ticket("w1", claim_a.clone(), 1)],
+            "new",
+            "b",
+        ),
+        ("a newcomer takes what nobody waits for", vec![], "new", "a"),
+    ];
+    for (what, tickets, claimer, lock) in accepted {
+        let replayed = replay_claim_beside(&tickets, claimer, lock)
+            .unwrap_or_else(|_| panic!("rejected: {what}"));
+        assert!(replayed.last_line.find(&format!("id-{claimer}")).is_none());
+    }
 }
 
 /// Fairness, measured not required: while two processes keep taking and
@@ -690,5 +1139,6 @@ fn fairness_of_a_two_lock_put_among_single_lock_churn() {
         waits.first()
     );
     let log = arena.race_log();
-    replay(&log, &LOCKS);
+    let replayed = replay(&arena.repo, &log, &LOCKS);
+    eprintln!("the line in this history: {:?}", replayed.line);
 }

@@ -126,7 +126,22 @@ impl Waiter {
             ));
         }
         match (snap.line.find(&self.id), &self.mine) {
-            (Some(seen), _) if seen.is_live(now) => self.mine = Some(seen.clone()),
+            (Some(seen), mine) if seen.is_live(now) => {
+                // A write of the ticket whose reply was lost landed after
+                // all: it is this put's place (the same id, so one ticket).
+                let unheard = match mine {
+                    None => self.wrote.then_some("joined the line"),
+                    Some(m) if m.renewed < seen.renewed => Some("renewed its place"),
+                    Some(_) => None,
+                };
+                if let Some(what) = unheard {
+                    log.line(format_args!(
+                        "an earlier ticket write whose reply was lost did reach the branch: this put {what} in pool {} (ticket {})",
+                        self.pool, self.id
+                    ));
+                }
+                self.mine = Some(seen.clone());
+            }
             (Some(_), _) => {
                 log.warn(format_args!(
                     "this put's ticket in the line of pool {} was not renewed within waiter_lease; joining again at the back",
