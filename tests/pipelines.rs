@@ -52,6 +52,8 @@ const SOURCE_FIELDS: &[&str] = &[
     "known_hosts",
     "aws_region",
     "backend",
+    "queue",
+    "waiter_lease",
 ];
 const REQUIRED_SOURCE_FIELDS: &[&str] = &["uri", "branch", "pool"];
 const BACKENDS: &[&str] = &["git", "codecommit-api"];
@@ -79,7 +81,7 @@ const DIRECTORY_ACTIONS: &[&str] = &[
     "check_unclaimed",
 ];
 /// Put params that go with an action.
-const PUT_MODIFIERS: &[&str] = &["idempotent"];
+const PUT_MODIFIERS: &[&str] = &["idempotent", "priority", "wait_timeout"];
 /// Get params of this resource (also allowed as a put's `get_params`).
 const GET_PARAMS: &[&str] = &["depth"];
 
@@ -858,6 +860,12 @@ fn examples() -> Vec<PathBuf> {
         .unwrap_or_else(|e| panic!("listing {}: {e}", dir.display()))
         .map(|entry| entry.expect("reading examples/").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
+        // Prometheus rules and their tests live beside the pipelines.
+        .filter(|p| {
+            !p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("prometheus-"))
+        })
         .collect();
     files.sort();
     files
