@@ -318,13 +318,26 @@ fn html(app: &App, body: String) -> Response {
         .into_response()
 }
 
+/// `value` as JSON; a document that cannot be serialised is a 500 that
+/// says so, never a 200 with an empty body.
 fn json(app: &App, value: &impl serde::Serialize) -> Response {
-    let body = serde_json::to_string_pretty(value).unwrap_or_default();
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        app.log.redact(&body),
-    )
-        .into_response()
+    match serde_json::to_string_pretty(value) {
+        Ok(body) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            app.log.redact(&body),
+        )
+            .into_response(),
+        Err(e) => {
+            app.log
+                .warn(format_args!("could not serialise a JSON document: {e}"));
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("could not serialise the document: {e}\n"),
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn index(State(app): State<App>, RawQuery(q): RawQuery) -> Response {
