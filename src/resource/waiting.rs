@@ -348,6 +348,14 @@ impl Waiter {
         }
     }
 
+    /// Whether the put watches the branch tip while it waits: only the
+    /// first in line; a `queue: false` put is not in line and looks every
+    /// `retry_delay`, as before the line (else every such put, each
+    /// finding nobody ahead of it, would read the tip once a second).
+    pub fn watches_tip(&self, first: bool) -> bool {
+        first && self.queue
+    }
+
     /// Waits until the next look: the first in line reads the branch tip
     /// about once a second and returns as soon as it moved from `tip`; the
     /// others sleep. Never longer than `budget`.
@@ -360,7 +368,7 @@ impl Waiter {
         interrupt: &Interrupt,
         doing: &str,
     ) -> Result<()> {
-        if !first {
+        if !self.watches_tip(first) {
             return interrupt.sleep(budget, doing);
         }
         let end = Instant::now() + budget;
@@ -453,5 +461,34 @@ fn overlaps(ahead: &Wants, mine: &Wants) -> bool {
         (Wants::Claim(x), Wants::Claim(y)) => x.iter().any(|l| y.contains(l)),
         (Wants::Claim(_), Wants::Acquire(_)) => false,
         (Wants::Acquire(_), _) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiter(queue: bool) -> Waiter {
+        let source = LineSource {
+            queue,
+            ..LineSource::default()
+        };
+        let build = BuildInfo::from_env(|_| None);
+        Waiter::new(
+            &Single::Acquire.into(),
+            &source,
+            &LineParams::default(),
+            &PoolPath::new("envs").unwrap(),
+            &build,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_first_in_line_watches_the_tip_and_queue_false_never_does() {
+        assert!(waiter(true).watches_tip(true));
+        assert!(!waiter(true).watches_tip(false));
+        assert!(!waiter(false).watches_tip(true));
+        assert!(!waiter(false).watches_tip(false));
     }
 }
