@@ -992,6 +992,34 @@ pub fn release_claim(
     })
 }
 
+/// What to do with a claim or ticket whose build Concourse answered about:
+/// keep it when the answer is about another build than the one recorded
+/// (a reused id), else what `judged` says.
+fn verdict(
+    answer: &Lookup,
+    recorded: crate::operator::concourse::build::Recorded<'_>,
+    judged: impl FnOnce() -> Verdict,
+) -> Verdict {
+    if let Lookup::Found(b) = answer {
+        if let Some(why) = crate::operator::concourse::build::mismatch(recorded, b) {
+            return Verdict::Keep(why);
+        }
+    }
+    judged()
+}
+
+/// The operator `who` reaping for `why`: the reason recorded in the commit.
+fn reaper(who: &Operator, why: &str) -> Operator {
+    let reason = match &who.reason {
+        Some(r) => format!("{r} (reaped: {why})"),
+        None => format!("reaped: {why}"),
+    };
+    Operator {
+        name: who.name.clone(),
+        reason: Some(reason),
+    }
+}
+
 /// Asks Concourse about a build (see [`crate::operator::concourse::Builds`]).
 pub type BuildLookupFn<'a> = &'a mut dyn FnMut(&BuildRef) -> Result<Lookup>;
 
@@ -1118,14 +1146,7 @@ pub fn reap_dead(
             continue;
         };
         let recorded = crate::operator::concourse::build::recorded(by);
-        if let Some(why) = match answer {
-            Lookup::Found(b) => crate::operator::concourse::build::mismatch(recorded, b),
-            Lookup::Missing => None,
-        } {
-            done.lines.push(format!("kept {name}: {why}"));
-            continue;
-        }
-        let why = match judge(what, answer, st.now, policy) {
+        let why = match verdict(answer, recorded, || judge(what, answer, st.now, policy)) {
             Verdict::Keep(why) => {
                 done.lines.push(format!("kept {name}: {why}"));
                 continue;
@@ -1139,15 +1160,7 @@ pub fn reap_dead(
         let Ok(lock) = LockName::new(name) else {
             continue;
         };
-        let reason = match &who.reason {
-            Some(r) => format!("{r} (reaped: {why})"),
-            None => format!("reaped: {why}"),
-        };
-        let reaper = Operator {
-            name: who.name.clone(),
-            reason: Some(reason),
-        };
-        match release_claim(store, pool, &lock, claim, &reaper)? {
+        match release_claim(store, pool, &lock, claim, &reaper(who, &why))? {
             Some(one) => {
                 done.commits.extend(one.commits);
                 done.lines
@@ -1163,17 +1176,10 @@ pub fn reap_dead(
             continue;
         };
         let named = format!("ticket {} ({})", ticket.id, ticket.build);
-        if let Some(why) = match answer {
-            Lookup::Found(b) => crate::operator::concourse::build::mismatch(
-                crate::operator::concourse::build::waiting(ticket),
-                b,
-            ),
-            Lookup::Missing => None,
-        } {
-            done.lines.push(format!("kept {named}: {why}"));
-            continue;
-        }
-        let why = match judge_ticket(what, answer, st.now, policy) {
+        let recorded = crate::operator::concourse::build::waiting(ticket);
+        let why = match verdict(answer, recorded, || {
+            judge_ticket(what, answer, st.now, policy)
+        }) {
             Verdict::Keep(why) => {
                 done.lines.push(format!("kept {named}: {why}"));
                 continue;
@@ -1186,14 +1192,7 @@ pub fn reap_dead(
             ));
             continue;
         }
-        let reason = match &who.reason {
-            Some(r) => format!("{r} (reaped: {why})"),
-            None => format!("reaped: {why}"),
-        };
-        let reaper = Operator {
-            name: who.name.clone(),
-            reason: Some(reason),
-        };
+        let reaper = reaper(who, &why);
         // The ticket looked at, while it still counts: one that left the
         // line (its put gave up or got its locks) or lapsed is not touched.
         let doing = format!("removing {named} from the line of pool {pool}");
