@@ -112,11 +112,7 @@ fn an_aborted_builds_lock_is_reaped_and_a_running_builds_is_not() {
         "{}",
         last.body
     );
-    let reason = last
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix("Pool-Resource-Reason: "))
-        .unwrap_or_else(|| panic!("no reason in {}", last.body));
+    let reason = reason_of(&last.body);
     assert!(
         reason.contains("main/app/deploy #101 (build 101) aborted at ") && reason.contains("(1h0m"),
         "{reason}"
@@ -409,11 +405,7 @@ fn an_aborted_builds_ticket_is_removed_from_the_line_and_a_running_builds_is_kep
         "{}",
         last.body
     );
-    let reason = last
-        .body
-        .lines()
-        .find_map(|l| l.strip_prefix("Pool-Resource-Reason: "))
-        .unwrap_or_else(|| panic!("no reason in {}", last.body));
+    let reason = reason_of(&last.body);
     assert!(
         reason.starts_with("reaped: main/app/deploy #201 (build 201) aborted at ")
             && reason.contains("(1h0m"),
@@ -1072,4 +1064,13 @@ fn the_dead_build_metrics_pass_promtool() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The `Pool-Resource-Reason` trailer of a commit message, as the library
+/// reads it.
+fn reason_of(body: &str) -> String {
+    pool_resource::model::message::Parsed::new(body)
+        .trailer(pool_resource::model::message::Trailer::Reason)
+        .unwrap_or_else(|| panic!("no reason in {body}"))
+        .to_string()
 }
