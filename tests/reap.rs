@@ -2,17 +2,14 @@
 //! `out` against real repositories and a Concourse API stand-in
 //! ([`Concourse`]) that answers as the ATC does.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::support::concourse::Build;
-use crate::support::run::spawn_raw;
 use crate::support::{run_bin_raw, skip, Concourse, LockRepo, Run, TestCa};
 use crate::{put, source, Inputs};
 
@@ -900,95 +897,11 @@ fn reap_takes_older_than_or_dead_and_dead_needs_concourse_access() {
     assert_eq!(repo.tip(), tip);
 }
 
-/// A running `pool serve`, killed on drop.
-struct Serve {
-    child: Child,
-    base: String,
-}
-
-impl Serve {
-    fn start(src: &Value, env: &[(&str, &str)]) -> Serve {
-        let json = src.to_string();
-        let args = ["serve", "--listen", "127.0.0.1:0", "--refresh", "1s"];
-        let paths: Vec<&Path> = args.iter().map(Path::new).collect();
-        let mut all = vec![("POOL_SOURCE", json.as_str())];
-        all.extend_from_slice(env);
-        let (mut child, command) = spawn_raw("pool", &paths, b"", &all);
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("pool serve: {line}");
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let base = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("{command} did not say where it listens"));
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap_or("").to_string();
-            }
-        };
-        Serve { child, base }
-    }
-
-    /// `(status, body)` of `GET path`.
-    fn get(&self, path: &str) -> (u16, String) {
-        let host = self
-            .base
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
-        let mut s = TcpStream::connect(&host).expect("connecting to pool serve");
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )
-        .expect("sending a request");
-        let mut raw = String::new();
-        s.read_to_string(&mut raw).expect("reading a response");
-        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (status, body.to_string())
-    }
-
-    /// Waits (bounded) until `/status.json` satisfies `ok`.
-    fn wait_for(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, body) = self.get("/status.json");
-            if status == 200 {
-                let v: Value = serde_json::from_str(&body).expect("status.json is JSON");
-                if ok(&v) {
-                    return v;
-                }
-            }
-            assert!(Instant::now() < deadline, "never showed {what}: {body}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn pool_serve_shows_dead_holders_on_its_page_json_and_metrics_and_asks_once_per_build() {
     let (_repo, src, ci) = aborted_and_running();
-    let server = Serve::start(&src, &[("CONCOURSE_TOKEN", TOKEN)]);
-    let st = server.wait_for("both builds' status", |s| {
+    let server = crate::serve::Server::start_with(&src, "1s", &[("CONCOURSE_TOKEN", TOKEN)]);
+    let st = server.wait_for_status("both builds' status", |s| {
         s["pools"][0]["locks"][1]["build_status"]["status"] == "started"
     });
     assert_eq!(st["pools"][0]["locks"][0]["build_status"]["dead"], true);
@@ -1005,11 +918,12 @@ fn pool_serve_shows_dead_holders_on_its_page_json_and_metrics_and_asks_once_per_
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(asked("/101"), 1, "{:?}", ci.build_requests());
-    let (status, page) = server.get("/");
+    let r = server.get("/");
+    let (status, page) = (r.status, r.body);
     assert_eq!(status, 200);
     assert!(page.contains("Build aborted 1h0m"), "{page}");
     assert!(page.contains(r#"class="buildstate dead""#), "{page}");
-    let (_, metrics) = server.get("/metrics");
+    let metrics = server.get("/metrics").body;
     assert!(
         metrics.contains(&format!(
             "pool_resource_dead_build_claims{{source=\"{}\",branch=\"main\",pool=\"envs\"}} 1",
@@ -1035,11 +949,11 @@ fn the_dead_build_metrics_pass_promtool() {
         return;
     }
     let (_repo, src, _ci) = aborted_and_running();
-    let server = Serve::start(&src, &[("CONCOURSE_TOKEN", TOKEN)]);
-    server.wait_for("both builds' status", |s| {
+    let server = crate::serve::Server::start_with(&src, "1s", &[("CONCOURSE_TOKEN", TOKEN)]);
+    server.wait_for_status("both builds' status", |s| {
         s["pools"][0]["locks"][1]["build_status"]["status"] == "started"
     });
-    let (_, metrics) = server.get("/metrics");
+    let metrics = server.get("/metrics").body;
     assert!(
         metrics.contains("pool_resource_dead_build_claims{"),
         "{metrics}"

@@ -126,7 +126,7 @@ impl Fixture {
 }
 
 /// A running `pool serve`, stopped (SIGTERM) on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     base: String,
     stderr: mpsc::Receiver<String>,
@@ -136,10 +136,18 @@ impl Server {
     /// Starts `pool serve` for `uri` (every pool of branch main) on a free
     /// port of 127.0.0.1, refreshing every `refresh`.
     fn start(uri: &str, refresh: &str) -> Server {
-        let src = json!({"uri": uri, "branch": "main"}).to_string();
+        Server::start_with(&json!({"uri": uri, "branch": "main"}), refresh, &[])
+    }
+
+    /// Starts `pool serve` for the source `src` (as `POOL_SOURCE`) with
+    /// `env` besides, on a free port of 127.0.0.1.
+    pub(crate) fn start_with(src: &Value, refresh: &str, env: &[(&str, &str)]) -> Server {
+        let src = src.to_string();
         let args = ["serve", "--listen", "127.0.0.1:0", "--refresh", refresh];
         let paths: Vec<&Path> = args.iter().map(Path::new).collect();
-        let (mut child, command) = spawn_raw("pool", &paths, b"", &[("POOL_SOURCE", &src)]);
+        let mut all = vec![("POOL_SOURCE", src.as_str())];
+        all.extend_from_slice(env);
+        let (mut child, command) = spawn_raw("pool", &paths, b"", &all);
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -169,12 +177,12 @@ impl Server {
         format!("{}{}", self.base, path.trim_start_matches('/'))
     }
 
-    fn get(&self, path: &str) -> Response {
+    pub(crate) fn get(&self, path: &str) -> Response {
         request(&self.base, "GET", path)
     }
 
     /// Waits (bounded) until `/status.json` satisfies `ok`.
-    fn wait_for_status(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_for_status(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let r = self.get("/status.json");
@@ -228,10 +236,10 @@ impl Drop for Server {
 }
 
 /// An HTTP response, read whole.
-struct Response {
-    status: u16,
+pub(crate) struct Response {
+    pub(crate) status: u16,
     head: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Response {
