@@ -466,23 +466,29 @@ impl Remote {
     /// The branch tip the server advertises: connects and reads the ref
     /// list like `git ls-remote`, fetching nothing.
     pub fn list_tip(&self, repo: &Repository, what: &str) -> Result<Option<Oid>> {
-        let state = RefCell::new(CallState::default());
-        let result = (|| {
-            let mut remote = repo.remote_anonymous(&self.url)?;
-            let conn = remote.connect_auth(
-                git2::Direction::Fetch,
-                Some(self.callbacks(&state)),
-                Some(self.proxy_options()),
-            )?;
-            Ok(self.advertised_tip(conn.list()?))
-        })();
-        result.map_err(|e: git2::Error| self.classify(e, &state.borrow(), what))
+        self.advertised(repo, what, |heads| self.advertised_tip(heads))
     }
 
     /// The branch names the server advertises (`refs/heads/*`), as
     /// `git ls-remote --heads` lists them: for the hint of a branch that
     /// does not exist.
     pub fn list_branches(&self, repo: &Repository, what: &str) -> Result<Vec<String>> {
+        self.advertised(repo, what, |heads| {
+            heads
+                .iter()
+                .filter_map(|h| h.name().strip_prefix("refs/heads/").map(String::from))
+                .collect()
+        })
+    }
+
+    /// Connects for a fetch and hands `read` the refs the server
+    /// advertises, fetching nothing.
+    fn advertised<T>(
+        &self,
+        repo: &Repository,
+        what: &str,
+        read: impl FnOnce(&[git2::RemoteHead<'_>]) -> T,
+    ) -> Result<T> {
         let state = RefCell::new(CallState::default());
         let result = (|| {
             let mut remote = repo.remote_anonymous(&self.url)?;
@@ -491,11 +497,7 @@ impl Remote {
                 Some(self.callbacks(&state)),
                 Some(self.proxy_options()),
             )?;
-            Ok(conn
-                .list()?
-                .iter()
-                .filter_map(|h| h.name().strip_prefix("refs/heads/").map(String::from))
-                .collect())
+            Ok(read(conn.list()?))
         })();
         result.map_err(|e: git2::Error| self.classify(e, &state.borrow(), what))
     }
