@@ -35,9 +35,9 @@ use crate::process::signal::Interrupt;
 use crate::protocol::{BuildInfo, Response};
 use crate::resource::holder::{self, HolderCache};
 use crate::resource::rerun;
-use crate::resource::waiting::{Waiter, Wrote};
+use crate::resource::waiting::Waiter;
 use crate::store::retry::{self, Policy, Round, Tries};
-use crate::store::seam::{CommitOutcome, FileEdit, HistoryReader, LockStore, Step};
+use crate::store::seam::{FileEdit, HistoryReader, LockStore, Step};
 
 /// Consecutive lost races tolerated before giving up (each one means another
 /// process made progress, so this is only reached under pathological load).
@@ -188,19 +188,14 @@ fn round(
                 return Err(w.timeout_error(&snap.line, &why, now));
             }
             interrupt.check(doing)?;
+            // One reading of a commit outcome (Tries::outcome): a lost race
+            // is counted with jitter, a refused push is final on the same tip.
             let tip = match w.join_or_renew(store, &snap, build, now)? {
-                Wrote::Nothing => snap.tip.to_string(),
-                Wrote::Committed(id) => id,
-                // One reading of a commit outcome: a lost race is counted
-                // with jitter, a refused push is final on the same tip.
-                Wrote::LostRace => {
-                    tries.outcome(CommitOutcome::LostRace, &snap.tip);
-                    return Ok(Round::Again);
-                }
-                Wrote::Rejected(detail) => {
-                    tries.outcome(CommitOutcome::Rejected(detail), &snap.tip);
-                    return Ok(Round::Again);
-                }
+                None => snap.tip.to_string(),
+                Some(outcome) => match tries.outcome(outcome, &snap.tip) {
+                    Some(id) => id.to_string(),
+                    None => return Ok(Round::Again),
+                },
             };
             // The line as this round left it, for the log and the watch.
             let line = match (tip != snap.tip.as_str(), w.ticket()) {

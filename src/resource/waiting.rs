@@ -57,19 +57,6 @@ pub struct Waiter {
     url: Option<String>,
 }
 
-/// What a waiting round wrote to the line.
-#[derive(Debug)]
-pub enum Wrote {
-    /// Nothing was due.
-    Nothing,
-    /// The ticket was committed: the branch is now at this commit.
-    Committed(String),
-    /// The branch moved first: look again.
-    LostRace,
-    /// The server refused the push.
-    Rejected(String),
-}
-
 impl Waiter {
     /// The waiter of `op`, `None` for a put that never waits in line.
     pub fn new(
@@ -245,16 +232,17 @@ impl Waiter {
     }
 
     /// Joins the line, or renews the ticket when a third of the lease has
-    /// passed since the last renewal; nothing with `queue: false`.
+    /// passed since the last renewal: the commit's outcome, or `None` when
+    /// nothing was due (and always with `queue: false`).
     pub fn join_or_renew(
         &mut self,
         store: &mut dyn LockStore,
         snap: &Snapshot,
         build: &BuildInfo,
         now: i64,
-    ) -> Result<Wrote> {
+    ) -> Result<Option<CommitOutcome>> {
         if !self.queue {
-            return Ok(Wrote::Nothing);
+            return Ok(None);
         }
         let (ticket, verb) = match &self.mine {
             None => (
@@ -279,7 +267,7 @@ impl Waiter {
                 },
                 "renewing place in line",
             ),
-            Some(_) => return Ok(Wrote::Nothing),
+            Some(_) => return Ok(None),
         };
         let subject = format!("{verb}: {}", self.pool);
         let edit = FileEdit {
@@ -288,17 +276,12 @@ impl Waiter {
         };
         let message = commit_message(&subject, build.url().as_deref(), &build_trailers(build));
         self.wrote = true;
-        Ok(
-            match store.commit_files(Some(&snap.tip), &[edit], &message)? {
-                CommitOutcome::Committed(id) => {
-                    self.last_seen = Some((id.to_string(), snap.line.with(ticket.clone(), now)));
-                    self.mine = Some(ticket);
-                    Wrote::Committed(id.to_string())
-                }
-                CommitOutcome::LostRace => Wrote::LostRace,
-                CommitOutcome::Rejected(detail) => Wrote::Rejected(detail),
-            },
-        )
+        let outcome = store.commit_files(Some(&snap.tip), &[edit], &message)?;
+        if let CommitOutcome::Committed(id) = &outcome {
+            self.last_seen = Some((id.to_string(), snap.line.with(ticket.clone(), now)));
+            self.mine = Some(ticket);
+        }
+        Ok(Some(outcome))
     }
 
     fn renew_every(&self) -> i64 {
