@@ -774,3 +774,173 @@ fn a_lost_reply_to_the_claim_that_ends_a_wait_is_recognised_and_leaves_no_ticket
     assert!(f.repo.file_at("HEAD", LINE).is_none(), "no line is left");
     assert_eq!(f.repo.claimed(POOL), ["only"]);
 }
+
+/// Installs a pre-receive hook in `repo` that, the first time a push of a
+/// commit whose subject starts with `subject` arrives, moves the branch
+/// itself first (an unrelated commit), so that the push loses the race on
+/// the server as two real pushes do: `failed to update ref`.
+fn race_the_first_push_of(repo: &LockRepo, subject: &str) {
+    let hook = repo.path().join("hooks/pre-receive");
+    let script = format!(
+        r#"#!/bin/sh
+while read old new ref; do
+  subject=$(git log -1 --format=%s "$new")
+  case "$subject" in
+    "{subject}"*)
+      if [ ! -e "$GIT_DIR/raced" ]; then
+        touch "$GIT_DIR/raced"
+        unset GIT_QUARANTINE_PATH GIT_OBJECT_DIRECTORY GIT_ALTERNATE_OBJECT_DIRECTORIES
+        export GIT_AUTHOR_NAME=racer GIT_AUTHOR_EMAIL=racer@example.com
+        export GIT_COMMITTER_NAME=racer GIT_COMMITTER_EMAIL=racer@example.com
+        c=$(git commit-tree "$old^{{tree}}" -p "$old" -m "racing: another commit")
+        git update-ref "$ref" "$c" "$old"
+      fi;;
+  esac
+done
+exit 0
+"#
+    );
+    std::fs::write(&hook, script).expect("writing the hook");
+    let status = std::process::Command::new("chmod")
+        .args(["+x", &hook.display().to_string()])
+        .status()
+        .expect("chmod");
+    assert!(status.success());
+}
+
+fn leaving_after(abort: &str) {
+    let repo = claimed_pool(&["only"]);
+    let daemon = GitDaemon::start(repo.root());
+    let mut src = source(&daemon.url("locks.git"), "main", POOL);
+    src["retry_delay"] = json!("10s");
+    let inputs = Inputs::new();
+    let params = match abort {
+        "wait_timeout" => json!({"claim": "only", "wait_timeout": "2s"}),
+        _ => json!({"claim": "only"}),
+    };
+    let mut waiting = join_in_turn(&repo, &src, &[("1", params)], &inputs);
+    let bg = waiting.pop().expect("waiter");
+    race_the_first_push_of(&repo, "leaving the line");
+    if abort == "TERM" {
+        signal(bg.pid(), "TERM");
+    }
+    let (ok, _, stderr) = bg.finish();
+    assert!(!ok, "{stderr}");
+    assert!(
+        repo.path().join("raced").exists(),
+        "the hook raced the leave:\n{stderr}"
+    );
+    assert!(stderr.contains("leaving the line: envs"), "{stderr}");
+    assert!(!stderr.contains("could not leave"), "{stderr}");
+    assert!(tickets(&repo).is_empty(), "the ticket is gone:\n{stderr}");
+    let subjects: Vec<String> = repo.log().into_iter().map(|c| c.subject).collect();
+    let n = subjects.len();
+    assert_eq!(
+        subjects[n - 2..],
+        ["racing: another commit", "leaving the line: envs"],
+        "the leave was planned again on the moved branch"
+    );
+    assert_eq!(repo.claimed(POOL), ["only"], "leaving claims nothing");
+}
+
+#[test]
+fn a_leave_after_sigterm_that_loses_a_race_is_planned_again_and_lands() {
+    leaving_after("TERM");
+}
+
+#[test]
+fn a_leave_after_wait_timeout_that_loses_a_race_is_planned_again_and_lands() {
+    leaving_after("wait_timeout");
+}
+
+#[test]
+fn a_killed_head_of_the_line_is_dropped_within_seconds_at_the_default_lease() {
+    let repo = claimed_pool(&["only"]);
+    let mut src = source(&repo.file_url(), "main", POOL);
+    // The default waiter_lease (5m); a shorter retry_delay only to keep
+    // the test short (the watch looks every 5s at most anyway).
+    src["retry_delay"] = json!("1s");
+    let inputs = Inputs::new();
+    let mut waiting = join_in_turn(
+        &repo,
+        &src,
+        &[
+            ("killed", json!({"acquire": true})),
+            ("next", json!({"acquire": true})),
+        ],
+        &inputs,
+    );
+    let mut killed = waiting.remove(0);
+    killed.child.kill().expect("SIGKILL");
+    let _ = killed.child.wait();
+    release(&src, "only");
+    let freed = Instant::now();
+    let next = waiting.pop().expect("next");
+    let (ok, stdout, stderr) = next.finish();
+    let took = freed.elapsed();
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        lock_name(&serde_json::from_str(&stdout).expect("JSON")),
+        "only"
+    );
+    assert!(
+        took < Duration::from_secs(35),
+        "a dead head of the line must cost the pool seconds, not the 5m lease: {took:?}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("dropping a waiter: envs") && stderr.contains("main/app/deploy #killed"),
+        "{stderr}"
+    );
+    let log = repo.log();
+    let drop = log
+        .iter()
+        .position(|c| c.subject == "dropping a waiter: envs")
+        .expect("a commit dropping the dead waiter");
+    assert!(
+        log[drop]
+            .body
+            .contains("Pool-Resource-Reason: main/app/deploy #killed"),
+        "{}",
+        log[drop].body
+    );
+    assert_eq!(log.last().expect("a commit").subject, "claiming: only");
+    let line = Line::parse(&repo.file_at("HEAD", LINE).unwrap_or_default());
+    assert!(line.tickets.is_empty(), "no ticket left");
+    assert_eq!(line.dropped.len(), 1, "the drop is noted: {line:?}");
+}
+
+#[test]
+fn a_later_attempt_of_the_same_build_takes_its_earlier_attempts_place() {
+    let repo = claimed_pool(&["only"]);
+    let mut src = source(&repo.file_url(), "main", POOL);
+    src["retry_delay"] = json!("300ms");
+    let inputs = Inputs::new();
+    let mut waiting = join_in_turn(
+        &repo,
+        &src,
+        &[
+            ("7", json!({"acquire": true})),
+            ("8", json!({"acquire": true})),
+        ],
+        &inputs,
+    );
+    // Build 7's put dies (a lost worker); the step's next attempt runs.
+    let mut first = waiting.remove(0);
+    first.child.kill().expect("SIGKILL");
+    let _ = first.child.wait();
+    let mut again = Bg::start(&src, json!({"acquire": true}), "7", &inputs);
+    again.until_logged(1, "this build's earlier attempt left ticket");
+    again.until_logged(1, "first of 2 in line");
+    assert!(
+        !again.stderr().contains("ahead: main/app/deploy #7"),
+        "a put never waits behind its own earlier attempt:\n{}",
+        again.stderr()
+    );
+    assert_eq!(
+        builds_in_line(&repo),
+        ["main/app/deploy #8", "main/app/deploy #7"],
+        "one ticket for build 7, in its old place (the file order is not the line's order)"
+    );
+    let served = serve_one_lock(&src, vec![again, waiting.remove(0)], "only");
+    assert_eq!(served, ["7", "8"]);
+}

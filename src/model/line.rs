@@ -28,7 +28,7 @@
 //! [`Line::position`], [`Ticket::describe`], [`Line::without`].
 
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -187,11 +187,39 @@ pub enum Asker<'a> {
 pub struct Line {
     /// Every ticket in the file, live or not, in the file's order.
     pub tickets: Vec<Ticket>,
+    /// Tickets taken out of the line by someone other than their put, and
+    /// why ([`Dropped`]): a put that finds its ticket here joins again in
+    /// its place instead of failing as after `pool dequeue`. Kept for
+    /// [`Dropped::MEMORY`] seconds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dropped: Vec<Dropped>,
     /// Why the file could not be read, when it could not: the line then
     /// counts as empty (a broken file must not block the pool forever) and
     /// the next commit that writes the line replaces it.
     #[serde(skip)]
     pub unreadable: Option<String>,
+}
+
+/// A ticket another put took out of the line: one that kept a free lock
+/// without claiming it or renewing its ticket (a waiter presumed dead), or
+/// one this build's later attempt took the place of.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    /// The ticket's id.
+    pub id: String,
+    /// Its place in the order when it was dropped ([`Ticket::seq`]): a
+    /// put that was only slow joins again there.
+    pub seq: u64,
+    /// When, Unix seconds.
+    pub at: i64,
+    /// Why, for people.
+    pub why: String,
+}
+
+impl Dropped {
+    /// How long a note of a dropped ticket is kept, in seconds: longer
+    /// than any put takes to look at the line again.
+    pub const MEMORY: i64 = 3600;
 }
 
 impl Line {
@@ -209,15 +237,15 @@ impl Line {
     /// while honouring it could block the pool for good.
     pub fn parse(bytes: &[u8]) -> Line {
         serde_json::from_slice(bytes).unwrap_or_else(|e| Line {
-            tickets: Vec::new(),
             unreadable: Some(format!("unreadable line file: {e}")),
+            ..Line::default()
         })
     }
 
-    /// The file's content, or `None` when no ticket is left (the file is
-    /// then deleted, as a hold's is).
+    /// The file's content, or `None` when no ticket (nor note of a
+    /// dropped one) is left (the file is then deleted, as a hold's is).
     pub fn to_bytes(&self) -> Option<Vec<u8>> {
-        if self.tickets.is_empty() {
+        if self.tickets.is_empty() && self.dropped.is_empty() {
             return None;
         }
         let mut bytes = serde_json::to_vec_pretty(self).ok()?;
@@ -286,6 +314,21 @@ impl Line {
         )
     }
 
+    /// Which live ticket ahead of `asker` keeps which of the `free` locks
+    /// ([`reserve_owners`]).
+    pub fn reserved_owners(
+        &self,
+        asker: Asker<'_>,
+        free: &BTreeSet<LockName>,
+        now: i64,
+    ) -> BTreeMap<LockName, &Ticket> {
+        reserve_owners(
+            &self.ahead_of(asker, now),
+            free,
+            &self.claimed_by_waiters(now),
+        )
+    }
+
     /// Every lock a live `claim` ticket names.
     pub fn claimed_by_waiters(&self, now: i64) -> BTreeSet<LockName> {
         self.live(now)
@@ -331,44 +374,97 @@ impl Line {
                 .filter(|t| t.is_live(now))
                 .cloned()
                 .collect(),
+            dropped: self
+                .dropped
+                .iter()
+                .filter(|d| d.at.saturating_add(Dropped::MEMORY) >= now)
+                .cloned()
+                .collect(),
             unreadable: None,
         }
+    }
+
+    /// This line without dead tickets and without the tickets `gone`, each
+    /// noted as dropped for `why` ([`Line::dropped`]).
+    pub fn dropping(&self, gone: &[&Ticket], why: &str, now: i64) -> Line {
+        let mut line = self.pruned(now);
+        line.tickets.retain(|t| gone.iter().all(|g| g.id != t.id));
+        line.dropped.retain(|d| gone.iter().all(|g| g.id != d.id));
+        line.dropped.extend(gone.iter().map(|t| Dropped {
+            id: t.id.clone(),
+            seq: t.seq,
+            at: now,
+            why: why.to_string(),
+        }));
+        line
+    }
+
+    /// The note of ticket `id`'s drop, if another put dropped it.
+    pub fn was_dropped(&self, id: &str) -> Option<&Dropped> {
+        self.dropped.iter().find(|d| d.id == id)
     }
 }
 
 /// The locks of `free` that the tickets `ahead` (in the order they are
-/// served) reserve. Each, in turn, reserves from what the ones before it
-/// left: a `claim` ticket its named locks that are free; an `acquire: N`
-/// ticket up to N of the remaining free locks, those no `claim` waiter
-/// names (`named_by_claims`) first, by name. A ticket that can take only
-/// part of what it wants still reserves that part, so that it is not
-/// starved by later puts that want less (an `acquire: 2` waiting beside a
-/// single free lock keeps it). A `claim: L` ticket reserves nothing while L
-/// is claimed, so it holds up nobody who can use another lock.
+/// served) reserve ([`reserve_owners`] without who reserved them).
 pub fn reserve(
     ahead: &[&Ticket],
     free: &BTreeSet<LockName>,
     named_by_claims: &BTreeSet<LockName>,
 ) -> BTreeSet<LockName> {
+    reserve_owners(ahead, free, named_by_claims)
+        .into_keys()
+        .collect()
+}
+
+/// Which ticket of `ahead` (in the order they are served) reserves which
+/// lock of `free`. Each, in turn, reserves from what the ones before it
+/// left: a `claim` ticket its named locks that are free; an `acquire: N`
+/// ticket up to N of the remaining free locks, by name within each tier:
+/// first those no `claim` waiter names (`named_by_claims`), then those
+/// named only by `claim` waiters behind everyone in `ahead`, last those a
+/// `claim` waiter in `ahead` names (so that an `acquire: 2` ahead of a
+/// `claim: [a]` keeps two other locks and leaves `a` to it). A ticket that
+/// can take only part of what it wants still reserves that part, so that
+/// it is not starved by later puts that want less (an `acquire: 2`
+/// waiting beside a single free lock keeps it). A `claim: L` ticket
+/// reserves nothing while L is claimed, so it holds up nobody who can use
+/// another lock.
+pub fn reserve_owners<'t>(
+    ahead: &[&'t Ticket],
+    free: &BTreeSet<LockName>,
+    named_by_claims: &BTreeSet<LockName>,
+) -> BTreeMap<LockName, &'t Ticket> {
+    let named_ahead: BTreeSet<&LockName> = ahead
+        .iter()
+        .filter_map(|t| match &t.wants {
+            Wants::Claim(locks) => Some(locks.iter()),
+            Wants::Acquire(_) => None,
+        })
+        .flatten()
+        .collect();
+    let tier = |l: &LockName| match (named_by_claims.contains(l), named_ahead.contains(l)) {
+        (false, _) => 0,
+        (true, false) => 1,
+        (true, true) => 2,
+    };
     let mut left = free.clone();
-    let mut reserved = BTreeSet::new();
+    let mut reserved = BTreeMap::new();
     for ticket in ahead {
         match &ticket.wants {
             Wants::Claim(locks) => {
                 for lock in locks {
                     if left.remove(lock) {
-                        reserved.insert(lock.clone());
+                        reserved.insert(lock.clone(), *ticket);
                     }
                 }
             }
             Wants::Acquire(n) => {
-                let (plain, named): (Vec<LockName>, Vec<LockName>) = left
-                    .iter()
-                    .cloned()
-                    .partition(|l| !named_by_claims.contains(l));
-                for lock in plain.into_iter().chain(named).take(*n) {
+                let mut order: Vec<LockName> = left.iter().cloned().collect();
+                order.sort_by_key(|l| tier(l));
+                for lock in order.into_iter().take(*n) {
                     left.remove(&lock);
-                    reserved.insert(lock);
+                    reserved.insert(lock, *ticket);
                 }
             }
         }
@@ -416,7 +512,7 @@ mod tests {
     fn line(tickets: Vec<Ticket>) -> Line {
         Line {
             tickets,
-            unreadable: None,
+            ..Line::default()
         }
     }
 
@@ -724,5 +820,45 @@ mod tests {
         assert!(!l.wanted_ahead(Asker::Ticket("a"), &name("y"), 5));
         assert!(l.wanted_ahead(Asker::Ticket("a"), &name("x"), 5));
         assert!(l.wanted_ahead(Asker::Newcomer { priority: 0 }, &name("y"), 5));
+    }
+
+    #[test]
+    fn an_acquire_ahead_leaves_the_lock_a_claim_ahead_names_and_all_three_are_kept() {
+        // The soak's case: acquire: 2 (seq 7), claim: [a] (seq 8), then the
+        // asker's own acquire (seq 9), then claim: [b, c] (seq 10).
+        let l = line(vec![
+            acquire("t7", 2, 0, 7),
+            claim("t8", &["a"], 0, 8),
+            acquire("t9", 1, 0, 9),
+            claim("t10", &["b", "c"], 0, 10),
+        ]);
+        let free = names(&["a", "b", "c"]);
+        let owners = l.reserved_owners(Asker::Ticket("t9"), &free, 10);
+        let who: Vec<(&str, &str)> = owners
+            .iter()
+            .map(|(lock, t)| (lock.as_str(), t.id.as_str()))
+            .collect();
+        assert_eq!(who, [("a", "t8"), ("b", "t7"), ("c", "t7")]);
+        assert_eq!(l.reserved_for(Asker::Ticket("t9"), &free, 10), free);
+    }
+
+    #[test]
+    fn a_dropped_ticket_is_noted_with_its_place_and_the_note_outlives_the_last_ticket() {
+        let l = line(vec![acquire("dead", 1, 0, 3), acquire("next", 1, 0, 4)]);
+        let dead = l.find("dead").cloned().expect("ticket");
+        let after = l.dropping(&[&dead], "kept x free", 50);
+        assert!(after.find("dead").is_none());
+        let note = after.was_dropped("dead").expect("noted");
+        assert_eq!(
+            (note.seq, note.at, note.why.as_str()),
+            (3, 50, "kept x free")
+        );
+        let empty = after.without("next", 50);
+        let bytes = empty.to_bytes().expect("the note keeps the file");
+        let back = Line::parse(&bytes);
+        assert!(back.tickets.is_empty());
+        assert_eq!(back.was_dropped("dead"), Some(note));
+        let later = back.pruned(50 + Dropped::MEMORY + 1);
+        assert!(later.dropped.is_empty() && later.to_bytes().is_none());
     }
 }

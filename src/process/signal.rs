@@ -1,6 +1,6 @@
 //! SIGINT/SIGTERM: stop waiting promptly and never claim after an abort.
 //!
-//! Concourse aborts a step with SIGTERM, then SIGKILL about ten seconds later.
+//! Concourse aborts a step with SIGTERM, then SIGKILL ten seconds later.
 //! The Go resource's wrapper died on SIGTERM while its child kept retrying and
 //! later claimed a lock for a build that no longer existed. Here the signal
 //! sets a flag that every wait polls (so a waiting put ends within a fraction
@@ -8,8 +8,8 @@
 //! signal exits at once.
 //!
 //! One exception: a put waiting in line removes its ticket after the
-//! signal ([`Interrupt::allow_cleanup`]), for at most a second, so that an
-//! aborted build does not hold up the builds behind it.
+//! signal ([`Interrupt::allow_cleanup`]), for a few seconds at most, so that
+//! an aborted build does not hold up the builds behind it.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -25,7 +25,7 @@
 //! handed over at once.
 
 use crate::config::Source;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::duration::{human, now_unix};
 use crate::model::message::{build_trailers, commit_message, lock_trailers, Trailer};
 use crate::model::pool::{plan, plan_takeover, Operation, Plan, Single, Snapshot, Takeover, Wait};
@@ -79,15 +79,16 @@ pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> R
         uri: &uri,
     };
     let mut holders = HolderCache::default();
-    let mut waiter = Waiter::new(op, &ctx.source.line, ctx.line, &ctx.source.pool, ctx.build);
+    let mut waiter = Waiter::new(op, &ctx.source.line, ctx.line, &ctx.source.pool, ctx.build)
+        .map(|w| w.looking_every(ctx.source.retry_delay));
     let result = retry::run(&policy, |tries| {
         round(store, op, ctx, tries, &doing, &mut holders, waiter.as_mut())
     });
-    if let (Err(e), Some(w)) = (&result, waiter.as_mut()) {
-        // A network fault has had its retries: the lease cleans up.
-        if !matches!(e, Error::GaveUp { .. }) {
-            w.leave(store, ctx.build, ctx.log, ctx.interrupt);
-        }
+    if let (Err(_), Some(w)) = (&result, waiter.as_mut()) {
+        // Whatever ended the put (a signal, wait_timeout, an error, even
+        // network faults that had their retries), its ticket must not hold
+        // up the builds behind it: leaving is a commit like any other.
+        w.leave(store, ctx.build, ctx.log, ctx.interrupt, ctx.backoff);
     }
     result
 }
@@ -188,6 +189,14 @@ fn round(
                 return Err(w.timeout_error(&snap.line, &why, now));
             }
             interrupt.check(doing)?;
+            w.note_wait(&snap);
+            // A ticket ahead that kept a free lock this put could use, past
+            // the grace, without claiming or renewing: out of the line, then
+            // plan again on the new tip.
+            if let Some(outcome) = w.drop_stale(store, &snap, build, log, now)? {
+                tries.outcome(outcome, &snap.tip);
+                return Ok(Round::Again);
+            }
             // One reading of a commit outcome (Tries::outcome): a lost race
             // is counted with jitter, a refused push is final on the same tip.
             let tip = match w.join_or_renew(store, &snap, build, now)? {
@@ -198,10 +207,7 @@ fn round(
                 },
             };
             // The line as this round left it, for the log and the watch.
-            let line = match (tip != snap.tip.as_str(), w.ticket()) {
-                (true, Some(t)) => snap.line.with(t.clone(), now),
-                _ => snap.line.clone(),
-            };
+            let line = w.line_seen().unwrap_or(&snap.line).clone();
             let first = w.is_first(&line, now);
             let budget = w.sleep_budget(source.retry_delay, started);
             log.line(format_args!(

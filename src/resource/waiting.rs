@@ -10,20 +10,41 @@
 //! and one whose lease lapsed re-joins at the back.
 //!
 //! Every write to the line is one compare-and-swap commit of the line file
-//! alone (join, renew, leave), except the claim that ends the wait, which
-//! removes the ticket in the claim's own commit ([`Waiter::leave_edits`]).
-//! Dead tickets are dropped by whichever of these commits comes next.
+//! alone (join, renew, leave, drop), except the claim that ends the wait,
+//! which removes the ticket in the claim's own commit
+//! ([`Waiter::leave_edits`]). Dead tickets are dropped by whichever of these
+//! commits comes next.
+//!
+//! No waiter stalls the line for long ([`HANDOVER_GRACE`]):
+//! - A ticket that keeps a free lock it cannot take yet (an `acquire: 2`
+//!   beside one free lock) renews every [`HOLDING_RENEW`], however long its
+//!   lease. Any put behind it that could use that lock watches it; one that
+//!   saw it keep the lock without renewing for [`HANDOVER_GRACE`] takes it
+//!   out of the line (`dropping a waiter: POOL`, [`Waiter::drop_stale`]). A
+//!   live head of the line takes a freed lock within a second, so only a
+//!   dead (or unreachable) one is dropped; one that was only slow finds the
+//!   note ([`crate::model::line::Dropped`]) and joins again in its place.
+//! - Leaving is a commit like any other ([`Waiter::leave`]): a lost race is
+//!   planned again at once, a network fault retried with back-off; after a
+//!   signal, for at most [`SIGNAL_LEAVE_BUDGET`].
+//! - The lease grows with the line ([`stretched_lease`]), so renewals stay
+//!   at a few commits a minute however many wait, and waiters deep in the
+//!   line look less often ([`Waiter::sleep_budget`]).
+//! - A ticket of this build's earlier attempt (Concourse's `attempts:`, a
+//!   lost worker) is this put's place: it stands in it and replaces it.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::line::{LineParams, LineSource};
 use crate::error::{Error, Result};
 use crate::model::duration::{human, now_unix};
 use crate::model::line::{Asker, Line, Ticket, Wants};
-use crate::model::message::{build_trailers, commit_message};
-use crate::model::names::PoolPath;
+use crate::model::message::{build_trailers, commit_message, Trailer};
+use crate::model::names::{LockName, PoolPath};
 use crate::model::pool::{Multi, Operation, Single, Snapshot};
 use crate::process::log::Log;
+use crate::process::retry::{race_jitter, Backoff};
 use crate::process::signal::Interrupt;
 use crate::protocol::BuildInfo;
 use crate::store::seam::{CommitOutcome, FileEdit, LockStore};
@@ -31,8 +52,45 @@ use crate::store::seam::{CommitOutcome, FileEdit, LockStore};
 /// How often the first in line reads the branch tip while it waits.
 pub const PEEK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long leaving the line after a signal may take, at most.
-pub const LEAVE_BUDGET: Duration = Duration::from_secs(1);
+/// How long leaving the line after a signal may take, at most: Concourse
+/// sends SIGKILL 10 s after SIGTERM (Garden's `Stop(false)`, containerd's
+/// `worker/runtime/killer.go` `GracePeriod`), and giving back a claim in
+/// flight may need the rest.
+pub const SIGNAL_LEAVE_BUDGET: Duration = Duration::from_secs(4);
+
+/// How long leaving the line may take without a signal (after
+/// `wait_timeout` or an error): as long as any commit's retries.
+pub const LEAVE_BUDGET: Duration = Duration::from_secs(60);
+
+/// Why a ticket of this build's earlier attempt left the line.
+const EARLIER_ATTEMPT: &str = "replaced by a later attempt of the same build";
+
+/// How long a ticket may keep a free lock that a put behind it could use
+/// without claiming it or renewing, before that put drops it from the line.
+pub const HANDOVER_GRACE: Duration = Duration::from_secs(20);
+
+/// How often a ticket that keeps a free lock it cannot take yet renews
+/// (well within [`HANDOVER_GRACE`]).
+pub const HOLDING_RENEW: i64 = 8;
+
+/// How often a put looks again while it watches a ticket ahead that keeps
+/// a free lock it could use, at most.
+pub const WATCH_EVERY: Duration = Duration::from_secs(5);
+
+/// Waiters per lease: with more in line, each ticket's lease (and so the
+/// time between its renewals) grows in proportion ([`stretched_lease`]).
+pub const WAITERS_PER_LEASE: u64 = 4;
+
+/// The lease of a ticket joining or renewing in a line of `waiters` live
+/// tickets (its own included): `lease` for up to [`WAITERS_PER_LEASE`],
+/// then that many times more, so that the line's renewals stay at about
+/// `3 * WAITERS_PER_LEASE` per lease (2.4 a minute at the default 5m)
+/// however many wait. A dead ticket's longer lease stalls no one: it is
+/// dropped as soon as it keeps a free lock ([`HANDOVER_GRACE`]).
+pub fn stretched_lease(lease: u64, waiters: usize) -> u64 {
+    let factor = (waiters as u64).div_ceil(WAITERS_PER_LEASE).max(1);
+    lease.saturating_mul(factor)
+}
 
 /// A put that may wait in line (`acquire`, `claim`).
 #[derive(Debug)]
@@ -55,6 +113,29 @@ pub struct Waiter {
     build: String,
     build_id: Option<String>,
     url: Option<String>,
+    /// When the put started, Unix seconds: a ticket of its build written
+    /// before is an earlier attempt's.
+    started: i64,
+    /// The ticket of this build's earlier attempt, while this put stands
+    /// in its place (until its own ticket replaces it).
+    stand_in: Option<Ticket>,
+    /// The place to join again at after another put dropped this one's
+    /// ticket ([`crate::model::line::Dropped::seq`]).
+    rejoin_seq: Option<u64>,
+    /// Tickets ahead keeping a free lock this put could use: when this put
+    /// first saw each so, and its renewal then.
+    watched: HashMap<String, (Instant, i64)>,
+    /// Those watched for [`HANDOVER_GRACE`] without a renewal, with the
+    /// locks they kept: to drop from the line.
+    stale: Vec<(Ticket, Vec<LockName>)>,
+    /// Whether this put keeps a free lock it cannot take yet (it then
+    /// renews every [`HOLDING_RENEW`]).
+    holding: bool,
+    /// How many live tickets are ahead.
+    depth: usize,
+    /// [`HANDOVER_GRACE`], or twice `retry_delay` if longer: a live put
+    /// that is not first in line looks only every `retry_delay`.
+    grace: Duration,
 }
 
 impl Waiter {
@@ -89,7 +170,22 @@ impl Waiter {
                 .unwrap_or_else(|| "a build without BUILD_* variables".into()),
             build_id: build.get("BUILD_ID").map(String::from),
             url: build.url(),
+            started: now_unix(),
+            stand_in: None,
+            rejoin_seq: None,
+            watched: HashMap::new(),
+            stale: Vec::new(),
+            holding: false,
+            depth: 0,
+            grace: HANDOVER_GRACE,
         })
+    }
+
+    /// With `retry_delay`: a ticket ahead is dropped only after twice
+    /// that, if longer than [`HANDOVER_GRACE`].
+    pub fn looking_every(mut self, retry_delay: Duration) -> Waiter {
+        self.grace = HANDOVER_GRACE.max(retry_delay.saturating_mul(2));
+        self
     }
 
     /// The ticket id.
@@ -100,6 +196,11 @@ impl Waiter {
     /// The ticket as last seen or committed, while the put is in line.
     pub fn ticket(&self) -> Option<&Ticket> {
         self.mine.as_ref()
+    }
+
+    /// The line as this put last saw or wrote it.
+    pub fn line_seen(&self) -> Option<&Line> {
+        self.last_seen.as_ref().map(|(_, line)| line)
     }
 
     /// Reconciles what the put believes of its ticket with `snap`'s line,
@@ -136,6 +237,16 @@ impl Waiter {
                 ));
                 self.mine = None;
             }
+            (None, _) if self.wrote && snap.line.was_dropped(&self.id).is_some() => {
+                if let Some(d) = snap.line.was_dropped(&self.id) {
+                    log.warn(format_args!(
+                        "this put's ticket in the line of pool {} was dropped by another put ({}); joining again in its place",
+                        self.pool, d.why
+                    ));
+                    self.rejoin_seq = Some(d.seq);
+                }
+                self.mine = None;
+            }
             (None, Some(mine)) if mine.is_live(now) => {
                 return Err(Error::NotServed {
                     pool: self.pool.to_string(),
@@ -154,18 +265,149 @@ impl Waiter {
             }
             (None, None) => {}
         }
-        snap.reserved = snap.line.reserved_for(self.asker(), &snap.free(), now);
+        self.find_earlier_attempt(&snap.line, log, now);
+        let owners = snap.line.reserved_owners(self.asker(), &snap.free(), now);
+        self.watch(&owners);
+        snap.reserved = owners.into_keys().collect();
+        self.depth = snap.line.ahead_of(self.asker(), now).len();
         self.last_seen = Some((snap.tip.to_string(), snap.line.clone()));
         Ok(())
     }
 
+    /// While not in line: a live ticket of this build, wanting the same,
+    /// written before this put started, is this build's earlier attempt
+    /// (Concourse runs a step's attempts one after another, and a lost
+    /// worker's put is gone): this put stands in its place, and replaces
+    /// it when it joins or claims.
+    fn find_earlier_attempt(&mut self, line: &Line, log: &Log, now: i64) {
+        if self.mine.is_some() || self.build_id.is_none() {
+            self.stand_in = None;
+            return;
+        }
+        let earlier = line
+            .live(now)
+            .into_iter()
+            .filter(|t| {
+                t.id != self.id
+                    && t.build_id == self.build_id
+                    && t.wants == self.wants
+                    && t.arrived <= self.started
+            })
+            .min_by_key(|t| t.place())
+            .cloned();
+        if let Some(t) = &earlier {
+            if self.stand_in.as_ref().map(|s| &s.id) != Some(&t.id) {
+                log.line(format_args!(
+                    "this build's earlier attempt left ticket {} in the line of pool {} ({}): this put takes its place",
+                    t.id,
+                    self.pool,
+                    t.describe(now)
+                ));
+            }
+        }
+        self.stand_in = earlier;
+    }
+
+    /// Notes which tickets ahead keep a free lock this put could use
+    /// (`owners`: who keeps which), and which of them this put has seen
+    /// keep it for [`HANDOVER_GRACE`] without renewing.
+    fn watch(&mut self, owners: &std::collections::BTreeMap<LockName, &Ticket>) {
+        let mut kept: HashMap<&str, (&Ticket, Vec<LockName>)> = HashMap::new();
+        for (lock, t) in owners {
+            if self.wants.could_use(lock) {
+                kept.entry(t.id.as_str())
+                    .or_insert_with(|| (*t, Vec::new()))
+                    .1
+                    .push(lock.clone());
+            }
+        }
+        let mut watched = HashMap::new();
+        self.stale.clear();
+        for (id, (t, locks)) in kept {
+            let since = match self.watched.get(id) {
+                Some((at, renewed)) if *renewed == t.renewed => *at,
+                _ => Instant::now(),
+            };
+            if since.elapsed() >= self.grace {
+                self.stale.push((t.clone(), locks));
+            }
+            watched.insert(id.to_string(), (since, t.renewed));
+        }
+        self.watched = watched;
+    }
+
     fn asker(&self) -> Asker<'_> {
-        match &self.mine {
-            Some(t) => Asker::Ticket(&t.id),
-            None => Asker::Newcomer {
+        match (&self.mine, &self.stand_in) {
+            (Some(t), _) | (None, Some(t)) => Asker::Ticket(&t.id),
+            (None, None) => Asker::Newcomer {
                 priority: self.priority,
             },
         }
+    }
+
+    /// After a plan that waits on `snap`: whether this put keeps a free
+    /// lock it could use but cannot take yet (the others ahead of it keep
+    /// nothing it needs, and it waits for more): it then renews often, to
+    /// show the puts behind that it lives.
+    pub fn note_wait(&mut self, snap: &Snapshot) {
+        self.holding = snap
+            .free()
+            .difference(&snap.reserved)
+            .any(|l| self.wants.could_use(l));
+    }
+
+    /// Takes out of the line the tickets ahead that kept a free lock this
+    /// put could use for [`HANDOVER_GRACE`] without claiming it or
+    /// renewing (a waiter killed outright, a lost worker): one commit of the
+    /// line file, each noted as dropped so that one only slow joins again
+    /// in its place. `None` when there is none.
+    pub fn drop_stale(
+        &mut self,
+        store: &mut dyn LockStore,
+        snap: &Snapshot,
+        build: &BuildInfo,
+        log: &Log,
+        now: i64,
+    ) -> Result<Option<CommitOutcome>> {
+        if self.stale.is_empty() {
+            return Ok(None);
+        }
+        let gone: Vec<&Ticket> = self.stale.iter().map(|(t, _)| t).collect();
+        let why = self
+            .stale
+            .iter()
+            .map(|(t, locks)| {
+                format!(
+                    "{} (ticket {}) kept {} free for {} without claiming or renewing",
+                    t.build,
+                    t.id,
+                    locks
+                        .iter()
+                        .map(LockName::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    human(self.grace)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        let line = snap.line.dropping(&gone, &why, now);
+        let subject = format!("dropping a waiter: {}", self.pool);
+        let mut trailers = build_trailers(build);
+        trailers.insert(trailers.len() - 1, (Trailer::Reason, why.clone()));
+        let message = commit_message(&subject, build.url().as_deref(), &trailers);
+        let edit = FileEdit {
+            path: Line::path(&self.pool),
+            content: line.to_bytes(),
+        };
+        let outcome = store.commit_files(Some(&snap.tip), &[edit], &message)?;
+        if let CommitOutcome::Committed(id) = &outcome {
+            log.warn(format_args!("{subject} ({id}): {why}"));
+            for (t, _) in self.stale.drain(..) {
+                self.watched.remove(&t.id);
+            }
+        }
+        Ok(Some(outcome))
     }
 
     /// Whether nobody live in line ahead of this put could use what it
@@ -195,19 +437,31 @@ impl Waiter {
         self.leave_edits_of(&snap.line, now)
     }
 
+    /// The edit taking this put's ticket out of `line`, and the ticket of
+    /// this build's earlier attempt it stands in for; none when neither
+    /// is there.
     fn leave_edits_of(&self, line: &Line, now: i64) -> Vec<FileEdit> {
-        if line.find(&self.id).is_none() {
+        let earlier = self
+            .stand_in
+            .as_ref()
+            .filter(|t| line.find(&t.id).is_some());
+        if line.find(&self.id).is_none() && earlier.is_none() {
             return Vec::new();
+        }
+        let mut left = line.without(&self.id, now);
+        if let Some(t) = earlier {
+            left = left.dropping(&[t], EARLIER_ATTEMPT, now);
         }
         vec![FileEdit {
             path: Line::path(&self.pool),
-            content: line.without(&self.id, now).to_bytes(),
+            content: left.to_bytes(),
         }]
     }
 
     /// After a commit that removed the ticket: the put is out of line.
     pub fn left(&mut self) {
         self.mine = None;
+        self.stand_in = None;
     }
 
     /// This put's place in `line`: `; position 2 of 4 in line (ahead:
@@ -220,8 +474,13 @@ impl Waiter {
         match ahead.first() {
             None => format!("; first of {of} in line"),
             Some(first) => format!(
-                "; position {at} of {of} in line (ahead: {}{})",
+                "; position {at} of {of} in line (ahead: {}{}{})",
                 first.describe(now),
+                if self.build_id.is_some() && first.build_id == self.build_id {
+                    ", this same build: an earlier attempt of this step or another put of it"
+                } else {
+                    ""
+                },
                 if ahead.len() > 1 {
                     format!(" and {} more", ahead.len() - 1)
                 } else {
@@ -244,25 +503,37 @@ impl Waiter {
         if !self.queue {
             return Ok(None);
         }
+        let waiters = snap.line.live(now).len() + usize::from(self.mine.is_none());
+        let lease = stretched_lease(self.lease, waiters);
         let (ticket, verb) = match &self.mine {
-            None => (
+            None => {
+                // In this build's earlier attempt's place, or in its own
+                // after another put dropped it, or at the back.
+                let (seq, arrived) = match (&self.stand_in, self.rejoin_seq) {
+                    (Some(t), _) => (t.seq, t.arrived),
+                    (None, Some(seq)) => (seq, now),
+                    (None, None) => (snap.line.next_seq(), now),
+                };
+                (
+                    Ticket {
+                        id: self.id.clone(),
+                        build: self.build.clone(),
+                        build_id: self.build_id.clone(),
+                        url: self.url.clone(),
+                        wants: self.wants.clone(),
+                        priority: self.priority,
+                        arrived,
+                        seq,
+                        renewed: now,
+                        lease,
+                    },
+                    "waiting in line",
+                )
+            }
+            Some(t) if now >= t.renewed + self.renew_every(t) => (
                 Ticket {
-                    id: self.id.clone(),
-                    build: self.build.clone(),
-                    build_id: self.build_id.clone(),
-                    url: self.url.clone(),
-                    wants: self.wants.clone(),
-                    priority: self.priority,
-                    arrived: now,
-                    seq: snap.line.next_seq(),
                     renewed: now,
-                    lease: self.lease,
-                },
-                "waiting in line",
-            ),
-            Some(t) if now >= t.renewed + self.renew_every() => (
-                Ticket {
-                    renewed: now,
+                    lease,
                     ..t.clone()
                 },
                 "renewing place in line",
@@ -270,30 +541,53 @@ impl Waiter {
             Some(_) => return Ok(None),
         };
         let subject = format!("{verb}: {}", self.pool);
+        let mut line = snap.line.with(ticket.clone(), now);
+        if let Some(earlier) = self.stand_in.as_ref().filter(|_| self.mine.is_none()) {
+            line = line.dropping(&[earlier], EARLIER_ATTEMPT, now);
+        }
         let edit = FileEdit {
             path: Line::path(&self.pool),
-            content: snap.line.with(ticket.clone(), now).to_bytes(),
+            content: line.to_bytes(),
         };
         let message = commit_message(&subject, build.url().as_deref(), &build_trailers(build));
         self.wrote = true;
         let outcome = store.commit_files(Some(&snap.tip), &[edit], &message)?;
         if let CommitOutcome::Committed(id) = &outcome {
-            self.last_seen = Some((id.to_string(), snap.line.with(ticket.clone(), now)));
+            self.last_seen = Some((id.to_string(), line));
             self.mine = Some(ticket);
+            self.stand_in = None;
+            self.rejoin_seq = None;
         }
         Ok(Some(outcome))
     }
 
-    fn renew_every(&self) -> i64 {
-        (self.lease / 3).max(1) as i64
+    /// Seconds between renewals of `ticket`: a third of its lease, and at
+    /// most [`HOLDING_RENEW`] while this put keeps a free lock.
+    fn renew_every(&self, ticket: &Ticket) -> i64 {
+        let every = (ticket.lease / 3).max(1) as i64;
+        if self.holding {
+            every.min(HOLDING_RENEW)
+        } else {
+            every
+        }
     }
 
-    /// How long the put may sleep before its ticket must be renewed or its
-    /// wait times out, at most `cap`.
+    /// How long the put may sleep before its next look, at most `cap`
+    /// (`retry_delay`): three times that deep in the line (two or more
+    /// ahead, nothing free to watch: the first in line takes what is
+    /// freed, the next notices within `retry_delay` once it is next); at
+    /// most [`WATCH_EVERY`] while a ticket ahead keeps a free lock it
+    /// could use; never past the ticket's renewal or `wait_timeout`.
     pub fn sleep_budget(&self, cap: Duration, started: Instant) -> Duration {
         let mut budget = cap;
+        if self.queue && self.depth >= 2 && self.watched.is_empty() {
+            budget = cap.saturating_mul(3);
+        }
+        if !self.watched.is_empty() {
+            budget = budget.min(WATCH_EVERY);
+        }
         if let (true, Some(t)) = (self.queue, &self.mine) {
-            let due = (t.renewed + self.renew_every()) as f64;
+            let due = (t.renewed + self.renew_every(t)) as f64;
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
@@ -368,69 +662,114 @@ impl Waiter {
         }
     }
 
-    /// Takes the ticket out of the line, if the put ever wrote one: one
-    /// attempt (looking again after a lost race) within [`LEAVE_BUDGET`].
-    /// The only commit a put makes after a signal; a failure is only
-    /// logged, since the ticket lapses after its lease anyway.
+    /// Takes the ticket out of the line, if the put ever wrote one: a
+    /// commit like any other, only of this put's own ticket (and of the
+    /// earlier attempt's it stands in for). A lost race is planned again at
+    /// once on the new tip; a network fault is retried with `backoff`; all
+    /// within [`LEAVE_BUDGET`], or [`SIGNAL_LEAVE_BUDGET`] after a signal
+    /// (the only commits a put makes after one). A failure is logged: the
+    /// ticket is then dropped by the puts behind it once it keeps a free
+    /// lock ([`HANDOVER_GRACE`]), or lapses after its lease.
     pub fn leave(
         &mut self,
         store: &mut dyn LockStore,
         build: &BuildInfo,
         log: &Log,
         interrupt: &Interrupt,
+        backoff: Backoff,
     ) {
-        if !self.wrote {
+        if !self.wrote && self.stand_in.is_none() {
             return;
         }
-        let deadline = Instant::now() + LEAVE_BUDGET;
+        let budget = if interrupt.received().is_some() {
+            SIGNAL_LEAVE_BUDGET
+        } else {
+            LEAVE_BUDGET
+        };
+        let deadline = Instant::now() + budget;
         interrupt.allow_cleanup(deadline);
         let subject = format!("leaving the line: {}", self.pool);
         let message = commit_message(&subject, build.url().as_deref(), &build_trailers(build));
         // First on the tip last seen: one push when nothing moved since.
         let mut known = self.last_seen.take();
+        let (mut races, mut faults) = (0u32, 0u32);
+        // A push refused on a tip (a server whose ref update lost the race
+        // after the negotiation says "failed to update ref"): final only if
+        // the next look finds that tip still there.
+        let mut refused: Option<(String, String)> = None;
         let outcome = loop {
-            let (tip, line, fresh) = match known.take() {
-                Some((tip, line)) => (tip, line, false),
-                None => match store.snapshot() {
-                    Ok(s) => (s.tip.to_string(), s.line, true),
-                    Err(e) => break Err(e),
-                },
+            let attempt = match known.take() {
+                Some((tip, line)) => Ok((tip, line, false)),
+                None => store.snapshot().map(|s| (s.tip.to_string(), s.line, true)),
             };
-            let edits = self.leave_edits_of(&line, now_unix());
-            match (edits.is_empty(), fresh) {
-                (true, true) => break Ok(None),
-                // Not in the line last seen: a write without an answer
-                // may have landed since; look.
-                (true, false) => continue,
-                (false, _) => {}
-            }
-            match store.commit_files(Some(&tip), &edits, &message) {
-                Ok(CommitOutcome::Committed(id)) => break Ok(Some(id)),
-                Ok(CommitOutcome::LostRace) if Instant::now() < deadline => continue,
-                Ok(CommitOutcome::LostRace) => {
+            let result = attempt.and_then(|(tip, line, fresh)| {
+                if let Some((at, detail)) = refused.take() {
+                    if at == tip {
+                        return Err(Error::Repository {
+                            what: "the push was rejected".into(),
+                            detail,
+                        });
+                    }
+                }
+                let edits = self.leave_edits_of(&line, now_unix());
+                match (edits.is_empty(), fresh) {
+                    (true, true) => Ok(Some(None)),
+                    // Not in the line last seen: a write without an answer
+                    // may have landed since; look.
+                    (true, false) => Ok(None),
+                    (false, _) => match store.commit_files(Some(&tip), &edits, &message)? {
+                        CommitOutcome::Committed(id) => Ok(Some(Some(id))),
+                        CommitOutcome::LostRace => {
+                            races += 1;
+                            std::thread::sleep(race_jitter(races));
+                            Ok(None)
+                        }
+                        CommitOutcome::Rejected(detail) => {
+                            refused = Some((tip, detail));
+                            Ok(None)
+                        }
+                    },
+                }
+            });
+            let left = deadline.saturating_duration_since(Instant::now());
+            match result {
+                Ok(Some(done)) => break Ok(done),
+                Ok(None) if !left.is_zero() => {}
+                Ok(None) => {
                     break Err(Error::Repository {
                         what: "the branch kept moving".into(),
-                        detail: format!("for {}", human(LEAVE_BUDGET)),
+                        detail: format!("for {} ({races} lost races)", human(budget)),
                     })
                 }
-                Ok(CommitOutcome::Rejected(detail)) => {
-                    break Err(Error::Repository {
-                        what: "the push was rejected".into(),
-                        detail,
-                    })
+                Err(e) if e.is_retryable() && !left.is_zero() => {
+                    faults += 1;
+                    if faults >= backoff.max_failures {
+                        break Err(e);
+                    }
+                    let delay = backoff.delay(faults).min(left);
+                    log.warn(format_args!(
+                        "leaving the line of pool {}: {}; retrying in {}",
+                        self.pool,
+                        e.chain(),
+                        human(delay)
+                    ));
+                    std::thread::sleep(delay);
                 }
                 Err(e) => break Err(e),
             }
         };
         self.wrote = false;
         self.mine = None;
+        self.stand_in = None;
         match outcome {
             Ok(Some(id)) => log.line(format_args!("{subject} ({id})")),
             Ok(None) => {}
             Err(e) => log.warn(format_args!(
-                "could not leave the line of pool {}: {}; the ticket lapses after waiter_lease",
+                "could not leave the line of pool {} within {}: {}; the puts behind drop the ticket once it keeps a free lock for {}",
                 self.pool,
-                e.chain()
+                human(budget),
+                e.chain(),
+                human(HANDOVER_GRACE)
             )),
         }
     }
@@ -465,6 +804,20 @@ mod tests {
             &build,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_lease_grows_with_the_line_so_renewals_per_minute_stay_flat() {
+        assert_eq!(stretched_lease(300, 1), 300);
+        assert_eq!(stretched_lease(300, 4), 300);
+        assert_eq!(stretched_lease(300, 5), 600);
+        assert_eq!(stretched_lease(300, 8), 600);
+        assert_eq!(stretched_lease(1, 9), 3);
+        for waiters in 1..200usize {
+            let lease = stretched_lease(300, waiters) as f64;
+            let per_minute = waiters as f64 * 60.0 / (lease / 3.0);
+            assert!(per_minute <= 2.41, "{waiters} waiters: {per_minute}");
+        }
     }
 
     #[test]
