@@ -141,8 +141,8 @@ fn round(
         }
     }
     tries.check_rejected(&snap.tip)?;
-    if let (Operation::Single(Single::Release(lock)), Some(claim)) = (op, ctx.fence) {
-        holder::check_fence(store, &snap, pool, lock, claim)?;
+    if let Some(claim) = ctx.fence {
+        holder::check_fences(store, &snap, pool, op.released(), claim)?;
     }
     let now = now_unix();
     if let Some(w) = waiter.as_deref_mut() {
