@@ -205,6 +205,14 @@ impl Error {
         )
     }
 
+    /// True for a failed commit attempt that may still have reached the
+    /// branch: a network fault (the reply lost), or a signal that stopped
+    /// the push after it was sent. Such an attempt is kept for
+    /// [`crate::store::recovery::Recovery`] to settle.
+    pub fn may_have_landed(&self) -> bool {
+        self.is_retryable() || matches!(self.root(), Error::Interrupted { .. })
+    }
+
     /// The message and every cause on one line, `: `-separated: for the
     /// one-line warnings of a put that retries, and for [`Error::GaveUp`].
     pub fn chain(&self) -> String {

@@ -322,3 +322,62 @@ fn a_signal_racing_a_release_either_claims_and_says_so_or_claims_nothing() {
     }
     eprintln!("{claimed} rounds claimed before the signal, {aborted} aborted");
 }
+
+/// The claim's push reached the server, whose reply the proxy holds back,
+/// when SIGTERM comes: the put must find out and either report the claim
+/// (exit 0 with it) or give the lock back before it fails. Never exit
+/// non-zero with the claim left on the branch (the ghost claim).
+#[test]
+fn sigterm_while_a_claims_reply_is_stalled_leaves_no_claim_behind() {
+    use crate::support::faults::{Fault, FaultProxy, Rates, Service};
+    let repo = LockRepo::new("master");
+    repo.add_lock(POOL, "a", false, b"a-meta");
+    let daemon = GitDaemon::start(repo.root());
+    let proxy = FaultProxy::start(daemon.port(), Rates::none());
+    proxy.inject_on(Service::ReceivePack, Fault::StallPushReply);
+    let src = source(&proxy.url("locks.git"), "master", POOL);
+    let inputs = Inputs::new();
+    let before = repo.tip();
+    let mut put = Waiter::start(&src, json!({"claim": "a"}), &inputs);
+    // The server has applied the claim; its reply is held back.
+    let deadline = Instant::now() + EVENTUALLY;
+    while repo.claimed(POOL).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the claim never reached the server:\n{}",
+            put.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let claim = repo.tip();
+    assert_ne!(claim, before);
+    put.signal("TERM");
+    // Concourse sends SIGKILL about ten seconds after SIGTERM.
+    let status = put.exit_within(Duration::from_secs(9));
+    let stdout = put.stdout();
+    let stderr = put.all_stderr();
+    eprintln!("{status}:\n{stderr}");
+    if status.success() {
+        let out: Value = serde_json::from_str(&stdout).expect("one JSON document");
+        assert_eq!(version(&out), claim, "{stderr}");
+        return;
+    }
+    assert_eq!(stdout, "", "{stderr}");
+    assert!(
+        repo.claimed(POOL).is_empty(),
+        "the put failed ({status}) and left its claim on the branch:\n{stderr}"
+    );
+    let last = repo.log().pop().expect("a commit");
+    assert_eq!(last.subject, "unclaiming: a", "{stderr}");
+    assert_eq!(last.parents, std::slice::from_ref(&claim), "{stderr}");
+    assert!(
+        last.body
+            .contains("Pool-Resource-Reason: SIGTERM aborted the put"),
+        "{}",
+        last.body
+    );
+    assert!(
+        stderr.contains("this put gave it back: unclaiming: a"),
+        "{stderr}"
+    );
+}

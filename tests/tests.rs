@@ -10,6 +10,7 @@ mod check;
 mod cli;
 mod codecommit;
 mod faults;
+mod fence;
 mod get;
 mod hostile;
 mod image;

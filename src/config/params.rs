@@ -91,7 +91,8 @@ pub struct PutParams {
     /// the first run did (see [`crate::resource::rerun`]) instead of doing it twice.
     pub idempotent: bool,
     /// `release: DIR` whose `DIR/claim` (written by `in`) names the claim
-    /// commit: the release is fenced to that claim ([`crate::resource::holder::check_fence`]).
+    /// commit (for a directory of several locks, the one commit that
+    /// claimed them all): the release is fenced to that claim ([`crate::resource::holder::check_fence`]).
     pub fence: Option<String>,
     /// `priority` and `wait_timeout`: how the put waits in line.
     pub line: crate::config::line::LineParams,
@@ -152,7 +153,10 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
     }
     line.check_applies(&op)?;
     let fence = match (&op, release_dir(&req.params)) {
-        (Operation::Single(Single::Release(_)), Some(dir)) => read_fence(src, &dir)?,
+        (
+            Operation::Single(Single::Release(_)) | Operation::Multi(Multi::Release(_)),
+            Some(dir),
+        ) => read_fence(src, &dir)?,
         _ => None,
     };
     Ok(PutParams {

@@ -344,6 +344,16 @@ impl Operation {
                 | Operation::Multi(Multi::Acquire(_) | Multi::Claim(_))
         )
     }
+
+    /// The locks a `release` gives back (one, or the set); none for any
+    /// other operation. What a fenced release checks, lock by lock.
+    pub fn released(&self) -> &[LockName] {
+        match self {
+            Operation::Single(Single::Release(lock)) => std::slice::from_ref(lock),
+            Operation::Multi(Multi::Release(locks)) => locks,
+            _ => &[],
+        }
+    }
 }
 
 impl Single {

@@ -725,9 +725,11 @@ pub fn change_lock(
             }));
         }
         tries.check_rejected(&snap.tip)?;
+        let mut note = None;
         match op {
             Operation::Single(Single::Release(lock)) if snap.claimed.contains_key(lock) => {
                 let claim = claim_of(store, &snap.tip, pool, lock)?;
+                note = claim.as_ref().and_then(|c| claimed_with(c, lock, pool));
                 let by_build = claim.as_ref().is_none_or(|c| Actor::of(c).is_build());
                 if by_build && !(guard.force && who.reason.is_some()) {
                     let holder = claim
@@ -771,10 +773,34 @@ pub fn change_lock(
         let subject = change.subject.clone();
         let step = Step::new(change, who.message(&subject));
         Ok(match tries.commit(store, &snap, &[step])? {
-            Some(id) => Round::Done(one(&subject, id.to_string())),
+            Some(id) => {
+                let mut done = one(&subject, id.to_string());
+                done.lines.extend(note.take());
+                Round::Done(done)
+            }
             None => Round::Again,
         })
     })
+}
+
+/// For the release of `lock` whose claim `c` claimed other locks with it
+/// in one commit: a line saying that the holder's release of the set now
+/// refuses, and which locks to free with it ([`crate::resource::holder::check_fences`]).
+fn claimed_with(c: &CommitMeta, lock: &LockName, pool: &PoolPath) -> Option<String> {
+    let others: Vec<&str> = lock_verbs(c)
+        .into_iter()
+        .map(|(_, l)| l)
+        .filter(|l| *l != lock.as_str())
+        .collect();
+    if others.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "note: lock {lock} of pool {pool} was claimed together with {} by {} in {}; that build's release of the set now refuses and leaves them claimed: free them too (pool release NAME --force --reason TEXT)",
+        others.join(", "),
+        Actor::of(c).describe(),
+        c.id
+    ))
 }
 
 /// Runs an operator command's rounds in the one read–plan–commit loop:

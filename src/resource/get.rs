@@ -79,7 +79,8 @@ fn locks_of_multi_commit(store: &mut dyn HistoryReader, commit: &str) -> Result<
 /// is gone, then writes `name` (one name a line) and `locks/NAME` with each
 /// lock's content. No `metadata`: no one lock's content stands for them all.
 /// The claim metadata (who claimed them, since when) is that of `commit`,
-/// the one commit that claimed them all.
+/// the one commit that claimed them all, and so is the fence: `claim`
+/// holds that one id, as for one lock.
 fn write_many(
     store: &mut dyn HistoryReader,
     source: &Source,
@@ -105,17 +106,22 @@ fn write_many(
             .map_err(|e| Error::io(format!("could not write {}", path.display()), e))
     };
     let mut names = String::new();
+    let mut all_claimed = true;
     for lock in locks {
         let mut content = None;
         for state in [LockState::Claimed, LockState::Unclaimed] {
             if let Some(bytes) = store.read_file(version, &pool.lock_path(state, lock))? {
-                content = Some(bytes);
+                content = Some((state, bytes));
                 break;
             }
         }
         match content {
-            None => log.line(format_args!("lock {lock} does not exist at {version}")),
-            Some(bytes) => {
+            None => {
+                all_claimed = false;
+                log.line(format_args!("lock {lock} does not exist at {version}"))
+            }
+            Some((state, bytes)) => {
+                all_claimed &= state == LockState::Claimed;
                 write(&dir.join(lock.as_str()), &bytes)?;
                 names.push_str(&format!("{lock}\n"));
             }
@@ -123,11 +129,26 @@ fn write_many(
     }
     write(&dest.join("name"), names.as_bytes())?;
     let list = crate::model::pool::join_names(locks);
+    let claim = crate::resource::holder::claim_at(store, commit)?;
+    // The one commit that claimed them all fences the release of them
+    // all: `claim` holds its id, as for one lock.
+    if let (Some(claim), true) = (&claim, all_claimed) {
+        write(
+            &dest.join(FENCE_FILE),
+            format!("{}\n", claim.commit).as_bytes(),
+        )?;
+        log.line(format_args!(
+            "locks {list} are claimed by {} since {}; their claim {} is in {FENCE_FILE}, which fences a release of this directory",
+            claim.who(),
+            utc(claim.time),
+            claim.commit
+        ));
+    }
     log.line(format_args!(
         "fetched locks {list} of pool {pool} at {version}"
     ));
     let response = Response::new(version, &list, pool.as_str());
-    Ok(match crate::resource::holder::claim_at(store, commit)? {
+    Ok(match claim {
         Some(claim) => response.with(claim.metadata()),
         None => response,
     })

@@ -19,7 +19,7 @@ use crate::model::message::{Parsed, Trailer};
 use crate::model::names::{LockName, PoolPath};
 use crate::model::pool::{Expired, LockState, Snapshot, Wait};
 use crate::protocol::Metadata;
-use crate::store::reads::{changed, STATUS_LOOKBACK};
+use crate::store::reads::{changed, lock_verbs, STATUS_LOOKBACK};
 use crate::store::seam::HistoryReader;
 
 /// How many commits a put looks back at most to find who holds its locks.
@@ -124,23 +124,22 @@ impl Holders {
         // depth at once keeps that to one fetch of what is missing.
         store.load_version(&snap.tip, Some(HOLDER_LOOKBACK as u32 + 1))?;
         let mut need: BTreeSet<&str> = snap.claimed.keys().map(LockName::as_str).collect();
-        let mut candidates: Vec<CommitMeta> = Vec::new();
+        // One commit may claim several locks (`claiming: a, b`): each of
+        // them is a candidate of that commit.
+        let mut candidates: Vec<(CommitMeta, String)> = Vec::new();
         let mut oldest = None;
         let cut = store.walk_commits(&snap.tip, HOLDER_LOOKBACK, &mut |c| {
             oldest = Some(c.time);
-            if let Some((verb, lock)) = Parsed::new(&c.message).verb() {
+            for (verb, lock) in lock_verbs(c) {
                 if verb.leaves_claimed() && need.remove(lock) {
-                    candidates.push(c.clone());
+                    candidates.push((c.clone(), lock.to_string()));
                 }
             }
             need.is_empty()
         })?;
         let walked_all = !need.is_empty() || cut;
         let mut claims = BTreeMap::new();
-        for c in &candidates {
-            let Some((_, lock)) = Parsed::new(&c.message).verb() else {
-                continue;
-            };
+        for (c, lock) in &candidates {
             let Ok(lock) = LockName::new(lock) else {
                 continue;
             };
@@ -294,6 +293,24 @@ pub fn check_fence(
             "it was released and claimed again since (it is now {})",
             holders.held(lock, now)
         )));
+    }
+    Ok(())
+}
+
+/// A fenced `release` of one lock or of a set claimed in one commit
+/// (`claim` holds that commit, which claimed them all): refuses, naming
+/// the first lock no longer held by that claim and its holder now, unless
+/// every one is ([`check_fence`]). Checked before anything is planned, so
+/// a refusal commits nothing.
+pub fn check_fences(
+    store: &mut dyn HistoryReader,
+    snap: &Snapshot,
+    pool: &PoolPath,
+    locks: &[LockName],
+    claim: &str,
+) -> Result<()> {
+    for lock in locks {
+        check_fence(store, snap, pool, lock, claim)?;
     }
     Ok(())
 }

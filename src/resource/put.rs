@@ -25,10 +25,12 @@
 //! handed over at once.
 
 use crate::config::Source;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::duration::{human, now_unix};
 use crate::model::message::{build_trailers, commit_message, lock_trailers, Trailer};
-use crate::model::pool::{plan, plan_takeover, Operation, Plan, Single, Snapshot, Takeover, Wait};
+use crate::model::pool::{
+    plan, plan_takeover, CommitId, Multi, Operation, Plan, Single, Snapshot, Takeover, Wait,
+};
 use crate::process::log::Log;
 use crate::process::retry::Backoff;
 use crate::process::signal::Interrupt;
@@ -36,8 +38,15 @@ use crate::protocol::{BuildInfo, Response};
 use crate::resource::holder::{self, HolderCache};
 use crate::resource::rerun;
 use crate::resource::waiting::Waiter;
+use crate::store::recovery::{Recovered, Recovery};
 use crate::store::retry::{self, Policy, Round, Tries};
-use crate::store::seam::{FileEdit, HistoryReader, LockStore, Step};
+use crate::store::seam::{CommitOutcome, FileEdit, HistoryReader, LockStore, Step};
+
+/// How long a put that fails after a push without an answer may go on
+/// finding out whether that push landed and, if it claimed locks after a
+/// signal, giving them back: with the leave ([`crate::resource::waiting::LEAVE_BUDGET`])
+/// well within the ten seconds Concourse leaves between SIGTERM and SIGKILL.
+pub const GIVE_BACK_BUDGET: std::time::Duration = std::time::Duration::from_secs(4);
 
 /// Consecutive lost races tolerated before giving up (each one means another
 /// process made progress, so this is only reached under pathological load).
@@ -81,9 +90,18 @@ pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> R
     let mut holders = HolderCache::default();
     let mut waiter = Waiter::new(op, &ctx.source.line, ctx.line, &ctx.source.pool, ctx.build)
         .map(|w| w.looking_every(ctx.source.retry_delay));
+    // The attempts without an answer as the last round left them: what
+    // the put must settle before it may fail.
+    let mut unanswered = Recovery::default();
     let result = retry::run(&policy, |tries| {
-        round(store, op, ctx, tries, &doing, &mut holders, waiter.as_mut())
+        let r = round(store, op, ctx, tries, &doing, &mut holders, waiter.as_mut());
+        unanswered = tries.recovery.clone();
+        r
     });
+    let result = match result {
+        Err(e) if !unanswered.is_empty() => settle_before_failing(store, ctx, unanswered, e),
+        done => done,
+    };
     if let (Err(_), Some(w)) = (&result, waiter.as_mut()) {
         // Whatever ended the put (a signal, wait_timeout, an error, even
         // network faults that had their retries), its ticket must not hold
@@ -142,8 +160,8 @@ fn round(
         }
     }
     tries.check_rejected(&snap.tip)?;
-    if let (Operation::Single(Single::Release(lock)), Some(claim)) = (op, ctx.fence) {
-        holder::check_fence(store, &snap, pool, lock, claim)?;
+    if let Some(claim) = ctx.fence {
+        holder::check_fences(store, &snap, pool, op.released(), claim)?;
     }
     let now = now_unix();
     if let Some(w) = waiter.as_deref_mut() {
@@ -381,4 +399,151 @@ fn take_over(
     log.line(format_args!("{} ({id})", t.claim.subject));
     let response = Response::new(&id, t.claim.lock.as_str(), pool.as_str());
     Ok(Round::Done(with_claim(store, log, response, &id)))
+}
+
+/// A put about to fail (`err`: a signal, a give-up, any error) after a
+/// push whose reply never came: no claim may outlive it. Looks, within
+/// [`GIVE_BACK_BUDGET`], for what became of that push
+/// ([`Recovery::recover`]). Landed without a signal: the put did what it
+/// was asked, and reports it (exit 0 with that version). Landed after a
+/// signal: a claim is given back (one `unclaiming:` commit naming the
+/// reason, fenced on that claim) before the put fails, saying so in one
+/// line; a landed release or update is in effect and reported as done, as
+/// when the reply comes after a signal. Cannot land: `err` as it was.
+fn settle_before_failing(
+    store: &mut dyn LockStore,
+    ctx: &PutContext<'_>,
+    mut pending: Recovery,
+    err: Error,
+) -> Result<Response> {
+    let (log, pool) = (ctx.log, &ctx.source.pool);
+    let deadline = std::time::Instant::now() + GIVE_BACK_BUDGET;
+    let signal = ctx.interrupt.received();
+    if signal.is_some() {
+        ctx.interrupt.allow_cleanup(deadline);
+    }
+    let found = loop {
+        let looked = pending.recover(store);
+        match looked {
+            Ok(Some(found)) => break found,
+            Ok(None) if pending.is_empty() => return Err(err),
+            // Still at its parent: it may land yet; look again.
+            Ok(None) | Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            _ => {
+                log.warn(format_args!(
+                    "could not tell within {} whether this push reached the branch: {}; if it did, release what it claimed (pool release LOCK --force --reason TEXT)",
+                    human(GIVE_BACK_BUDGET),
+                    pending.describe().join(", ")
+                ));
+                return Err(err);
+            }
+        }
+    };
+    let claimed = claimed_by(store, &found.commit);
+    let (Some(signal), Some(locks)) = (signal, claimed) else {
+        log.line(format_args!(
+            "an earlier push whose reply was lost did reach the branch: {} ({}); that is this put's answer, not: {}",
+            found.commit,
+            found.lock,
+            err.chain()
+        ));
+        let response = Response::new(&found.commit, &found.lock, pool.as_str());
+        return Ok(with_claim(store, log, response, &found.commit));
+    };
+    match give_back(store, ctx, &found, &locks, signal, deadline) {
+        Ok(Some((subject, id))) => log.line(format_args!(
+            "{signal} came while claim {} ({}) was being pushed; it had landed, so this put gave it back: {subject} ({id})",
+            found.commit, found.lock
+        )),
+        Ok(None) => log.line(format_args!(
+            "{signal} came while claim {} ({}) was being pushed; it had landed, and none of its locks is held by it any more",
+            found.commit, found.lock
+        )),
+        Err(e) => log.warn(format_args!(
+            "{signal} came while claim {} ({}) was being pushed; it had landed and could not be given back: {}; release it (pool release LOCK --force --reason TEXT)",
+            found.commit,
+            found.lock,
+            e.chain()
+        )),
+    }
+    Err(err)
+}
+
+/// The locks `commit` claimed, when it is a claim (`claiming:`, also the
+/// top of a takeover); `None` for any other change, or when it cannot be read.
+fn claimed_by(
+    store: &mut dyn HistoryReader,
+    commit: &str,
+) -> Option<Vec<crate::model::names::LockName>> {
+    let mut locks = None;
+    let walked = store.walk_commits(commit, 1, &mut |c| {
+        locks = crate::store::reads::lock_verbs(c)
+            .into_iter()
+            .filter(|(verb, _)| verb.leaves_claimed())
+            .map(|(_, l)| crate::model::names::LockName::new(l).ok())
+            .collect::<Option<Vec<_>>>()
+            .filter(|l| !l.is_empty());
+        true
+    });
+    walked.ok().and(locks)
+}
+
+/// Gives back the `locks` that claim `found` took and still holds, in one
+/// `unclaiming:` commit whose reason trailer says why; before `deadline`,
+/// looking again after a lost race. `None` when it holds none of them.
+fn give_back(
+    store: &mut dyn LockStore,
+    ctx: &PutContext<'_>,
+    found: &Recovered,
+    locks: &[crate::model::names::LockName],
+    signal: &str,
+    deadline: std::time::Instant,
+) -> Result<Option<(String, CommitId)>> {
+    let pool = &ctx.source.pool;
+    loop {
+        let snap = store.snapshot()?;
+        let mut held = Vec::new();
+        for lock in locks {
+            let path = pool.lock_path(crate::model::pool::LockState::Claimed, lock);
+            if snap.claimed.contains_key(lock) && !store.changed_since(&found.commit, &path)? {
+                held.push(lock.clone());
+            }
+        }
+        let op: Operation = match held.len() {
+            0 => return Ok(None),
+            1 => Single::Release(held.remove(0)).into(),
+            _ => Multi::Release(held).into(),
+        };
+        let Plan::Commit(change) = plan(&op, &snap, pool, &mut |_| 0)? else {
+            return Ok(None);
+        };
+        let reason = format!(
+            "{signal} aborted the put that claimed it in {} before it could report it",
+            found.commit
+        );
+        let mut trailers = lock_trailers(change.locks());
+        trailers.extend(build_trailers(ctx.build));
+        trailers.insert(trailers.len() - 1, (Trailer::Reason, reason));
+        let message = commit_message(&change.subject, ctx.build.url().as_deref(), &trailers);
+        let subject = change.subject.clone();
+        let attempt = store.commit(&snap, &[Step::new(change, message)]);
+        match attempt.outcome? {
+            CommitOutcome::Committed(id) => return Ok(Some((subject, id))),
+            CommitOutcome::LostRace if std::time::Instant::now() < deadline => continue,
+            CommitOutcome::LostRace => {
+                return Err(Error::Repository {
+                    what: "the branch kept moving".into(),
+                    detail: format!("for {}", human(GIVE_BACK_BUDGET)),
+                })
+            }
+            CommitOutcome::Rejected(detail) => {
+                return Err(Error::Repository {
+                    what: "the push was rejected".into(),
+                    detail,
+                })
+            }
+        }
+    }
 }

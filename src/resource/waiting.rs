@@ -56,7 +56,7 @@ pub const PEEK_INTERVAL: Duration = Duration::from_secs(1);
 /// sends SIGKILL 10 s after SIGTERM (Garden's `Stop(false)`, containerd's
 /// `worker/runtime/killer.go` `GracePeriod`), and giving back a claim in
 /// flight may need the rest.
-pub const SIGNAL_LEAVE_BUDGET: Duration = Duration::from_secs(4);
+pub const SIGNAL_LEAVE_BUDGET: Duration = Duration::from_secs(3);
 
 /// How long leaving the line may take without a signal (after
 /// `wait_timeout` or an error): as long as any commit's retries.

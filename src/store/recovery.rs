@@ -90,6 +90,11 @@ impl Recovery {
         Ok(found)
     }
 
+    /// Whether no attempt is left without an answer.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// The changes whose push got no answer and that may still have
     /// landed, one line each: what a put that gives up must tell its user.
     pub fn describe(&self) -> Vec<String> {

@@ -445,7 +445,7 @@ impl CodeCommitStore {
                 }
                 _ => {
                     let err = self.error("CreateCommit", f);
-                    let unconfirmed = if err.is_retryable() { mark() } else { None };
+                    let unconfirmed = if err.may_have_landed() { mark() } else { None };
                     Attempt {
                         outcome: Err(err),
                         unconfirmed,

@@ -516,7 +516,7 @@ impl PutStore for GitStore {
         // One push (or one ref update) moves the branch from the tip to the
         // top commit: every commit of the chain lands, or none does.
         let outcome = self.publish(top, parent_id, &last.change.subject);
-        let unconfirmed = matches!(&outcome, Err(e) if e.is_retryable()).then(|| Unconfirmed {
+        let unconfirmed = matches!(&outcome, Err(e) if e.may_have_landed()).then(|| Unconfirmed {
             mark: Mark::Commit(top.into()),
             parent: parent_id.into(),
             lock: last.change.lock_list(),
