@@ -283,6 +283,18 @@ fn line_at(repo: &LockRepo, sha: &str) -> Line {
 /// renewed, leaving) are allowed anywhere; a claim may also take its own
 /// put's ticket out of the line, and nothing else may touch it.
 pub(crate) fn replay(repo: &LockRepo, log: &[CommitInfo], initial: &[&str]) -> Replayed {
+    replay_with_priorities(repo, log, initial, &HashMap::new())
+}
+
+/// [`replay`], knowing the priority each build's put asked for
+/// (`known`): a put that claimed without ever joining the line has no
+/// ticket to say it.
+pub(crate) fn replay_with_priorities(
+    repo: &LockRepo,
+    log: &[CommitInfo],
+    initial: &[&str],
+    known: &HashMap<String, i64>,
+) -> Replayed {
     let mut states: HashMap<String, State> = initial
         .iter()
         .map(|l| (l.to_string(), State::Unclaimed))
@@ -294,7 +306,7 @@ pub(crate) fn replay(repo: &LockRepo, log: &[CommitInfo], initial: &[&str]) -> R
     let mut totals = LineTotals::default();
     // The priority of each build's put, from its tickets; a put seen
     // without a ticket is taken to have priority 0 (every race here).
-    let mut priorities: HashMap<String, i64> = HashMap::new();
+    let mut priorities: HashMap<String, i64> = known.clone();
     for (i, c) in log.iter().enumerate().skip(1) {
         let prev = &log[i - 1];
         assert_eq!(
