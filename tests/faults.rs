@@ -2020,9 +2020,9 @@ impl LineWorker<'_> {
         if rng.f64() < 0.3 {
             params["wait_timeout"] = json!(format!("{}s", rng.u64(2..=6)));
         }
-        // The first put of worker 0 is a dead waiter, so that every run
-        // has one early; then one put in ten is killed in line and one in
-        // six aborted at a random moment.
+        // The first put of worker 0 is a dead head of the line
+        // ([`LineWorker::dead_head`]); then one put in ten is killed in
+        // line and one in six aborted at a random moment.
         let roll = rng.f64();
         let fate = if (w, c) == (0, 0) || roll < 0.10 {
             Fate::KillInLine
@@ -2030,6 +2030,11 @@ impl LineWorker<'_> {
             Fate::TermAfter(Duration::from_millis(rng.u64(50..4000)))
         } else {
             Fate::Finish
+        };
+        let (what, params) = if (w, c) == (0, 0) {
+            self.dead_head()
+        } else {
+            (what, params)
         };
         let id = format!("w{w}-c{c}-claim");
         let put = self.put(&id, &what, &params, fate);
@@ -2043,6 +2048,22 @@ impl LineWorker<'_> {
         if let Some((locks, claim)) = held {
             self.release(c, &locks, &claim);
         }
+    }
+
+    /// The first put of worker 0, made to be a dead head of the line: it
+    /// waits until another worker holds a lock, then asks for every lock
+    /// at the highest priority, so that it waits, first in line, and is
+    /// killed there. Until its ticket stops counting nobody may take a
+    /// lock, and once all are free the pool stalls: how long is what the
+    /// stall bound is about.
+    fn dead_head(&self) -> (String, Value) {
+        while self.field.repo.claimed(POOL).is_empty() && Instant::now() < self.field.deadline {
+            std::thread::sleep(POLL);
+        }
+        (
+            format!("acquire: {}", LOCKS.len()),
+            json!({"acquire": LOCKS.len(), "priority": 2}),
+        )
     }
 
     /// Gets `claim` as Concourse's implicit get does (so that the release
