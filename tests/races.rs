@@ -283,18 +283,30 @@ fn line_at(repo: &LockRepo, sha: &str) -> Line {
 /// renewed, leaving) are allowed anywhere; a claim may also take its own
 /// put's ticket out of the line, and nothing else may touch it.
 pub(crate) fn replay(repo: &LockRepo, log: &[CommitInfo], initial: &[&str]) -> Replayed {
+    replay_with_priorities(repo, log, initial, &HashMap::new())
+}
+
+/// [`replay`], knowing the priority each build's put asked for
+/// (`known`): a put that claimed without ever joining the line has no
+/// ticket to say it.
+pub(crate) fn replay_with_priorities(
+    repo: &LockRepo,
+    log: &[CommitInfo],
+    initial: &[&str],
+    known: &HashMap<String, i64>,
+) -> Replayed {
     let mut states: HashMap<String, State> = initial
         .iter()
         .map(|l| (l.to_string(), State::Unclaimed))
         .collect();
     let mut next_after_claim = HashMap::new();
     let line_file = line_path();
-    let line_keep = format!("{}/.gitkeep", Line::DIR);
+    let line_dir = format!("{}/", Line::DIR);
     let mut line = line_at(repo, &log[0].sha);
     let mut totals = LineTotals::default();
     // The priority of each build's put, from its tickets; a put seen
     // without a ticket is taken to have priority 0 (every race here).
-    let mut priorities: HashMap<String, i64> = HashMap::new();
+    let mut priorities: HashMap<String, i64> = known.clone();
     for (i, c) in log.iter().enumerate().skip(1) {
         let prev = &log[i - 1];
         assert_eq!(
@@ -304,9 +316,11 @@ pub(crate) fn replay(repo: &LockRepo, log: &[CommitInfo], initial: &[&str]) -> R
             c.sha
         );
         let touches_line = c.changed.iter().any(|(_, p)| *p == line_file);
-        // The line's part of the commit: its file and, on the CodeCommit
-        // API (`keepEmptyFolders`), the `.gitkeep` left when it goes.
-        let of_line = |p: &String| *p == line_file || *p == line_keep;
+        // The line's part of the commit: anything under the line's folder,
+        // its file, the `.gitkeep` the CodeCommit API (`keepEmptyFolders`)
+        // leaves when it goes, and whatever the waiting room writes there
+        // (a `dropping a waiter:` commit, say, under any subject).
+        let of_line = |p: &String| p.starts_with(&line_dir);
         let line_after = if touches_line {
             line_at(repo, &c.sha)
         } else {
@@ -324,7 +338,7 @@ pub(crate) fn replay(repo: &LockRepo, log: &[CommitInfo], initial: &[&str]) -> R
         let parsed = Parsed::new(&c.body);
         let Some((verb, locks)) = parsed.locks().map(|(verb, locks)| (verb.as_str(), locks)) else {
             assert!(
-                touches_line && c.changed.iter().all(|(_, p)| of_line(p)),
+                !c.changed.is_empty() && c.changed.iter().all(|(_, p)| of_line(p)),
                 "unexpected commit {c:?}"
             );
             totals.ticket_commits += 1;
@@ -612,6 +626,253 @@ fn step(
         }
         other => panic!("unexpected commit {other:?} in {c:?}"),
     }
+}
+
+/// The longest a lock may sit free while a live waiter in line could take
+/// it and nobody does, at the default `waiter_lease` (5 minutes): a dead or
+/// leaving waiter must cost the pool at most about 30 s (issue 23), plus
+/// room for a slow hand-over under faults.
+pub(crate) const STALL_BOUND_AT_DEFAULTS: i64 = 45;
+
+/// With a short `waiter_lease`, a stall may last the lease (a dead waiter
+/// counts until then) plus this: the next waiter's look, fetch and push,
+/// through a faulty network on a loaded machine.
+pub(crate) const STALL_SLACK: i64 = 15;
+
+/// The stall bound for runs at `waiter_lease` `lease` seconds (`None`: the
+/// default): [`STALL_BOUND_AT_DEFAULTS`], or less with a short lease.
+pub(crate) fn stall_bound(lease: Option<u64>) -> i64 {
+    match lease {
+        None => STALL_BOUND_AT_DEFAULTS,
+        Some(l) => (l as i64 + STALL_SLACK).min(STALL_BOUND_AT_DEFAULTS),
+    }
+}
+
+/// The longest free-with-waiters stretch of a history: a lock free while a
+/// live ticket in line (live by its `renewed` and `lease`, still in the
+/// line file) could take it, everything it wants being free and not kept
+/// for a live ticket ahead of it, and nobody took it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Stall {
+    /// Its length, whole seconds.
+    pub(crate) seconds: i64,
+    /// The lock that sat free.
+    pub(crate) lock: String,
+    /// When it began (Unix seconds) and the commit that was the tip then.
+    pub(crate) from: i64,
+    pub(crate) at_commit: String,
+    /// The ticket that could have taken the lock when it began.
+    pub(crate) waiter: String,
+}
+
+impl std::fmt::Display for Stall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.seconds == 0 {
+            return write!(f, "0 s");
+        }
+        write!(
+            f,
+            "{} s (lock {} from {} at {}, usable by {})",
+            self.seconds,
+            self.lock,
+            self.from,
+            &self.at_commit[..self.at_commit.len().min(10)],
+            self.waiter
+        )
+    }
+}
+
+/// The live ticket (described) that could take `lock` at `now`, if any:
+/// what it wants is all free and nothing of it kept for a live ticket
+/// ahead ([`Line::reserved_for`]), and `lock` is part of it.
+fn waiter_for(line: &Line, free: &BTreeSet<LockName>, lock: &LockName, now: i64) -> Option<String> {
+    use pool_resource::model::line::Wants;
+    line.live(now).into_iter().find_map(|t| {
+        let reserved = line.reserved_for(Asker::Ticket(&t.id), free, now);
+        let open: BTreeSet<&LockName> = free.difference(&reserved).collect();
+        let could = match &t.wants {
+            Wants::Acquire(n) => open.len() >= *n && open.contains(lock),
+            Wants::Claim(locks) => locks.contains(lock) && locks.iter().all(|l| open.contains(l)),
+        };
+        could.then(|| {
+            format!(
+                "{} ({}, priority {}, renewed {}, lease {})",
+                t.build_id.as_deref().unwrap_or(&t.build),
+                t.wants.describe(),
+                t.priority,
+                t.renewed,
+                t.lease
+            )
+        })
+    })
+}
+
+/// The longest free-with-waiters stretch ([`Stall`]) in `log` (the history
+/// of `repo` from its base commit `log[0]`, whose pool held `initial`
+/// unclaimed), looked at every second from the base commit to `until`
+/// (Unix seconds; stretches still open then end there). A stretch of a
+/// lock ends when it is claimed or when no live waiter could take it any
+/// more (its ticket left, lapsed or was dropped, or a lock it also wants
+/// was taken).
+pub(crate) fn longest_stall(
+    repo: &LockRepo,
+    log: &[CommitInfo],
+    initial: &[&str],
+    until: i64,
+) -> Stall {
+    let mut free: BTreeSet<LockName> = initial
+        .iter()
+        .map(|l| LockName::new(l).expect("a lock name"))
+        .collect();
+    let mut exists: BTreeSet<LockName> = free.clone();
+    let line_file = line_path();
+    let mut line = line_at(repo, &log[0].sha);
+    let mut open: HashMap<LockName, Stall> = HashMap::new();
+    let mut longest = Stall::default();
+    let mut close = |open: &mut HashMap<LockName, Stall>, lock: &LockName, at: i64| {
+        if let Some(mut s) = open.remove(lock) {
+            s.seconds = at - s.from;
+            if s.seconds > longest.seconds {
+                longest = s;
+            }
+        }
+    };
+    for (i, c) in log.iter().enumerate() {
+        if i > 0 {
+            if c.changed.iter().any(|(_, p)| *p == line_file) {
+                line = line_at(repo, &c.sha);
+            }
+            if let Some((verb, locks)) = Parsed::new(&c.body).locks() {
+                for l in locks {
+                    let Ok(l) = LockName::new(l) else { continue };
+                    match verb.as_str() {
+                        "claiming" | "adding claimed" => {
+                            free.remove(&l);
+                            exists.insert(l);
+                        }
+                        "unclaiming" | "adding unclaimed" | "updating" => {
+                            free.insert(l.clone());
+                            exists.insert(l);
+                        }
+                        "removing" => {
+                            free.remove(&l);
+                            exists.remove(&l);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let start = c.committer_time;
+        let end = log
+            .get(i + 1)
+            .map_or(until, |n| n.committer_time)
+            .min(until);
+        // Several commits within one second: only the last one's state
+        // lasts, and it is looked at with the next.
+        for now in start..end {
+            for lock in &exists {
+                let waiter = free
+                    .contains(lock)
+                    .then(|| waiter_for(&line, &free, lock, now))
+                    .flatten();
+                match (waiter, open.contains_key(lock)) {
+                    (Some(w), false) => {
+                        open.insert(
+                            lock.clone(),
+                            Stall {
+                                seconds: 0,
+                                lock: lock.to_string(),
+                                from: now,
+                                at_commit: c.sha.clone(),
+                                waiter: w,
+                            },
+                        );
+                    }
+                    (None, true) => close(&mut open, lock, now),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let locks: Vec<LockName> = open.keys().cloned().collect();
+    for lock in locks {
+        close(&mut open, &lock, until);
+    }
+    longest
+}
+
+/// Releases that freed a lock another build held: a release (an
+/// `unclaiming:` commit by a build) of a lock whose current claim was made
+/// by a build with another holder (`holder` maps a build id to who holds
+/// what it claims: the build id itself, or the worker that ran it). An
+/// operator's release (no build id) may end anyone's claim.
+pub(crate) fn releases_of_others(
+    log: &[CommitInfo],
+    holder: &dyn Fn(&str) -> String,
+) -> Vec<String> {
+    let mut claimed_by: HashMap<String, (String, Option<String>)> = HashMap::new();
+    let mut found = Vec::new();
+    for c in log.iter().skip(1) {
+        let parsed = Parsed::new(&c.body);
+        let Some((verb, locks)) = parsed.locks() else {
+            continue;
+        };
+        let by = parsed.trailer(Trailer::BuildId).map(str::to_string);
+        for lock in locks {
+            match verb.as_str() {
+                "claiming" | "adding claimed" => {
+                    claimed_by.insert(lock.to_string(), (c.sha.clone(), by.clone()));
+                }
+                "unclaiming" | "removing" => {
+                    if let (Some((claim, Some(owner))), Some(releaser)) =
+                        (claimed_by.remove(lock), &by)
+                    {
+                        if holder(&owner) != holder(releaser) {
+                            found.push(format!(
+                                "{} ({}) by build {releaser} freed lock {lock}, which build {owner} held since {claim}",
+                                c.sha, c.subject
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    found
+}
+
+/// Claims left behind by puts that exited non-zero: a claim commit made by
+/// a build of `failed` that the same build did not give back (an
+/// `unclaiming:` of those locks by that build id, after it).
+pub(crate) fn claims_left(log: &[CommitInfo], failed: &HashSet<String>) -> Vec<String> {
+    let mut held: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for c in log.iter().skip(1) {
+        let parsed = Parsed::new(&c.body);
+        let (Some((verb, locks)), Some(by)) = (parsed.locks(), parsed.trailer(Trailer::BuildId))
+        else {
+            continue;
+        };
+        if !failed.contains(by) {
+            continue;
+        }
+        let mine = held.entry(by.to_string()).or_default();
+        match verb.as_str() {
+            "claiming" => mine.extend(locks.iter().map(|l| (l.to_string(), c.sha.clone()))),
+            "unclaiming" => mine.retain(|(l, _)| !locks.contains(&l.as_str())),
+            _ => {}
+        }
+    }
+    let mut left: Vec<String> = held
+        .into_iter()
+        .filter(|(_, locks)| !locks.is_empty())
+        .map(|(build, locks)| {
+            format!("build {build} exited non-zero and left its claim behind: {locks:?}")
+        })
+        .collect();
+    left.sort();
+    left
 }
 
 /// Everything the race promised, checked against the history.
@@ -1141,4 +1402,169 @@ fn fairness_of_a_two_lock_put_among_single_lock_churn() {
     let log = arena.race_log();
     let replayed = replay(&arena.repo, &log, &LOCKS);
     eprintln!("the line in this history: {:?}", replayed.line);
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as i64
+}
+
+/// A pool of `a` and `b`: `a` claimed by build `holder` at `t0`, `b` by
+/// `other`; at `t0 + 1` build `w1` joins the line wanting `wants` (renewed
+/// then, for `lease` seconds); at `t0 + 2` `holder` releases `a`; at `t0 +
+/// 102` `w1` claims `a` and takes its ticket out. The longest stall of
+/// that history, to `t0 + 102`.
+fn stall_of(wants: Value, lease: u64) -> Stall {
+    let repo = LockRepo::new("master");
+    repo.add_lock(POOL, "a", false, b"");
+    repo.add_lock(POOL, "b", false, b"");
+    let base = repo.tip();
+    let t0 = unix_now() + 10;
+    repo.move_lock_at(POOL, "a", true, t0, "Pool-Resource-Build-Id: holder");
+    repo.move_lock_at(POOL, "b", true, t0, "Pool-Resource-Build-Id: other");
+    let ticket = json!({
+        "id": "id-w1", "build": "build w1", "build_id": "w1", "wants": wants,
+        "priority": 0, "arrived": t0 + 1, "seq": 1, "renewed": t0 + 1, "lease": lease
+    });
+    let joined = serde_json::to_vec(&json!({ "tickets": [ticket] })).expect("JSON");
+    repo.commit_changes_at(
+        &[(&line_path(), &joined)],
+        &[],
+        &format!("waiting in line: {POOL}\n\nPool-Resource-Build-Id: w1"),
+        Some(t0 + 1),
+    );
+    repo.move_lock_at(POOL, "a", false, t0 + 2, "Pool-Resource-Build-Id: holder");
+    repo.commit_changes_at(
+        &[(&format!("{POOL}/claimed/a"), b"")],
+        &[&format!("{POOL}/unclaimed/a"), &line_path()],
+        "claiming: a\n\nPool-Resource-Build-Id: w1",
+        Some(t0 + 102),
+    );
+    let log = repo.log();
+    let start = log.iter().position(|c| c.sha == base).expect("base");
+    longest_stall(&repo, &log[start..], &["a", "b"], t0 + 102)
+}
+
+/// The stall check itself: a lock left free for 100 s beside a live
+/// waiter that could take it is a stall over the bound; a waiter whose
+/// lease lapsed stops counting then; a waiter that cannot take the free
+/// lock (it wants a claimed one too, or more locks than are free) is no
+/// stall at all.
+#[test]
+fn the_stall_check_finds_a_lock_left_free_beside_a_live_waiter() {
+    let stall = stall_of(json!({"acquire": 1}), 3600);
+    assert_eq!(stall.seconds, 100, "{stall}");
+    assert_eq!(stall.lock, "a");
+    assert!(stall.waiter.starts_with("w1 (acquire"), "{stall}");
+    assert!(stall.seconds > stall_bound(None), "{stall}");
+    let lapsed = stall_of(json!({"acquire": 1}), 10);
+    assert_eq!(lapsed.seconds, 10, "{lapsed}");
+    assert!(lapsed.seconds <= stall_bound(Some(10)));
+    assert!(lapsed.seconds > stall_bound(Some(1)) - STALL_SLACK);
+    for wants in [json!({"claim": ["a", "b"]}), json!({"acquire": 2})] {
+        let none = stall_of(wants.clone(), 3600);
+        assert_eq!(none.seconds, 0, "{wants}: {none}");
+    }
+}
+
+/// The exclusion check on releases: a release by build A of a lock an
+/// operator released and build B claimed since is found; A releasing its
+/// own claim, and the operator releasing anyone's, are not.
+#[test]
+fn the_replay_finds_a_release_that_frees_a_lock_claimed_since_by_another_build() {
+    let repo = LockRepo::new("master");
+    repo.add_lock(POOL, "a", false, b"");
+    let base = repo.tip();
+    let now = unix_now();
+    let by = |b: &str| format!("Pool-Resource-Build-Id: {b}");
+    repo.move_lock_at(POOL, "a", true, now, &by("A"));
+    repo.move_lock_at(POOL, "a", false, now, "Pool-Resource-Operator: ops");
+    repo.move_lock_at(POOL, "a", true, now, &by("B"));
+    let log = repo.log();
+    let start = log.iter().position(|c| c.sha == base).expect("base");
+    let same = |b: &str| b.to_string();
+    assert!(releases_of_others(&log[start..], &same).is_empty());
+    repo.move_lock_at(POOL, "a", false, now, &by("A"));
+    let log = repo.log();
+    let found = releases_of_others(&log[start..], &same);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].contains("by build A freed lock a, which build B held"),
+        "{found:?}"
+    );
+    // The replay itself takes it for an ordinary release: only this check
+    // tells the holders apart.
+    replay(&repo, &log[start..], &["a"]);
+}
+
+/// The check that no failed put leaves a claim: a claim by a build that
+/// exited non-zero is found unless that build gave it back itself.
+#[test]
+fn the_replay_finds_a_claim_left_by_a_put_that_failed() {
+    let repo = LockRepo::new("master");
+    repo.add_lock(POOL, "a", false, b"");
+    repo.add_lock(POOL, "b", false, b"");
+    let base = repo.tip();
+    let now = unix_now();
+    let by = |b: &str| format!("Pool-Resource-Build-Id: {b}");
+    repo.move_lock_at(POOL, "a", true, now, &by("gave-back"));
+    repo.move_lock_at(POOL, "a", false, now, &by("gave-back"));
+    repo.move_lock_at(POOL, "b", true, now, &by("left"));
+    repo.move_lock_at(POOL, "a", true, now, &by("succeeded"));
+    let log = repo.log();
+    let start = log.iter().position(|c| c.sha == base).expect("base");
+    let failed: HashSet<String> = ["gave-back", "left"].map(String::from).into();
+    let left = claims_left(&log[start..], &failed);
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(
+        left[0].starts_with("build left exited non-zero"),
+        "{left:?}"
+    );
+}
+
+/// A commit of the waiting room under a subject the replay has never seen
+/// (`dropping a waiter:`), changing only the line's folder and adding
+/// fields to the line file, replays as a line commit; a commit with that
+/// subject that also moves a lock does not.
+#[test]
+fn the_replay_accepts_any_commit_that_changes_only_the_line() {
+    let repo = LockRepo::new("master");
+    repo.add_lock(POOL, "a", false, b"");
+    let base = repo.tip();
+    let joined = serde_json::to_vec(&json!({
+        "tickets": [ticket("w1", json!({"acquire": 1}), 1), ticket("w2", json!({"acquire": 1}), 2)]
+    }))
+    .expect("JSON");
+    repo.commit_changes(
+        &[(&line_path(), &joined)],
+        &[],
+        "waiting in line: envs\n\nPool-Resource-Build-Id: w2",
+    );
+    let dropped = serde_json::to_vec(&json!({
+        "tickets": [ticket("w2", json!({"acquire": 1}), 2)],
+        "dropped": [{"id": "id-w1", "build": "build w1", "why": "not renewed"}]
+    }))
+    .expect("JSON");
+    repo.commit_changes(
+        &[(&line_path(), &dropped)],
+        &[],
+        "dropping a waiter: envs (build w1)\n\nPool-Resource-Build-Id: w2",
+    );
+    let log = repo.log();
+    let start = log.iter().position(|c| c.sha == base).expect("base");
+    let replayed = replay(&repo, &log[start..], &["a"]);
+    assert_eq!(replayed.line.ticket_commits, 2);
+    assert_eq!(replayed.last_line.tickets.len(), 1);
+    repo.commit_changes(
+        &[(&format!("{POOL}/claimed/a"), b"")],
+        &[&format!("{POOL}/unclaimed/a")],
+        "dropping a waiter: envs\n\nPool-Resource-Build-Id: w2",
+    );
+    let log = repo.log();
+    let start = log.iter().position(|c| c.sha == base).expect("base");
+    let moved = std::panic::catch_unwind(|| replay(&repo, &log[start..], &["a"]));
+    assert!(moved.is_err(), "a lock moved under a line commit's subject");
 }
