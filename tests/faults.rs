@@ -1766,6 +1766,8 @@ struct LinePut {
     exited_non_zero: bool,
     /// `params.priority`, for the replay's order check.
     priority: i64,
+    /// What it logged, shown with a violation it took part in.
+    stderr: String,
 }
 
 /// How a line soak is run: see [`line_soak`].
@@ -1987,6 +1989,7 @@ impl LineWorker<'_> {
             exited_non_zero: signalled != Signalled::Kill && !status.success(),
             priority: params["priority"].as_i64().unwrap_or(0),
             outcome,
+            stderr: stderr.clone(),
         };
         field.puts.lock().expect("puts").push(record.clone());
         record
@@ -2206,9 +2209,10 @@ fn check_line_history(field: &LineField, until: i64) -> Figures {
             .iter()
             .find(|p| v.contains(&format!("build {} ", p.id)));
         field.violation(format!(
-            "{v}; it was {:?}, signalled {:?}",
+            "{v}; it was {:?}, signalled {:?}; it logged:\n{}",
             put.map(|p| &p.what),
-            put.map(|p| p.signalled)
+            put.map(|p| p.signalled),
+            put.map(|p| p.stderr.as_str()).unwrap_or_default()
         ));
     }
     let known: std::collections::HashSet<&str> = puts.iter().map(|p| p.id.as_str()).collect();

@@ -209,10 +209,13 @@ pub struct Dropped {
     pub id: String,
     /// Its place in the order when it was dropped ([`Ticket::seq`]): a
     /// put that was only slow joins again there.
+    #[serde(default)]
     pub seq: u64,
     /// When, Unix seconds.
+    #[serde(default)]
     pub at: i64,
     /// Why, for people.
+    #[serde(default)]
     pub why: String,
 }
 
