@@ -101,7 +101,7 @@ pub fn serve(
     };
     let board = Arc::new(RwLock::new(board));
     let known: Option<Arc<Mutex<Known>>> = config.builds.as_ref().map(|_| Arc::default());
-    let (ticks, lookups) = match config.builds {
+    let ticks = match config.builds {
         Some(mut builds) => {
             builds.set_bounds(Bounds::SERVE);
             // One round waiting at most: refreshes during a slow round
@@ -110,12 +110,12 @@ pub fn serve(
             let (tx, rx) = mpsc::sync_channel::<()>(1);
             let (board, log, interrupt) = (board.clone(), log.clone(), interrupt.clone());
             let known = known.clone().unwrap_or_default();
-            let handle = std::thread::spawn(move || {
-                lookup_loop(builds, &board, &known, &rx, &log, &interrupt)
-            });
-            (Some(tx), Some(handle))
+            // Not joined at the end: a round waiting on a hung Concourse
+            // must not hold up a SIGTERM either.
+            std::thread::spawn(move || lookup_loop(builds, &board, &known, &rx, &log, &interrupt));
+            Some(tx)
         }
-        None => (None, None),
+        None => None,
     };
     let refresher = {
         let (board, log, interrupt) = (board.clone(), log.clone(), interrupt.clone());
@@ -149,9 +149,6 @@ pub fn serve(
             .await
     });
     let _ = refresher.join();
-    if let Some(l) = lookups {
-        let _ = l.join();
-    }
     served.map_err(|e| Error::io("serving HTTP failed", e))?;
     if let Some(signal) = interrupt.received() {
         log.line(format_args!("pool serve: stopped by {signal}"));
