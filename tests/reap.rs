@@ -1010,6 +1010,7 @@ fn status_does_not_wait_on(url: &str, why: &str) {
     let took = started.elapsed();
     run.assert_success();
     assert!(took < bound, "status --json took {took:?}:\n{}", run.stderr);
+    eprintln!("status --json behind {url}: {took:?}");
     let st = run.json();
     let locks = &st["pools"][0]["locks"];
     for (i, name) in ["a", "b"].iter().enumerate() {
@@ -1066,6 +1067,7 @@ fn reap_dead_behind_a_concourse_that_never_answers_gives_up_within_a_minute_rele
     let took = started.elapsed();
     run.assert_failure();
     assert!(took < Duration::from_secs(70), "reap --dead took {took:?}");
+    eprintln!("reap --dead behind a hung Concourse gave up after {took:?}");
     assert!(
         run.stderr.contains("Concourse did not answer within 45s")
             && run.stderr.contains(&format!("{}/api/v1/user", hung.url()))
