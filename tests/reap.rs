@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::concourse::Build;
+use crate::support::concourse::{refusing_url, Build, Hung};
 use crate::support::{run_bin_raw, skip, Concourse, LockRepo, Run, TestCa};
 use crate::{put, source, Inputs};
 
@@ -987,4 +987,154 @@ fn reason_of(body: &str) -> String {
         .trailer(pool_resource::model::message::Trailer::Reason)
         .unwrap_or_else(|| panic!("no reason in {body}"))
         .to_string()
+}
+
+/// Locks `a` and `b` claimed by builds 101 and 102 of the Concourse at
+/// `url`, `c` free.
+fn claimed_on(url: &str) -> (LockRepo, Value) {
+    let (repo, src) = initialised(&["a", "b", "c"]);
+    claim_by(&src, "a", 101, url);
+    claim_by(&src, "b", 102, url);
+    (repo, src)
+}
+
+/// `pool status` (text and `--json`) behind the Concourse at `url`: both
+/// print within `bound`, the locks' state whole and each holder's build
+/// `unknown` with a reason containing `why`.
+fn status_does_not_wait_on(url: &str, why: &str) {
+    let (_repo, src) = claimed_on(url);
+    let env = [("CONCOURSE_TOKEN", TOKEN)];
+    let bound = Duration::from_secs(15);
+    let started = Instant::now();
+    let run = pool(&src, &["status", "--json"], &env);
+    let took = started.elapsed();
+    run.assert_success();
+    assert!(took < bound, "status --json took {took:?}:\n{}", run.stderr);
+    eprintln!("status --json behind {url}: {took:?}");
+    let st = run.json();
+    let locks = &st["pools"][0]["locks"];
+    for (i, name) in ["a", "b"].iter().enumerate() {
+        assert_eq!(locks[i]["name"], *name, "{st}");
+        assert_eq!(locks[i]["state"], "claimed", "{st}");
+        let b = &locks[i]["build_status"];
+        assert_eq!(b["status"], "unknown", "{st}");
+        assert_eq!(b["dead"], false, "{st}");
+        assert!(b["error"].as_str().is_some_and(|e| e.contains(why)), "{st}");
+    }
+    assert_eq!(locks[2]["state"], "unclaimed", "{st}");
+    assert!(
+        run.stderr.contains("build status unknown") && run.stderr.contains(url),
+        "{}",
+        run.stderr
+    );
+    let started = Instant::now();
+    let run = pool(&src, &["status"], &env);
+    let took = started.elapsed();
+    run.assert_success();
+    assert!(took < bound, "status took {took:?}:\n{}", run.stderr);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("a "))
+        .unwrap_or_else(|| panic!("no lock a in\n{}", run.stdout));
+    assert!(
+        line.contains("claimed") && line.contains(&format!("— build status unknown ({why}")),
+        "{}",
+        run.stdout
+    );
+    assert_no_secret(&run, &[TOKEN.into()]);
+}
+
+#[test]
+fn pool_status_behind_a_concourse_that_never_answers_prints_the_locks_within_seconds() {
+    let hung = Hung::start();
+    status_does_not_wait_on(&hung.url(), "Concourse did not answer within 4s");
+    assert!(hung.connections() > 0, "the stand-in was never asked");
+}
+
+#[test]
+fn pool_status_behind_a_concourse_that_refuses_connections_prints_the_locks_at_once() {
+    status_does_not_wait_on(&refusing_url(), "gave up after 2 attempts");
+}
+
+#[test]
+fn reap_dead_behind_a_concourse_that_never_answers_gives_up_within_a_minute_releasing_nothing() {
+    let hung = Hung::start();
+    let (repo, src) = claimed_on(&hung.url());
+    let tip = repo.tip();
+    let started = Instant::now();
+    let run = pool(&src, &["reap", "--dead"], &[("CONCOURSE_TOKEN", TOKEN)]);
+    let took = started.elapsed();
+    run.assert_failure();
+    assert!(took < Duration::from_secs(70), "reap --dead took {took:?}");
+    eprintln!("reap --dead behind a hung Concourse gave up after {took:?}");
+    assert!(
+        run.stderr.contains("Concourse did not answer within 45s")
+            && run.stderr.contains(&format!("{}/api/v1/user", hung.url()))
+            && run.stderr.contains("nothing was released or removed"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(repo.tip(), tip);
+    assert_eq!(repo.claimed(POOL), ["a", "b"]);
+    assert_no_secret(&run, &[TOKEN.into()]);
+}
+
+/// `pool serve` behind the Concourse at `url`: the holders' builds read
+/// `unknown` (with `why`), `/metrics` says Concourse is not up, and a
+/// release shows on `/status.json` within a refresh and a margin.
+fn serve_does_not_wait_on(url: &str, why: &str) {
+    let (_repo, src) = claimed_on(url);
+    let server = crate::serve::Server::start_with(&src, "1s", &[("CONCOURSE_TOKEN", TOKEN)]);
+    server.wait_for_status("the claims with their builds unknown", |s| {
+        let a = &s["pools"][0]["locks"][0];
+        a["state"] == "claimed" && a["build_status"]["status"] == "unknown"
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = server.get("/metrics").body;
+        if m.lines()
+            .any(|l| l.starts_with("pool_resource_build_status_up{") && l.ends_with(" 0"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "build_status_up never 0:\n{m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pool(
+        &src,
+        &["release", "a", "--force", "--reason", "done", "--as", "ops"],
+        &[],
+    )
+    .assert_success();
+    let released = Instant::now();
+    let st = server.wait_for_status("lock a released", |s| {
+        s["pools"][0]["locks"][0]["state"] == "unclaimed"
+    });
+    let stale = released.elapsed();
+    // One refresh interval (1 s), and a margin for a loaded machine.
+    assert!(
+        stale < Duration::from_secs(8),
+        "the release showed {stale:?} late"
+    );
+    let b = &st["pools"][0]["locks"][1]["build_status"];
+    assert_eq!(b["status"], "unknown", "{st}");
+    // Until the first round ends, "not answered yet"; then the reason.
+    server.wait_for_status("the reason the build status is unknown", |s| {
+        s["pools"][0]["locks"][1]["build_status"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(why))
+    });
+    eprintln!("serve: a release showed after {stale:?}");
+}
+
+#[test]
+fn pool_serve_behind_a_concourse_that_never_answers_shows_a_release_within_a_refresh() {
+    let hung = Hung::start();
+    serve_does_not_wait_on(&hung.url(), "Concourse did not answer within 10s");
+}
+
+#[test]
+fn pool_serve_behind_a_concourse_that_refuses_connections_shows_a_release_within_a_refresh() {
+    serve_does_not_wait_on(&refusing_url(), "gave up after 2 attempts");
 }

@@ -638,7 +638,6 @@ pub fn run(
             let lock = lock.as_ref().map(LockName::as_str);
             let mut h = ops::history(store, &t.source.branch, &pools, lock, from)?;
             if let Some(b) = concourse_builds(&cx, concourse)?.as_mut() {
-                b.client_mut().set_attempts(SHOW_ATTEMPTS);
                 b.annotate_history(&mut h);
                 for w in crate::operator::concourse::warnings(b) {
                     log.warn(w);
@@ -742,7 +741,8 @@ pub fn run(
                         finished: *finished,
                         missing: *missing,
                     };
-                    let url = builds.client_mut().access().url.clone();
+                    builds.set_bounds(crate::operator::concourse::client::Bounds::REAP);
+                    let url = builds.access().url.clone();
                     ops::reap_dead(
                         t.store.as_mut(),
                         &t.source.branch,
@@ -752,8 +752,8 @@ pub fn run(
                         &cx.operator(),
                         url.as_deref(),
                         // Every build is asked about before anything is released.
-                        &mut |r| {
-                            builds.lookup(r).inspect_err(|_| {
+                        &mut |refs| {
+                            builds.lookup_all(refs).inspect_err(|_| {
                                 log.line("reap --dead: Concourse could not say whether the builds are alive, so nothing was released or removed")
                             })
                         },
@@ -866,10 +866,6 @@ fn write_page(
 /// How long a build must have been over before `reap --dead` releases its claim.
 const DEFAULT_GRACE: Duration = Duration::from_secs(300);
 
-/// Attempts per Concourse request when only showing a status: a reap
-/// retries like a git fault, a status says "unknown" sooner.
-const SHOW_ATTEMPTS: u32 = 2;
-
 /// The Concourse builds API, when `--concourse-url`, `--fly-target` or the
 /// environment configure it.
 fn concourse_builds(
@@ -892,7 +888,6 @@ fn annotate(
     log: &Log,
 ) {
     if let Some(b) = builds {
-        b.client_mut().set_attempts(SHOW_ATTEMPTS);
         b.annotate_status(st);
         for w in crate::operator::concourse::warnings(b) {
             log.warn(w);

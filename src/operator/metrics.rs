@@ -142,7 +142,7 @@ pub fn render(board: &Board, now: i64) -> String {
         f.head(
             "build_status_up",
             "gauge",
-            "Whether Concourse answered every question about the holders' builds in the last refresh (1) or not (0).",
+            "Whether Concourse answered every question about the holders' builds in the last round of lookups (1) or not (0: not yet, an error, or no answer in time).",
         );
         for v in &asked {
             f.sample(

@@ -1046,8 +1046,10 @@ fn reaper(who: &Operator, why: &str) -> Operator {
     }
 }
 
-/// Asks Concourse about a build (see [`crate::operator::concourse::Builds`]).
-pub type BuildLookupFn<'a> = &'a mut dyn FnMut(&BuildRef) -> Result<Lookup>;
+/// Asks Concourse about all the builds given at once (see
+/// [`crate::operator::concourse::Builds::lookup_all`]): every answer, or
+/// an error.
+pub type BuildLookupFn<'a> = &'a mut dyn FnMut(&[BuildRef]) -> Result<BTreeMap<BuildRef, Lookup>>;
 
 /// `reap --dead`: releases the claims of `pool` whose build is over as
 /// `policy` counts it (ended `failed`, `errored` or `aborted` longer than
@@ -1156,17 +1158,23 @@ pub fn reap_dead(
         }
     }
     // No API, no reaping: every answer first.
-    let mut answers: BTreeMap<BuildRef, Lookup> = BTreeMap::new();
-    let refs = claims
+    // In the order of the claims, then the tickets: the first names the
+    // Concourse credentials go to when no URL was given.
+    let mut refs: Vec<BuildRef> = Vec::new();
+    for r in claims
         .iter()
         .map(|(_, _, _, r, _)| r)
-        .chain(tickets.iter().map(|(_, r, _)| r));
-    for r in refs {
-        if !answers.contains_key(r) {
-            let answer = lookup(r)?;
-            answers.insert(r.clone(), answer);
+        .chain(tickets.iter().map(|(_, r, _)| r))
+    {
+        if !refs.contains(r) {
+            refs.push(r.clone());
         }
     }
+    let answers = if refs.is_empty() {
+        BTreeMap::new()
+    } else {
+        lookup(&refs)?
+    };
     for (name, claim, by, r, what) in &claims {
         let Some(answer) = answers.get(r) else {
             continue;

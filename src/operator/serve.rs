@@ -3,14 +3,19 @@
 //!
 //! A thread refreshes the [`Board`] on the timer ([`crate::operator::watch`]); the
 //! HTTP side (axum on a current-thread tokio runtime) only reads it, so a
-//! request never reaches the git server. Every response is `GET`/`HEAD`
+//! request never reaches the git server. With Concourse access, another
+//! thread asks about the holders' builds after each refresh (bounded,
+//! in parallel, ended builds remembered) and feeds a cache the refresh
+//! reads: a Concourse that hangs leaves the build statuses `unknown`, never
+//! the lock state stale. Every response is `GET`/`HEAD`
 //! only (anything else is 405), carries a Content-Security-Policy and goes
 //! through the log's redaction; bad query parameters are a 400 that says
 //! why.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use axum::extract::{RawQuery, Request, State};
@@ -24,6 +29,8 @@ use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::model::duration::{now_unix, parse_go_duration};
 use crate::model::names::LockState;
+use crate::operator::concourse::build::BuildState;
+use crate::operator::concourse::client::Bounds;
 use crate::operator::concourse::Builds;
 use crate::operator::ops::{Actor, Interval, Since, Status};
 use crate::operator::page::{self, Mode, Window};
@@ -40,14 +47,22 @@ pub struct Config {
     pub listen: SocketAddr,
     /// `--refresh`: how often each repository is looked at.
     pub refresh: Duration,
-    /// The Concourse API, when configured: each refresh asks it about the
-    /// builds holding locks (once per build; ended builds are remembered).
+    /// The Concourse API, when configured: after each refresh a thread of
+    /// its own asks it about the builds holding locks (once per build;
+    /// ended builds are remembered).
     pub builds: Option<Builds>,
 }
 
-/// Attempts per Concourse request in a refresh: a failure is shown, and
-/// the next refresh asks again, rather than stalling every repository.
-const BUILD_ATTEMPTS: u32 = 2;
+/// What the builds are known as, by claim commit: what the lookups last
+/// said, for the refresh to show on a read it has just made.
+#[derive(Default)]
+struct Known {
+    /// The build status of each claim asked about (`None`: an operator's).
+    states: HashMap<String, Option<BuildState>>,
+}
+
+/// The status of a claim Concourse has not been asked about yet.
+const NOT_ANSWERED_YET: &str = "Concourse has not answered yet";
 
 #[derive(Clone)]
 struct App {
@@ -85,14 +100,29 @@ pub fn serve(
         views: sources.iter().map(|(s, _)| watch::View::of(s)).collect(),
     };
     let board = Arc::new(RwLock::new(board));
+    let known: Option<Arc<Mutex<Known>>> = config.builds.as_ref().map(|_| Arc::default());
+    let ticks = match config.builds {
+        Some(mut builds) => {
+            builds.set_bounds(Bounds::SERVE);
+            // One round waiting at most: refreshes during a slow round
+            // coalesce into the next, so running builds are asked at
+            // most once per refresh.
+            let (tx, rx) = mpsc::sync_channel::<()>(1);
+            let (board, log, interrupt) = (board.clone(), log.clone(), interrupt.clone());
+            let known = known.clone().unwrap_or_default();
+            // Not joined at the end: a round waiting on a hung Concourse
+            // must not hold up a SIGTERM either.
+            std::thread::spawn(move || lookup_loop(builds, &board, &known, &rx, &log, &interrupt));
+            Some(tx)
+        }
+        None => None,
+    };
     let refresher = {
         let (board, log, interrupt) = (board.clone(), log.clone(), interrupt.clone());
         let refresh = config.refresh;
-        let mut builds = config.builds;
-        if let Some(b) = builds.as_mut() {
-            b.client_mut().set_attempts(BUILD_ATTEMPTS);
-        }
-        std::thread::spawn(move || refresh_loop(sources, &board, refresh, builds, &log, &interrupt))
+        std::thread::spawn(move || {
+            refresh_loop(sources, &board, refresh, known, ticks, &log, &interrupt)
+        })
     };
     log.line(format_args!(
         "pool serve: listening on http://{local}/ (refreshing every {}s)",
@@ -130,7 +160,8 @@ fn refresh_loop(
     sources: Vec<(Source, Opener)>,
     board: &RwLock<Board>,
     refresh: Duration,
-    mut builds: Option<Builds>,
+    known: Option<Arc<Mutex<Known>>>,
+    ticks: Option<SyncSender<()>>,
     log: &Log,
     interrupt: &Interrupt,
 ) {
@@ -152,12 +183,14 @@ fn refresh_loop(
                     view.branch, view.uri
                 ));
             }
-        }
-        if let Some(b) = builds.as_mut() {
-            if interrupt.received().is_some() {
-                return;
+            if let Some(known) = &known {
+                let known = known.lock().unwrap_or_else(|e| e.into_inner());
+                show_known(view, &known);
             }
-            check_builds(b, board, log);
+        }
+        if let Some(t) = &ticks {
+            // Full: a round is waiting already. Gone: the lookups ended.
+            let _ = t.try_send(());
         }
         if interrupt.sleep(refresh, "serving").is_err() {
             return;
@@ -165,16 +198,69 @@ fn refresh_loop(
     }
 }
 
+/// Gives each claimed lock of `view` the build status last learnt of its
+/// claim, or `unknown` until Concourse has answered about it.
+fn show_known(view: &mut watch::View, known: &Known) {
+    let Some(read) = view.read.as_mut() else {
+        return;
+    };
+    for p in read.status.pools.iter_mut() {
+        for l in p.locks.iter_mut().filter(|l| l.state == LockState::Claimed) {
+            if let Since::Commit { commit, by, .. } = &l.since {
+                l.build_status = match known.states.get(commit) {
+                    Some(state) => state.clone(),
+                    None if by.operator.is_some() => None,
+                    None => Some(BuildState::unknown(NOT_ANSWERED_YET)),
+                };
+            }
+        }
+    }
+}
+
+/// Runs a round of build lookups after each refresh ([`check_builds`])
+/// until the refreshes stop or a signal arrives.
+fn lookup_loop(
+    mut builds: Builds,
+    board: &RwLock<Board>,
+    known: &Mutex<Known>,
+    ticks: &Receiver<()>,
+    log: &Log,
+    interrupt: &Interrupt,
+) {
+    loop {
+        match ticks.recv_timeout(SIGNAL_POLL) {
+            Ok(()) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                if interrupt.received().is_some() {
+                    return;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if interrupt.received().is_some() {
+            return;
+        }
+        check_builds(&mut builds, board, known, log);
+    }
+}
+
 /// Asks Concourse about the build of every claimed lock on the board (once
-/// per build this round; ended builds are remembered) and writes the
-/// answers into the board. The board is not locked while Concourse is asked.
-fn check_builds(builds: &mut Builds, board: &RwLock<Board>, log: &Log) {
+/// per build this round; ended builds are remembered), within
+/// [`Bounds::SERVE`], and writes the answers into the cache and the board.
+/// Neither is locked while Concourse is asked.
+fn check_builds(builds: &mut Builds, board: &RwLock<Board>, known: &Mutex<Known>, log: &Log) {
     builds.next_round();
     // (view, pool, lock, claim commit, holder)
     let mut claims: Vec<(usize, String, String, String, Actor)> = Vec::new();
     {
-        let b = board.read().unwrap_or_else(|e| e.into_inner());
-        for (i, v) in b.views.iter().enumerate() {
+        let mut b = board.write().unwrap_or_else(|e| e.into_inner());
+        for (i, v) in b.views.iter_mut().enumerate() {
+            // Asked from now on: until Concourse answers, it is not up.
+            if v.build_status_at.is_none() {
+                v.build_status_at = Some(now_unix());
+                v.build_status_error = Some(NOT_ANSWERED_YET.into());
+            }
             let Some(read) = &v.read else { continue };
             for p in &read.status.pools {
                 for l in p.locks.iter().filter(|l| l.state == LockState::Claimed) {
@@ -191,13 +277,19 @@ fn check_builds(builds: &mut Builds, board: &RwLock<Board>, log: &Log) {
             }
         }
     }
-    let states: Vec<_> = claims
-        .into_iter()
-        .map(|(i, pool, lock, commit, by)| (i, pool, lock, commit, builds.state(&by)))
-        .collect();
+    let holders: Vec<&Actor> = claims.iter().map(|c| &c.4).collect();
+    let states = builds.states(&holders);
     let failures = builds.failures();
     for why in &failures {
         log.warn(format_args!("build status unknown: {why}"));
+    }
+    {
+        let mut k = known.lock().unwrap_or_else(|e| e.into_inner());
+        k.states = claims
+            .iter()
+            .zip(&states)
+            .map(|(c, s)| (c.3.clone(), s.clone()))
+            .collect();
     }
     let now = now_unix();
     let mut b = board.write().unwrap_or_else(|e| e.into_inner());
@@ -205,7 +297,7 @@ fn check_builds(builds: &mut Builds, board: &RwLock<Board>, log: &Log) {
         v.build_status_at = Some(now);
         v.build_status_error = (!failures.is_empty()).then(|| log.redact(&failures.join("; ")));
     }
-    for (i, pool, lock, commit, state) in states {
+    for ((i, pool, lock, commit, _), state) in claims.into_iter().zip(states) {
         let Some(read) = b.views.get_mut(i).and_then(|v| v.read.as_mut()) else {
             continue;
         };

@@ -508,3 +508,59 @@ fn percent_decode(s: &str) -> String {
         .decode_utf8_lossy()
         .into_owned()
 }
+
+/// A Concourse that accepts connections and never answers: a hung web
+/// node, a black-holed load balancer. It reads what is sent and holds the
+/// socket open until dropped.
+pub struct Hung {
+    server: Server,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Hung {
+    /// Listens on a free port of 127.0.0.1.
+    pub fn start() -> Hung {
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&connections);
+        let server = Server::start(move |mut stream, _| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                        ) => {}
+                    Err(_) => return,
+                }
+            }
+        });
+        Hung {
+            server,
+            connections,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.server.port())
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// `http://127.0.0.1:PORT` of a port nothing listens on: connections are
+/// refused at once (a stopped web node).
+pub fn refusing_url() -> String {
+    let listener =
+        std::net::TcpListener::bind(("127.0.0.1", 0)).expect("binding 127.0.0.1:0 for a port");
+    let port = listener.local_addr().expect("listener address").port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}

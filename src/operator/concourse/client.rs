@@ -9,15 +9,19 @@
 //! A token is checked once at `/api/v1/user` before it is relied on: a
 //! public pipeline's builds answer even a wrong token, which would hide it.
 //!
-//! Every request has a connect and a total timeout; network faults and 5xx
-//! answers are retried with the back-off of git faults
-//! ([`crate::process::retry::Backoff`]), certificate and credential
-//! failures never. Errors name the URL (which holds no secret: credentials
-//! travel in headers) and never the credentials.
+//! Every question is asked within [`Bounds`]: a connect and a total
+//! timeout per request, a number of attempts, and a deadline for all the
+//! questions of one command (or one `pool serve` round), so a Concourse
+//! that accepts connections and never answers costs seconds, not minutes.
+//! Network faults and 5xx answers are retried with the back-off of git
+//! faults ([`crate::process::retry::Backoff`]) while the deadline allows,
+//! certificate and credential failures never. Errors name the URL (which
+//! holds no secret: credentials travel in headers) and never the
+//! credentials. A client is shared by the threads that ask in parallel.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde::Deserialize;
@@ -32,7 +36,7 @@ use crate::process::signal::Interrupt;
 
 /// How long a TCP (and TLS) connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one request may take, answer included.
+/// How long one request may take, answer included, at most.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most of an answer read: a build is a few hundred bytes.
 const BODY_LIMIT: u64 = 1 << 20;
@@ -206,6 +210,117 @@ fn status_line(status: u16) -> String {
     format!("{status} {reason}").trim_end().to_string()
 }
 
+/// How long the questions of one command may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Attempts per request (network faults and 5xx answers are retried).
+    pub attempts: u32,
+    /// How long one request may take, answer included.
+    pub request: Duration,
+    /// How long all the questions together may take.
+    pub total: Duration,
+}
+
+impl Bounds {
+    /// `pool status` and `pool history`: the locks are what matters; a
+    /// build status not got in a few seconds is shown as unknown.
+    pub const SHOW: Bounds = Bounds {
+        attempts: 2,
+        request: Duration::from_secs(4),
+        total: Duration::from_secs(4),
+    };
+    /// One round of `pool serve`'s lookups, which run beside the refresh
+    /// of the locks and never delay it; the next round asks again.
+    pub const SERVE: Bounds = Bounds {
+        attempts: 2,
+        request: Duration::from_secs(10),
+        total: Duration::from_secs(10),
+    };
+    /// `pool reap --dead`: every answer is needed, so more patience, but
+    /// it gives up within a minute (git's time aside).
+    pub const REAP: Bounds = Bounds {
+        attempts: 6,
+        request: Duration::from_secs(15),
+        total: Duration::from_secs(45),
+    };
+
+    /// The deadline of questions asked from now on.
+    pub fn start(self) -> Deadline {
+        Deadline {
+            at: Instant::now() + self.total,
+            bounds: self,
+        }
+    }
+}
+
+/// When the questions of one command must be answered by.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    at: Instant,
+    bounds: Bounds,
+}
+
+impl Deadline {
+    /// The bounds it was started from.
+    pub fn bounds(&self) -> Bounds {
+        self.bounds
+    }
+
+    /// The time left.
+    pub fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether the time is up.
+    pub fn passed(&self) -> bool {
+        self.remaining().is_zero()
+    }
+
+    /// `Concourse did not answer within 4s`: the reason a build status
+    /// not got in time is unknown.
+    pub fn no_answer(&self) -> String {
+        format!(
+            "Concourse did not answer within {}s",
+            self.bounds.total.as_secs_f64().ceil() as u64
+        )
+    }
+}
+
+/// Why a question got no answer.
+#[derive(Debug)]
+pub struct Failure {
+    /// A few words for an `unknown` build status: `Concourse did not
+    /// answer within 4s`, or the error.
+    pub reason: String,
+    /// The error, naming the URL.
+    pub error: Box<Error>,
+}
+
+impl Failure {
+    /// No answer from `url` by `deadline`; `last` says what the last
+    /// attempt met.
+    pub fn no_answer(what: &str, url: &str, deadline: &Deadline, last: &str) -> Failure {
+        let reason = deadline.no_answer();
+        Failure {
+            error: Box::new(Error::ConcourseApi {
+                what: what.to_string(),
+                url: shown(url),
+                detail: format!("{reason} (last: {last})"),
+            }),
+            reason,
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Failure {
+        Failure {
+            reason: error.chain(),
+            error: Box::new(error),
+        }
+    }
+}
+
 /// An answer, read whole.
 struct Reply {
     status: u16,
@@ -239,7 +354,8 @@ struct TokenReply {
 }
 
 /// A Concourse API client for one run (or one `pool serve`): it keeps one
-/// session (an `Authorization` value) per Concourse.
+/// session (an `Authorization` value) per Concourse, shared by the threads
+/// asking through it.
 pub struct Client {
     access: Access,
     agent: ureq::Agent,
@@ -247,13 +363,14 @@ pub struct Client {
     log: Log,
     interrupt: Interrupt,
     /// Per Concourse URL: the `Authorization` header to send (`None`:
-    /// anonymous), once established.
-    sessions: HashMap<String, Option<String>>,
+    /// anonymous), once established. Held while one is established, so a
+    /// token is checked (or a local user exchanged) once, not per thread.
+    sessions: Mutex<HashMap<String, Option<String>>>,
     /// Why no CA certificate could be loaded, if none was.
     no_roots: Option<String>,
     /// The one Concourse credentials go to when no URL was given: the
     /// first one a claim named.
-    bound: Option<String>,
+    bound: Mutex<Option<String>>,
 }
 
 impl Client {
@@ -314,16 +431,10 @@ impl Client {
             backoff: Backoff::from_env(),
             log: log.clone(),
             interrupt: interrupt.clone(),
-            sessions: HashMap::new(),
+            sessions: Mutex::default(),
             no_roots,
-            bound: None,
+            bound: Mutex::default(),
         })
-    }
-
-    /// Tries each request at most `attempts` times (`pool serve` asks
-    /// again on its next refresh rather than waiting long).
-    pub fn set_attempts(&mut self, attempts: u32) {
-        self.backoff.max_failures = attempts.max(1);
     }
 
     /// The access this client uses.
@@ -331,22 +442,24 @@ impl Client {
         &self.access
     }
 
-    /// What Concourse says of the build `r`.
-    pub fn build(&mut self, r: &BuildRef) -> Result<Lookup> {
+    /// What Concourse says of the build `r`, by `deadline`.
+    pub fn build(&self, r: &BuildRef, deadline: &Deadline) -> std::result::Result<Lookup, Failure> {
         let url = r.api_url();
         let what = format!("asking Concourse about {}", r.describe());
         let mut renewed = false;
         loop {
-            let auth = self.session(&r.concourse)?;
-            let reply = self.call(&what, &url, auth.as_deref(), None)?;
+            let auth = self.session(&r.concourse, deadline)?;
+            let reply = self.call(&what, &url, auth.as_deref(), None, deadline)?;
             match reply.status {
                 200 => {
                     return serde_json::from_str::<Build>(&reply.body)
                         .map(Lookup::Found)
-                        .map_err(|e| Error::ConcourseApi {
-                            what,
-                            url: shown(&url),
-                            detail: format!("the answer is not a Concourse build: {e}"),
+                        .map_err(|e| {
+                            Failure::from(Error::ConcourseApi {
+                                what,
+                                url: shown(&url),
+                                detail: format!("the answer is not a Concourse build: {e}"),
+                            })
                         })
                 }
                 404 => return Ok(Lookup::Missing),
@@ -356,63 +469,92 @@ impl Client {
                     let exchanged = matches!(self.access.credentials, Credentials::Password { .. });
                     if exchanged && !renewed {
                         renewed = true;
-                        self.sessions.remove(&r.concourse);
+                        self.sessions().remove(&r.concourse);
                         continue;
                     }
-                    return Err(self.rejected(&url, reply.status));
+                    return Err(self.rejected(&url, reply.status).into());
                 }
-                status => return Err(unexpected(what, &url, &reply, status)),
+                status => return Err(unexpected(what, &url, &reply, status).into()),
             }
         }
     }
 
+    /// Binds the credentials to `base` when no URL was given and no
+    /// Concourse was asked yet: the first claim's, before the questions
+    /// run in parallel, so which one gets them never depends on timing.
+    pub fn bind_first(&self, base: &str) {
+        let anonymous = matches!(self.access.credentials, Credentials::Anonymous);
+        if !anonymous && self.access.url.is_none() {
+            let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+            if bound.is_none() {
+                *bound = Some(base.to_string());
+            }
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<String>>> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The `Authorization` header for `base`, establishing the session
     /// (a checked token, or an exchanged one) on first use.
-    fn session(&mut self, base: &str) -> Result<Option<String>> {
-        if let Some(auth) = self.sessions.get(base) {
+    fn session(
+        &self,
+        base: &str,
+        deadline: &Deadline,
+    ) -> std::result::Result<Option<String>, Failure> {
+        let mut sessions = self.sessions();
+        if let Some(auth) = sessions.get(base) {
             return Ok(auth.clone());
         }
         // Credentials go to one Concourse: the claims' URLs come from the
         // lock repository, and a commit naming another must not get them.
         let anonymous = matches!(self.access.credentials, Credentials::Anonymous);
         if !anonymous && self.access.url.is_none() {
-            match &self.bound {
+            let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+            match &*bound {
                 Some(first) if first != base => {
                     return Err(Error::bad_request(format!(
                         "the claims name more than one Concourse ({} and {}): give --concourse-url to say which one the credentials from {} belong to",
                         shown(first),
                         shown(base),
                         self.access.credentials.source()
-                    )))
+                    ))
+                    .into())
                 }
                 Some(_) => {}
-                None => self.bound = Some(base.to_string()),
+                None => *bound = Some(base.to_string()),
             }
         }
         let auth = match self.access.credentials.clone() {
             Credentials::Anonymous => None,
             Credentials::Token { scheme, value, .. } => {
                 let auth = format!("{scheme} {value}");
-                self.check_token(base, &auth)?;
+                self.check_token(base, &auth, deadline)?;
                 Some(auth)
             }
             Credentials::Password { username, password } => {
-                Some(self.exchange(base, &username, &password)?)
+                Some(self.exchange(base, &username, &password, deadline)?)
             }
         };
-        self.sessions.insert(base.to_string(), auth.clone());
+        sessions.insert(base.to_string(), auth.clone());
         Ok(auth)
     }
 
     /// `GET /api/v1/user`: 401 unless the token is valid.
-    fn check_token(&mut self, base: &str, auth: &str) -> Result<()> {
+    fn check_token(
+        &self,
+        base: &str,
+        auth: &str,
+        deadline: &Deadline,
+    ) -> std::result::Result<(), Failure> {
         let url = format!("{base}/api/v1/user");
         let what = "checking the Concourse credentials";
-        let reply = self.call(what, &url, Some(auth), None)?;
+        let reply = self.call(what, &url, Some(auth), None, deadline)?;
         match reply.status {
             200 => Ok(()),
-            401 | 403 => Err(self.rejected(&url, reply.status)),
-            status => Err(unexpected(what.into(), &url, &reply, status)),
+            401 | 403 => Err(self.rejected(&url, reply.status).into()),
+            status => Err(unexpected(what.into(), &url, &reply, status).into()),
         }
     }
 
@@ -420,12 +562,18 @@ impl Client {
     /// Concourse 6.1 to 6.4 fly used the `id_token` as the bearer token,
     /// from 6.5 on the `access_token` (concourse#5851); `/api/v1/info`
     /// says which Concourse this is.
-    fn exchange(&mut self, base: &str, username: &str, password: &str) -> Result<String> {
+    fn exchange(
+        &self,
+        base: &str,
+        username: &str,
+        password: &str,
+        deadline: &Deadline,
+    ) -> std::result::Result<String, Failure> {
         let info_url = format!("{base}/api/v1/info");
         let what = "asking Concourse its version";
-        let reply = self.call(what, &info_url, None, None)?;
+        let reply = self.call(what, &info_url, None, None, deadline)?;
         if reply.status != 200 {
-            return Err(unexpected(what.into(), &info_url, &reply, reply.status));
+            return Err(unexpected(what.into(), &info_url, &reply, reply.status).into());
         }
         let info: Info = serde_json::from_str(&reply.body).map_err(|e| Error::ConcourseApi {
             what: what.into(),
@@ -440,7 +588,7 @@ impl Client {
             ("password", password),
             ("scope", FLY_SCOPES),
         ];
-        let reply = self.call(what, &url, None, Some(&form))?;
+        let reply = self.call(what, &url, None, Some(&form), deadline)?;
         match reply.status {
             200 => {}
             400 | 401 | 403 => {
@@ -457,9 +605,10 @@ impl Client {
                         self.access.credentials.source(),
                         status_line(reply.status)
                     ),
-                });
+                }
+                .into());
             }
-            status => return Err(unexpected(what.into(), &url, &reply, status)),
+            status => return Err(unexpected(what.into(), &url, &reply, status).into()),
         }
         let token: TokenReply =
             serde_json::from_str(&reply.body).map_err(|e| Error::ConcourseApi {
@@ -477,7 +626,8 @@ impl Client {
                 what: what.into(),
                 url: shown(&url),
                 detail: format!("the answer has no token for Concourse {}", info.version),
-            });
+            }
+            .into());
         }
         self.log.add_secrets([value.clone()]);
         let scheme =
@@ -512,34 +662,45 @@ impl Client {
         }
     }
 
-    /// One request, retried on network faults and 5xx answers.
+    /// One request, retried on network faults and 5xx answers within
+    /// `deadline`'s attempts and time.
     fn call(
         &self,
         what: &str,
         url: &str,
         auth: Option<&str>,
         form: Option<&[(&str, &str)]>,
-    ) -> Result<Reply> {
+        deadline: &Deadline,
+    ) -> std::result::Result<Reply, Failure> {
         let mut failures = 0;
+        let mut fault = "not asked: the time was up".to_string();
         loop {
             self.interrupt.check(what)?;
-            let fault = match self.once(url, auth, form) {
+            if deadline.passed() {
+                return Err(Failure::no_answer(what, url, deadline, &fault));
+            }
+            let timeout = deadline.bounds().request.min(deadline.remaining());
+            fault = match self.once(url, auth, form, timeout) {
                 Ok(reply) if reply.status >= 500 => {
                     format!("Concourse answered {}", status_line(reply.status))
                 }
                 Ok(reply) => return Ok(reply),
                 Err(Attempt::Fault(why)) => why,
-                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Fatal(e)) => return Err(e.into()),
             };
             failures += 1;
-            if failures >= self.backoff.max_failures {
+            if failures >= deadline.bounds().attempts.max(1) {
                 return Err(Error::GaveUp {
                     attempts: failures,
                     last: format!("{what} ({}): {fault}", shown(url)),
                     unconfirmed: Vec::new(),
-                });
+                }
+                .into());
             }
             let delay = self.backoff.delay(failures);
+            if delay >= deadline.remaining() {
+                return Err(Failure::no_answer(what, url, deadline, &fault));
+            }
             self.log.warn(format_args!(
                 "{what} ({}): {fault}; trying again in {}",
                 shown(url),
@@ -549,15 +710,26 @@ impl Client {
         }
     }
 
+    /// One attempt, taking at most `timeout` (connecting at most
+    /// [`CONNECT_TIMEOUT`] of it).
     fn once(
         &self,
         url: &str,
         auth: Option<&str>,
         form: Option<&[(&str, &str)]>,
+        timeout: Duration,
     ) -> std::result::Result<Reply, Attempt> {
+        let connect = CONNECT_TIMEOUT.min(timeout);
         let sent = match form {
             None => {
-                let mut req = self.agent.get(url).header("Accept", "application/json");
+                let mut req = self
+                    .agent
+                    .get(url)
+                    .config()
+                    .timeout_global(Some(timeout))
+                    .timeout_connect(Some(connect))
+                    .build()
+                    .header("Accept", "application/json");
                 if let Some(a) = auth {
                     req = req.header("Authorization", a);
                 }
@@ -568,6 +740,10 @@ impl Client {
                     .encode(format!("{}:{}", FLY_CLIENT.0, FLY_CLIENT.1));
                 self.agent
                     .post(url)
+                    .config()
+                    .timeout_global(Some(timeout))
+                    .timeout_connect(Some(connect))
+                    .build()
                     .header("Accept", "application/json")
                     .header("Authorization", format!("Basic {basic}"))
                     .send_form(form.iter().copied())
