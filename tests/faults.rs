@@ -2262,10 +2262,37 @@ fn check_line_history(field: &LineField, until: i64) -> Figures {
             }
         }
     }
-    if !field.repo.claimed(POOL).is_empty() {
+    for lock in field.repo.claimed(POOL) {
+        // Who claimed it last, and what that put said.
+        let by = log
+            .iter()
+            .rev()
+            .find(|c| {
+                Parsed::new(&c.body)
+                    .locks()
+                    .is_some_and(|(verb, locks)| verb.as_str() == "claiming" && locks.contains(&lock.as_str()))
+            })
+            .and_then(build_id);
+        let put = by.and_then(|id| puts.iter().rev().find(|p| p.id == id));
+        let releases: Vec<String> = by
+            .map(|id| {
+                let cycle = id.trim_end_matches("claim");
+                puts.iter()
+                    .filter(|p| p.id.starts_with(&format!("{cycle}release")))
+                    .map(|p| format!("{} -> {:?}:\n{}", p.id, p.outcome, p.stderr))
+                    .collect()
+            })
+            .unwrap_or_default();
         field.violation(format!(
-            "claimed at the end: {:?}",
-            field.repo.claimed(POOL)
+            "{}",
+            if releases.is_empty() { "no release was run".to_string() } else { releases.join("\n") }
+        ));
+        field.violation(format!(
+            "claimed at the end: {lock}, last claimed by {by:?} ({:?}, signalled {:?}, outcome {:?}); it logged:\n{}",
+            put.map(|p| &p.what),
+            put.map(|p| p.signalled),
+            put.map(|p| &p.outcome),
+            put.map(|p| p.stderr.as_str()).unwrap_or_default()
         ));
     }
     totals.stall = crate::races::longest_stall(&field.repo, &log, &LOCKS, until);
