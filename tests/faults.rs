@@ -2099,7 +2099,24 @@ impl LineWorker<'_> {
         for attempt in 1..=MAX_RELEASES {
             let id = format!("w{}-c{c}-release{attempt}", self.w);
             let put = self.put(&id, "release", &json!({"release": "held"}), Fate::Finish);
-            if matches!(put.outcome, Some(Ok(_))) || put.fenced {
+            if matches!(put.outcome, Some(Ok(_))) {
+                return;
+            }
+            if put.fenced {
+                // Refused: some lock of it was released (and perhaps
+                // claimed again) since. What the claim still holds, the
+                // operator frees after reading the refusal; a refusal while
+                // the claim still holds every lock is a false one.
+                let left = self.field.still_held(claim, locks);
+                if left.len() == locks.split(", ").count() {
+                    self.field.violation(format!(
+                        "{id}: the release of {locks} ({claim}) was refused by its fence though that claim still holds all of it:\n{}",
+                        put.stderr
+                    ));
+                }
+                for lock in left {
+                    force_release(self.field, &lock, "what a fenced release left");
+                }
                 return;
             }
             let left = self.field.still_held(claim, locks);
@@ -2123,7 +2140,6 @@ impl LineWorker<'_> {
 /// that is claimed, until the deadline.
 fn operate(field: &LineField, every: Duration, seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let source = field.direct.to_string();
     while Instant::now() < field.deadline {
         let pause = every.mul_f64(0.5 + rng.f64());
         std::thread::sleep(pause.min(field.deadline.saturating_duration_since(Instant::now())));
@@ -2132,23 +2148,30 @@ fn operate(field: &LineField, every: Duration, seed: u64) {
             continue;
         }
         let lock = &claimed[rng.usize(..claimed.len())];
-        let run = crate::support::run_bin_raw(
-            "pool",
-            &[
-                Path::new("release"),
-                Path::new(lock),
-                Path::new("--force"),
-                Path::new("--reason"),
-                Path::new("soak"),
-                Path::new("--as"),
-                Path::new("soak-operator"),
-            ],
-            b"",
-            &[("POOL_SOURCE", source.as_str()), ("USER", "soak")],
-        );
-        if run.status.success() {
-            field.operator_releases.fetch_add(1, Ordering::SeqCst);
-        }
+        force_release(field, lock, "soak");
+    }
+}
+
+/// `pool release LOCK --force` as the soak's operator; counted when it
+/// went through.
+fn force_release(field: &LineField, lock: &str, reason: &str) {
+    let source = field.direct.to_string();
+    let run = crate::support::run_bin_raw(
+        "pool",
+        &[
+            Path::new("release"),
+            Path::new(lock),
+            Path::new("--force"),
+            Path::new("--reason"),
+            Path::new(reason),
+            Path::new("--as"),
+            Path::new("soak-operator"),
+        ],
+        b"",
+        &[("POOL_SOURCE", source.as_str()), ("USER", "soak")],
+    );
+    if run.status.success() {
+        field.operator_releases.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -2268,9 +2291,9 @@ fn check_line_history(field: &LineField, until: i64) -> Figures {
             .iter()
             .rev()
             .find(|c| {
-                Parsed::new(&c.body)
-                    .locks()
-                    .is_some_and(|(verb, locks)| verb.as_str() == "claiming" && locks.contains(&lock.as_str()))
+                Parsed::new(&c.body).locks().is_some_and(|(verb, locks)| {
+                    verb.as_str() == "claiming" && locks.contains(&lock.as_str())
+                })
             })
             .and_then(build_id);
         let put = by.and_then(|id| puts.iter().rev().find(|p| p.id == id));
@@ -2285,7 +2308,11 @@ fn check_line_history(field: &LineField, until: i64) -> Figures {
             .unwrap_or_default();
         field.violation(format!(
             "{}",
-            if releases.is_empty() { "no release was run".to_string() } else { releases.join("\n") }
+            if releases.is_empty() {
+                "no release was run".to_string()
+            } else {
+                releases.join("\n")
+            }
         ));
         field.violation(format!(
             "claimed at the end: {lock}, last claimed by {by:?} ({:?}, signalled {:?}, outcome {:?}); it logged:\n{}",

@@ -157,19 +157,27 @@ impl GitStore {
     }
 
     /// Fetches more history; false when there is no more to fetch.
+    /// A step counts once its fetch succeeded: a deepening fetch cut by a
+    /// network fault is tried again by the next call, never taken for the
+    /// end of the history (which would read as "not on the branch").
     fn deepen(&mut self) -> Result<bool> {
-        let next = match &mut self.access {
-            Access::Local => return Ok(false),
-            Access::Remote { deepened, .. } => {
-                if !self.repo.is_shallow() || *deepened >= DEEPEN_STEPS.len() {
-                    return Ok(false);
-                }
-                *deepened += 1;
-                DEEPEN_STEPS[*deepened - 1]
-            }
+        Ok(self.deepen_to()?.is_some())
+    }
+
+    /// [`GitStore::deepen`], with the tip the deepening fetch brought.
+    fn deepen_to(&mut self) -> Result<Option<Oid>> {
+        let step = match &self.access {
+            Access::Local => return Ok(None),
+            Access::Remote { deepened, .. } => *deepened,
         };
-        self.refresh(next)?;
-        Ok(true)
+        if !self.repo.is_shallow() || step >= DEEPEN_STEPS.len() {
+            return Ok(None);
+        }
+        let tip = self.refresh(DEEPEN_STEPS[step])?;
+        if let Access::Remote { deepened, .. } = &mut self.access {
+            *deepened = step + 1;
+        }
+        Ok(Some(tip))
     }
 
     /// The first parent written in `id`'s commit object. Read from the raw
@@ -613,11 +621,15 @@ impl HistoryReader for GitStore {
 
     fn load_version(&mut self, version: &str, depth: Option<u32>) -> Result<()> {
         let depth = depth.map(|d| d as i32).unwrap_or(16).max(2);
-        let mut tip = self.refresh(if matches!(self.access, Access::Local) {
-            0
-        } else {
-            depth
-        })?;
+        // A fetch with a depth also shortens: once this copy holds more
+        // history (deepened, or complete), keep it, or a version deeper
+        // than `depth` would read as not on the branch with the deepening
+        // steps already spent.
+        let keep = match &self.access {
+            Access::Local => true,
+            Access::Remote { deepened, .. } => *deepened > 0 || !self.repo.is_shallow(),
+        };
+        let mut tip = self.refresh(if keep { 0 } else { depth })?;
         loop {
             let oid = self.find_commit(version).ok().map(|c| c.id());
             let ready = match oid {
@@ -634,14 +646,20 @@ impl HistoryReader for GitStore {
             if ready {
                 return Ok(());
             }
-            if !self.deepen()? {
-                return Err(Error::VersionNotFound {
-                    version: version.to_string(),
-                    branch: self.source.branch.clone(),
-                    uri: self.source.uri.to_string(),
-                });
-            }
-            tip = self.refresh(0)?;
+            // Look again from the tip the deepening fetch brought, not from
+            // a fetch of its own: on a busy branch that fetch would find a
+            // newer tip and make it the shallow boundary, and the version
+            // would read as not on the branch once the steps ran out.
+            tip = match self.deepen_to()? {
+                Some(deeper) => deeper,
+                None => {
+                    return Err(Error::VersionNotFound {
+                        version: version.to_string(),
+                        branch: self.source.branch.clone(),
+                        uri: self.source.uri.to_string(),
+                    })
+                }
+            };
         }
     }
 
