@@ -85,7 +85,7 @@ pub struct Board {
 }
 
 /// The URI of `source` as shown to anyone: no password (see
-/// [`crate::store::git::uri::RepoUri`]'s `Display`) and no user name either.
+/// [`crate::config::uri::RepoUri`]'s `Display`) and no user name either.
 pub fn public_uri(source: &Source) -> String {
     let shown = source.uri.to_string();
     match shown.split_once("://") {

@@ -20,7 +20,7 @@ use git2::{
 use super::known_hosts::{self, Verdict};
 use super::sign::{GitSigner, GIT_ENDPOINT_ENV};
 use super::tunnel::{LocalTunnel, TunnelError};
-use super::uri::Scheme;
+use crate::config::uri::Scheme;
 use crate::config::Source;
 use crate::error::{Cause, Error, Result};
 use crate::process::log::Log;
