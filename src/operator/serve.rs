@@ -22,12 +22,13 @@ use axum::Router;
 
 use crate::config::Source;
 use crate::error::{Error, Result};
-use crate::model::duration::{now_unix, parse_go_duration};
+use crate::model::duration::parse_go_duration;
 use crate::model::names::LockState;
 use crate::operator::concourse::Builds;
 use crate::operator::ops::{Actor, Interval, Since, Status};
 use crate::operator::page::{self, Mode, Window};
 use crate::operator::watch::{self, Board, Opener, Watcher};
+use crate::process::clock::now_unix;
 use crate::process::log::Log;
 use crate::process::signal::Interrupt;
 

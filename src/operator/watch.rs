@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 
 use crate::config::Source;
 use crate::error::{Error, Result};
-use crate::model::duration::now_unix;
 use crate::model::names::PoolPath;
 use crate::model::pool::Hold;
 use crate::operator::ops::{self, Interval, Status};
+use crate::process::clock::now_unix;
 use crate::store::seam::LockStore;
 
 /// How far back the history is kept: the page's longest timeline.
