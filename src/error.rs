@@ -289,36 +289,15 @@ pub fn nearest<'a>(wanted: &str, known: &'a [String]) -> Option<&'a str> {
             let d = if k.eq_ignore_ascii_case(wanted) {
                 0
             } else {
-                edit_distance(wanted, k)
+                // A swap of two neighbours counts as one edit (`mian` is
+                // one from `main`): the optimal string alignment distance.
+                strsim::osa_distance(wanted, k)
             };
             (d, k.as_str())
         })
         .filter(|(d, _)| *d <= allowed)
         .min()
         .map(|(_, k)| k)
-}
-
-/// Edits from `a` to `b`, a swap of two neighbours counting as one
-/// (`mian` is one edit from `main`): the optimal string alignment distance.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    // Rows i-2, i-1 and i of the distance table.
-    let mut before: Vec<usize> = vec![0; b.len() + 1];
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        let mut cur = vec![i; b.len() + 1];
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut d = (prev[j - 1] + cost).min(prev[j] + 1).min(cur[j - 1] + 1);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                d = d.min(before[j - 2] + 1);
-            }
-            cur[j] = d;
-        }
-        before = std::mem::replace(&mut prev, cur);
-    }
-    prev[b.len()]
 }
 
 /// The hint for an unknown name: `did you mean "staging"? ` when one is

@@ -438,7 +438,7 @@ fn expire_after_takes_over_an_old_claim_and_the_old_holders_release_refuses(b: B
         "out",
         &[Inputs::new().path()],
         &json!({"source": src, "params": {"claim": "a"}}),
-        &[(pool_resource::model::duration::NOW_OFFSET_ENV, "3600")],
+        &[(pool_resource::process::clock::NOW_OFFSET_ENV, "3600")],
     );
     let took = run.assert_success().json();
     assert!(run.stderr.contains("taking it over"), "{}", run.stderr);

@@ -1477,7 +1477,7 @@ impl AuthServer {
 /// Percent-encodes everything but unreserved characters, as a URL's
 /// user-info part needs: the library's own encoder.
 fn percent_encode(text: &str) -> String {
-    pool_resource::store::git::uri::percent_encode_userinfo(text)
+    pool_resource::config::uri::percent_encode_userinfo(text)
 }
 
 /// Every way a password could show: as is, URL-encoded, and in a Basic header.

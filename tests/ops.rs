@@ -24,7 +24,7 @@ const BUILD: [(&str, &str); 6] = [
 
 /// The test hook that moves the resource's clock (`now_unix`) an hour on:
 /// a claim made a moment ago is then an hour old, without waiting.
-const AN_HOUR_LATER: (&str, &str) = (pool_resource::model::duration::NOW_OFFSET_ENV, "3600");
+const AN_HOUR_LATER: (&str, &str) = (pool_resource::process::clock::NOW_OFFSET_ENV, "3600");
 
 /// Seconds since the Unix epoch, for back-dated commits.
 fn unix_now() -> i64 {
@@ -774,7 +774,7 @@ fn ticket(
     (ago, seq): (i64, u64),
     (renewed_ago, lease): (i64, u64),
 ) -> Value {
-    let now = pool_resource::model::duration::now_unix();
+    let now = pool_resource::process::clock::now_unix();
     serde_json::json!({
         "id": id, "build": build, "build_id": build_id,
         "url": format!("https://ci.example.com/builds/{build_id}"),

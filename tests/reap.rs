@@ -18,7 +18,7 @@ const TOKEN: &str = "tok-9f8e7d6c5b4a39281706";
 const PASSWORD: &str = "pa55-w0rd-very-secret";
 
 fn now() -> i64 {
-    pool_resource::model::duration::now_unix()
+    pool_resource::process::clock::now_unix()
 }
 
 /// Runs `pool` with `args`, the source in `POOL_SOURCE`, and `env`;

@@ -45,7 +45,7 @@ impl Secrets {
     /// `secret` as is and URL-encoded.
     fn add(&mut self, secret: &str) {
         self.0.push(secret.to_string());
-        let encoded = pool_resource::store::git::uri::percent_encode_userinfo(secret);
+        let encoded = pool_resource::config::uri::percent_encode_userinfo(secret);
         if encoded != secret {
             self.0.push(encoded);
         }

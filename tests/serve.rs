@@ -69,7 +69,7 @@ impl Fixture {
         let local = source(&repo.path().display().to_string(), "main", POOL);
         pool(&local, &["--as", "ops", "init", "qa", "staging"]).assert_success();
         // A day of claims as the Go resource records them, for the timeline.
-        let now = pool_resource::model::duration::now_unix();
+        let now = pool_resource::process::clock::now_unix();
         let go = |job: &str, n: u32| {
             format!("Build URL: https://ci.example.com/teams/main/pipelines/app/jobs/{job}/builds/{n}\n")
         };
@@ -342,7 +342,7 @@ fn screenshot_path() -> PathBuf {
 /// build with a hostile name and URL (priority 5, so first) 2 minutes; both
 /// renewed just now with an hour's lease.
 fn join_line(repo: &LockRepo) {
-    let now = pool_resource::model::duration::now_unix();
+    let now = pool_resource::process::clock::now_unix();
     let line = json!({"tickets": [
         {"id": "t-old", "build": "main/app/deploy #50", "build_id": "4250",
          "url": "https://ci.example.com/teams/main/pipelines/app/jobs/deploy/builds/50",

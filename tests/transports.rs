@@ -14,6 +14,13 @@ use base64::Engine;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
+use pool_resource::config::Source;
+use pool_resource::process::log::Log;
+use pool_resource::process::signal::Interrupt;
+use pool_resource::protocol::RawRequest;
+use pool_resource::store::git::GitStore;
+use pool_resource::store::seam::{Cache, Identity, PutStore};
+
 use crate::support::{
     run_bin, ssh_keygen, ConnectProxy, GitDaemon, HttpGitServer, HttpOptions, LockRepo, Run,
     SshKey, Sshd, TestCa,
@@ -353,6 +360,45 @@ fn https_trusts_a_ca_given_by_git_config_http_sslcainfo() {
     let mut src = source(&server.url("locks.git"), "master", POOL);
     src["git_config"] = json!([{"name": "http.sslCAInfo", "value": ca.ca_pem_path()}]);
     cycle(&src, &repo, &[]);
+}
+
+/// Opens `server`'s repository in this process, trusting `ca` by
+/// `git_config http.sslCAInfo`, and reads the pool at the tip.
+fn snapshot_in_process(
+    server: &HttpGitServer,
+    ca: &TestCa,
+) -> pool_resource::Result<pool_resource::model::pool::Snapshot> {
+    let mut src = source(&server.url("locks.git"), "master", POOL);
+    src["git_config"] = json!([{"name": "http.sslCAInfo", "value": ca.ca_pem_path()}]);
+    let request = json!({ "source": src }).to_string();
+    let request = RawRequest::parse(request.as_bytes())?;
+    let source = Source::from_request(&request)?;
+    let mut store = GitStore::open(
+        &source,
+        Identity::default(),
+        Cache::Fresh,
+        Log::new(Box::new(std::io::sink())),
+        Interrupt::default(),
+    )?;
+    store.snapshot()
+}
+
+/// `pool serve` and `pool status` open the stores of several sources in one
+/// process, and again after a failure: the CA locations libgit2 keeps are
+/// process-wide, so opening one source must not take away another's CA.
+#[test]
+fn two_https_sources_with_different_cas_work_alternately_in_one_process() {
+    let (repo_a, repo_b) = (pool_repo("master"), pool_repo("master"));
+    let (ca_a, ca_b) = (Arc::new(TestCa::new()), Arc::new(TestCa::new()));
+    let (server_a, server_b) = (https_server(&repo_a, &ca_a), https_server(&repo_b, &ca_b));
+    for round in 1..=2 {
+        for (name, server, ca) in [("a", &server_a, &ca_a), ("b", &server_b, &ca_b)] {
+            let snap = snapshot_in_process(server, ca)
+                .unwrap_or_else(|e| panic!("round {round}, source {name}: {}", e.chain()));
+            assert_eq!(snap.unclaimed.len(), 2, "round {round}, source {name}");
+        }
+    }
+    assert!(server_a.request_count() > 0 && server_b.request_count() > 0);
 }
 
 #[test]

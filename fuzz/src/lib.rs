@@ -10,12 +10,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use pool_resource::config::{self, Source};
+use pool_resource::config::uri::{RepoUri, Scheme};
+use pool_resource::config::{self, RegionLookup, Source};
 use pool_resource::model::duration::parse_go_duration;
 use pool_resource::model::names::{check_branch_name, is_lock_file_name, LockName, PoolPath};
 use pool_resource::model::pool::LockState;
 use pool_resource::protocol::{CheckFrom, RawRequest, Version};
-use pool_resource::store::git::uri::{RepoUri, Scheme};
 
 /// Where `parse_put` looks for lock files: a directory that does not exist,
 /// so that reading them fails the same way whatever the input says.
@@ -56,8 +56,7 @@ pub fn request(data: &[u8]) {
     }
     // The region chain of a `codecommit://NAME` source may ask instance
     // metadata: never from here. Half the inputs find a region, half none.
-    let found = data.len().is_multiple_of(2);
-    let mut lookup = |_: Option<&str>| Ok(found.then(|| "eu-west-1".to_string()));
+    let mut lookup = Chain(data.len().is_multiple_of(2));
     match Source::from_request_with(&req, &mut lookup) {
         Ok(source) => {
             assert_pool(&source.pool);
@@ -67,6 +66,19 @@ pub fn request(data: &[u8]) {
         Err(e) => {
             let _ = e.to_string();
         }
+    }
+}
+
+/// A region chain that finds `eu-west-1` if `.0`, else nothing.
+struct Chain(bool);
+
+impl RegionLookup for Chain {
+    fn region(&mut self, _: Option<&str>) -> pool_resource::Result<Option<String>> {
+        Ok(self.0.then(|| "eu-west-1".to_string()))
+    }
+
+    fn tried(&self, _: Option<&str>) -> String {
+        "the fuzz target's chain".into()
     }
 }
 
@@ -133,7 +145,7 @@ pub fn values(data: &[u8]) {
     if let Ok(uri) = RepoUri::parse(&text) {
         assert_no_password_shown(&uri);
     }
-    let _ = pool_resource::store::codecommit::url::parse(&text);
+    let _ = pool_resource::config::codecommit_uri::parse(&text);
 }
 
 fn assert_lock_name(name: &str) {

@@ -27,7 +27,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The `source` fields that hold secrets (read by [`crate::config::source::Source::from_request`]
+/// The `source` fields that hold secrets (read by [`crate::config::source::Source::from_request_with`]
 /// and by [`raw_secrets`], which must agree).
 pub(crate) const PASSWORD: &str = "password";
 pub(crate) const PRIVATE_KEY: &str = "private_key";
@@ -50,7 +50,7 @@ pub fn raw_secrets(source: &serde_json::Map<String, serde_json::Value>) -> Vec<S
             .and_then(|t| t.get(PROXY_PASSWORD)),
     ));
     if let Some(uri) = text(source.get("uri")) {
-        found.extend(crate::store::git::uri::embedded_passwords(&uri));
+        found.extend(crate::config::uri::embedded_passwords(&uri));
     }
     let escaped: Vec<String> = found
         .iter()

@@ -11,11 +11,11 @@ use crate::config::fields::MAX_PARAM_PATH;
 use crate::config::secret::{
     Secret, PASSWORD, PRIVATE_KEY, PRIVATE_KEY_PASSPHRASE, PROXY_PASSWORD,
 };
+use crate::config::uri::RepoUri;
 use crate::error::{quoted, shortened, Error, Result};
 use crate::model::duration::parse_go_duration;
 use crate::model::names::{check_branch_name, PoolPath};
 use crate::protocol::{Fields, RawRequest};
-use crate::store::git::uri::RepoUri;
 
 /// The retry delay when `retry_delay` is absent or zero, as in the Go resource.
 pub const DEFAULT_RETRY_DELAY: Duration = Duration::from_secs(10);
@@ -125,21 +125,25 @@ pub struct Source {
     pub warnings: Vec<String>,
 }
 
-/// Finds the region of a CodeCommit URI that names none, given the URI's
-/// profile (`PROFILE@NAME`); `None` if nothing says.
-pub type RegionLookup<'a> = &'a mut dyn FnMut(Option<&str>) -> Result<Option<String>>;
+/// Where the region of a CodeCommit URI that names none comes from. The
+/// executables pass the AWS SDK's default region chain (the store's, which
+/// talks to AWS: `Source::from_request` in
+/// [`crate::store::codecommit::creds`]); tests pass a fake.
+pub trait RegionLookup {
+    /// The region for the URI's `profile` (`PROFILE@NAME`); `None` if
+    /// nothing says.
+    fn region(&mut self, profile: Option<&str>) -> Result<Option<String>>;
+
+    /// Where [`RegionLookup::region`] looked, in order, for the error when
+    /// none of them said.
+    fn tried(&self, profile: Option<&str>) -> String;
+}
 
 impl Source {
     /// Validates the `source` of `req`. The region of a `codecommit://NAME`
-    /// URI that the request does not give is asked of the AWS SDK's default
-    /// region chain ([`crate::store::codecommit::creds::default_region`]) once
+    /// URI that the request does not give is asked of `lookup` once
     /// everything else is valid.
-    pub fn from_request(req: &RawRequest) -> Result<Source> {
-        Source::from_request_with(req, &mut crate::store::codecommit::creds::default_region)
-    }
-
-    /// [`Source::from_request`], with the region looked up by `lookup`.
-    pub fn from_request_with(req: &RawRequest, lookup: RegionLookup<'_>) -> Result<Source> {
+    pub fn from_request_with(req: &RawRequest, lookup: &mut dyn RegionLookup) -> Result<Source> {
         let mut f = Fields::new("source", req.source.clone());
         let uri = f.string("uri")?;
         let branch = f.string("branch")?;
@@ -167,7 +171,7 @@ impl Source {
             )));
         }
         let aws_region = f.string("aws_region")?;
-        let codecommit_repo = crate::store::codecommit::url::parse(&uri)
+        let codecommit_repo = crate::config::codecommit_uri::parse(&uri)
             .map_err(|e| Error::bad_request(format!("invalid payload: {e}")))?;
         let mut codecommit = None;
         let parse_uri = |u: &str| {
@@ -254,13 +258,14 @@ impl Source {
         let uri = match uri {
             Written::Parsed(uri) => uri,
             Written::AwaitingRegion(written, cc) => {
-                let region = lookup(cc.profile.as_deref())?
-                    .filter(|r| crate::store::codecommit::url::is_region(r))
+                let region = lookup
+                    .region(cc.profile.as_deref())?
+                    .filter(|r| crate::config::codecommit_uri::is_region(r))
                     .ok_or_else(|| {
                         Error::bad_request(format!(
                             "invalid payload: source.uri {} does not say which AWS region, and none was found; tried {}. Use codecommit::REGION://{}, or set source.aws_region",
                             quoted(&written),
-                            crate::store::codecommit::creds::region_sources(cc.profile.as_deref()),
+                            lookup.tried(cc.profile.as_deref()),
                             match &cc.profile {
                                 Some(p) => format!("{p}@{}", cc.name),
                                 None => cc.name.clone(),
@@ -285,7 +290,7 @@ impl Source {
             (true, None) => return Err(api_needs_codecommit()),
             (false, codecommit) => Backend::Git { codecommit },
         };
-        if git.http_proxy.is_some() && matches!(uri.scheme, crate::store::git::uri::Scheme::Http) {
+        if git.http_proxy.is_some() && matches!(uri.scheme, crate::config::uri::Scheme::Http) {
             // Measured with libgit2 1.9: it sends plain http:// requests
             // straight to the server whatever the proxy options say.
             warnings.push(
@@ -293,7 +298,7 @@ impl Source {
                     .into(),
             );
         }
-        if https_tunnel.is_some() && !matches!(uri.scheme, crate::store::git::uri::Scheme::Ssh) {
+        if https_tunnel.is_some() && !matches!(uri.scheme, crate::config::uri::Scheme::Ssh) {
             warnings.push(
                 "source.https_tunnel only applies to SSH URIs; for http(s) use git_config http.proxy"
                     .into(),
@@ -354,7 +359,7 @@ enum Written {
     /// (as written): the region chain may have to ask instance metadata, so
     /// that waits until everything else is valid. It has no credentials in
     /// it and becomes an https URL.
-    AwaitingRegion(String, crate::store::codecommit::url::CodeCommitRepo),
+    AwaitingRegion(String, crate::config::codecommit_uri::CodeCommitRepo),
 }
 
 impl Written {
@@ -370,7 +375,7 @@ impl Written {
 /// its Git endpoint in `region`.
 fn codecommit_https(
     written: &str,
-    cc: &crate::store::codecommit::url::CodeCommitRepo,
+    cc: &crate::config::codecommit_uri::CodeCommitRepo,
     region: &str,
 ) -> String {
     if written.starts_with("https://") {
@@ -379,7 +384,7 @@ fn codecommit_https(
     let host = cc
         .host
         .clone()
-        .unwrap_or_else(|| crate::store::codecommit::url::git_host(region));
+        .unwrap_or_else(|| crate::config::codecommit_uri::git_host(region));
     format!("https://{host}/v1/repos/{}", cc.name)
 }
 
@@ -622,19 +627,37 @@ mod tests {
         assert_eq!(s.secrets().len(), 2);
     }
 
+    /// A region chain that answers `found` and notes which profiles it was
+    /// asked about.
+    struct FakeChain {
+        found: Option<String>,
+        asked: Vec<Option<String>>,
+    }
+
+    impl RegionLookup for FakeChain {
+        fn region(&mut self, profile: Option<&str>) -> Result<Option<String>> {
+            self.asked.push(profile.map(String::from));
+            Ok(self.found.clone())
+        }
+
+        fn tried(&self, _: Option<&str>) -> String {
+            "the fake chain".into()
+        }
+    }
+
     #[test]
     fn a_codecommit_uri_without_a_region_asks_the_region_chain_last() {
-        let with = |src: serde_json::Value, lookup: RegionLookup<'_>| {
+        let with = |src: serde_json::Value, lookup: &mut FakeChain| {
             Source::from_request_with(&req(json!({ "source": src })), lookup)
         };
+        let chain = |found: Option<&str>| FakeChain {
+            found: found.map(String::from),
+            asked: Vec::new(),
+        };
         let src = |uri: &str| json!({"uri": uri, "branch": "main", "pool": "p"});
-        let mut asked = Vec::new();
-        let s = with(src("codecommit://ops@locks"), &mut |p| {
-            asked.push(p.map(String::from));
-            Ok(Some("eu-west-1".into()))
-        })
-        .unwrap();
-        assert_eq!(asked, [Some("ops".to_string())]);
+        let mut eu = chain(Some("eu-west-1"));
+        let s = with(src("codecommit://ops@locks"), &mut eu).unwrap();
+        assert_eq!(eu.asked, [Some("ops".to_string())]);
         let cc = s.codecommit().cloned().unwrap();
         assert_eq!(
             (cc.region.as_str(), cc.name.as_str()),
@@ -648,8 +671,7 @@ mod tests {
 
         // A region from the URI or the source, or no CodeCommit URI at all:
         // nothing is asked.
-        let mut never =
-            |_: Option<&str>| -> Result<Option<String>> { panic!("the region chain was asked") };
+        let mut never = chain(Some("eu-west-1"));
         for s in [
             src("codecommit::eu-west-2://locks"),
             src("https://git-codecommit.eu-west-2.amazonaws.com/v1/repos/locks"),
@@ -666,18 +688,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("source.branch"), "{err}");
+        assert!(never.asked.is_empty(), "the region chain was asked");
 
         // Nothing says, or something that is no region: the places tried.
-        for found in [None, Some("evil.example/x".to_string())] {
-            let err = with(src("codecommit://locks"), &mut |_| Ok(found.clone()))
+        for found in [None, Some("evil.example/x")] {
+            let err = with(src("codecommit://locks"), &mut chain(found))
                 .unwrap_err()
                 .to_string();
             for needle in [
                 "does not say which AWS region",
+                "tried the fake chain",
                 "source.aws_region",
-                "AWS_REGION",
-                "shared config file",
-                "EC2 instance metadata",
             ] {
                 assert!(err.contains(needle), "{needle}: {err}");
             }

@@ -409,8 +409,8 @@ pub enum Wait {
 }
 
 impl Wait {
-    /// One line for the build log.
-    pub fn describe(&self, pool: &PoolPath) -> String {
+    /// One line for the build log; `now` (Unix seconds) dates a hold.
+    pub fn describe(&self, pool: &PoolPath, now: i64) -> String {
         match self {
             Wait::NoneFree { claimed } if claimed.is_empty() => {
                 format!("pool {pool} has no locks")
@@ -422,10 +422,7 @@ impl Wait {
             ),
             Wait::Claimed(lock) => format!("lock {lock} of pool {pool} is claimed"),
             Wait::Unclaimed(lock) => format!("lock {lock} of pool {pool} is unclaimed"),
-            Wait::Held(hold) => format!(
-                "pool {pool} is {}",
-                hold.describe(crate::model::duration::now_unix())
-            ),
+            Wait::Held(hold) => format!("pool {pool} is {}", hold.describe(now)),
             Wait::TooFewFree {
                 wanted,
                 free,
@@ -1008,7 +1005,7 @@ mod tests {
             run(Single::Release(name("a")), &s).unwrap(),
             Plan::Commit(_)
         ));
-        let why = Wait::Held(hold).describe(&PoolPath::new("p").unwrap());
+        let why = Wait::Held(hold).describe(&PoolPath::new("p").unwrap(), 0);
         assert!(
             why.starts_with("pool p is held by ops since 1970-01-01T00:00:00Z"),
             "{why}"
@@ -1123,7 +1120,7 @@ mod tests {
         );
         let Plan::Wait(why) = wait else { panic!() };
         assert_eq!(
-            why.describe(&PoolPath::new("p").unwrap()),
+            why.describe(&PoolPath::new("p").unwrap(), 0),
             "2 locks wanted, 1 free in pool p (claimed: a, b)"
         );
     }
@@ -1253,7 +1250,7 @@ mod tests {
         );
         let why = Wait::Reserved(vec![name("b"), name("c")]);
         assert_eq!(
-            why.describe(&PoolPath::new("p").unwrap()),
+            why.describe(&PoolPath::new("p").unwrap(), 0),
             "free locks b, c of pool p kept for builds ahead in line"
         );
         // Everything else ignores the line.

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::model::commit::CommitMeta;
-use crate::model::duration::{ago, now_unix, utc};
+use crate::model::duration::{ago, utc};
 use crate::model::line::{Line, Ticket, Wants};
 use crate::model::message::{commit_message, dequeue_subject, operator_trailers, Verb};
 use crate::model::names::{LockName, PoolPath};
@@ -30,6 +30,7 @@ use crate::model::pool::{plan, Hold, LockState, Operation, Plan, Single, Wait};
 use crate::operator::concourse::build::{
     judge, judge_ticket, BuildRef, BuildState, DeadPolicy, Lookup, Target, Verdict,
 };
+use crate::process::clock::now_unix;
 use crate::process::log::Log;
 use crate::process::signal::Interrupt;
 use crate::store::explain::explain;
@@ -760,7 +761,7 @@ pub fn change_lock(
                 }))
             }
             Plan::Wait(waits_for) => {
-                let why = waits_for.describe(pool);
+                let why = waits_for.describe(pool, now_unix());
                 match wait.as_mut() {
                     Some(w) => {
                         w(&why)?;

@@ -27,7 +27,7 @@ use axum::Router;
 
 use crate::config::Source;
 use crate::error::{Error, Result};
-use crate::model::duration::{now_unix, parse_go_duration};
+use crate::model::duration::parse_go_duration;
 use crate::model::names::LockState;
 use crate::operator::concourse::build::BuildState;
 use crate::operator::concourse::client::Bounds;
@@ -35,6 +35,7 @@ use crate::operator::concourse::Builds;
 use crate::operator::ops::{Actor, Interval, Since, Status};
 use crate::operator::page::{self, Mode, Window};
 use crate::operator::watch::{self, Board, Opener, Watcher};
+use crate::process::clock::now_unix;
 use crate::process::log::Log;
 use crate::process::signal::Interrupt;
 

@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 
 use crate::config::Source;
 use crate::error::{Error, Result};
-use crate::model::duration::now_unix;
 use crate::model::names::PoolPath;
 use crate::model::pool::Hold;
 use crate::operator::ops::{self, Interval, Status};
+use crate::process::clock::now_unix;
 use crate::store::seam::LockStore;
 
 /// How far back the history is kept: the page's longest timeline.
@@ -85,7 +85,7 @@ pub struct Board {
 }
 
 /// The URI of `source` as shown to anyone: no password (see
-/// [`crate::store::git::uri::RepoUri`]'s `Display`) and no user name either.
+/// [`crate::config::uri::RepoUri`]'s `Display`) and no user name either.
 pub fn public_uri(source: &Source) -> String {
     let shown = source.uri.to_string();
     match shown.split_once("://") {

@@ -237,7 +237,7 @@ pub fn describe_wait(why: &Wait, pool: &PoolPath, holders: &Holders, now: i64) -
                 each.join(", ")
             )
         }
-        other => other.describe(pool),
+        other => other.describe(pool, now),
     }
 }
 
@@ -287,7 +287,7 @@ pub fn check_fence(
         return Err(refuse("that commit did not leave it claimed".into()));
     }
     if store.changed_since(claim, &path)? {
-        let now = crate::model::duration::now_unix();
+        let now = crate::process::clock::now_unix();
         let holders = Holders::look(store, snap, pool)?;
         return Err(refuse(format!(
             "it was released and claimed again since (it is now {})",

@@ -26,11 +26,12 @@
 
 use crate::config::Source;
 use crate::error::{Error, Result};
-use crate::model::duration::{human, now_unix};
+use crate::model::duration::human;
 use crate::model::message::{build_trailers, commit_message, lock_trailers, Trailer};
 use crate::model::pool::{
     plan, plan_takeover, CommitId, Multi, Operation, Plan, Single, Snapshot, Takeover, Wait,
 };
+use crate::process::clock::now_unix;
 use crate::process::log::Log;
 use crate::process::retry::Backoff;
 use crate::process::signal::Interrupt;
@@ -277,17 +278,18 @@ fn describe_wait(
     holders: &mut HolderCache,
     log: &Log,
 ) -> String {
+    let now = now_unix();
     if !matches!(why, Wait::Claimed(_) | Wait::NoneFree { .. }) {
-        return why.describe(pool);
+        return why.describe(pool, now);
     }
     match holders.get(store, snap, pool) {
-        Ok(h) => holder::describe_wait(why, pool, h, now_unix()),
+        Ok(h) => holder::describe_wait(why, pool, h, now),
         Err(e) => {
             log.warn(format_args!(
                 "could not tell who holds the locks: {}",
                 e.chain()
             ));
-            why.describe(pool)
+            why.describe(pool, now)
         }
     }
 }

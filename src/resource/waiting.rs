@@ -38,11 +38,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::line::{LineParams, LineSource};
 use crate::error::{Error, Result};
-use crate::model::duration::{human, now_unix};
+use crate::model::duration::human;
 use crate::model::line::{Asker, Line, Ticket, Wants};
 use crate::model::message::{build_trailers, commit_message, Trailer};
 use crate::model::names::{LockName, PoolPath};
 use crate::model::pool::{Multi, Operation, Single, Snapshot};
+use crate::process::clock::now_unix;
 use crate::process::log::Log;
 use crate::process::retry::{race_jitter, Backoff};
 use crate::process::signal::Interrupt;

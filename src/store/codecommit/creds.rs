@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime};
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_codecommit::config::{Credentials, ProvideCredentials, SharedCredentialsProvider};
 
+use crate::config::{RegionLookup, Source};
 use crate::error::{Error, Result};
+use crate::protocol::RawRequest;
 
 /// Refresh credentials this long before they expire.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -60,6 +62,31 @@ pub fn default_region(profile: Option<&str>) -> Result<Option<String>> {
         .block_on(chain.region())
         .map(|r| r.to_string())
         .filter(|r| !r.is_empty()))
+}
+
+/// The AWS SDK's default region chain as `source` validation asks it
+/// ([`default_region`], and [`region_sources`] for the error).
+pub struct DefaultRegionChain;
+
+impl RegionLookup for DefaultRegionChain {
+    fn region(&mut self, profile: Option<&str>) -> Result<Option<String>> {
+        default_region(profile)
+    }
+
+    fn tried(&self, profile: Option<&str>) -> String {
+        region_sources(profile)
+    }
+}
+
+impl Source {
+    /// Validates the `source` of `req` ([`Source::from_request_with`]). The
+    /// region of a `codecommit://NAME` URI that the request does not give is
+    /// asked of the AWS SDK's default region chain ([`DefaultRegionChain`])
+    /// once everything else is valid. It is defined here, beside the chain,
+    /// because `config` talks to no one.
+    pub fn from_request(req: &RawRequest) -> Result<Source> {
+        Source::from_request_with(req, &mut DefaultRegionChain)
+    }
 }
 
 /// The AWS side of a CodeCommit connection: a runtime, the loaded config and
@@ -173,5 +200,25 @@ fn credentials_error(uri: &str, e: &dyn std::error::Error) -> Error {
     Error::Auth {
         uri: uri.to_string(),
         detail: format!("{NO_CREDENTIALS_HELP} ({detail})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_region_error_names_every_place_the_chain_looks() {
+        let tried = region_sources(Some("ops"));
+        for needle in [
+            "source.aws_region",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "\"ops\"",
+            "shared config file",
+            "EC2 instance metadata",
+        ] {
+            assert!(tried.contains(needle), "{needle}: {tried}");
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! AWS CodeCommit: recognising its URIs ([`url`]), the AWS default
-//! credential and region chains ([`creds`]), and the API backend ([`api`]).
+//! AWS CodeCommit: the AWS default credential and region chains
+//! ([`creds`]) and the API backend ([`api`]). Its URIs are recognised
+//! without any I/O by [`crate::config::codecommit_uri`], where `source` is
+//! validated.
 //!
 //! With a CodeCommit URI and no `username`/`password`, the git backend signs
 //! each connection with credentials from [`creds`] (the signer is part of
@@ -9,4 +11,3 @@
 
 pub mod api;
 pub mod creds;
-pub mod url;

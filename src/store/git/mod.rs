@@ -18,7 +18,6 @@ pub mod sign;
 pub mod transport;
 pub mod tree;
 pub mod tunnel;
-pub mod uri;
 mod user;
 
 pub use user::default_user_name;

@@ -10,6 +10,7 @@
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, Once, PoisonError};
 use std::time::Duration;
 
 use git2::{
@@ -20,7 +21,7 @@ use git2::{
 use super::known_hosts::{self, Verdict};
 use super::sign::{GitSigner, GIT_ENDPOINT_ENV};
 use super::tunnel::{LocalTunnel, TunnelError};
-use super::uri::Scheme;
+use crate::config::uri::Scheme;
 use crate::config::Source;
 use crate::error::{Cause, Error, Result};
 use crate::process::log::Log;
@@ -60,13 +61,47 @@ fn millis(d: Duration) -> i32 {
 /// Marker in a callback error that tells the classifier we aborted on purpose.
 const RACE_MARKER: &str = "pool-resource: remote branch moved";
 
-/// Sets process-wide libgit2 options: CA locations and timeouts.
+/// Sets libgit2's process-wide options, which every connection of this
+/// process shares (libgit2 has no per-connection ones): the timeouts and
+/// owner validation, the same for every source, once; and the CA
+/// locations `source` trusts for HTTPS, each location once.
 ///
 /// CA bundle: `git_config http.sslCAInfo`, else `GIT_SSL_CAINFO`, else
 /// `SSL_CERT_FILE`, else the system bundle; CA directory: `http.sslCAPath`,
 /// else `GIT_SSL_CAPATH`, else `SSL_CERT_DIR`, else `/etc/ssl/certs` (where
 /// Concourse workers mount their certificates).
+///
+/// libgit2 adds CA locations to the one OpenSSL trust store of the process
+/// and never takes one away. So when one process opens sources with
+/// different CAs (`pool serve`, `pool status` of several sources, a store
+/// opened again after a failure), each source keeps finding its own CA;
+/// but a source also trusts the CAs of the sources opened before it in
+/// this process, besides the system's (which OpenSSL trusts from the
+/// start). A per-source check is not possible here: libgit2 hands the
+/// certificate callback the server's leaf certificate only, not the chain.
 pub fn configure_process(source: &Source) -> Result<()> {
+    static PROCESS_WIDE: Once = Once::new();
+    PROCESS_WIDE.call_once(|| {
+        let (connect, io) = timeouts();
+        // SAFETY: libgit2's option setters write globals that connections
+        // read without a lock. These run once per process, from the first
+        // store opened, before any connection: every connection is made by
+        // a store, and `call_once` makes a second caller wait until they
+        // are set. Their values (the timeout environment variable, a
+        // constant) are the same for every source.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis(connect));
+            let _ = git2::opts::set_server_timeout_in_milliseconds(millis(io));
+            // We only open repositories the user named or we created.
+            let _ = git2::opts::set_verify_owner_validation(false);
+        }
+    });
+    // Parsing a CA bundle costs tens of milliseconds of CPU (OpenSSL 3
+    // decodes every certificate up front): only HTTPS needs one, and a
+    // location already added is in the store for good.
+    if !matches!(source.uri.scheme, Scheme::Https) {
+        return Ok(());
+    }
     let env_path = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())
@@ -95,32 +130,30 @@ pub fn configure_process(source: &Source) -> Result<()> {
         .or_else(|| env_path("GIT_SSL_CAPATH"))
         .or_else(|| env_path("SSL_CERT_DIR"))
         .or_else(|| Some(PathBuf::from("/etc/ssl/certs")).filter(|p| p.is_dir()));
-    let git_err = |what: &str, source: git2::Error| Error::Git {
-        what: what.to_string(),
-        source,
-    };
-    // SAFETY: called once, before any other thread uses libgit2.
+    static CA_ADDED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let mut added = CA_ADDED.lock().unwrap_or_else(PoisonError::into_inner);
+    // SAFETY: as above, libgit2 does not lock its options against
+    // connections. These setters run under CA_ADDED's lock, so never two at
+    // once; the executables use libgit2 from one thread at a time (`pool
+    // serve` opens and reads every source on its one refresh thread), so no
+    // connection is being made meanwhile; and OpenSSL adds the certificates
+    // to its store under the store's own lock.
     unsafe {
-        // Parsing a CA bundle costs tens of milliseconds of CPU (OpenSSL 3
-        // decodes every certificate up front): only HTTPS needs one.
-        let tls = matches!(source.uri.scheme, Scheme::Https);
-        if let Some(file) = file.as_ref().filter(|_| tls) {
-            if let Err(e) = git2::opts::set_ssl_cert_file(file) {
-                return Err(git_err(
-                    &format!("could not use CA bundle {}", file.display()),
-                    e,
-                ));
+        if let Some(file) = file.filter(|f| !added.contains(f)) {
+            if let Err(e) = git2::opts::set_ssl_cert_file(&file) {
+                return Err(Error::Git {
+                    what: format!("could not use CA bundle {}", file.display()),
+                    source: e,
+                });
+            }
+            added.push(file);
+        }
+        if let Some(dir) = dir.filter(|d| !added.contains(d)) {
+            // A missing directory is not worth failing over: the bundle may suffice.
+            if git2::opts::set_ssl_cert_dir(&dir).is_ok() {
+                added.push(dir);
             }
         }
-        if let Some(dir) = dir.as_ref().filter(|_| tls) {
-            // A missing directory is not worth failing over: the bundle may suffice.
-            let _ = git2::opts::set_ssl_cert_dir(dir);
-        }
-        let (connect, io) = timeouts();
-        let _ = git2::opts::set_server_connect_timeout_in_milliseconds(millis(connect));
-        let _ = git2::opts::set_server_timeout_in_milliseconds(millis(io));
-        // We only open repositories the user named or we created.
-        let _ = git2::opts::set_verify_owner_validation(false);
     }
     Ok(())
 }
