@@ -142,8 +142,19 @@ impl Server {
     /// Starts `pool serve` for the source `src` (as `POOL_SOURCE`) with
     /// `env` besides, on a free port of 127.0.0.1.
     pub(crate) fn start_with(src: &Value, refresh: &str, env: &[(&str, &str)]) -> Server {
+        Server::start_args(src, refresh, env, &[])
+    }
+
+    /// [`Server::start_with`] with more arguments for `pool serve`.
+    pub(crate) fn start_args(
+        src: &Value,
+        refresh: &str,
+        env: &[(&str, &str)],
+        more: &[&str],
+    ) -> Server {
         let src = src.to_string();
-        let args = ["serve", "--listen", "127.0.0.1:0", "--refresh", refresh];
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--refresh", refresh];
+        args.extend_from_slice(more);
         let paths: Vec<&Path> = args.iter().map(Path::new).collect();
         let mut all = vec![("POOL_SOURCE", src.as_str())];
         all.extend_from_slice(env);
@@ -243,7 +254,7 @@ pub(crate) struct Response {
 }
 
 impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
             k.eq_ignore_ascii_case(name).then(|| v.trim())

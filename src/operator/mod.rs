@@ -6,6 +6,7 @@
 //! JSON and the [`metrics`]; [`concourse`] asks Concourse whether the
 //! build holding a lock is still alive, for `reap --dead` and the status.
 
+pub mod annotations;
 pub mod cli;
 pub mod concourse;
 pub mod metrics;

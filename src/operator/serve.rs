@@ -225,6 +225,7 @@ fn router(app: App) -> Router {
         .route("/", get(index))
         .route("/status.json", get(status_json))
         .route("/history.json", get(history_json))
+        .route("/annotations.json", get(annotations_json))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .fallback(not_found)
@@ -436,6 +437,23 @@ async fn history_json(State(app): State<App>, RawQuery(q): RawQuery) -> Response
     }
 }
 
+/// Lock holds as Grafana annotations ([`crate::operator::annotations`]).
+async fn annotations_json(State(app): State<App>, RawQuery(q): RawQuery) -> Response {
+    use crate::operator::annotations;
+    let now = now_unix();
+    let query = match parse_query(q.as_deref(), &["from", "to", "pool", "lock"])
+        .and_then(|p| annotations::parse_query(&p, now))
+    {
+        Ok(q) => q,
+        Err(why) => return bad_request(why),
+    };
+    let found = annotations::answer_board(&app.board(), &query, now);
+    match found {
+        Some(a) => json(&app, &a),
+        None => not_read_yet(),
+    }
+}
+
 async fn metrics(State(app): State<App>, RawQuery(q): RawQuery) -> Response {
     if let Err(why) = parse_query(q.as_deref(), &[]) {
         return bad_request(why);
@@ -455,7 +473,7 @@ async fn healthz() -> Response {
 async fn not_found() -> Response {
     text(
         StatusCode::NOT_FOUND,
-        "not found: this server has /, /status.json, /history.json, /metrics and /healthz\n".into(),
+        "not found: this server has /, /status.json, /history.json, /annotations.json, /metrics and /healthz\n".into(),
     )
 }
 
