@@ -9,6 +9,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::serve::Server;
+use crate::support::grafana::Grafana;
 use crate::support::{run_bin_raw, GitDaemon, LockRepo, Run};
 use crate::{put, source, Inputs};
 
@@ -314,4 +315,200 @@ fn annotations_are_the_holds_of_the_history_named_tagged_and_escaped() {
     assert_eq!(r.status, 400, "{}", r.body);
     let r = server.get("/annotations.json?window=1");
     assert_eq!(r.status, 400, "{}", r.body);
+}
+
+/// A repository with pool `envs` (qa, staging) behind `git daemon`.
+fn small() -> (LockRepo, GitDaemon) {
+    let repo = LockRepo::new("main");
+    let local = source(&repo.path().display().to_string(), "main", POOL);
+    pool(&local, &["--as", "ops", "init", "qa", "staging"]).assert_success();
+    let daemon = GitDaemon::start(repo.root());
+    (repo, daemon)
+}
+
+const TOKEN: &str = "glsa_pool_test_token";
+
+fn push_server(daemon: &GitDaemon, grafana: &Grafana, token: &str) -> Server {
+    let url = grafana.url();
+    Server::start_args(
+        &json!({"uri": daemon.url("locks.git"), "branch": "main"}),
+        "1s",
+        &[("GRAFANA_TOKEN", token)],
+        &[
+            "--grafana-url",
+            &url,
+            "--grafana-tags",
+            "deployment,concourse",
+        ],
+    )
+}
+
+fn with_lock<'a>(all: &'a [Value], lock: &str) -> Vec<&'a Value> {
+    let tag = format!("lock:{lock}");
+    all.iter()
+        .filter(|a| {
+            a["tags"]
+                .as_array()
+                .is_some_and(|t| t.iter().any(|t| *t == *tag))
+        })
+        .collect()
+}
+
+#[test]
+fn a_claim_and_its_release_are_one_grafana_annotation_through_a_restart_and_an_outage() {
+    let (_repo, daemon) = small();
+    let src = source(&daemon.url("locks.git"), "main", POOL);
+    let grafana = Grafana::start(TOKEN);
+    let mut server = push_server(&daemon, &grafana, TOKEN);
+
+    // A claim: found nowhere, then created with its tags.
+    put(
+        &src,
+        json!({"claim": "qa"}),
+        &Inputs::new(),
+        &refs(&build("7")),
+    );
+    let made = grafana.wait_for("qa's claim", |a| with_lock(a, "qa").len() == 1);
+    let qa = with_lock(&made, "qa")[0].clone();
+    let tags: Vec<&str> = qa["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    for t in [
+        "pool-resource",
+        "pool:envs",
+        "lock:qa",
+        "job:deploy",
+        "deployment",
+        "concourse",
+    ] {
+        assert!(tags.contains(&t), "{t} in {qa}");
+    }
+    assert!(tags.iter().any(|t| t.starts_with("claim:")));
+    assert_eq!(qa["time"], qa["timeEnd"], "a point until the release: {qa}");
+    // The release ends that same annotation.
+    let released = Inputs::new();
+    released.lock("qa", "qa", b"");
+    put(
+        &src,
+        json!({"release": "qa"}),
+        &released,
+        &refs(&build("7")),
+    );
+    grafana.wait_for("qa's release", |a| {
+        with_lock(a, "qa")
+            .iter()
+            .any(|q| q["timeEnd"].as_i64() > q["time"].as_i64())
+    });
+    let first: Vec<_> = grafana.seen();
+    eprintln!(
+        "claim and release:\n{}",
+        first
+            .iter()
+            .map(|s| s.line())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let methods: Vec<&str> = first.iter().map(|s| s.method.as_str()).collect();
+    assert_eq!(methods, ["GET", "POST", "PATCH"], "{first:#?}");
+    for s in &first {
+        assert_eq!(
+            s.authorization.as_deref(),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+        assert!(!s.target.contains(TOKEN), "{}", s.target);
+    }
+    assert!(
+        first[0].target.starts_with("/api/annotations?")
+            && first[0].target.contains("tags=claim%3A")
+    );
+    assert_eq!(first[1].target, "/api/annotations");
+    let post: Value = serde_json::from_str(&first[1].body).expect("POST body");
+    assert!(post["time"].is_i64() && post["timeEnd"].is_null(), "{post}");
+    assert_eq!(first[2].target, format!("/api/annotations/{}", qa["id"]));
+    let patch: Value = serde_json::from_str(&first[2].body).expect("PATCH body");
+    assert!(
+        patch["timeEnd"].as_i64() > patch["time"].as_i64(),
+        "{patch}"
+    );
+
+    // A restart finds the annotation and makes none.
+    assert!(server.stop().success());
+    let server = push_server(&daemon, &grafana, TOKEN);
+    grafana.wait_for_request("the restart's look", |s| {
+        s.method == "GET"
+            && s.status == 200
+            && s.target.contains("lock%3Aqa")
+            && grafana.seen().len() > 3
+    });
+    let restart: Vec<_> = grafana.seen()[first.len()..].to_vec();
+    eprintln!(
+        "restart:\n{}",
+        restart
+            .iter()
+            .map(|s| s.line())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(restart.iter().all(|s| s.method == "GET"), "{restart:#?}");
+    assert_eq!(with_lock(&grafana.annotations(), "qa").len(), 1);
+
+    // Grafana never answers: the page, JSON and metrics do; the claim made
+    // meanwhile is backfilled once it answers again.
+    grafana.hang(true);
+    put(
+        &src,
+        json!({"claim": "staging"}),
+        &Inputs::new(),
+        &refs(&build("8")),
+    );
+    server.wait_for_line("got no answer");
+    assert_eq!(server.get("/status.json").status, 200);
+    assert_eq!(server.get("/annotations.json").status, 200);
+    assert!(server.metric("pool_resource_grafana_failures_total{reason=\"unreachable\"}") >= 1.0);
+    assert_eq!(server.metric("pool_resource_grafana_up"), 0.0);
+    let before = grafana.seen().len();
+    grafana.hang(false);
+    grafana.fail_next(1);
+    server.wait_for_line("pushed to");
+    grafana.wait_for("staging's claim", |a| with_lock(a, "staging").len() == 1);
+    assert!(server.metric("pool_resource_grafana_failures_total{reason=\"server_error\"}") >= 1.0);
+    let outage: Vec<_> = grafana.seen()[restart.len() + first.len()..].to_vec();
+    eprintln!(
+        "outage:\n{}",
+        outage
+            .iter()
+            .map(|s| s.line())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(grafana.seen()[before..].iter().any(|s| s.status == 503));
+    assert_eq!(with_lock(&grafana.annotations(), "qa").len(), 1);
+}
+
+#[test]
+fn a_refused_token_is_counted_and_logged_with_what_to_do_never_shown() {
+    let (_repo, daemon) = small();
+    let grafana = Grafana::start(TOKEN);
+    let src = source(&daemon.url("locks.git"), "main", POOL);
+    put(
+        &src,
+        json!({"claim": "qa"}),
+        &Inputs::new(),
+        &refs(&build("7")),
+    );
+    let wrong = "glsa_wrong_token_123";
+    let server = push_server(&daemon, &grafana, wrong);
+    let line = server.wait_for_line("Grafana refused");
+    assert!(
+        line.contains("GRAFANA_TOKEN") && line.contains("annotations:write"),
+        "{line}"
+    );
+    assert!(!line.contains(wrong));
+    assert!(server.metric("pool_resource_grafana_failures_total{reason=\"unauthorized\"}") >= 1.0);
+    assert!(!server.get("/metrics").body.contains(wrong));
+    assert!(grafana.annotations().is_empty());
+    assert!(grafana.seen().iter().all(|s| s.status == 401));
 }

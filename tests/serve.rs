@@ -214,7 +214,7 @@ impl Server {
     }
 
     /// A metric's value, by a substring of its sample line.
-    fn metric(&self, prefix: &str) -> f64 {
+    pub(crate) fn metric(&self, prefix: &str) -> f64 {
         let m = self.get("/metrics").body;
         m.lines()
             .find(|l| l.starts_with(prefix))
@@ -224,7 +224,20 @@ impl Server {
     }
 
     /// SIGTERM, and the exit status within 10 s.
-    fn stop(&mut self) -> std::process::ExitStatus {
+    /// Waits (bounded) for a line of stderr containing `needle`.
+    pub(crate) fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("pool serve never said {needle:?}"),
+            }
+        }
+    }
+
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

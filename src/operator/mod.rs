@@ -9,6 +9,7 @@
 pub mod annotations;
 pub mod cli;
 pub mod concourse;
+pub mod grafana;
 pub mod metrics;
 pub mod ops;
 pub mod page;

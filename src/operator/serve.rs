@@ -43,6 +43,8 @@ pub struct Config {
     /// The Concourse API, when configured: each refresh asks it about the
     /// builds holding locks (once per build; ended builds are remembered).
     pub builds: Option<Builds>,
+    /// `--grafana-url`: push every hold to Grafana as an annotation.
+    pub grafana: Option<crate::operator::grafana::Config>,
 }
 
 /// Attempts per Concourse request in a refresh: a failure is shown, and
@@ -53,6 +55,8 @@ const BUILD_ATTEMPTS: u32 = 2;
 struct App {
     board: Arc<RwLock<Board>>,
     log: Log,
+    /// The Grafana push's counters, when it runs.
+    grafana: Option<Arc<std::sync::Mutex<crate::operator::grafana::Stats>>>,
 }
 
 impl App {
@@ -98,9 +102,14 @@ pub fn serve(
         "pool serve: listening on http://{local}/ (refreshing every {}s)",
         config.refresh.as_secs().max(1)
     ));
+    let grafana = config.grafana.map(|g| {
+        log.line(format_args!("pool serve: pushing annotations to {}", g.url));
+        crate::operator::grafana::spawn(g, board.clone(), config.refresh, log, interrupt)
+    });
     let app = App {
         board,
         log: log.clone(),
+        grafana,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -458,7 +467,11 @@ async fn metrics(State(app): State<App>, RawQuery(q): RawQuery) -> Response {
     if let Err(why) = parse_query(q.as_deref(), &[]) {
         return bad_request(why);
     }
-    let body = crate::operator::metrics::render(&app.board(), now_unix());
+    let mut body = crate::operator::metrics::render(&app.board(), now_unix());
+    if let Some(g) = &app.grafana {
+        let stats = g.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        body.push_str(&crate::operator::grafana::render_metrics(&stats));
+    }
     (
         [(header::CONTENT_TYPE, crate::operator::metrics::CONTENT_TYPE)],
         app.log.redact(&body),
