@@ -512,3 +512,80 @@ fn a_refused_token_is_counted_and_logged_with_what_to_do_never_shown() {
     assert!(grafana.annotations().is_empty());
     assert!(grafana.seen().iter().all(|s| s.status == 401));
 }
+
+#[test]
+fn the_example_dashboard_parses_asks_for_the_annotations_and_uses_only_served_metrics() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/grafana-dashboard.json"),
+    )
+    .expect("reading the dashboard");
+    let d: Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let query = d["annotations"]["list"]
+        .as_array()
+        .expect("annotations")
+        .iter()
+        .find(|a| a["datasource"]["type"] == "yesoreyeram-infinity-datasource")
+        .expect("an Infinity annotation query");
+    let target = &query["target"];
+    assert!(target["url"]
+        .as_str()
+        .is_some_and(|u| u.ends_with("/annotations.json")));
+    let params = target["url_options"]["params"].to_string();
+    assert!(
+        params.contains("${__from}") && params.contains("${__to}"),
+        "{params}"
+    );
+    let columns = target["columns"].to_string();
+    for c in ["\"time\"", "\"timeEnd\"", "\"tags_csv\"", "timestamp_epoch"] {
+        assert!(columns.contains(c), "{c} in {columns}");
+    }
+
+    // Every metric a panel asks for is one /metrics serves (with Concourse
+    // configured, for the reaper's gauges).
+    let (_repo, daemon) = small();
+    let concourse = crate::support::Concourse::start("7.11.0", &[]);
+    let server = Server::start_args(
+        &json!({"uri": daemon.url("locks.git"), "branch": "main"}),
+        "1s",
+        &[],
+        &["--concourse-url", &concourse.url()],
+    );
+    server.wait_for_status("the pool", |s| s["pools"].is_array());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let served = loop {
+        let m = server.get("/metrics").body;
+        if m.contains("pool_resource_build_status_up") || std::time::Instant::now() > deadline {
+            break m;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let names: Vec<&str> = served
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut asked = Vec::new();
+    for p in d["panels"].as_array().expect("panels") {
+        for t in p["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap_or_default();
+            for (i, _) in expr.match_indices("pool_resource_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                asked.push(name);
+            }
+        }
+    }
+    for want in [
+        "pool_resource_waiters",
+        "pool_resource_oldest_wait_seconds",
+        "pool_resource_dead_build_claims",
+        "pool_resource_build_status_up",
+    ] {
+        assert!(asked.iter().any(|a| a == want), "a panel for {want}");
+    }
+    for a in &asked {
+        assert!(names.contains(&a.as_str()), "{a} is not served:\n{served}");
+    }
+}
