@@ -508,7 +508,36 @@ fn a_refused_token_is_counted_and_logged_with_what_to_do_never_shown() {
     );
     assert!(!line.contains(wrong));
     assert!(server.metric("pool_resource_grafana_failures_total{reason=\"unauthorized\"}") >= 1.0);
-    assert!(!server.get("/metrics").body.contains(wrong));
+    let metrics = server.get("/metrics").body;
+    assert!(!metrics.contains(wrong));
+    if Path::new("/usr/bin/promtool").exists() {
+        use std::io::Write;
+        let mut check = std::process::Command::new("/usr/bin/promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting promtool");
+        check
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(metrics.as_bytes())
+            .expect("feeding promtool");
+        let out = check.wait_with_output().expect("promtool");
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool: {}{}\n{metrics}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    } else {
+        crate::support::skip(
+            "annotations::a_refused_token_is_counted_and_logged_with_what_to_do_never_shown (promtool part)",
+            "promtool is not installed",
+        );
+    }
     assert!(grafana.annotations().is_empty());
     assert!(grafana.seen().iter().all(|s| s.status == 401));
 }
