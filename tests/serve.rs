@@ -142,8 +142,19 @@ impl Server {
     /// Starts `pool serve` for the source `src` (as `POOL_SOURCE`) with
     /// `env` besides, on a free port of 127.0.0.1.
     pub(crate) fn start_with(src: &Value, refresh: &str, env: &[(&str, &str)]) -> Server {
+        Server::start_args(src, refresh, env, &[])
+    }
+
+    /// [`Server::start_with`] with more arguments for `pool serve`.
+    pub(crate) fn start_args(
+        src: &Value,
+        refresh: &str,
+        env: &[(&str, &str)],
+        more: &[&str],
+    ) -> Server {
         let src = src.to_string();
-        let args = ["serve", "--listen", "127.0.0.1:0", "--refresh", refresh];
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--refresh", refresh];
+        args.extend_from_slice(more);
         let paths: Vec<&Path> = args.iter().map(Path::new).collect();
         let mut all = vec![("POOL_SOURCE", src.as_str())];
         all.extend_from_slice(env);
@@ -203,7 +214,7 @@ impl Server {
     }
 
     /// A metric's value, by a substring of its sample line.
-    fn metric(&self, prefix: &str) -> f64 {
+    pub(crate) fn metric(&self, prefix: &str) -> f64 {
         let m = self.get("/metrics").body;
         m.lines()
             .find(|l| l.starts_with(prefix))
@@ -213,7 +224,20 @@ impl Server {
     }
 
     /// SIGTERM, and the exit status within 10 s.
-    fn stop(&mut self) -> std::process::ExitStatus {
+    /// Waits (bounded) for a line of stderr containing `needle`.
+    pub(crate) fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("pool serve never said {needle:?}"),
+            }
+        }
+    }
+
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -243,7 +267,7 @@ pub(crate) struct Response {
 }
 
 impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
             k.eq_ignore_ascii_case(name).then(|| v.trim())

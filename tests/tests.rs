@@ -5,6 +5,7 @@
 mod support;
 
 mod abort;
+mod annotations;
 mod behaviour;
 mod check;
 mod cli;

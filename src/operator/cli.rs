@@ -141,6 +141,8 @@ pub enum Command {
         refresh: Duration,
         #[command(flatten)]
         concourse: ConcourseArgs,
+        #[command(flatten)]
+        grafana: crate::operator::grafana::Args,
     },
     /// Claims and releases, newest first
     History {
@@ -610,7 +612,8 @@ pub fn run(
             listen,
             refresh,
             concourse,
-        } => serve(&mut cx, &command, *listen, *refresh, concourse),
+            grafana,
+        } => serve(&mut cx, &command, *listen, *refresh, concourse, grafana),
         Command::History {
             lock,
             since,
@@ -809,8 +812,10 @@ fn serve(
     listen: SocketAddr,
     refresh: Duration,
     concourse: &ConcourseArgs,
+    grafana: &crate::operator::grafana::Args,
 ) -> Result<Option<String>> {
     let global = cx.global;
+    let grafana = crate::operator::grafana::Config::configure(grafana, cx.env)?;
     let paths: Vec<Option<&str>> = if global.source.is_empty() {
         vec![None]
     } else {
@@ -829,6 +834,7 @@ fn serve(
         listen,
         refresh,
         builds,
+        grafana,
     };
     crate::operator::serve::serve(config, sources, cx.log, cx.interrupt)?;
     Ok(None)

@@ -299,6 +299,7 @@ mod tests {
             },
             history: Vec::new(),
             metadata: Default::default(),
+            annotations: Default::default(),
         };
         let mut view = View {
             uri: "git://h/l.git".into(),
@@ -356,6 +357,7 @@ mod tests {
                     },
                     history: Vec::new(),
                     metadata: Default::default(),
+                    annotations: Default::default(),
                 }),
                 ..View::default()
             }],

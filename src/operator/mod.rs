@@ -6,8 +6,10 @@
 //! JSON and the [`metrics`]; [`concourse`] asks Concourse whether the
 //! build holding a lock is still alive, for `reap --dead` and the status.
 
+pub mod annotations;
 pub mod cli;
 pub mod concourse;
+pub mod grafana;
 pub mod metrics;
 pub mod ops;
 pub mod page;

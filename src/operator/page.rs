@@ -588,6 +588,7 @@ mod tests {
                     status,
                     history,
                     metadata: md,
+                    annotations: Default::default(),
                 }),
                 last_success: Some(1060),
                 ..View::default()

@@ -52,6 +52,8 @@ pub struct Config {
     /// its own asks it about the builds holding locks (once per build;
     /// ended builds are remembered).
     pub builds: Option<Builds>,
+    /// `--grafana-url`: push every hold to Grafana as an annotation.
+    pub grafana: Option<crate::operator::grafana::Config>,
 }
 
 /// What the builds are known as, by claim commit: what the lookups last
@@ -69,6 +71,8 @@ const NOT_ANSWERED_YET: &str = "Concourse has not answered yet";
 struct App {
     board: Arc<RwLock<Board>>,
     log: Log,
+    /// The Grafana push's counters, when it runs.
+    grafana: Option<Arc<std::sync::Mutex<crate::operator::grafana::Stats>>>,
 }
 
 impl App {
@@ -129,9 +133,14 @@ pub fn serve(
         "pool serve: listening on http://{local}/ (refreshing every {}s)",
         config.refresh.as_secs().max(1)
     ));
+    let grafana = config.grafana.map(|g| {
+        log.line(format_args!("pool serve: pushing annotations to {}", g.url));
+        crate::operator::grafana::spawn(g, board.clone(), config.refresh, log, interrupt)
+    });
     let app = App {
         board,
         log: log.clone(),
+        grafana,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -318,6 +327,7 @@ fn router(app: App) -> Router {
         .route("/", get(index))
         .route("/status.json", get(status_json))
         .route("/history.json", get(history_json))
+        .route("/annotations.json", get(annotations_json))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .fallback(not_found)
@@ -529,11 +539,32 @@ async fn history_json(State(app): State<App>, RawQuery(q): RawQuery) -> Response
     }
 }
 
+/// Lock holds as Grafana annotations ([`crate::operator::annotations`]).
+async fn annotations_json(State(app): State<App>, RawQuery(q): RawQuery) -> Response {
+    use crate::operator::annotations;
+    let now = now_unix();
+    let query = match parse_query(q.as_deref(), &["from", "to", "pool", "lock"])
+        .and_then(|p| annotations::parse_query(&p, now))
+    {
+        Ok(q) => q,
+        Err(why) => return bad_request(why),
+    };
+    let found = annotations::answer_board(&app.board(), &query, now);
+    match found {
+        Some(a) => json(&app, &a),
+        None => not_read_yet(),
+    }
+}
+
 async fn metrics(State(app): State<App>, RawQuery(q): RawQuery) -> Response {
     if let Err(why) = parse_query(q.as_deref(), &[]) {
         return bad_request(why);
     }
-    let body = crate::operator::metrics::render(&app.board(), now_unix());
+    let mut body = crate::operator::metrics::render(&app.board(), now_unix());
+    if let Some(g) = &app.grafana {
+        let stats = g.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        body.push_str(&crate::operator::grafana::render_metrics(&stats));
+    }
     (
         [(header::CONTENT_TYPE, crate::operator::metrics::CONTENT_TYPE)],
         app.log.redact(&body),
@@ -548,7 +579,7 @@ async fn healthz() -> Response {
 async fn not_found() -> Response {
     text(
         StatusCode::NOT_FOUND,
-        "not found: this server has /, /status.json, /history.json, /metrics and /healthz\n".into(),
+        "not found: this server has /, /status.json, /history.json, /annotations.json, /metrics and /healthz\n".into(),
     )
 }
 

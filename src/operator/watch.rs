@@ -15,6 +15,7 @@ use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::model::names::PoolPath;
 use crate::model::pool::Hold;
+use crate::operator::annotations;
 use crate::operator::ops::{self, Interval, Status};
 use crate::process::clock::now_unix;
 use crate::store::seam::LockStore;
@@ -34,6 +35,8 @@ pub struct Read {
     /// Each lock file's content (at most [`METADATA_LIMIT`] bytes, lossy
     /// UTF-8), by pool and lock.
     pub metadata: BTreeMap<(String, String), String>,
+    /// The operator's events and the look-back, for the annotations.
+    pub annotations: annotations::History,
 }
 
 /// What is known of one lock repository.
@@ -111,6 +114,8 @@ pub fn read_all(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>
     let status = ops::status(store, branch, pool)?;
     let pools: Vec<String> = status.pools.iter().map(|p| p.pool.clone()).collect();
     let history = ops::history(store, branch, &pools, None, status.now - HISTORY_KEPT)?;
+    let annotations =
+        annotations::operator_events(store, &status.tip, &pools, status.now - HISTORY_KEPT)?;
     let mut metadata = BTreeMap::new();
     for p in &status.pools {
         for l in &p.locks {
@@ -128,6 +133,7 @@ pub fn read_all(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>
         status,
         history,
         metadata,
+        annotations,
     })
 }
 

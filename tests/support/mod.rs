@@ -13,6 +13,7 @@ pub mod codecommit;
 pub mod concourse;
 pub mod daemon;
 pub mod faults;
+pub mod grafana;
 pub mod http;
 pub mod imds;
 mod net;
