@@ -67,7 +67,7 @@ impl History {
         .assert_success();
         let legacy = source(&repo.path().display().to_string(), "main", "legacy");
         pool(&legacy, &["--as", "ops", "init", "ancient"]).assert_success();
-        let now = pool_resource::model::duration::now_unix();
+        let now = pool_resource::process::clock::now_unix();
         let go = |job: &str, n: u32| {
             format!("Build URL: https://ci.example.com/teams/main/pipelines/app/jobs/{job}/builds/{n}\n")
         };
@@ -190,7 +190,7 @@ fn find<'a>(all: &'a [Value], kind: &str, lock: Option<&str>) -> Vec<&'a Value> 
 fn annotations_are_the_holds_of_the_history_named_tagged_and_escaped() {
     let h = History::new();
     let server = h.serve(&[], &[]);
-    let now = pool_resource::model::duration::now_unix();
+    let now = pool_resource::process::clock::now_unix();
     let range = format!("from={}&to={}", (now - 10 * DAY) * 1000, (now + 60) * 1000);
     let all = annotations(&server, &range);
     eprintln!("{}", serde_json::to_string_pretty(&all).expect("json"));

@@ -2306,14 +2306,11 @@ fn check_line_history(field: &LineField, until: i64) -> Figures {
                     .collect()
             })
             .unwrap_or_default();
-        field.violation(format!(
-            "{}",
-            if releases.is_empty() {
-                "no release was run".to_string()
-            } else {
-                releases.join("\n")
-            }
-        ));
+        field.violation(if releases.is_empty() {
+            "no release was run".to_string()
+        } else {
+            releases.join("\n")
+        });
         field.violation(format!(
             "claimed at the end: {lock}, last claimed by {by:?} ({:?}, signalled {:?}, outcome {:?}); it logged:\n{}",
             put.map(|p| &p.what),

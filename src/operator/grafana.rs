@@ -29,9 +29,9 @@ use serde_json::json;
 use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
 
 use crate::error::{Error, Result};
-use crate::model::duration::now_unix;
 use crate::operator::annotations::{self, Annotation, Kind};
 use crate::operator::watch::Board;
+use crate::process::clock::now_unix;
 use crate::process::log::Log;
 use crate::process::signal::Interrupt;
 

@@ -9,6 +9,7 @@
 pub mod annotations;
 pub mod cli;
 pub mod concourse;
+pub mod events;
 pub mod grafana;
 pub mod metrics;
 pub mod ops;

@@ -15,7 +15,7 @@ use crate::config::Source;
 use crate::error::{Error, Result};
 use crate::model::names::PoolPath;
 use crate::model::pool::Hold;
-use crate::operator::annotations;
+use crate::operator::events;
 use crate::operator::ops::{self, Interval, Status};
 use crate::process::clock::now_unix;
 use crate::store::seam::LockStore;
@@ -36,7 +36,7 @@ pub struct Read {
     /// UTF-8), by pool and lock.
     pub metadata: BTreeMap<(String, String), String>,
     /// The operator's events and the look-back, for the annotations.
-    pub annotations: annotations::History,
+    pub annotations: events::History,
 }
 
 /// What is known of one lock repository.
@@ -115,7 +115,7 @@ pub fn read_all(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>
     let pools: Vec<String> = status.pools.iter().map(|p| p.pool.clone()).collect();
     let history = ops::history(store, branch, &pools, None, status.now - HISTORY_KEPT)?;
     let annotations =
-        annotations::operator_events(store, &status.tip, &pools, status.now - HISTORY_KEPT)?;
+        events::operator_events(store, &status.tip, &pools, status.now - HISTORY_KEPT)?;
     let mut metadata = BTreeMap::new();
     for p in &status.pools {
         for l in &p.locks {
