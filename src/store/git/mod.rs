@@ -139,11 +139,23 @@ impl GitStore {
                 Err(e) if e.code() == git2::ErrorCode::NotFound => None,
                 Err(e) => return Err(git_error("could not read the branch")(e)),
             },
-            Access::Remote { remote, .. } => {
+            Access::Remote {
+                remote, deepened, ..
+            } => {
                 let spec = format!(
                     "+refs/heads/{b}:refs/remotes/origin/{b}",
                     b = self.source.branch
                 );
+                // libgit2 fetching a moved tip into a shallow copy without
+                // a depth writes the new tip as its shallow boundary, so
+                // every history question would start over from one commit:
+                // keep the depth this copy was deepened to.
+                let depth = match (depth, self.repo.is_shallow()) {
+                    (0, true) => {
+                        DEEPEN_STEPS[deepened.saturating_sub(1).min(DEEPEN_STEPS.len() - 1)]
+                    }
+                    _ => depth,
+                };
                 remote.fetch(
                     &self.repo,
                     &[spec.as_str()],
