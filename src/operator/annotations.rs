@@ -21,7 +21,8 @@ use crate::model::commit::Actor;
 use crate::model::duration::utc;
 use crate::model::names::LockState;
 use crate::operator::events::Event;
-use crate::operator::ops::{Interval, Since};
+use crate::operator::ops::history::Interval;
+use crate::operator::ops::status::Since;
 use crate::operator::watch::{Board, Read};
 
 /// The tag every annotation of this resource carries.

@@ -11,43 +11,38 @@
 //! completion script for bash, zsh, fish, elvish or PowerShell.
 //!
 //! A command that reaches the lock repository builds the resource's own
-//! [`Source`] from `--source FILE` (YAML or JSON, `-` for stdin) or
+//! [`crate::config::Source`] from `--source FILE` (YAML or JSON, `-` for stdin) or
 //! `POOL_SOURCE` (JSON) with `--uri`/`--branch`/`--pool` overrides (with
 //! none of them it is a usage error naming both), opens the same backend the
-//! resource would ([`open_store`]) and runs one [`crate::operator::ops`]
-//! function. Read-only commands print one JSON document with `--json`;
+//! resource would ([`crate::store::open::open_store`]) and runs one of the
+//! [`crate::operator::commands`] (its [`Context`]), which runs one
+//! [`crate::operator::ops`] function. Read-only commands print one JSON document with `--json`;
 //! everything else a person reads goes to stderr, scrubbed of the source's
 //! secrets, errors as [`report`] writes them. Colour only on a terminal,
 //! never with `NO_COLOR`.
 
-use std::fmt;
 use std::io::{IsTerminal, Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::error::ErrorKind;
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use clap_complete::Shell;
-use serde::Serialize;
-use serde_json::{Map, Value};
 
-use crate::config::raw_secrets;
-use crate::config::Source;
 use crate::error::{Error, Result};
-use crate::model::duration::{parse_go_duration, utc};
-use crate::model::names::{LockName, PoolPath};
-use crate::model::pool::{Operation, Single};
-use crate::operator::ops::{self, Done, Guard, Operator};
-use crate::process::clock::now_unix;
+use crate::model::duration::parse_go_duration;
+use crate::model::names::LockName;
+use crate::model::pool::Single;
+use crate::operator::commands::context::Context;
+use crate::operator::commands::{change, history, hold, line, reap, serve, status};
+use crate::operator::ops::change::Guard;
 use crate::process::log::{stderr_wants_colour, Log};
 use crate::process::report::report;
 use crate::process::signal::Interrupt;
-use crate::protocol::RawRequest;
-use crate::store::open::open_store;
-use crate::store::seam::Cache;
-use crate::store::seam::LockStore;
+
+pub use crate::operator::commands::context::{ConcourseArgs, Global};
 
 const AFTER_HELP: &str = "\
 The lock repository is the resource's `source` block: --source FILE (YAML or
@@ -78,43 +73,6 @@ pub struct Cli {
     /// The command.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Options every command takes, before or after the command's name.
-#[derive(Debug, Args)]
-#[command(next_help_heading = "Global options")]
-pub struct Global {
-    /// The resource's source block, YAML or JSON (-: stdin); only serve takes several
-    #[arg(long, global = true, value_name = "FILE")]
-    pub source: Vec<String>,
-    /// Override source.uri
-    #[arg(long, global = true, value_name = "URI")]
-    pub uri: Option<String>,
-    /// Override source.branch
-    #[arg(long, global = true, value_name = "BRANCH")]
-    pub branch: Option<String>,
-    /// Override source.pool
-    #[arg(long, global = true, value_name = "POOL", value_parser = PoolPath::new)]
-    pub pool: Option<PoolPath>,
-    /// Who acts, in the commit's trailers (default: git's user.name, else $USER@hostname)
-    #[arg(long = "as", global = true, value_name = "NAME")]
-    pub as_name: Option<String>,
-    /// Why, in the commit's trailers (claim and hold need it)
-    #[arg(long, global = true, value_name = "TEXT")]
-    pub reason: Option<String>,
-}
-
-/// How `status`, `history`, `serve` and `reap --dead` reach Concourse
-/// (credentials: `CONCOURSE_TOKEN`, or `CONCOURSE_USERNAME` and
-/// `CONCOURSE_PASSWORD`, or `--fly-target`).
-#[derive(Debug, Default, Args)]
-pub struct ConcourseArgs {
-    /// The Concourse to ask about holders' builds (else each claim's own)
-    #[arg(long, value_name = "URL")]
-    concourse_url: Option<String>,
-    /// Read the Concourse URL and token from this target of ~/.flyrc
-    #[arg(long, value_name = "NAME")]
-    fly_target: Option<String>,
 }
 
 /// One `pool` command with its own options.
@@ -295,215 +253,6 @@ fn listen_address(text: &str) -> std::result::Result<SocketAddr, String> {
         .map_err(|_| "not an address and port (like 127.0.0.1:8080)".into())
 }
 
-/// Where a source came from, for its error messages.
-#[derive(Clone, Copy)]
-enum Origin<'a> {
-    File(&'a str),
-    Stdin,
-    Env,
-    Options,
-}
-
-impl fmt::Display for Origin<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::File(path) => write!(f, "--source {path}"),
-            Origin::Stdin => f.write_str("--source - (stdin)"),
-            Origin::Env => f.write_str("POOL_SOURCE"),
-            Origin::Options => f.write_str("--uri, --branch and --pool"),
-        }
-    }
-}
-
-const NO_SOURCE: &str = "no lock repository given: pass --source FILE (the resource's source block, YAML or JSON; - reads stdin), set POOL_SOURCE to it as JSON, or give --uri URI --branch BRANCH";
-
-/// A source error that says where the source came from, in the
-/// operator's words: the resource's `invalid payload` is Concourse's
-/// phrase for the request on stdin, which `pool` has none of.
-fn in_source(err: Error, origin: Origin<'_>) -> Error {
-    let Error::BadRequest(msg) = err else {
-        return err;
-    };
-    let lines: Vec<String> = msg
-        .lines()
-        .map(|line| {
-            match line
-                .strip_prefix("invalid payload (missing ")
-                .and_then(|rest| rest.strip_suffix(')'))
-            {
-                Some(field) => format!("source.{field} is missing"),
-                None => line
-                    .strip_prefix("invalid payload: ")
-                    .unwrap_or(line)
-                    .to_string(),
-            }
-        })
-        .collect();
-    Error::BadRequest(format!(
-        "{} (in the source from {origin})",
-        lines.join("; ")
-    ))
-}
-
-/// What a command needs besides its own options.
-struct Context<'a> {
-    global: &'a Global,
-    env: &'a dyn Fn(&str) -> Option<String>,
-    stdin: &'a mut dyn Read,
-    log: &'a Log,
-    interrupt: &'a Interrupt,
-}
-
-/// The lock repository a command works on.
-struct Target {
-    source: Source,
-    /// Whether the source names a pool (else a read-only command covers
-    /// every pool on the branch).
-    pool_given: bool,
-    store: Box<dyn LockStore>,
-}
-
-impl Context<'_> {
-    /// The raw `source` object: `--source path` (YAML or JSON, `-` is
-    /// stdin), else `POOL_SOURCE`, with the overrides applied; and where it
-    /// came from.
-    fn raw_source<'p>(
-        &mut self,
-        path: Option<&'p str>,
-    ) -> Result<(Map<String, Value>, Origin<'p>)> {
-        let (text, origin) = match path {
-            Some("-") => {
-                let mut s = String::new();
-                self.stdin
-                    .read_to_string(&mut s)
-                    .map_err(|e| Error::io("could not read the source from stdin", e))?;
-                (Some(s), Origin::Stdin)
-            }
-            Some(path) => (
-                Some(
-                    std::fs::read_to_string(path)
-                        .map_err(|e| Error::io(format!("could not read --source {path}"), e))?,
-                ),
-                Origin::File(path),
-            ),
-            None => match (self.env)("POOL_SOURCE").filter(|s| !s.trim().is_empty()) {
-                Some(text) => (Some(text), Origin::Env),
-                None if self.global.uri.is_some() => (None, Origin::Options),
-                None => return Err(Error::Usage(NO_SOURCE.into())),
-            },
-        };
-        let mut map = match text {
-            // YAML is a superset of JSON: one parser reads both.
-            Some(t) => match serde_norway::from_str::<Value>(&t) {
-                Ok(Value::Object(m)) => m,
-                Ok(Value::Null) => Map::new(),
-                Ok(_) => {
-                    return Err(Error::bad_request(format!(
-                        "the source from {origin} must be a mapping of the resource's source fields"
-                    )))
-                }
-                // The parser's message may quote the document: never echo it.
-                Err(e) => {
-                    return Err(Error::bad_request(format!(
-                        "the source from {origin} is neither YAML nor JSON (line {})",
-                        e.location().map(|l| l.line()).unwrap_or(0)
-                    )))
-                }
-            },
-            None => Map::new(),
-        };
-        // A pipeline's `source:` block pasted with its key.
-        if map.len() == 1 {
-            if let Some(Value::Object(inner)) = map.get("source") {
-                map = inner.clone();
-            }
-        }
-        let g = self.global;
-        let overrides = [
-            ("uri", g.uri.as_deref()),
-            ("branch", g.branch.as_deref()),
-            ("pool", g.pool.as_ref().map(PoolPath::as_str)),
-        ];
-        for (field, value) in overrides {
-            if let Some(v) = value {
-                map.insert(field.into(), Value::String(v.into()));
-            }
-        }
-        Ok((map, origin))
-    }
-
-    /// The `Source` of `--source path` (else `POOL_SOURCE`) for `command`,
-    /// and whether it names a pool; the secrets go to the log's redaction.
-    fn load_source(&mut self, path: Option<&str>, command: &Command) -> Result<(Source, bool)> {
-        let (mut raw, origin) = self.raw_source(path)?;
-        self.log.add_secrets(raw_secrets(&raw));
-        let pool_given = raw
-            .get("pool")
-            .and_then(Value::as_str)
-            .is_some_and(|p| !p.is_empty());
-        if !pool_given {
-            if !command.read_only() {
-                return Err(Error::Usage(format!(
-                    "{} needs a pool: --pool POOL or source.pool",
-                    command.name()
-                )));
-            }
-            // Never used to read: the read-only commands then cover every pool.
-            raw.insert("pool".into(), Value::String(".pool-resource".into()));
-        }
-        let request = RawRequest {
-            source: raw,
-            params: Map::new(),
-            version: None,
-        };
-        let source = Source::from_request(&request).map_err(|e| in_source(e, origin))?;
-        self.log.add_secrets(source.secrets());
-        for warning in &source.warnings {
-            self.log.warn(warning);
-        }
-        Ok((source, pool_given))
-    }
-
-    /// Loads the one source and opens its store, for `command`.
-    fn open(&mut self, command: &Command) -> Result<Target> {
-        let global = self.global;
-        let (source, pool_given) =
-            self.load_source(global.source.first().map(String::as_str), command)?;
-        let store = open_store(&source, Cache::Fresh, self.log, self.interrupt)?;
-        Ok(Target {
-            source,
-            pool_given,
-            store,
-        })
-    }
-
-    /// `--as`, else git's `user.name`/`user.email`, else `$USER@hostname`.
-    fn operator(&self) -> Operator {
-        let name = match &self.global.as_name {
-            Some(name) => name.clone(),
-            None => crate::store::git::default_user_name().unwrap_or_else(|| {
-                let user = (self.env)("USER").unwrap_or_else(|| "unknown".into());
-                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .ok()
-                    .or_else(|| (self.env)("HOSTNAME"))
-                    .unwrap_or_else(|| "localhost".into());
-                format!("{user}@{}", host.trim())
-            }),
-        };
-        Operator {
-            name,
-            reason: self.global.reason.clone(),
-        }
-    }
-
-    /// Tells the operator what a change did.
-    fn done(&self, done: &Done) {
-        for line in &done.lines {
-            self.log.line(line);
-        }
-    }
-}
-
 /// The usage rules clap cannot say: `--reason` and `--json` are accepted
 /// anywhere on the line but only some commands take them; one `--source`
 /// except for `serve`.
@@ -552,12 +301,6 @@ fn check_usage(cli: &Cli) -> Result<()> {
     Ok(())
 }
 
-/// `value` as one pretty JSON document.
-fn to_json(value: &impl Serialize) -> Result<String> {
-    serde_json::to_string_pretty(value)
-        .map_err(|e| Error::io("could not write the document as JSON", e.into()))
-}
-
 /// Runs the parsed command line; returns what to print on stdout.
 pub fn run(
     cli: Cli,
@@ -574,147 +317,50 @@ pub fn run(
     } = cli;
     let mut cx = Context {
         global: &global,
+        command: command.name(),
+        read_only: command.read_only(),
         env,
         stdin,
         log,
         interrupt,
     };
-    match &command {
+    let cx = &mut cx;
+    match command {
         Command::Status {
             json,
             html,
             concourse,
-        } => {
-            let mut t = cx.open(&command)?;
-            let mut builds = concourse_builds(&cx, concourse)?;
-            let pool = t.pool_given.then_some(&t.source.pool);
-            let st = match html {
-                None => {
-                    let mut st = ops::status(t.store.as_mut(), &t.source.branch, pool)?;
-                    annotate(builds.as_mut(), &mut st, log);
-                    st
-                }
-                Some(file) => {
-                    let mut read =
-                        crate::operator::watch::read_all(t.store.as_mut(), &t.source.branch, pool)?;
-                    annotate(builds.as_mut(), &mut read.status, log);
-                    write_page(&t.source, read.clone(), file, log)?;
-                    read.status
-                }
-            };
-            Ok(Some(if *json || json_first {
-                to_json(&st)?
-            } else {
-                st.render()
-            }))
-        }
+        } => status::exec(cx, json || json_first, html.as_deref(), &concourse),
         Command::Serve {
             listen,
             refresh,
             concourse,
             grafana,
-        } => serve(&mut cx, &command, *listen, *refresh, concourse, grafana),
+        } => serve::exec(cx, listen, refresh, &concourse, &grafana),
         Command::History {
             lock,
             since,
             json,
             concourse,
-        } => {
-            let mut t = cx.open(&command)?;
-            let store = t.store.as_mut();
-            let tip = match store.branch_tip()? {
-                Some(tip) => tip,
-                None => {
-                    let missing = Error::BranchNotFound {
-                        branch: t.source.branch.clone(),
-                        uri: t.source.uri.to_string(),
-                    };
-                    return Err(crate::store::explain::explain(store, missing));
-                }
-            };
-            let pools = if t.pool_given {
-                vec![t.source.pool.to_string()]
-            } else {
-                ops::find_pools(store, &tip)?
-            };
-            // Go durations end before 2^63 ns, about 292 years: no overflow.
-            let from = now_unix() - since.as_secs() as i64;
-            let lock = lock.as_ref().map(LockName::as_str);
-            let mut h = ops::history(store, &t.source.branch, &pools, lock, from)?;
-            if let Some(b) = concourse_builds(&cx, concourse)?.as_mut() {
-                b.annotate_history(&mut h);
-                for w in crate::operator::concourse::warnings(b) {
-                    log.warn(w);
-                }
-            }
-            if *json || json_first {
-                return Ok(Some(to_json(&h)?));
-            }
-            if h.is_empty() {
-                let of = lock.map(|l| format!(" of {l}")).unwrap_or_default();
-                log.line(format_args!("no claims{of} since {}", utc(from)));
-                return Ok(None);
-            }
-            Ok(Some(render_history(&h)))
-        }
-        Command::Init { locks } => {
-            let mut t = cx.open(&command)?;
-            let pool = &t.source.pool;
-            let done = ops::init(t.store.as_mut(), pool, locks, &cx.operator())?;
-            cx.done(&done);
-            if done.commits.is_empty() {
-                log.line(format_args!(
-                    "pool {pool} is initialised already: no commit"
-                ));
-            }
-            Ok(None)
-        }
+        } => history::exec(cx, lock.as_ref(), since, json || json_first, &concourse),
+        Command::Init { locks } => change::init_exec(cx, &locks),
         Command::Add {
             lock,
             claimed,
             metadata,
-        } => {
-            let content = match metadata {
-                Some(path) => std::fs::read(path).map_err(|e| Error::Input {
-                    what: "could not read --metadata".into(),
-                    path: path.clone(),
-                    source: e,
-                })?,
-                None => format!("{lock}\n").into_bytes(),
-            };
-            let op: Operation = Single::Add {
-                lock: lock.clone(),
-                content,
-                claimed: *claimed,
-            }
-            .into();
-            change_lock(&mut cx, &command, &op, Guard::default(), false)
-        }
+        } => change::add(cx, &lock, claimed, metadata.as_deref()),
         Command::Remove { lock, force } => {
-            let op: Operation = Single::Remove(lock.clone()).into();
-            change_lock(&mut cx, &command, &op, Guard { force: *force }, false)
+            change::exec(cx, &Single::Remove(lock).into(), Guard { force }, false)
         }
         Command::Claim { lock, wait } => {
-            let op: Operation = Single::Claim(lock.clone()).into();
-            change_lock(&mut cx, &command, &op, Guard::default(), *wait)
+            change::exec(cx, &Single::Claim(lock).into(), Guard::default(), wait)
         }
         Command::Release { lock, force } => {
-            let op: Operation = Single::Release(lock.clone()).into();
-            change_lock(&mut cx, &command, &op, Guard { force: *force }, false)
+            change::exec(cx, &Single::Release(lock).into(), Guard { force }, false)
         }
-        Command::Hold | Command::Unhold => {
-            let mut t = cx.open(&command)?;
-            let hold = matches!(command, Command::Hold);
-            let done = ops::set_hold(t.store.as_mut(), &t.source.pool, &cx.operator(), hold)?;
-            cx.done(&done);
-            Ok(None)
-        }
-        Command::Dequeue { waiter } => {
-            let mut t = cx.open(&command)?;
-            let done = ops::dequeue(t.store.as_mut(), &t.source.pool, waiter, &cx.operator())?;
-            cx.done(&done);
-            Ok(None)
-        }
+        Command::Hold => hold::exec(cx, true),
+        Command::Unhold => hold::exec(cx, false),
+        Command::Dequeue { waiter } => line::exec(cx, &waiter),
         Command::Reap {
             older_than,
             dead,
@@ -723,205 +369,23 @@ pub fn run(
             missing,
             dry_run,
             concourse,
-        } => {
-            let mut t = cx.open(&command)?;
-            let done = match older_than {
-                Some(older_than) if !*dead => ops::reap(
-                    t.store.as_mut(),
-                    &t.source.branch,
-                    &t.source.pool,
-                    older_than.as_secs() as i64,
-                    *dry_run,
-                    &cx.operator(),
-                )?,
-                _ => {
-                    let Some(mut builds) = concourse_builds(&cx, concourse)? else {
-                        return Err(Error::Usage(
-                            "reap --dead needs Concourse access: CONCOURSE_TOKEN, CONCOURSE_USERNAME and CONCOURSE_PASSWORD, --fly-target NAME, or --concourse-url URL".into(),
-                        ));
-                    };
-                    let policy = crate::operator::concourse::build::DeadPolicy {
-                        grace: grace.unwrap_or(DEFAULT_GRACE).as_secs() as i64,
-                        finished: *finished,
-                        missing: *missing,
-                    };
-                    builds.set_bounds(crate::operator::concourse::client::Bounds::REAP);
-                    let url = builds.access().url.clone();
-                    ops::reap_dead(
-                        t.store.as_mut(),
-                        &t.source.branch,
-                        &t.source.pool,
-                        policy,
-                        *dry_run,
-                        &cx.operator(),
-                        url.as_deref(),
-                        // Every build is asked about before anything is released.
-                        &mut |refs| {
-                            builds.lookup_all(refs).inspect_err(|_| {
-                                log.line("reap --dead: Concourse could not say whether the builds are alive, so nothing was released or removed")
-                            })
-                        },
-                    )?
-                }
-            };
-            cx.done(&done);
-            Ok(None)
-        }
+        } => reap::exec(
+            cx,
+            reap::Options {
+                older_than: older_than.filter(|_| !dead),
+                grace,
+                finished,
+                missing,
+                dry_run,
+                concourse: &concourse,
+            },
+        ),
         Command::Completions { shell } => {
             let mut script = Vec::new();
-            clap_complete::generate(*shell, &mut Cli::command(), "pool", &mut script);
+            clap_complete::generate(shell, &mut Cli::command(), "pool", &mut script);
             Ok(Some(String::from_utf8_lossy(&script).into_owned()))
         }
     }
-}
-
-/// `add`, `remove`, `claim`, `release`: one change to one lock; `wait`
-/// waits out a claimed lock or a held pool, `retry_delay` between looks.
-fn change_lock(
-    cx: &mut Context<'_>,
-    command: &Command,
-    op: &Operation,
-    guard: Guard,
-    wait: bool,
-) -> Result<Option<String>> {
-    let mut t = cx.open(command)?;
-    let (log, interrupt) = (cx.log, cx.interrupt);
-    let delay = t.source.retry_delay;
-    let mut wait_fn = |why: &str| -> Result<()> {
-        log.line(format_args!("waiting: {why}"));
-        interrupt.sleep(delay, "waiting to claim")
-    };
-    let wait_fn: Option<ops::WaitFn<'_>> = if wait { Some(&mut wait_fn) } else { None };
-    let done = ops::change_lock(
-        t.store.as_mut(),
-        &t.source.pool,
-        op,
-        &cx.operator(),
-        guard,
-        wait_fn,
-    )?;
-    cx.done(&done);
-    Ok(None)
-}
-
-/// `pool serve`: every `--source` (else `POOL_SOURCE`), every pool on its
-/// branch, until SIGINT or SIGTERM.
-fn serve(
-    cx: &mut Context<'_>,
-    command: &Command,
-    listen: SocketAddr,
-    refresh: Duration,
-    concourse: &ConcourseArgs,
-    grafana: &crate::operator::grafana::Args,
-) -> Result<Option<String>> {
-    let global = cx.global;
-    let grafana = crate::operator::grafana::Config::configure(grafana, cx.env)?;
-    let paths: Vec<Option<&str>> = if global.source.is_empty() {
-        vec![None]
-    } else {
-        global.source.iter().map(|s| Some(s.as_str())).collect()
-    };
-    let mut sources = Vec::new();
-    for path in paths {
-        let (source, _) = cx.load_source(path, command)?;
-        let (log, interrupt) = (cx.log.clone(), cx.interrupt.clone());
-        let open: crate::operator::watch::Opener =
-            Box::new(move |s: &Source| open_store(s, Cache::Fresh, &log, &interrupt));
-        sources.push((source, open));
-    }
-    let builds = concourse_builds(cx, concourse)?;
-    let config = crate::operator::serve::Config {
-        listen,
-        refresh,
-        builds,
-        grafana,
-    };
-    crate::operator::serve::serve(config, sources, cx.log, cx.interrupt)?;
-    Ok(None)
-}
-
-/// `status --html FILE`: the page of `pool serve`, as one static file.
-fn write_page(
-    source: &Source,
-    read: crate::operator::watch::Read,
-    file: &Path,
-    log: &Log,
-) -> Result<()> {
-    let now = read.status.now;
-    let board = crate::operator::watch::Board {
-        refresh: None,
-        views: vec![crate::operator::watch::View {
-            read: Some(read),
-            last_success: Some(now),
-            last_attempt: Some(now),
-            ..crate::operator::watch::View::of(source)
-        }],
-    };
-    let page = crate::operator::page::render(
-        &board,
-        now,
-        crate::operator::page::Window::Day,
-        crate::operator::page::Mode::Static,
-    );
-    let shown = file.display();
-    std::fs::write(file, log.redact(&page))
-        .map_err(|e| Error::io(format!("could not write --html {shown}"), e))?;
-    log.line(format_args!("wrote the status page to {shown}"));
-    Ok(())
-}
-
-/// How long a build must have been over before `reap --dead` releases its claim.
-const DEFAULT_GRACE: Duration = Duration::from_secs(300);
-
-/// The Concourse builds API, when `--concourse-url`, `--fly-target` or the
-/// environment configure it.
-fn concourse_builds(
-    cx: &Context<'_>,
-    args: &ConcourseArgs,
-) -> Result<Option<crate::operator::concourse::Builds>> {
-    crate::operator::concourse::Builds::configure(
-        args.concourse_url.as_deref(),
-        args.fly_target.as_deref(),
-        cx.env,
-        cx.log,
-        cx.interrupt,
-    )
-}
-
-/// Adds the holders' build status to `st`, warning of what Concourse did not say.
-fn annotate(
-    builds: Option<&mut crate::operator::concourse::Builds>,
-    st: &mut ops::Status,
-    log: &Log,
-) {
-    if let Some(b) = builds {
-        b.annotate_status(st);
-        for w in crate::operator::concourse::warnings(b) {
-            log.warn(w);
-        }
-    }
-}
-
-fn render_history(h: &[ops::Interval]) -> String {
-    let mut out = String::new();
-    let now = now_unix();
-    for i in h {
-        let until = match (i.released_at, &i.build_status) {
-            (Some(t), _) => utc(t),
-            (None, Some(b)) => format!("still claimed, build {}", b.describe(now)),
-            (None, None) => "still claimed".into(),
-        };
-        out.push_str(&format!(
-            "{}/{}  {} → {}  ({})  by {}\n",
-            i.pool,
-            i.lock,
-            utc(i.claimed_at),
-            until,
-            crate::model::duration::human(Duration::from_secs(i.seconds as u64)),
-            i.claimed_by.describe()
-        ));
-    }
-    out
 }
 
 /// Writes a usage error as clap renders it (`error: ...`, a tip, the
@@ -996,6 +460,7 @@ pub fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::names::PoolPath;
 
     fn parse(args: &[&str]) -> std::result::Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("pool").chain(args.iter().copied()))
@@ -1075,26 +540,6 @@ mod tests {
         ] {
             assert!(check_usage(&parse(args).unwrap()).is_ok(), "{args:?}");
         }
-    }
-
-    #[test]
-    fn a_source_error_names_where_the_source_came_from() {
-        let err = in_source(
-            Error::bad_request("invalid payload (missing uri)\ninvalid payload (missing branch)"),
-            Origin::Env,
-        );
-        assert_eq!(
-            err.to_string(),
-            "source.uri is missing; source.branch is missing (in the source from POOL_SOURCE)"
-        );
-        let err = in_source(
-            Error::bad_request("invalid payload: source.retry_delay: bad"),
-            Origin::File("locks.yml"),
-        );
-        assert_eq!(
-            err.to_string(),
-            "source.retry_delay: bad (in the source from --source locks.yml)"
-        );
     }
 
     #[test]

@@ -260,8 +260,9 @@ mod tests {
 
     #[test]
     fn dead_build_claims_are_counted_only_where_concourse_was_asked() {
+        use crate::model::commit::Actor;
         use crate::operator::concourse::build::BuildState;
-        use crate::operator::ops::{Actor, LockStatus, PoolStatus, Since, Status};
+        use crate::operator::ops::status::{LockStatus, PoolStatus, Since, Status};
         let lock = |name: &str, dead: Option<bool>| LockStatus {
             name: crate::model::names::LockName::new(name).expect("a lock name"),
             state: LockState::Claimed,
@@ -324,7 +325,7 @@ mod tests {
     #[test]
     fn the_line_gauges_count_the_tickets_live_at_render_time() {
         use crate::model::line::Line;
-        use crate::operator::ops::{PoolStatus, Status};
+        use crate::operator::ops::status::{PoolStatus, Status};
         use crate::operator::watch::Read;
         let file = serde_json::json!({"tickets": [
             {"id": "a", "build": "b #1", "wants": {"acquire": 1}, "arrived": 100, "seq": 1, "renewed": 900, "lease": 300},

@@ -16,12 +16,14 @@ use base64::Engine;
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 use sha2::{Digest, Sha256};
 
+use crate::model::commit::Actor;
 use crate::model::commit::Detail;
 use crate::model::duration::{ago, utc};
 use crate::model::message::Verb;
 use crate::model::names::{LockName, LockState};
 use crate::model::pool::Hold;
-use crate::operator::ops::{waiters, Actor, Interval, LockStatus, PoolStatus, Since, Waiter};
+use crate::operator::ops::history::Interval;
+use crate::operator::ops::status::{waiters, LockStatus, PoolStatus, Since, Waiter};
 use crate::operator::watch::{Board, Read, View};
 
 /// The timeline's span.
@@ -524,7 +526,7 @@ fn timeline(read: &Read, pool: &PoolStatus, now: i64, window: Window) -> Markup 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::ops::Status;
+    use crate::operator::ops::status::Status;
     use std::collections::BTreeMap;
 
     fn board(name: &str, build: &str, url: &str, metadata: &str) -> Board {

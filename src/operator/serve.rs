@@ -27,12 +27,14 @@ use axum::Router;
 
 use crate::config::Source;
 use crate::error::{Error, Result};
+use crate::model::commit::Actor;
 use crate::model::duration::parse_go_duration;
 use crate::model::names::LockState;
 use crate::operator::concourse::build::BuildState;
 use crate::operator::concourse::client::Bounds;
 use crate::operator::concourse::Builds;
-use crate::operator::ops::{Actor, Interval, Since, Status};
+use crate::operator::ops::history::Interval;
+use crate::operator::ops::status::{Since, Status};
 use crate::operator::page::{self, Mode, Window};
 use crate::operator::watch::{self, Board, Opener, Watcher};
 use crate::process::clock::now_unix;

@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::model::names::PoolPath;
 use crate::model::pool::Hold;
 use crate::operator::events;
-use crate::operator::ops::{self, Interval, Status};
+use crate::operator::ops::history::{history, Interval};
+use crate::operator::ops::status::{status, Status};
 use crate::process::clock::now_unix;
 use crate::store::seam::LockStore;
 
@@ -111,9 +112,9 @@ pub fn describe_error(err: &Error) -> String {
 /// Reads `pool` (else every pool of the branch), the history and the
 /// locks' metadata.
 pub fn read_all(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) -> Result<Read> {
-    let status = ops::status(store, branch, pool)?;
+    let status = status(store, branch, pool)?;
     let pools: Vec<String> = status.pools.iter().map(|p| p.pool.clone()).collect();
-    let history = ops::history(store, branch, &pools, None, status.now - HISTORY_KEPT)?;
+    let history = history(store, branch, &pools, None, status.now - HISTORY_KEPT)?;
     let annotations =
         events::operator_events(store, &status.tip, &pools, status.now - HISTORY_KEPT)?;
     let mut metadata = BTreeMap::new();

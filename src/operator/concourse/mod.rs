@@ -23,8 +23,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::model::commit::Actor;
 use crate::model::names::LockState;
-use crate::operator::ops::{Actor, Interval, Since, Status};
+use crate::operator::ops::history::Interval;
+use crate::operator::ops::status::{Since, Status};
 use crate::process::log::Log;
 use crate::process::signal::Interrupt;
 use build::{BuildRef, BuildState, Lookup};

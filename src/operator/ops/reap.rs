@@ -1,0 +1,470 @@
+//! `pool reap`: releases the claims older than a duration, or (`--dead`)
+//! those whose Concourse build is over, and removes from the line the
+//! tickets of builds that ended; every decision said in a line.
+
+use std::collections::BTreeMap;
+
+use crate::error::Result;
+use crate::model::duration::ago;
+use crate::model::line::{Line, Ticket};
+use crate::model::names::{LockName, PoolPath};
+use crate::model::pool::{plan, LockState, Operation, Plan, Single};
+use crate::operator::concourse::build::{
+    judge, judge_ticket, BuildRef, DeadPolicy, Lookup, Target, Verdict,
+};
+use crate::operator::ops::change::{change_lock, Guard};
+use crate::operator::ops::line::remove_ticket;
+use crate::operator::ops::status::{status, Since, Status};
+use crate::operator::ops::{one, rounds, Actor, Done, Operator};
+use crate::store::reads::claim_of;
+use crate::store::retry::Round;
+use crate::store::seam::{LockStore, Step};
+
+/// What a reap works on, and how.
+#[derive(Clone, Copy, Debug)]
+pub struct Reaping<'a> {
+    /// The branch.
+    pub branch: &'a str,
+    /// The pool whose claims (and line) are reaped.
+    pub pool: &'a PoolPath,
+    /// Who reaps; the reason recorded says why too.
+    pub who: &'a Operator,
+    /// Only say what would be released or removed.
+    pub dry_run: bool,
+}
+
+/// `reap`: releases the claims of the pool older than `older_than` seconds
+/// (by the claim commit's committer time; a claim beyond the look-back is
+/// older than the oldest commit seen), recording why. With `dry_run`, only
+/// says which.
+pub fn reap(store: &mut dyn LockStore, job: &Reaping<'_>, older_than: i64) -> Result<Done> {
+    let Reaping {
+        branch,
+        pool,
+        who,
+        dry_run,
+    } = *job;
+    let st = status(store, branch, Some(pool))?;
+    let mut done = Done {
+        commits: Vec::new(),
+        lines: Vec::new(),
+    };
+    let limit = st.now - older_than;
+    for p in &st.pools {
+        for l in &p.locks {
+            if l.state != LockState::Claimed || l.since.time() > limit {
+                continue;
+            }
+            let held = ago(l.since.time(), st.now);
+            if dry_run {
+                done.lines
+                    .push(format!("would release {} (claimed for {held})", l.name));
+                continue;
+            }
+            let lock = l.name.clone();
+            let reason = match &who.reason {
+                Some(r) => format!("{r} (reaped: claimed for {held})"),
+                None => format!(
+                    "reaped: claimed for {held}, longer than {}",
+                    ago(0, older_than)
+                ),
+            };
+            let reaper = Operator {
+                name: who.name.clone(),
+                reason: Some(reason),
+            };
+            let one = change_lock(
+                store,
+                pool,
+                &Single::Release(lock).into(),
+                &reaper,
+                Guard { force: true },
+                None,
+            )?;
+            done.commits.extend(one.commits);
+            done.lines.extend(one.lines);
+        }
+    }
+    if done.lines.is_empty() {
+        done.lines.push(format!(
+            "no claim in pool {pool} is older than {}",
+            ago(0, older_than)
+        ));
+    }
+    Ok(done)
+}
+
+/// Releases `lock` of `pool` only while its claim is still commit `claim`:
+/// one commit, `None` (nothing committed) when the lock was released, or
+/// released and claimed again, since that claim was looked at.
+pub fn release_claim(
+    store: &mut dyn LockStore,
+    pool: &PoolPath,
+    lock: &LockName,
+    claim: &str,
+    who: &Operator,
+) -> Result<Option<Done>> {
+    rounds(&format!("reaping lock {lock} of pool {pool}"), |tries| {
+        let snap = store.snapshot()?;
+        if let Some(found) = tries.recovery.recover(store)? {
+            return Ok(Round::Done(Some(one(
+                &format!("unclaiming: {}", found.lock),
+                found.commit.to_string(),
+            ))));
+        }
+        tries.check_rejected(&snap.tip)?;
+        if !snap.claimed.contains_key(lock) {
+            return Ok(Round::Done(None));
+        }
+        match claim_of(store, &snap.tip, pool, lock)? {
+            Some(c) if c.id == claim => {}
+            _ => return Ok(Round::Done(None)),
+        }
+        let op = Operation::from(Single::Release(lock.clone()));
+        let change = match plan(&op, &snap, pool, &mut |n| fastrand::usize(..n))? {
+            Plan::Commit(change) => change,
+            Plan::Satisfied(_) | Plan::Wait(_) => return Ok(Round::Done(None)),
+        };
+        let subject = change.subject.clone();
+        let step = Step::new(change, who.message(&subject));
+        Ok(match tries.commit(store, &snap, &[step])? {
+            Some(id) => Round::Done(Some(one(&subject, id.to_string()))),
+            None => Round::Again,
+        })
+    })
+}
+
+/// What to do with a claim or ticket whose build Concourse answered about:
+/// keep it when the answer is about another build than the one recorded
+/// (a reused id), else what `judged` says.
+fn verdict(
+    answer: &Lookup,
+    recorded: crate::operator::concourse::build::Recorded<'_>,
+    judged: impl FnOnce() -> Verdict,
+) -> Verdict {
+    if let Lookup::Found(b) = answer {
+        if let Some(why) = crate::operator::concourse::build::mismatch(recorded, b) {
+            return Verdict::Keep(why);
+        }
+    }
+    judged()
+}
+
+/// The operator `who` reaping for `why`: the reason recorded in the commit.
+fn reaper(who: &Operator, why: &str) -> Operator {
+    let reason = match &who.reason {
+        Some(r) => format!("{r} (reaped: {why})"),
+        None => format!("reaped: {why}"),
+    };
+    Operator {
+        name: who.name.clone(),
+        reason: Some(reason),
+    }
+}
+
+/// Asks Concourse about all the builds given at once (see
+/// [`crate::operator::concourse::Builds::lookup_all`]): every answer, or
+/// an error.
+pub type BuildLookupFn<'a> = &'a mut dyn FnMut(&[BuildRef]) -> Result<BTreeMap<BuildRef, Lookup>>;
+
+/// What `reap --dead` counts as dead, and which Concourse it asks.
+#[derive(Clone, Copy, Debug)]
+pub struct Dead<'a> {
+    /// Which builds are over ([`judge`]).
+    pub policy: DeadPolicy,
+    /// `--concourse-url` (or a fly target's URL): asked instead of the
+    /// Concourse each claim or ticket recorded.
+    pub concourse: Option<&'a str>,
+}
+
+/// A claim held by a build, to ask Concourse about.
+struct HeldClaim {
+    /// The lock.
+    lock: String,
+    /// The claiming commit.
+    commit: String,
+    /// Who claimed it.
+    by: Actor,
+    /// Its build.
+    build: BuildRef,
+    /// The build in words.
+    what: String,
+}
+
+/// A live ticket of the line, to ask Concourse about.
+struct WaitingTicket {
+    ticket: Ticket,
+    /// Its build.
+    build: BuildRef,
+    /// The build in words.
+    what: String,
+}
+
+/// `reap --dead`: releases the claims of the pool whose build is over as
+/// `policy` counts it (ended `failed`, `errored` or `aborted` longer than
+/// the grace ago; `succeeded` too with `finished`; unknown to Concourse
+/// with `missing`), then removes from the pool's line the live tickets
+/// whose build ended in any status longer than the grace ago
+/// ([`judge_ticket`]; expired tickets are left to the next write of the
+/// line, unasked). Operators' claims and running builds are never
+/// released. Every build is asked about before anything is released or
+/// removed, so an API failure changes nothing. Each release is its own
+/// commit, fenced on the claim looked at, and each removal a commit of the
+/// line file alone, as `dequeue` makes it, of the ticket looked at; both
+/// with the build, its status and end time as the reason. `dead.concourse`
+/// (`--concourse-url`, a fly target's URL) is asked instead of the
+/// Concourse each claim or ticket recorded. With `dry_run`, only says what
+/// it would do.
+pub fn reap_dead(
+    store: &mut dyn LockStore,
+    job: &Reaping<'_>,
+    dead: &Dead<'_>,
+    lookup: BuildLookupFn<'_>,
+) -> Result<Done> {
+    let st = status(store, job.branch, Some(job.pool))?;
+    let mut done = Done {
+        commits: Vec::new(),
+        lines: Vec::new(),
+    };
+    let claims = held_claims(&st, dead.concourse, &mut done.lines);
+    let tickets = waiting_tickets(&st, job.pool, dead.concourse, &mut done.lines);
+    // No API, no reaping: every answer first.
+    // In the order of the claims, then the tickets: the first names the
+    // Concourse credentials go to when no URL was given.
+    let mut refs: Vec<BuildRef> = Vec::new();
+    for r in claims
+        .iter()
+        .map(|c| &c.build)
+        .chain(tickets.iter().map(|t| &t.build))
+    {
+        if !refs.contains(r) {
+            refs.push(r.clone());
+        }
+    }
+    let answers = if refs.is_empty() {
+        BTreeMap::new()
+    } else {
+        lookup(&refs)?
+    };
+    let judged = Judged {
+        answers: &answers,
+        now: st.now,
+        policy: dead.policy,
+    };
+    for claim in &claims {
+        reap_claim(store, job, &judged, claim, &mut done)?;
+    }
+    for ticket in &tickets {
+        reap_ticket(store, job, &judged, ticket, &mut done)?;
+    }
+    if done.lines.is_empty() {
+        done.lines.push(format!(
+            "no lock of pool {} is claimed by a build, and nobody waits in its line",
+            job.pool
+        ));
+    }
+    Ok(done)
+}
+
+/// Concourse's answers, and how to judge them.
+struct Judged<'a> {
+    answers: &'a BTreeMap<BuildRef, Lookup>,
+    now: i64,
+    policy: DeadPolicy,
+}
+
+/// The claims of `st` held by a build whose Concourse is known; a line in
+/// `lines` for each claim kept unasked.
+fn held_claims(st: &Status, concourse: Option<&str>, lines: &mut Vec<String>) -> Vec<HeldClaim> {
+    let mut claims = Vec::new();
+    for p in &st.pools {
+        for l in p.locks.iter().filter(|l| l.state == LockState::Claimed) {
+            let (commit, by) = match &l.since {
+                Since::Commit { commit, by, .. } => (commit, by),
+                Since::Before { utc, .. } => {
+                    lines.push(format!(
+                        "kept {}: claimed before {utc}, beyond the look-back, so its build is unknown",
+                        l.name
+                    ));
+                    continue;
+                }
+            };
+            if let Some(op) = &by.operator {
+                lines.push(format!("kept {}: claimed by operator {op}", l.name));
+                continue;
+            }
+            match crate::operator::concourse::build::find(
+                crate::operator::concourse::build::recorded(by),
+                concourse,
+            ) {
+                Ok(r) => {
+                    let what = match (&by.build, &r.target) {
+                        (Some(b), Target::Id(id)) => format!("{b} (build {id})"),
+                        (Some(b), Target::Job { .. }) => b.clone(),
+                        (None, _) => r.describe(),
+                    };
+                    claims.push(HeldClaim {
+                        lock: l.name.to_string(),
+                        commit: commit.clone(),
+                        by: by.clone(),
+                        build: r,
+                        what,
+                    });
+                }
+                Err(why) => lines.push(format!(
+                    "kept {}: claimed by {}: {why}",
+                    l.name,
+                    by.describe()
+                )),
+            }
+        }
+    }
+    claims
+}
+
+/// The live tickets of `st`'s line whose Concourse is known; a line in
+/// `lines` for each ticket left unasked.
+fn waiting_tickets(
+    st: &Status,
+    pool: &PoolPath,
+    concourse: Option<&str>,
+    lines: &mut Vec<String>,
+) -> Vec<WaitingTicket> {
+    let mut tickets = Vec::new();
+    for p in &st.pools {
+        if let Some(why) = &p.line_unreadable {
+            lines.push(format!(
+                "line of pool {pool}: {why} (counts as empty; the next commit to the line replaces it)"
+            ));
+        }
+        for t in &p.line_file.tickets {
+            if !t.is_live(st.now) {
+                // It counts for no one already: no question to ask.
+                lines.push(format!(
+                    "left ticket {} ({}): its lease lapsed, so it counts for no one and the next write of the line drops it",
+                    t.id, t.build
+                ));
+                continue;
+            }
+            match crate::operator::concourse::build::find(
+                crate::operator::concourse::build::waiting(t),
+                concourse,
+            ) {
+                Ok(r) => {
+                    let what = match &r.target {
+                        Target::Id(id) if t.build != r.describe() => {
+                            format!("{} (build {id})", t.build)
+                        }
+                        _ => t.build.clone(),
+                    };
+                    tickets.push(WaitingTicket {
+                        ticket: t.clone(),
+                        build: r,
+                        what,
+                    });
+                }
+                Err(why) => lines.push(format!("kept ticket {} ({}): {why}", t.id, t.build)),
+            }
+        }
+    }
+    tickets
+}
+
+/// Releases `claim` if its build is dead, fenced on the claim looked at.
+fn reap_claim(
+    store: &mut dyn LockStore,
+    job: &Reaping<'_>,
+    judged: &Judged<'_>,
+    claim: &HeldClaim,
+    done: &mut Done,
+) -> Result<()> {
+    let name = &claim.lock;
+    let Some(answer) = judged.answers.get(&claim.build) else {
+        return Ok(());
+    };
+    let recorded = crate::operator::concourse::build::recorded(&claim.by);
+    let why = match verdict(answer, recorded, || {
+        judge(&claim.what, answer, judged.now, judged.policy)
+    }) {
+        Verdict::Keep(why) => {
+            done.lines.push(format!("kept {name}: {why}"));
+            return Ok(());
+        }
+        Verdict::Reap(why) => why,
+    };
+    if job.dry_run {
+        done.lines.push(format!("would release {name}: {why}"));
+        return Ok(());
+    }
+    let Ok(lock) = LockName::new(name) else {
+        return Ok(());
+    };
+    match release_claim(
+        store,
+        job.pool,
+        &lock,
+        &claim.commit,
+        &reaper(job.who, &why),
+    )? {
+        Some(one) => {
+            done.commits.extend(one.commits);
+            done.lines
+                .extend(one.lines.into_iter().map(|l| format!("{l}: {why}")));
+        }
+        None => done.lines.push(format!(
+            "kept {name}: released or claimed again since {why}"
+        )),
+    }
+    Ok(())
+}
+
+/// Removes `waiting`'s ticket from the line if its build ended, while it
+/// is still the ticket looked at.
+fn reap_ticket(
+    store: &mut dyn LockStore,
+    job: &Reaping<'_>,
+    judged: &Judged<'_>,
+    waiting: &WaitingTicket,
+    done: &mut Done,
+) -> Result<()> {
+    let (ticket, pool) = (&waiting.ticket, job.pool);
+    let Some(answer) = judged.answers.get(&waiting.build) else {
+        return Ok(());
+    };
+    let named = format!("ticket {} ({})", ticket.id, ticket.build);
+    let recorded = crate::operator::concourse::build::waiting(ticket);
+    let why = match verdict(answer, recorded, || {
+        judge_ticket(&waiting.what, answer, judged.now, judged.policy)
+    }) {
+        Verdict::Keep(why) => {
+            done.lines.push(format!("kept {named}: {why}"));
+            return Ok(());
+        }
+        Verdict::Reap(why) => why,
+    };
+    if job.dry_run {
+        done.lines.push(format!(
+            "would remove {named} from the line of pool {pool}: {why}"
+        ));
+        return Ok(());
+    }
+    let reaper = reaper(job.who, &why);
+    // The ticket looked at, while it still counts: one that left the
+    // line (its put gave up or got its locks) or lapsed is not touched.
+    let doing = format!("removing {named} from the line of pool {pool}");
+    let mut pick =
+        |line: &Line, now: i64| Ok(line.find(&ticket.id).filter(|t| t.is_live(now)).cloned());
+    match remove_ticket(store, pool, &doing, &reaper, &mut pick)? {
+        Some(mut one) => {
+            if let Some(last) = one.lines.last_mut() {
+                last.push_str(&format!(": {why}"));
+            }
+            done.commits.extend(one.commits);
+            done.lines.extend(one.lines);
+        }
+        None => done.lines.push(format!(
+            "kept {named}: {why}, but it left the line or its lease lapsed since it was looked at"
+        )),
+    }
+    Ok(())
+}
