@@ -362,14 +362,43 @@ fn percent_decode(s: &str) -> String {
         .into_owned()
 }
 
+/// What is known of a holder's build: the `status` of [`BuildState`],
+/// one word in the JSON.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HolderStatus {
+    /// Concourse's status (`pending`, `started`, `succeeded`, `failed`,
+    /// `errored`, `aborted`).
+    Concourse(BuildStatus),
+    /// `missing`: the API answered 404.
+    Missing,
+    /// `unknown`: the API could not be asked.
+    Unknown,
+}
+
+impl HolderStatus {
+    /// The word in the JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HolderStatus::Concourse(s) => s.as_str(),
+            HolderStatus::Missing => "missing",
+            HolderStatus::Unknown => "unknown",
+        }
+    }
+}
+
+impl Serialize for HolderStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 /// A holder's build as `pool status`, `history` and `serve` show it: the
 /// `build_status` object of their JSON.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BuildState {
-    /// Concourse's status (`pending`, `started`, `succeeded`, `failed`,
-    /// `errored`, `aborted`), or `missing` (the API answered 404), or
-    /// `unknown` (the API could not be asked: see `error`).
-    pub status: String,
+    /// Concourse's status, or that Concourse does not know the build, or
+    /// that it could not be asked (see `error`).
+    pub status: HolderStatus,
     /// The build id Concourse gave.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<i64>,
@@ -392,7 +421,7 @@ impl BuildState {
     pub fn of(lookup: &Lookup) -> BuildState {
         match lookup {
             Lookup::Found(b) => BuildState {
-                status: b.status.as_str().to_string(),
+                status: HolderStatus::Concourse(b.status),
                 id: Some(b.id),
                 start_time: b.start_time,
                 end_time: b.end_time,
@@ -400,7 +429,7 @@ impl BuildState {
                 error: None,
             },
             Lookup::Missing => BuildState {
-                status: "missing".into(),
+                status: HolderStatus::Missing,
                 id: None,
                 start_time: None,
                 end_time: None,
@@ -413,7 +442,7 @@ impl BuildState {
     /// A status that could not be learnt, and why.
     pub fn unknown(why: impl Into<String>) -> BuildState {
         BuildState {
-            status: "unknown".into(),
+            status: HolderStatus::Unknown,
             id: None,
             start_time: None,
             end_time: None,
@@ -425,17 +454,17 @@ impl BuildState {
     /// A few words for people at time `now`: `running`, `aborted 2h0m0s
     /// ago (dead)`, `not found in Concourse`.
     pub fn describe(&self, now: i64) -> String {
-        let mut text = match self.status.as_str() {
-            "started" => "running".to_string(),
-            "pending" => "pending".to_string(),
-            "missing" => "not found in Concourse".to_string(),
-            "unknown" => format!(
+        let mut text = match self.status {
+            HolderStatus::Concourse(BuildStatus::Started) => "running".to_string(),
+            HolderStatus::Concourse(BuildStatus::Pending) => "pending".to_string(),
+            HolderStatus::Missing => "not found in Concourse".to_string(),
+            HolderStatus::Unknown => format!(
                 "status unknown ({})",
                 self.error.as_deref().unwrap_or("not asked")
             ),
-            ended => match self.end_time {
-                Some(t) => format!("{ended} {} ago", ago(t, now)),
-                None => ended.to_string(),
+            HolderStatus::Concourse(ended) => match self.end_time {
+                Some(t) => format!("{} {} ago", ended.as_str(), ago(t, now)),
+                None => ended.as_str().to_string(),
             },
         };
         if self.dead {
@@ -836,6 +865,26 @@ mod tests {
         assert_eq!(
             BuildState::of(&Lookup::Missing).describe(0),
             "not found in Concourse"
+        );
+    }
+
+    #[test]
+    fn a_state_s_status_is_one_word_in_the_json() {
+        let json = |s: BuildState| serde_json::to_value(s).unwrap()["status"].clone();
+        assert_eq!(
+            json(BuildState::of(&build(BuildStatus::Aborted, Some(1)))),
+            "aborted"
+        );
+        assert_eq!(
+            json(BuildState::of(&build(BuildStatus::Started, None))),
+            "started"
+        );
+        assert_eq!(json(BuildState::of(&Lookup::Missing)), "missing");
+        let unknown = BuildState::unknown("no answer");
+        assert_eq!(unknown.describe(0), "status unknown (no answer)");
+        assert_eq!(
+            serde_json::to_value(unknown).unwrap(),
+            serde_json::json!({"status": "unknown", "dead": false, "error": "no answer"})
         );
     }
 }
