@@ -939,6 +939,7 @@ fn pool_serve_shows_dead_holders_on_its_page_json_and_metrics_and_asks_once_per_
 }
 
 #[test]
+#[ignore = "needs promtool: run by ci/test.sh with --include-ignored"]
 fn the_dead_build_metrics_pass_promtool() {
     let promtool = "/usr/bin/promtool";
     if !Path::new(promtool).exists() {

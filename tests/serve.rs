@@ -484,6 +484,7 @@ fn chromium_shows_build_links_timeline_bars_hostile_names_as_text_and_a_later_cl
 /// back "Released by"; once the pool is held, its free locks read as not
 /// takeable, with the hold's reason, instead of a green "free".
 #[test]
+#[ignore = "needs chromium: run by ci/test.sh with --include-ignored"]
 fn chromium_says_created_by_for_an_added_lock_and_not_takeable_for_free_locks_of_a_held_pool() {
     let test = "serve::chromium_says_created_by_for_an_added_lock_and_not_takeable_for_free_locks_of_a_held_pool";
     let Some(exe) = chromium() else {
@@ -653,6 +654,7 @@ fn promtool_test_rules(promtool: &str, dir: &Path) -> std::process::Output {
 }
 
 #[test]
+#[ignore = "needs promtool: run by ci/test.sh with --include-ignored"]
 fn the_example_alert_rules_pass_their_promtool_unit_tests_and_each_broken_rule_fails_them() {
     let promtool = "/usr/bin/promtool";
     if !Path::new(promtool).exists() {
