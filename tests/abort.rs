@@ -4,15 +4,12 @@
 //! Go resource's orphaned ssh-agent hung aborted builds), and never claim the
 //! lock it was waiting for afterwards (the Go resource's "ghost claim").
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{spawn_bin, ssh_keygen, GitDaemon, LockRepo, Sshd};
+use crate::support::{spawn_bin, ssh_keygen, Bg, GitDaemon, LockRepo, Sshd};
 use crate::{lock_name, source, version, Inputs};
 
 const POOL: &str = "envs";
@@ -24,143 +21,26 @@ const WATCH: Duration = Duration::from_millis(500);
 /// Generous limit for things that only have to happen eventually.
 const EVENTUALLY: Duration = Duration::from_secs(30);
 
-/// A running `out` whose stderr is read line by line as it comes.
-struct Waiter {
-    child: Child,
-    pid: u32,
-    lines: Receiver<String>,
-    stderr: Arc<Mutex<String>>,
-    stderr_closed: Receiver<()>,
-    stdout: Receiver<String>,
+/// A running `out`, its stderr read line by line as it comes.
+fn start(src: &Value, params: Value, inputs: &Inputs) -> Bg {
+    let request = json!({"source": src, "params": params});
+    Bg::new(
+        spawn_bin("out", &[inputs.path()], &request, &[]),
+        "out",
+        EVENTUALLY,
+    )
 }
 
-impl Waiter {
-    fn start(src: &Value, params: Value, inputs: &Inputs) -> Waiter {
-        let mut child = spawn_bin(
-            "out",
-            &[inputs.path()],
-            &json!({"source": src, "params": params}),
-            &[],
-        );
-        let pid = child.id();
-        let (line_tx, lines) = mpsc::channel();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().expect("piped stderr");
-        let sink = Arc::clone(&stderr);
-        let (closed_tx, stderr_closed) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().expect("lock").push_str(&format!("{line}\n"));
-                let _ = line_tx.send(line);
-            }
-            let _ = closed_tx.send(());
-        });
-        let (out_tx, stdout) = mpsc::channel();
-        let mut pipe = child.stdout.take().expect("piped stdout");
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            let _ = out_tx.send(text);
-        });
-        Waiter {
-            child,
-            pid,
-            lines,
-            stderr,
-            stderr_closed,
-            stdout,
-        }
-    }
-
-    /// Stderr so far.
-    fn stderr(&self) -> String {
-        self.stderr.lock().expect("lock").clone()
-    }
-
-    /// All of stderr, once the process has exited and the pipe is closed.
-    fn all_stderr(&self) -> String {
-        if let Err(RecvTimeoutError::Timeout) =
-            self.stderr_closed.recv_timeout(Duration::from_secs(5))
-        {
-            panic!("stderr is still open after out exited: a child process holds it");
-        }
-        self.stderr()
-    }
-
-    /// Blocks until a stderr line contains `needle`.
-    fn wait_for(&self, needle: &str) {
-        let deadline = Instant::now() + EVENTUALLY;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "out never logged {needle:?}; stderr so far:\n{}",
-                    self.stderr()
-                ),
-            }
-        }
-    }
-
-    /// Sends `signal` (`TERM`, `INT`) with the `kill` command.
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid.to_string())
-            .status()
-            .expect("running kill");
-        assert!(status.success(), "kill -{signal} {} failed", self.pid);
-    }
-
-    /// Waits for the process to exit and returns its status and how long
-    /// that took; panics (after killing it) if it is still running after
-    /// [`EVENTUALLY`], or if it took longer than `within`.
-    fn exit_within(&mut self, within: Duration) -> ExitStatus {
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("polling out") {
-                break status;
-            }
-            if start.elapsed() > EVENTUALLY {
-                let _ = self.child.kill();
-                panic!(
-                    "out still ran {EVENTUALLY:?} after the signal; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        let took = start.elapsed();
-        assert!(
-            took < within,
-            "out took {took:?} to end (allowed: {within:?}); stderr:\n{}",
-            self.stderr()
-        );
-        status
-    }
-
-    /// Everything written to stdout, which must be closed once the process
-    /// is gone: nothing it started may keep it open.
-    fn stdout(&self) -> String {
-        match self.stdout.recv_timeout(Duration::from_secs(5)) {
-            Ok(text) => text,
-            Err(RecvTimeoutError::Timeout) => {
-                panic!("stdout is still open after out exited: a child process holds it")
-            }
-            Err(RecvTimeoutError::Disconnected) => panic!("stdout reader died"),
-        }
-    }
-}
-
-impl Drop for Waiter {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Waits for `out` to exit and returns its status; fails if that took
+/// `within` or longer.
+fn exit_within(out: &mut Bg, within: Duration) -> ExitStatus {
+    let (status, took) = out.wait_exit();
+    assert!(
+        took < within,
+        "out took {took:?} to end (allowed: {within:?}); stderr:\n{}",
+        out.stderr()
+    );
+    status
 }
 
 /// Processes whose parent is `pid`, from `/proc/*/stat`.
@@ -202,16 +82,16 @@ fn held_repo() -> LockRepo {
 /// it is released.
 fn abort_while_waiting(repo: &LockRepo, src: &Value, params: Value, signal: &str) {
     let inputs = Inputs::new();
-    let mut waiter = Waiter::start(src, params, &inputs);
-    waiter.wait_for("waiting: ");
+    let mut waiter = start(src, params, &inputs);
+    waiter.until_logged(1, "waiting: ");
     assert_eq!(
-        children_of(waiter.pid),
+        children_of(waiter.pid()),
         Vec::<u32>::new(),
         "out runs no child process"
     );
 
     waiter.signal(signal);
-    let status = waiter.exit_within(PROMPT);
+    let status = exit_within(&mut waiter, PROMPT);
     let stderr = waiter.all_stderr();
     assert!(
         !status.success(),
@@ -222,7 +102,7 @@ fn abort_while_waiting(repo: &LockRepo, src: &Value, params: Value, signal: &str
         "stderr names the signal ({status}):\n{stderr}"
     );
     assert_eq!(waiter.stdout(), "", "no JSON after an abort");
-    assert!(!process_exists(waiter.pid), "the process is gone");
+    assert!(!process_exists(waiter.pid()), "the process is gone");
 
     let released = repo.move_lock(POOL, "a", false);
     let start = Instant::now();
@@ -280,13 +160,13 @@ fn a_signal_racing_a_release_either_claims_and_says_so_or_claims_nothing() {
     let (mut claimed, mut aborted) = (0, 0);
     for round in 0..6 {
         let inputs = Inputs::new();
-        let mut waiter = Waiter::start(&src, json!({"claim": "a"}), &inputs);
-        waiter.wait_for("waiting: ");
+        let mut waiter = start(&src, json!({"claim": "a"}), &inputs);
+        waiter.until_logged(1, "waiting: ");
         let released = repo.move_lock(POOL, "a", false);
         // Vary the gap so the signal lands before, during and after the claim.
         std::thread::sleep(Duration::from_millis(round * 3));
         waiter.signal("TERM");
-        let status = waiter.exit_within(EVENTUALLY);
+        let status = exit_within(&mut waiter, EVENTUALLY);
         let stdout = waiter.stdout();
         let stderr = waiter.all_stderr();
         if status.success() {
@@ -338,7 +218,7 @@ fn sigterm_while_a_claims_reply_is_stalled_leaves_no_claim_behind() {
     let src = source(&proxy.url("locks.git"), "master", POOL);
     let inputs = Inputs::new();
     let before = repo.tip();
-    let mut put = Waiter::start(&src, json!({"claim": "a"}), &inputs);
+    let mut put = start(&src, json!({"claim": "a"}), &inputs);
     // The server has applied the claim; its reply is held back.
     let deadline = Instant::now() + EVENTUALLY;
     while repo.claimed(POOL).is_empty() {
@@ -353,7 +233,7 @@ fn sigterm_while_a_claims_reply_is_stalled_leaves_no_claim_behind() {
     assert_ne!(claim, before);
     put.signal("TERM");
     // Concourse sends SIGKILL about ten seconds after SIGTERM.
-    let status = put.exit_within(Duration::from_secs(9));
+    let status = exit_within(&mut put, Duration::from_secs(9));
     let stdout = put.stdout();
     let stderr = put.all_stderr();
     eprintln!("{status}:\n{stderr}");

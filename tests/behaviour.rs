@@ -6,11 +6,7 @@
 //! [`Backend`]; `on_every_backend!` makes a test of it for each kind, so the
 //! backends are held to the same outputs, commit messages and errors.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Child;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -18,7 +14,7 @@ use tempfile::TempDir;
 
 use crate::codecommit::assert_no_secrets;
 use crate::support::{
-    AwsEnv, CodeCommitServer, GitDaemon, GitSignatureCheck, HttpGitServer, HttpOptions, Imds,
+    AwsEnv, Bg, CodeCommitServer, GitDaemon, GitSignatureCheck, HttpGitServer, HttpOptions, Imds,
     ImdsOptions, Keyring, LockRepo, Run,
 };
 use crate::{lock_name, version, Inputs};
@@ -179,11 +175,12 @@ impl Backend {
     }
 
     /// Starts an `out` that is expected to wait.
-    fn spawn_out(&self, params: Value, inputs: &Inputs) -> Waiter {
+    fn spawn_out(&self, params: Value, inputs: &Inputs) -> Bg {
         let request = json!({"source": self.source(POOL), "params": params});
-        Waiter::new(
+        Bg::new(
             self.env.spawn("out", &[inputs.path()], &request),
             format!("out {params}"),
+            DEADLINE,
         )
     }
 
@@ -244,88 +241,15 @@ impl Backend {
     }
 }
 
-/// An executable running in the background, its stderr read as it comes,
-/// so that a test can see it wait instead of sleeping and hoping.
-struct Waiter {
-    child: Child,
-    command: String,
-    stderr: Arc<Mutex<String>>,
-    reader: JoinHandle<()>,
-}
-
-impl Waiter {
-    fn new(mut child: Child, command: String) -> Waiter {
-        let pipe = child.stderr.take().expect("piped stderr");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().expect("the stderr buffer");
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Waiter {
-            child,
-            command,
-            stderr,
-            reader,
-        }
-    }
-
-    /// Returns once stderr holds `times` lines containing `waiting: {why}`
-    /// (one per look at the pool) and the process is still running; panics
-    /// if it ends first or takes longer than [`DEADLINE`].
-    fn until_it_waited(&mut self, times: usize, why: &str) {
-        let needle = format!("waiting: {why}");
-        let start = Instant::now();
-        loop {
-            let seen = self.stderr.lock().expect("the stderr buffer").clone();
-            if seen.lines().filter(|l| l.contains(&needle)).count() >= times {
-                break;
-            }
-            let ended = self.child.try_wait().expect("polling the waiter");
-            assert!(
-                ended.is_none() && start.elapsed() < DEADLINE,
-                "{} did not wait {times} times for {needle:?} ({ended:?}):\n{seen}",
-                self.command
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(
-            self.child.try_wait().expect("polling the waiter").is_none(),
-            "{} returned instead of waiting",
-            self.command
-        );
-    }
-
-    /// Waits for the process to end (at most [`DEADLINE`]) and returns what
-    /// it did.
-    fn finish(mut self) -> Run {
-        let start = Instant::now();
-        let mut hung = false;
-        while self.child.try_wait().expect("polling").is_none() && !hung {
-            hung = start.elapsed() > DEADLINE;
-            if hung {
-                let _ = self.child.kill();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = self.child.wait_with_output().expect("collecting output");
-        self.reader.join().expect("the stderr reader");
-        let stderr = self.stderr.lock().expect("the stderr buffer").clone();
-        assert!(
-            !hung,
-            "{} still running after {DEADLINE:?}:\n{stderr}",
-            self.command
-        );
-        Run {
-            command: self.command,
-            status: out.status,
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr,
-        }
-    }
+/// Returns once `waiter` logged `waiting: {why}` `times` times (one per
+/// look at the pool), still running.
+fn until_it_waited(waiter: &mut Bg, times: usize, why: &str) {
+    waiter.until_logged(times, &format!("waiting: {why}"));
+    assert!(
+        waiter.running(),
+        "{} returned instead of waiting",
+        waiter.name()
+    );
 }
 
 macro_rules! on_every_backend {
@@ -856,7 +780,7 @@ fn check_waits_for_unclaimed_and_check_unclaimed_for_claimed(b: Backend) {
     // `check` of a claimed lock waits, and is satisfied by the release: its
     // version is the release commit, and it made none itself.
     let mut waiter = b.spawn_out(json!({"check": "a"}), &inputs);
-    waiter.until_it_waited(2, "lock a of pool envs is claimed");
+    until_it_waited(&mut waiter, 2, "lock a of pool envs is claimed");
     assert_eq!(b.repo.tip(), tip, "a waiting check commits nothing");
     assert_eq!(b.api_calls("CreateCommit"), commits);
     let released = b.put(json!({"release": "a"}), &inputs);
@@ -880,10 +804,11 @@ fn an_idempotent_acquire_run_again_gets_the_same_lock(b: Backend) {
     assert_eq!(b.repo.tip(), tip, "the re-run commits nothing");
     // Another build gets another lock.
     let request = json!({"source": b.source(POOL), "params": params});
-    let other = Waiter::new(
+    let other = Bg::new(
         b.env
             .spawn_with("out", &[inputs.path()], &request, &[("BUILD_ID", "78")]),
-        "out of build 78".into(),
+        "out of build 78",
+        DEADLINE,
     )
     .finish()
     .assert_success()
@@ -1249,7 +1174,8 @@ fn acquire_waits_until_a_lock_is_released(b: Backend) {
     let mut waiter = b.spawn_out(json!({"acquire": true}), &inputs);
     // The waiter looks at least twice, committing nothing but its place
     // in line, before the lock is released.
-    waiter.until_it_waited(
+    until_it_waited(
+        &mut waiter,
         2,
         "all 2 locks of pool envs are claimed: a (claimed by main/prod/deploy #42 for ",
     );
@@ -1270,7 +1196,7 @@ fn claim_waits_for_a_claimed_lock(b: Backend) {
     let inputs = Inputs::new();
     b.put(json!({"claim": "a"}), &inputs);
     let mut waiter = b.spawn_out(json!({"claim": "a"}), &inputs);
-    waiter.until_it_waited(2, "lock a of pool envs is claimed");
+    until_it_waited(&mut waiter, 2, "lock a of pool envs is claimed");
     inputs.lock("held", "a", b"");
     b.put(json!({"release": "held"}), &inputs);
     let run = waiter.finish();
@@ -1283,7 +1209,7 @@ fn update_waits_while_the_lock_is_claimed(b: Backend) {
     b.put(json!({"claim": "a"}), &inputs);
     inputs.lock("new", "a", b"new-a");
     let mut waiter = b.spawn_out(json!({"update": "new"}), &inputs);
-    waiter.until_it_waited(2, "lock a of pool envs is claimed");
+    until_it_waited(&mut waiter, 2, "lock a of pool envs is claimed");
     assert_eq!(
         b.repo.file_at("HEAD", &format!("{POOL}/claimed/a")),
         Some(b"a-meta\n".to_vec())

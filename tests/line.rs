@@ -3,10 +3,6 @@
 //! test waits on what it can observe (a waiting log line, the line file at
 //! the tip, a process ending), never on a fixed sleep.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::Child;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use pool_resource::model::line::Line;
@@ -14,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::support::faults::{Fault, FaultProxy, Rates, Service};
 use crate::support::{
-    spawn_bin, AwsEnv, CodeCommitServer, CommitInfo, GitDaemon, Imds, ImdsOptions, Keyring,
+    spawn_bin, AwsEnv, Bg, CodeCommitServer, CommitInfo, GitDaemon, Imds, ImdsOptions, Keyring,
     LockRepo,
 };
 use crate::{lock_name, put, source, version, Inputs};
@@ -75,119 +71,33 @@ fn until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A put running in the background, its stderr collected as it comes.
-struct Bg {
-    child: Child,
-    name: String,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<JoinHandle<()>>,
+/// A put of build `name` running in the background.
+fn start(src: &Value, params: Value, name: &str, inputs: &Inputs) -> Bg {
+    start_with(src, params, name, inputs, &[])
 }
 
-impl Bg {
-    fn start(src: &Value, params: Value, name: &str, inputs: &Inputs) -> Bg {
-        Bg::start_with(src, params, name, inputs, &[])
-    }
-
-    fn start_with(
-        src: &Value,
-        params: Value,
-        name: &str,
-        inputs: &Inputs,
-        extra: &[(&str, &str)],
-    ) -> Bg {
-        let env = build(name);
-        let mut env: Vec<(&str, &str)> =
-            env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        env.extend_from_slice(extra);
-        let request = json!({"source": src, "params": params});
-        Bg::wrap(spawn_bin("out", &[inputs.path()], &request, &env), name)
-    }
-
-    fn wrap(mut child: Child, name: &str) -> Bg {
-        let pipe = child.stderr.take().expect("piped stderr");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().expect("stderr buffer");
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Bg {
-            child,
-            name: name.to_string(),
-            stderr,
-            reader: Some(reader),
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().expect("stderr buffer").clone()
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().expect("polling").is_none()
-    }
-
-    /// Waits until stderr has `times` lines containing `needle`, the put
-    /// still running.
-    fn until_logged(&mut self, times: usize, needle: &str) {
-        let start = Instant::now();
-        loop {
-            let seen = self.stderr();
-            if seen.lines().filter(|l| l.contains(needle)).count() >= times {
-                return;
-            }
-            assert!(
-                self.running() && start.elapsed() < DEADLINE,
-                "build {} did not log {needle:?} {times} times:\n{seen}",
-                self.name
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Waits for the end; returns (success, stdout, stderr).
-    fn finish(mut self) -> (bool, String, String) {
-        let start = Instant::now();
-        while self.running() {
-            if start.elapsed() > DEADLINE {
-                let _ = self.child.kill();
-                panic!("build {} still running:\n{}", self.name, self.stderr());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let status = self.child.wait().expect("status");
-        let mut stdout = String::new();
-        if let Some(mut pipe) = self.child.stdout.take() {
-            pipe.read_to_string(&mut stdout).expect("stdout");
-        }
-        if let Some(r) = self.reader.take() {
-            r.join().expect("stderr reader");
-        }
-        (status.success(), stdout, self.stderr())
-    }
+fn start_with(
+    src: &Value,
+    params: Value,
+    name: &str,
+    inputs: &Inputs,
+    extra: &[(&str, &str)],
+) -> Bg {
+    let env = build(name);
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend_from_slice(extra);
+    let request = json!({"source": src, "params": params});
+    put_of(spawn_bin("out", &[inputs.path()], &request, &env), name)
 }
 
-impl Drop for Bg {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The put `child` of build `name`, in the background.
+fn put_of(child: std::process::Child, name: &str) -> Bg {
+    Bg::new(child, format!("build {name}"), DEADLINE)
 }
 
-fn signal(pid: u32, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("running kill");
-    assert!(status.success());
+/// The name of the build whose put `bg` is.
+fn build_name(bg: &Bg) -> String {
+    bg.name().trim_start_matches("build ").to_string()
 }
 
 /// Releases `lock` with a put of its own.
@@ -215,7 +125,7 @@ fn join_in_turn(
 ) -> Vec<Bg> {
     let mut started = Vec::new();
     for (i, (name, p)) in params.iter().enumerate() {
-        let mut bg = Bg::start(src, p.clone(), name, inputs);
+        let mut bg = start(src, p.clone(), name, inputs);
         until(&format!("build {name} in line"), || {
             tickets(repo).len() == i + 1
         });
@@ -237,8 +147,8 @@ fn serve_one_lock(src: &Value, mut waiting: Vec<Bg>, lock: &str) -> Vec<String> 
             done.is_some()
         });
         let bg = waiting.remove(done.unwrap_or_default());
-        let name = bg.name.clone();
-        let (ok, stdout, stderr) = bg.finish();
+        let name = build_name(&bg);
+        let (ok, stdout, stderr) = bg.finish().parts();
         assert!(ok, "build {name} failed:\n{stderr}");
         let out: Value = serde_json::from_str(&stdout).expect("one JSON document");
         assert_eq!(lock_name(&out), lock);
@@ -335,7 +245,7 @@ fn an_acquire_of_two_is_not_starved_by_later_single_acquires() {
     release(&src, "b");
     let single = waiting.pop().expect("single");
     let pair = waiting.pop().expect("pair");
-    let (ok, stdout, stderr) = pair.finish();
+    let (ok, stdout, stderr) = pair.finish().parts();
     assert!(ok, "{stderr}");
     let out: Value = serde_json::from_str(&stdout).expect("JSON");
     assert_eq!(lock_name(&out), "a, b");
@@ -359,7 +269,7 @@ fn a_claim_waiter_does_not_hold_up_an_acquire_that_can_take_another_lock() {
     );
     release(&src, "b");
     let acquirer = waiting.pop().expect("acquirer");
-    let (ok, stdout, stderr) = acquirer.finish();
+    let (ok, stdout, stderr) = acquirer.finish().parts();
     assert!(ok, "{stderr}");
     assert_eq!(
         lock_name(&serde_json::from_str(&stdout).expect("JSON")),
@@ -385,7 +295,7 @@ fn wait_timeout_gives_up_claims_nothing_and_leaves_nobody_blocked() {
     );
     let patient = waiting.pop().expect("patient");
     let impatient = waiting.pop().expect("impatient");
-    let (ok, stdout, stderr) = impatient.finish();
+    let (ok, stdout, stderr) = impatient.finish().parts();
     assert!(!ok, "a timed-out put fails:\n{stderr}");
     assert_eq!(stdout, "");
     let last = stderr.lines().last().unwrap_or_default().to_string();
@@ -404,7 +314,7 @@ fn wait_timeout_gives_up_claims_nothing_and_leaves_nobody_blocked() {
     );
     assert_eq!(repo.claimed(POOL), ["only"], "it claimed nothing");
     release(&src, "only");
-    let (ok, _, stderr) = patient.finish();
+    let (ok, _, stderr) = patient.finish().parts();
     assert!(ok, "the build behind it is served:\n{stderr}");
     assert!(tickets(&repo).is_empty());
 }
@@ -417,9 +327,9 @@ fn sigterm_takes_the_waiter_out_of_the_line_before_it_exits() {
     let inputs = Inputs::new();
     let mut waiting = join_in_turn(&repo, &src, &[("1", json!({"claim": "only"}))], &inputs);
     let bg = waiting.pop().expect("waiter");
-    signal(bg.pid(), "TERM");
+    bg.signal("TERM");
     let start = Instant::now();
-    let (ok, _, stderr) = bg.finish();
+    let (ok, _, stderr) = bg.finish().parts();
     assert!(start.elapsed() < Duration::from_secs(2), "{stderr}");
     assert!(!ok);
     assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
@@ -446,11 +356,10 @@ fn a_killed_waiter_stops_blocking_after_its_lease() {
         &inputs,
     );
     let mut killed = waiting.remove(0);
-    killed.child.kill().expect("SIGKILL");
-    let _ = killed.child.wait();
+    killed.kill();
     release(&src, "only");
     let next = waiting.pop().expect("next");
-    let (ok, stdout, stderr) = next.finish();
+    let (ok, stdout, stderr) = next.finish().parts();
     assert!(ok, "{stderr}");
     assert_eq!(
         lock_name(&serde_json::from_str(&stdout).expect("JSON")),
@@ -469,11 +378,11 @@ fn with_queue_false_a_waiting_put_writes_nothing() {
     src["queue"] = json!(false);
     let inputs = Inputs::new();
     let tip = repo.tip();
-    let mut bg = Bg::start(&src, json!({"acquire": true}), "1", &inputs);
+    let mut bg = start(&src, json!({"acquire": true}), "1", &inputs);
     bg.until_logged(3, "waiting: all 1 locks of pool envs are claimed");
     assert_eq!(repo.tip(), tip, "nothing committed while waiting");
     release(&src, "only");
-    let (ok, _, stderr) = bg.finish();
+    let (ok, _, stderr) = bg.finish().parts();
     assert!(ok, "{stderr}");
     assert!(repo.log().iter().all(|c| !c.subject.contains("line")));
 }
@@ -571,7 +480,7 @@ fn on_the_api_backend_waiters_are_served_in_order_and_leave_no_ticket() {
             .set("BUILD_JOB_NAME", "deploy")
             .set("BUILD_PIPELINE_NAME", "app")
             .set("BUILD_TEAM_NAME", "main");
-        let mut bg = Bg::wrap(env.spawn("out", &[inputs.path()], &request), name);
+        let mut bg = put_of(env.spawn("out", &[inputs.path()], &request), name);
         envs.push(env);
         until("the ticket", || tickets(&repo).len() == i + 1);
         bg.until_logged(1, "waiting: ");
@@ -586,8 +495,8 @@ fn on_the_api_backend_waiters_are_served_in_order_and_leave_no_ticket() {
             done.is_some()
         });
         let bg = waiting.remove(done.unwrap_or_default());
-        let name = bg.name.clone();
-        let (ok, _, stderr) = bg.finish();
+        let name = build_name(&bg);
+        let (ok, _, stderr) = bg.finish().parts();
         assert!(ok, "{stderr}");
         served.push(name);
     }
@@ -688,7 +597,7 @@ fn a_lost_reply_to_a_ticket_commit_leaves_one_ticket_which_the_claim_takes_out()
     f.proxy
         .inject_on(Service::ReceivePack, Fault::LosePushReply);
     let inputs = Inputs::new();
-    let mut bg = Bg::start(&f.src, json!({"claim": "only"}), "lost", &inputs);
+    let mut bg = start(&f.src, json!({"claim": "only"}), "lost", &inputs);
     bg.until_logged(
         1,
         "an earlier ticket write whose reply was lost did reach the branch: this put joined the line in pool envs",
@@ -708,7 +617,7 @@ fn a_lost_reply_to_a_ticket_commit_leaves_one_ticket_which_the_claim_takes_out()
         "{counts:?}"
     );
     release(&f.direct, "only");
-    let (ok, stdout, stderr) = bg.finish();
+    let (ok, stdout, stderr) = bg.finish().parts();
     assert!(ok, "{stderr}");
     assert!(stderr.contains("retrying in"), "{stderr}");
     let out: Value = serde_json::from_str(&stdout).expect("one JSON document");
@@ -739,11 +648,11 @@ fn a_lost_reply_to_the_claim_that_ends_a_wait_is_recognised_and_leaves_no_ticket
     f.proxy
         .inject_on(Service::ReceivePack, Fault::LosePushReply);
     let inputs = Inputs::new();
-    let mut bg = Bg::start(&f.src, json!({"claim": "only"}), "lost", &inputs);
+    let mut bg = start(&f.src, json!({"claim": "only"}), "lost", &inputs);
     until("the put in line", || f.tickets_of("10lost") == 1);
     bg.until_logged(1, "waiting: ");
     release(&f.direct, "only");
-    let (ok, stdout, stderr) = bg.finish();
+    let (ok, stdout, stderr) = bg.finish().parts();
     assert!(ok, "{stderr}");
     let out: Value = serde_json::from_str(&stdout).expect("one JSON document");
     assert_eq!(lock_name(&out), "only");
@@ -822,9 +731,9 @@ fn leaving_after(abort: &str) {
     let bg = waiting.pop().expect("waiter");
     race_the_first_push_of(&repo, "leaving the line");
     if abort == "TERM" {
-        signal(bg.pid(), "TERM");
+        bg.signal("TERM");
     }
-    let (ok, _, stderr) = bg.finish();
+    let (ok, _, stderr) = bg.finish().parts();
     assert!(!ok, "{stderr}");
     assert!(
         repo.path().join("raced").exists(),
@@ -871,12 +780,11 @@ fn a_killed_head_of_the_line_is_dropped_within_seconds_at_the_default_lease() {
         &inputs,
     );
     let mut killed = waiting.remove(0);
-    killed.child.kill().expect("SIGKILL");
-    let _ = killed.child.wait();
+    killed.kill();
     release(&src, "only");
     let freed = Instant::now();
     let next = waiting.pop().expect("next");
-    let (ok, stdout, stderr) = next.finish();
+    let (ok, stdout, stderr) = next.finish().parts();
     let took = freed.elapsed();
     assert!(ok, "{stderr}");
     assert_eq!(
@@ -926,9 +834,8 @@ fn a_later_attempt_of_the_same_build_takes_its_earlier_attempts_place() {
     );
     // Build 7's put dies (a lost worker); the step's next attempt runs.
     let mut first = waiting.remove(0);
-    first.child.kill().expect("SIGKILL");
-    let _ = first.child.wait();
-    let mut again = Bg::start(&src, json!({"acquire": true}), "7", &inputs);
+    first.kill();
+    let mut again = start(&src, json!({"acquire": true}), "7", &inputs);
     again.until_logged(1, "this build's earlier attempt left ticket");
     again.until_logged(1, "first of 2 in line");
     assert!(

@@ -9,6 +9,7 @@
 //! includes this module.
 #![allow(dead_code, unused_imports)]
 
+pub mod bg;
 pub mod codecommit;
 pub mod concourse;
 pub mod daemon;
@@ -25,6 +26,7 @@ mod selftest;
 pub mod sshd;
 pub mod tls;
 
+pub use bg::Bg;
 pub use codecommit::{AwsEnv, CodeCommitServer, GitSignatureCheck};
 pub use concourse::Concourse;
 pub use daemon::GitDaemon;

@@ -19,6 +19,11 @@ pub struct Run {
 }
 
 impl Run {
+    /// Whether it succeeded, its stdout and its stderr.
+    pub fn parts(self) -> (bool, String, String) {
+        (self.status.success(), self.stdout, self.stderr)
+    }
+
     /// Stdout parsed as exactly one JSON document.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.stdout)

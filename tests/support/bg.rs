@@ -1,0 +1,199 @@
+//! One harness for a process running in the background (cargo-test-support's
+//! `ProcessBuilder` and `Execs` play this part in cargo): its stderr read
+//! line by line as it comes, so that a test waits for a line instead of
+//! sleeping and hoping ([`Bg::until_logged`]); its stdout read whole; its
+//! end awaited within a bound, after which it is killed and the test fails
+//! with what it logged ([`Bg::finish`], [`Bg::wait_exit`]). Once the
+//! process is gone, stdout and stderr must close: nothing it started may
+//! keep them open (the Go resource's orphaned ssh-agent hung aborted
+//! builds).
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::Run;
+
+/// How long stdout and stderr may stay open after the process is gone.
+const PIPES_CLOSE: Duration = Duration::from_secs(5);
+
+/// A process running in the background.
+pub struct Bg {
+    child: Child,
+    name: String,
+    deadline: Duration,
+    stderr: Arc<Mutex<String>>,
+    stderr_closed: Receiver<()>,
+    stdout: Receiver<String>,
+    stdout_read: Option<String>,
+}
+
+impl Bg {
+    /// Reads `child`'s piped stderr and stdout from now on; `name` names it
+    /// in failures, and `deadline` bounds every wait on it.
+    pub fn new(mut child: Child, name: impl Into<String>, deadline: Duration) -> Bg {
+        let pipe = child.stderr.take().expect("piped stderr");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let (closed_tx, stderr_closed) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().expect("the stderr buffer");
+                s.push_str(&line);
+                s.push('\n');
+            }
+            let _ = closed_tx.send(());
+        });
+        let (out_tx, stdout) = mpsc::channel();
+        let mut pipe = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            let _ = out_tx.send(text);
+        });
+        Bg {
+            child,
+            name: name.into(),
+            deadline,
+            stderr,
+            stderr_closed,
+            stdout,
+            stdout_read: None,
+        }
+    }
+
+    /// Stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("the stderr buffer").clone()
+    }
+
+    /// The name it was given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().expect("polling a child").is_none()
+    }
+
+    /// Returns once stderr holds `times` lines containing `needle`; fails
+    /// if the process ends first or the deadline passes.
+    pub fn until_logged(&mut self, times: usize, needle: &str) {
+        let start = Instant::now();
+        loop {
+            let seen = self.stderr();
+            if seen.lines().filter(|l| l.contains(needle)).count() >= times {
+                return;
+            }
+            let ended = self.child.try_wait().expect("polling a child");
+            assert!(
+                ended.is_none() && start.elapsed() < self.deadline,
+                "{} did not log {needle:?} {times} times ({}):\n{seen}",
+                self.name,
+                match ended {
+                    Some(status) => format!("it ended: {status}"),
+                    None => format!("still running after {:?}", self.deadline),
+                }
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `signal` (`TERM`, `INT`) with the `kill` command.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// Kills it (SIGKILL, as Concourse does ten seconds after SIGTERM)
+    /// and waits for it.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+
+    /// Waits for the end: its status and how long the wait took. Kills it
+    /// and fails, with its stderr, if it still runs after the deadline.
+    pub fn wait_exit(&mut self) -> (ExitStatus, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("polling a child") {
+                return (status, start.elapsed());
+            }
+            if start.elapsed() > self.deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "{} still running after {:?}; stderr:\n{}",
+                    self.name,
+                    self.deadline,
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Everything written to stdout; the process must be gone, and stdout
+    /// closed soon after.
+    pub fn stdout(&mut self) -> String {
+        if self.stdout_read.is_none() {
+            let text = match self.stdout.recv_timeout(PIPES_CLOSE) {
+                Ok(text) => text,
+                Err(RecvTimeoutError::Timeout) => panic!(
+                    "stdout of {} is still open after it exited: a child process holds it",
+                    self.name
+                ),
+                Err(RecvTimeoutError::Disconnected) => panic!("the stdout reader died"),
+            };
+            self.stdout_read = Some(text);
+        }
+        self.stdout_read.clone().unwrap_or_default()
+    }
+
+    /// All of stderr; the process must be gone, and stderr closed soon
+    /// after.
+    pub fn all_stderr(&self) -> String {
+        if let Err(RecvTimeoutError::Timeout) = self.stderr_closed.recv_timeout(PIPES_CLOSE) {
+            panic!(
+                "stderr of {} is still open after it exited: a child process holds it",
+                self.name
+            );
+        }
+        self.stderr()
+    }
+
+    /// Waits for the end within the deadline ([`Bg::wait_exit`]) and
+    /// returns what it did.
+    pub fn finish(mut self) -> Run {
+        let (status, _) = self.wait_exit();
+        Run {
+            command: self.name.clone(),
+            status,
+            stdout: self.stdout(),
+            stderr: self.all_stderr(),
+        }
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
