@@ -1,14 +1,13 @@
 //! The `pool` operator executable, driven together with the real `out`
 //! against real repositories: a local one and `git daemon`.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{run_bin_raw, spawn_bin, GitDaemon, LockRepo, Run};
+use crate::support::run::spawn_raw;
+use crate::support::{run_bin_raw, spawn_bin, Bg, GitDaemon, LockRepo, Run};
 use crate::{lock_name, put, source, version, Inputs};
 
 const POOL: &str = "envs";
@@ -25,6 +24,20 @@ const BUILD: [(&str, &str); 6] = [
 /// The test hook that moves the resource's clock (`now_unix`) an hour on:
 /// a claim made a moment ago is then an hour old, without waiting.
 const AN_HOUR_LATER: (&str, &str) = (pool_resource::process::clock::NOW_OFFSET_ENV, "3600");
+
+/// Longer than any wait here should take.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// `child` in the background ([`Bg`]).
+fn background(child: std::process::Child) -> Bg {
+    Bg::new(child, "the waiting process", DEADLINE)
+}
+
+/// The first line `bg` logs.
+fn first_line(bg: &mut Bg) -> String {
+    bg.until_logged(1, "");
+    bg.stderr().lines().next().unwrap_or_default().to_string()
+}
 
 /// Seconds since the Unix epoch, for back-dated commits.
 fn unix_now() -> i64 {
@@ -184,17 +197,8 @@ fn a_hold_makes_a_waiting_acquire_wait_and_an_unhold_lets_it_through() {
     .assert_success();
     let inputs = Inputs::new();
     let request = serde_json::json!({"source": src, "params": {"acquire": true}});
-    let mut child = spawn_bin("out", &[inputs.path()], &request, &BUILD);
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let waiting = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the put logs that it waits");
+    let mut put = background(spawn_bin("out", &[inputs.path()], &request, &BUILD));
+    let waiting = first_line(&mut put);
     assert!(
         waiting.contains("pool envs is held by ops since")
             && waiting.contains(": platform upgrade (waited"),
@@ -202,8 +206,7 @@ fn a_hold_makes_a_waiting_acquire_wait_and_an_unhold_lets_it_through() {
     );
     assert!(repo.claimed(POOL).is_empty());
     pool(&src, &["unhold", "--as", "ops"]).assert_success();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
+    put.finish().assert_success();
     assert_eq!(repo.claimed(POOL), ["a"]);
     // The hold never was a version: check sees only pool commits.
     let subjects: Vec<String> = repo.log().into_iter().map(|c| c.subject).collect();
@@ -479,17 +482,8 @@ fn a_waiting_put_names_the_locks_holder_and_how_long_it_has_held_it() {
     );
     let inputs = Inputs::new();
     let request = serde_json::json!({"source": src, "params": {"claim": "a"}});
-    let mut child = spawn_bin("out", &[inputs.path()], &request, &OTHER_BUILD);
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let waiting = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the put logs that it waits");
+    let mut put = background(spawn_bin("out", &[inputs.path()], &request, &OTHER_BUILD));
+    let waiting = first_line(&mut put);
     assert!(
         waiting.starts_with("waiting: lock a of pool envs is claimed by main/app/deploy #7 for ")
             && waiting.contains("(waited"),
@@ -500,8 +494,7 @@ fn a_waiting_put_names_the_locks_holder_and_how_long_it_has_held_it() {
         &["release", "a", "--force", "--reason", "next", "--as", "ops"],
     )
     .assert_success();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
+    put.finish().assert_success();
     assert_eq!(repo.claimed(POOL), ["a"]);
 }
 
@@ -589,17 +582,14 @@ fn a_claim_younger_than_expire_after_is_waited_for() {
     src["expire_after"] = "1h".into();
     let request = serde_json::json!({"source": src, "params": {"acquire": true}});
     let inputs = Inputs::new();
-    let mut child = spawn_bin("out", &[inputs.path()], &request, &OTHER_BUILD);
-    let stderr = child.stderr.take().unwrap();
-    let mut first = String::new();
-    BufReader::new(stderr).read_line(&mut first).unwrap();
+    let mut put = background(spawn_bin("out", &[inputs.path()], &request, &OTHER_BUILD));
+    let first = first_line(&mut put);
     assert!(
         first
             .contains("all 1 locks of pool envs are claimed: a (claimed by main/app/deploy #7 for"),
         "{first}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+    put.kill();
     // No takeover: the last change to the pool is still the claim (the
     // waiter's place in line is a commit outside the pool).
     let last = repo
@@ -645,26 +635,18 @@ fn history_claim_wait_add_and_remove_work_through_pool() {
         &BUILD,
     );
     let json = src.to_string();
-    let mut waiter = std::process::Command::new(env!("CARGO_BIN_EXE_pool"))
-        .args([
-            "claim",
-            "a",
-            "--wait",
-            "--reason",
-            "maintenance",
-            "--as",
-            "ops",
-        ])
-        .env("POOL_SOURCE", &json)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(waiter.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let args = [
+        "claim",
+        "a",
+        "--wait",
+        "--reason",
+        "maintenance",
+        "--as",
+        "ops",
+    ]
+    .map(Path::new);
+    let mut waiter = background(spawn_raw("pool", &args, b"", &[("POOL_SOURCE", &json)]).0);
+    let line = first_line(&mut waiter);
     assert!(line.contains("lock a of pool envs is claimed"), "{line}");
     pool(
         &src,
@@ -673,7 +655,7 @@ fn history_claim_wait_add_and_remove_work_through_pool() {
         ],
     )
     .assert_success();
-    assert!(waiter.wait().unwrap().success());
+    waiter.finish().assert_success();
     let last = repo.log().pop().unwrap();
     assert_eq!(last.subject, "claiming: a");
     assert!(
