@@ -1,13 +1,11 @@
 //! `out`: every put param against a real (local, bare) lock repository.
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, ChildStderr, ExitStatus};
-use std::thread::JoinHandle;
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::support::{run_bin, spawn_bin, LockRepo};
+use crate::support::{run_bin, spawn_bin, Bg, LockRepo, Run};
 use crate::{lock_name, put, source, version, Inputs};
 
 fn pool_repo(branch: &str) -> LockRepo {
@@ -17,62 +15,21 @@ fn pool_repo(branch: &str) -> LockRepo {
     repo
 }
 
-/// A put in the background whose stderr has been read up to the line in
-/// which it says it waits: proof that it looked at the pool and found it
-/// must wait, where a fixed delay would only hope it had got that far.
-struct Waiting {
-    child: Child,
-    /// Stderr up to and including the line waited for.
-    seen: String,
-    /// Reads the rest of stderr, so the put never blocks on a full pipe.
-    rest: JoinHandle<String>,
+/// Longer than any wait here should take.
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The put `child` in the background, once it said that it waits
+/// (`waiting: {why}`): proof that it looked at the pool and found it must
+/// wait, where a fixed delay would only hope it had got that far.
+fn waiting(child: Child, why: &str) -> Bg {
+    let mut put = Bg::new(child, "out", DEADLINE);
+    put.until_logged(1, &format!("waiting: {why}"));
+    put
 }
 
-impl Waiting {
-    /// Reads `child`'s stderr until a line contains `waiting: {why}`;
-    /// panics if stderr ends first (the put returned or failed).
-    fn until(mut child: Child, why: &str) -> Waiting {
-        let needle = format!("waiting: {why}");
-        let mut stderr: BufReader<ChildStderr> =
-            BufReader::new(child.stderr.take().expect("piped stderr"));
-        let mut seen = String::new();
-        while !seen.lines().any(|l| l.contains(&needle)) {
-            let mut line = String::new();
-            let n = stderr
-                .read_line(&mut line)
-                .expect("reading the waiter's log");
-            assert!(n > 0, "the put ended without logging {needle:?}:\n{seen}");
-            seen.push_str(&line);
-        }
-        let rest = std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = stderr.read_to_string(&mut rest);
-            rest
-        });
-        Waiting { child, seen, rest }
-    }
-
-    /// Panics if the put has ended.
-    fn assert_still_running(&mut self, what: &str) {
-        assert!(
-            self.child.try_wait().expect("polling the waiter").is_none(),
-            "{what}:\n{}",
-            self.seen
-        );
-    }
-
-    /// Waits for the put to end: its status, stdout and whole stderr.
-    fn finish(self) -> (ExitStatus, Vec<u8>, String) {
-        let out = self.child.wait_with_output().expect("waiting for the put");
-        let rest = self.rest.join().expect("the stderr reader");
-        (out.status, out.stdout, format!("{}{rest}", self.seen))
-    }
-
-    /// Stops a put that would wait forever.
-    fn kill(mut self) {
-        self.child.kill().expect("killing the waiter");
-        let _ = self.finish();
-    }
+/// Fails with `what` if the put `bg` has ended.
+fn assert_still_running(bg: &mut Bg, what: &str) {
+    assert!(bg.running(), "{what}:\n{}", bg.stderr());
 }
 
 #[test]
@@ -185,8 +142,8 @@ fn acquire_waits_until_a_lock_is_released() {
     );
     // The waiter must still be waiting, having claimed nothing, once it has
     // seen the lock claimed; its place in line is the one commit it makes.
-    let mut waiter = Waiting::until(waiter, "all 1 locks of pool envs are claimed: only");
-    waiter.assert_still_running("acquire returned while the lock is claimed");
+    let mut waiter = waiting(waiter, "all 1 locks of pool envs are claimed: only");
+    assert_still_running(&mut waiter, "acquire returned while the lock is claimed");
     let pool_commits = repo
         .log()
         .iter()
@@ -195,13 +152,18 @@ fn acquire_waits_until_a_lock_is_released() {
     assert!(repo.claimed("envs") == ["only"] && pool_commits == 2);
     inputs.lock("held", "only", b"");
     put(&src, json!({"release": "held"}), &inputs, &[]);
-    let (status, stdout, stderr) = waiter.finish();
+    let Run {
+        status,
+        stdout,
+        stderr,
+        ..
+    } = waiter.finish();
     assert!(status.success(), "{stderr}");
     assert!(
         stderr.contains("waiting: all 1 locks of pool envs are claimed: only"),
         "{stderr}"
     );
-    let json: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(lock_name(&json), "only");
     let subjects: Vec<String> = repo.log().into_iter().map(|c| c.subject).collect();
     assert_eq!(
@@ -223,10 +185,10 @@ fn claim_waits_for_a_claimed_lock() {
         &[],
     );
     // The release comes once the claim has seen the lock claimed.
-    let waiter = Waiting::until(waiter, "lock a of pool envs is claimed");
+    let waiter = waiting(waiter, "lock a of pool envs is claimed");
     inputs.lock("held", "a", b"");
     put(&src, json!({"release": "held"}), &inputs, &[]);
-    let (status, _, stderr) = waiter.finish();
+    let Run { status, stderr, .. } = waiter.finish();
     assert!(status.success(), "{stderr}");
     assert!(
         stderr.contains("lock a of pool envs is claimed"),
@@ -373,12 +335,15 @@ fn update_replaces_content_adds_when_missing_and_waits_while_claimed() {
         &[],
     );
     // Having seen the lock claimed, the update waits and changes nothing.
-    let mut waiter = Waiting::until(waiter, "lock held of pool envs is claimed");
-    waiter.assert_still_running("update of a claimed lock returned instead of waiting");
+    let mut waiter = waiting(waiter, "lock held of pool envs is claimed");
+    assert_still_running(
+        &mut waiter,
+        "update of a claimed lock returned instead of waiting",
+    );
     assert_eq!(repo.file_at("HEAD", "envs/claimed/held").unwrap(), b"old");
     inputs.lock("rel", "held", b"");
     put(&src, json!({"release": "rel"}), &inputs, &[]);
-    let (status, _, stderr) = waiter.finish();
+    let Run { status, stderr, .. } = waiter.finish();
     assert!(status.success(), "{stderr}");
     assert_eq!(
         repo.file_at("HEAD", "envs/unclaimed/held").unwrap(),
@@ -404,33 +369,22 @@ fn check_params_wait_without_committing() {
     assert_eq!(repo.tip(), tip, "check params never commit");
     // `check` of a claimed lock waits, saying so, and is satisfied by the
     // release: its version is the release commit, and it made none itself.
-    let mut waiter = spawn_bin(
+    let waiter = spawn_bin(
         "out",
         &[inputs.path()],
         &json!({"source": src, "params": {"check": "held"}}),
         &[],
     );
-    let mut stderr = BufReader::new(waiter.stderr.take().expect("piped stderr"));
-    let mut seen = String::new();
-    while !seen.contains("waiting: lock held of pool envs is claimed") {
-        let mut line = String::new();
-        let n = stderr
-            .read_line(&mut line)
-            .expect("reading the waiter's log");
-        assert!(n > 0, "check ended without waiting:\n{seen}");
-        seen.push_str(&line);
-    }
-    assert!(
-        waiter.try_wait().expect("polling the waiter").is_none(),
-        "check of a claimed lock returned instead of waiting:\n{seen}"
+    let mut waiter = waiting(waiter, "lock held of pool envs is claimed");
+    assert_still_running(
+        &mut waiter,
+        "check of a claimed lock returned instead of waiting",
     );
     assert_eq!(repo.tip(), tip, "a waiting check commits nothing");
     let released = put(&src, json!({"release": "held"}), &inputs, &[]);
-    let out = waiter.wait_with_output().unwrap();
-    let mut rest = String::new();
-    let _ = stderr.read_to_string(&mut rest);
-    assert!(out.status.success(), "{seen}{rest}");
-    let out: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let out = waiter.finish();
+    assert!(out.status.success(), "{}", out.stderr);
+    let out: serde_json::Value = serde_json::from_str(&out.stdout).expect("one JSON document");
     assert_eq!(
         version(&out),
         version(&released),
@@ -464,8 +418,8 @@ fn dotfiles_are_never_acquired() {
         &[],
     );
     // It has read the pool, dotfile and all, and found nothing to take.
-    let mut child = Waiting::until(child, "pool envs has no locks");
-    child.assert_still_running("acquire must wait: no real locks");
+    let mut child = waiting(child, "pool envs has no locks");
+    assert_still_running(&mut child, "acquire must wait: no real locks");
     child.kill();
     assert!(repo.claimed("envs").is_empty());
 }
