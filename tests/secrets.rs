@@ -8,12 +8,9 @@
 //! directory and be gone once the step ends, also when it is aborted with
 //! SIGTERM while it waits.
 
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use serde_json::{json, Value};
@@ -22,8 +19,8 @@ use tempfile::TempDir;
 use crate::hostile::{error_report, run_bounded, DEADLINE};
 use crate::support::run::spawn_raw;
 use crate::support::{
-    git, ssh_keygen, CodeCommitServer, GitSignatureCheck, HttpGitServer, HttpOptions, IssuedKey,
-    Keyring, LockRepo, Run, SshKey, Sshd,
+    git, ssh_keygen, Bg, CodeCommitServer, GitSignatureCheck, HttpGitServer, HttpOptions,
+    IssuedKey, Keyring, LockRepo, Run, SshKey, Sshd,
 };
 use crate::{source, version, Inputs};
 
@@ -648,39 +645,14 @@ fn sigterm_during_a_wait_leaves_no_key_material_behind() {
     let env = s.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let request = json!({"source": src, "params": {"claim": "b"}});
-    let (mut child, command) = spawn_raw(
+    let (child, command) = spawn_raw(
         "out",
         &[s.inputs.path()],
         request.to_string().as_bytes(),
         &env,
     );
-    let (tx, lines) = mpsc::channel();
-    let stderr = child.stderr.take().expect("piped stderr");
-    let reader = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            all.push_str(&line);
-            all.push('\n');
-            let _ = tx.send(line);
-        }
-        all
-    });
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(line) if line.contains("waiting: ") => break,
-            Ok(_) => {}
-            Err(_) => {
-                let _ = child.kill();
-                panic!(
-                    "{command} never waited:\n{}",
-                    reader.join().unwrap_or_default()
-                );
-            }
-        }
-    }
+    let mut out = Bg::new(child, command.clone(), DEADLINE);
+    out.until_logged(1, "waiting: ");
 
     // While it waits: a key on disk must be private to the step.
     let on_disk = key_files(s.tmp.path(), &key);
@@ -693,7 +665,7 @@ fn sigterm_during_a_wait_leaves_no_key_material_behind() {
     // Nor is one open anywhere else (a library ignoring TMPDIR).
     let mut lines = Secrets::default();
     lines.add_key(&key.private);
-    for fd in std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+    for fd in std::fs::read_dir(format!("/proc/{}/fd", out.pid()))
         .expect("reading the open files of out")
         .flatten()
     {
@@ -710,25 +682,13 @@ fn sigterm_during_a_wait_leaves_no_key_material_behind() {
         }
     }
 
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("running kill");
-    assert!(status.success());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("polling out") {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(5) {
-            let _ = child.kill();
-            panic!("out still runs 5 s after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let stderr = reader.join().expect("stderr reader");
-    let mut out = String::new();
-    let _ = stdout.read_to_string(&mut out);
+    out.signal("TERM");
+    let (status, took) = out.wait_exit();
+    assert!(
+        took < Duration::from_secs(5),
+        "out still ran 5 s after SIGTERM"
+    );
+    let stderr = out.all_stderr();
     assert!(!status.success(), "{stderr}");
     assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
     assert_eq!(key_files(s.tmp.path(), &key), Vec::<PathBuf>::new());
@@ -740,7 +700,7 @@ fn sigterm_during_a_wait_leaves_no_key_material_behind() {
     let run = Run {
         command,
         status,
-        stdout: out,
+        stdout: out.stdout(),
         stderr,
     };
     assert_clean(
