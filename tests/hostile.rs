@@ -5,7 +5,6 @@
 //! must never appear). Then the inputs that are odd but valid: binary lock
 //! metadata, and credentials embedded in the URI.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
@@ -15,7 +14,7 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::support::run::spawn_raw;
-use crate::support::{HttpGitServer, HttpOptions, LockRepo, Run};
+use crate::support::{Bg, HttpGitServer, HttpOptions, LockRepo, Run};
 use crate::{lock_name, source, version, Inputs};
 
 /// The code the fuzz targets run (see fuzz/README.md), compiled here too so
@@ -35,37 +34,8 @@ const MAX_STDERR: usize = 64 * 1024;
 /// Runs executable `name` like [`spawn_raw`]; kills it and fails if it is
 /// still running after [`DEADLINE`].
 pub(crate) fn run_bounded(name: &str, args: &[&Path], stdin: &[u8], env: &[(&str, &str)]) -> Run {
-    let (mut child, command) = spawn_raw(name, args, stdin, env);
-    let collect = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let _ = pipe.read_to_end(&mut out);
-            String::from_utf8_lossy(&out).into_owned()
-        })
-    };
-    let stdout = collect(Box::new(child.stdout.take().expect("child stdout")));
-    let stderr = collect(Box::new(child.stderr.take().expect("child stderr")));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("polling a child") {
-            break status;
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "still running after {DEADLINE:?}: {command}\n--- stderr ---\n{}",
-                stderr.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    Run {
-        command,
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
+    let (child, command) = spawn_raw(name, args, stdin, env);
+    Bg::new(child, command, DEADLINE).finish()
 }
 
 /// At most 300 characters of `text`, for messages.

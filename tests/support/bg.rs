@@ -39,19 +39,22 @@ impl Bg {
         let sink = Arc::clone(&stderr);
         let (closed_tx, stderr_closed) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().expect("the stderr buffer");
-                s.push_str(&line);
-                s.push('\n');
+            // Byte for byte (lossy where it is not UTF-8), as it comes.
+            let mut pipe = BufReader::new(pipe);
+            let mut line = Vec::new();
+            while matches!(pipe.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                let text = String::from_utf8_lossy(&line);
+                sink.lock().expect("the stderr buffer").push_str(&text);
+                line.clear();
             }
             let _ = closed_tx.send(());
         });
         let (out_tx, stdout) = mpsc::channel();
         let mut pipe = child.stdout.take().expect("piped stdout");
         std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            let _ = out_tx.send(text);
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            let _ = out_tx.send(String::from_utf8_lossy(&bytes).into_owned());
         });
         Bg {
             child,
