@@ -14,8 +14,8 @@ use tempfile::TempDir;
 
 use crate::races::{assert_race_history, held_names, Cycle, FIVE};
 use crate::support::{
-    run_bin, AwsEnv, CodeCommitServer, CommitInfo, GitSignatureCheck, HttpGitServer, HttpOptions,
-    Imds, ImdsOptions, Keyring, LockRepo, Run,
+    run_bin, AwsEnv, Bg, CodeCommitServer, CommitInfo, GitSignatureCheck, HttpGitServer,
+    HttpOptions, Imds, ImdsOptions, Keyring, LockRepo, Run,
 };
 use crate::{lock_name, version, Inputs};
 
@@ -36,28 +36,8 @@ fn pool_repo(branch: &str) -> LockRepo {
 
 /// Waits for `child` at most [`DEADLINE`], killing it (and failing) if it
 /// is still running then.
-fn finish(mut child: Child, what: &str) -> Run {
-    let start = Instant::now();
-    while child.try_wait().expect("polling a child").is_none() {
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
-            let out = child.wait_with_output().expect("reaping a child");
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let lines: Vec<&str> = stderr.lines().collect();
-            panic!(
-                "{what} still running after {DEADLINE:?}\n--- last lines of stderr ---\n{}",
-                lines[lines.len().saturating_sub(20)..].join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("collecting output");
-    Run {
-        command: what.to_string(),
-        status: out.status,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+fn finish(child: Child, what: &str) -> Run {
+    Bg::new(child, what, DEADLINE).finish()
 }
 
 /// Panics if any of `secrets` appears in what `runs` printed.
