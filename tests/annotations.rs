@@ -436,7 +436,7 @@ fn a_claim_and_its_release_are_one_grafana_annotation_through_a_restart_and_an_o
 
     // A restart finds the annotation and makes none.
     assert!(server.stop().success());
-    let server = push_server(&daemon, &grafana, TOKEN);
+    let mut server = push_server(&daemon, &grafana, TOKEN);
     grafana.wait_for_request("the restart's look", |s| {
         s.method == "GET"
             && s.status == 200
@@ -500,7 +500,7 @@ fn a_refused_token_is_counted_and_logged_with_what_to_do_never_shown() {
         &refs(&build("7")),
     );
     let wrong = "glsa_wrong_token_123";
-    let server = push_server(&daemon, &grafana, wrong);
+    let mut server = push_server(&daemon, &grafana, wrong);
     let line = server.wait_for_line("Grafana refused");
     assert!(
         line.contains("GRAFANA_TOKEN") && line.contains("annotations:write"),

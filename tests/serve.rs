@@ -9,18 +9,17 @@
 //! them with `--include-ignored`. Run there without the tool, they record a
 //! skip ([`skip`]) instead.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::support::faults::{FaultProxy, Rates};
 use crate::support::run::spawn_raw;
-use crate::support::{run_bin_raw, skip, GitDaemon, LockRepo, Run};
+use crate::support::{run_bin_raw, skip, Bg, GitDaemon, LockRepo, Run};
 use crate::{put, source, Inputs};
 
 const POOL: &str = "envs";
@@ -127,9 +126,8 @@ impl Fixture {
 
 /// A running `pool serve`, stopped (SIGTERM) on drop.
 pub(crate) struct Server {
-    child: Child,
+    bg: Bg,
     base: String,
-    stderr: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -158,30 +156,16 @@ impl Server {
         let paths: Vec<&Path> = args.iter().map(Path::new).collect();
         let mut all = vec![("POOL_SOURCE", src.as_str())];
         all.extend_from_slice(env);
-        let (mut child, command) = spawn_raw("pool", &paths, b"", &all);
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("pool serve: {line}");
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let base = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = rx
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("{command} did not say where it listens"));
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap_or("").to_string();
-            }
-        };
-        Server {
-            child,
-            base,
-            stderr: rx,
-        }
+        let (child, command) = spawn_raw("pool", &paths, b"", &all);
+        let mut bg = Bg::echoing(child, command, Duration::from_secs(40), "pool serve: ");
+        let line = bg.next_line_with("listening on ");
+        let base = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or("")
+            .to_string();
+        Server { bg, base }
     }
 
     fn url(&self, path: &str) -> String {
@@ -223,39 +207,17 @@ impl Server {
             .unwrap_or_else(|| panic!("no {prefix} in\n{m}"))
     }
 
+    /// Waits (bounded) for the next line of stderr containing `needle`.
+    pub(crate) fn wait_for_line(&mut self, needle: &str) -> String {
+        self.bg.next_line_with(needle)
+    }
+
     /// SIGTERM, and the exit status within 10 s.
-    /// Waits (bounded) for a line of stderr containing `needle`.
-    pub(crate) fn wait_for_line(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("pool serve never said {needle:?}"),
-            }
-        }
-    }
-
     pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waiting for pool serve") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "pool serve ignored SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.bg.signal("TERM");
+        let (status, took) = self.bg.wait_exit();
+        assert!(took < Duration::from_secs(10), "pool serve ignored SIGTERM");
+        status
     }
 }
 
@@ -818,11 +780,8 @@ fn the_json_is_that_of_pool_status_and_history_and_bad_requests_say_why() {
         status.success(),
         "pool serve exited with {status} on SIGTERM"
     );
-    let said: Vec<String> = server.stderr.try_iter().collect();
-    assert!(
-        said.iter().any(|l| l.contains("stopped by SIGTERM")),
-        "{said:?}"
-    );
+    let said = server.bg.all_stderr();
+    assert!(said.contains("stopped by SIGTERM"), "{said}");
 }
 
 #[test]

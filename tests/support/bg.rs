@@ -28,12 +28,24 @@ pub struct Bg {
     stderr_closed: Receiver<()>,
     stdout: Receiver<String>,
     stdout_read: Option<String>,
+    /// How many lines of stderr [`Bg::next_line_with`] has gone past.
+    cursor: usize,
 }
 
 impl Bg {
     /// Reads `child`'s piped stderr and stdout from now on; `name` names it
     /// in failures, and `deadline` bounds every wait on it.
-    pub fn new(mut child: Child, name: impl Into<String>, deadline: Duration) -> Bg {
+    pub fn new(child: Child, name: impl Into<String>, deadline: Duration) -> Bg {
+        Bg::start(child, name.into(), deadline, None)
+    }
+
+    /// [`Bg::new`], each line of stderr also written to the test's stderr
+    /// after `prefix` as it comes (a server's log, shown when a test fails).
+    pub fn echoing(child: Child, name: impl Into<String>, deadline: Duration, prefix: &str) -> Bg {
+        Bg::start(child, name.into(), deadline, Some(prefix.to_string()))
+    }
+
+    fn start(mut child: Child, name: String, deadline: Duration, echo: Option<String>) -> Bg {
         let pipe = child.stderr.take().expect("piped stderr");
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
@@ -44,6 +56,9 @@ impl Bg {
             let mut line = Vec::new();
             while matches!(pipe.read_until(b'\n', &mut line), Ok(n) if n > 0) {
                 let text = String::from_utf8_lossy(&line);
+                if let Some(prefix) = &echo {
+                    eprint!("{prefix}{text}");
+                }
                 sink.lock().expect("the stderr buffer").push_str(&text);
                 line.clear();
             }
@@ -58,12 +73,13 @@ impl Bg {
         });
         Bg {
             child,
-            name: name.into(),
+            name,
             deadline,
             stderr,
             stderr_closed,
             stdout,
             stdout_read: None,
+            cursor: 0,
         }
     }
 
@@ -100,6 +116,36 @@ impl Bg {
             assert!(
                 ended.is_none() && start.elapsed() < self.deadline,
                 "{} did not log {needle:?} {times} times ({}):\n{seen}",
+                self.name,
+                match ended {
+                    Some(status) => format!("it ended: {status}"),
+                    None => format!("still running after {:?}", self.deadline),
+                }
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The next line of stderr containing `needle`, after the lines this
+    /// went past before; fails if the process ends first or the deadline
+    /// passes.
+    pub fn next_line_with(&mut self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let seen = self.stderr();
+            let found = seen
+                .lines()
+                .enumerate()
+                .skip(self.cursor)
+                .find(|(_, l)| l.contains(needle));
+            if let Some((i, line)) = found {
+                self.cursor = i + 1;
+                return line.to_string();
+            }
+            let ended = self.child.try_wait().expect("polling a child");
+            assert!(
+                ended.is_none() && start.elapsed() < self.deadline,
+                "{} never said {needle:?} ({}):\n{seen}",
                 self.name,
                 match ended {
                     Some(status) => format!("it ended: {status}"),
