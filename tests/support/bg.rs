@@ -106,46 +106,41 @@ impl Bg {
     /// Returns once stderr holds `times` lines containing `needle`; fails
     /// if the process ends first or the deadline passes.
     pub fn until_logged(&mut self, times: usize, needle: &str) {
-        let start = Instant::now();
-        loop {
-            let seen = self.stderr();
-            if seen.lines().filter(|l| l.contains(needle)).count() >= times {
-                return;
-            }
-            let ended = self.child.try_wait().expect("polling a child");
-            assert!(
-                ended.is_none() && start.elapsed() < self.deadline,
-                "{} did not log {needle:?} {times} times ({}):\n{seen}",
-                self.name,
-                match ended {
-                    Some(status) => format!("it ended: {status}"),
-                    None => format!("still running after {:?}", self.deadline),
-                }
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let what = format!("did not log {needle:?} {times} times");
+        self.poll(&what, |seen, _| {
+            (seen.lines().filter(|l| l.contains(needle)).count() >= times).then_some(())
+        })
     }
 
     /// The next line of stderr containing `needle`, after the lines this
     /// went past before; fails if the process ends first or the deadline
     /// passes.
     pub fn next_line_with(&mut self, needle: &str) -> String {
+        let (i, line) = self.poll(&format!("never said {needle:?}"), |seen, cursor| {
+            seen.lines()
+                .enumerate()
+                .skip(cursor)
+                .find(|(_, l)| l.contains(needle))
+                .map(|(i, l)| (i, l.to_string()))
+        });
+        self.cursor = i + 1;
+        line
+    }
+
+    /// Looks at stderr (and the cursor) until `found` finds something;
+    /// fails, saying it `what`, if the process ends first or the deadline
+    /// passes.
+    fn poll<T>(&mut self, what: &str, found: impl Fn(&str, usize) -> Option<T>) -> T {
         let start = Instant::now();
         loop {
             let seen = self.stderr();
-            let found = seen
-                .lines()
-                .enumerate()
-                .skip(self.cursor)
-                .find(|(_, l)| l.contains(needle));
-            if let Some((i, line)) = found {
-                self.cursor = i + 1;
-                return line.to_string();
+            if let Some(t) = found(&seen, self.cursor) {
+                return t;
             }
             let ended = self.child.try_wait().expect("polling a child");
             assert!(
                 ended.is_none() && start.elapsed() < self.deadline,
-                "{} never said {needle:?} ({}):\n{seen}",
+                "{} {what} ({}):\n{seen}",
                 self.name,
                 match ended {
                     Some(status) => format!("it ended: {status}"),
