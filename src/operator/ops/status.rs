@@ -207,49 +207,111 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
     // (pool, lock) → state, for the locks whose "since" is still unknown.
     let mut open: BTreeMap<(String, LockName), LockState> = BTreeMap::new();
     for name in &names {
-        let Some(locks) = lock_dirs(store, &tip, name)? else {
-            let missing = Error::PoolNotFound {
-                pool: name.clone(),
-                branch: branch.to_string(),
-                uri: "the lock repository".into(),
-            };
-            return Err(explain(store, missing));
-        };
+        let (pool, locks) = read_pool(store, &tip, branch, name, now)?;
         for (lock, state) in &locks {
             open.insert((name.clone(), lock.clone()), *state);
         }
+        pools.push(pool);
         locks_of.push(locks);
-        let hold_path = format!("{}/{name}.json", Hold::DIR);
-        let hold = store.read_file(&tip, &hold_path)?.map(|b| Hold::parse(&b));
-        let line_path = format!("{}/{name}.json", Line::DIR);
-        let line_file = store
-            .read_file(&tip, &line_path)?
-            .map(|b| Line::parse(&b))
-            .unwrap_or_default();
-        pools.push(PoolStatus {
-            pool: name.clone(),
-            hold,
-            locks: Vec::new(),
-            line: waiters(&line_file, now),
-            line_unreadable: line_file.unreadable.clone(),
-            line_file,
-        });
     }
-    let mut found: BTreeMap<(String, LockName), Since> = BTreeMap::new();
-    let mut oldest = now;
-    let mut looked_back = 0;
+    let mut seen = since_of(store, &tip, open, now)?;
+    for (p, locks) in pools.iter_mut().zip(locks_of) {
+        for (name, state) in locks {
+            let since = seen
+                .found
+                .remove(&(p.pool.clone(), name.clone()))
+                .unwrap_or(Since::Before {
+                    time: seen.oldest,
+                    utc: utc(seen.oldest),
+                });
+            p.locks.push(LockStatus {
+                name,
+                state,
+                for_seconds: (now - since.time()).max(0),
+                since,
+                build_status: None,
+            });
+        }
+    }
+    Ok(Status {
+        branch: branch.to_string(),
+        tip,
+        now,
+        looked_back: seen.looked_back,
+        pools,
+    })
+}
+
+/// Pool `name` at `tip` (its hold and line; its locks left to fill) and
+/// its locks with their state; an error naming it when it is not there.
+fn read_pool(
+    store: &mut dyn LockStore,
+    tip: &str,
+    branch: &str,
+    name: &str,
+    now: i64,
+) -> Result<(PoolStatus, BTreeMap<LockName, LockState>)> {
+    let Some(locks) = lock_dirs(store, tip, name)? else {
+        let missing = Error::PoolNotFound {
+            pool: name.to_string(),
+            branch: branch.to_string(),
+            uri: "the lock repository".into(),
+        };
+        return Err(explain(store, missing));
+    };
+    let hold_path = format!("{}/{name}.json", Hold::DIR);
+    let hold = store.read_file(tip, &hold_path)?.map(|b| Hold::parse(&b));
+    let line_path = format!("{}/{name}.json", Line::DIR);
+    let line_file = store
+        .read_file(tip, &line_path)?
+        .map(|b| Line::parse(&b))
+        .unwrap_or_default();
+    let pool = PoolStatus {
+        pool: name.to_string(),
+        hold,
+        locks: Vec::new(),
+        line: waiters(&line_file, now),
+        line_unreadable: line_file.unreadable.clone(),
+        line_file,
+    };
+    Ok((pool, locks))
+}
+
+/// What the bounded look at the history found.
+struct Seen {
+    /// (pool, lock) → the commit that put it in its present state.
+    found: BTreeMap<(String, LockName), Since>,
+    /// The oldest commit looked at (`now` when none), Unix seconds.
+    oldest: i64,
+    /// How many commits were looked at.
+    looked_back: usize,
+}
+
+/// Since when each `open` (pool, lock) is in its state: at most
+/// [`STATUS_LOOKBACK`] commits back from `tip`. First the walk (cheap),
+/// then the path checks on the few candidates. The walk stops once each
+/// open lock has a candidate that would leave it in its present state (a
+/// same-named lock of another pool can take that place; the path check
+/// then leaves it "since before").
+fn since_of(
+    store: &mut dyn LockStore,
+    tip: &str,
+    mut open: BTreeMap<(String, LockName), LockState>,
+    now: i64,
+) -> Result<Seen> {
+    let mut seen = Seen {
+        found: BTreeMap::new(),
+        oldest: now,
+        looked_back: 0,
+    };
     let mut candidates: Vec<CommitMeta> = Vec::new();
-    // First the walk (cheap), then the path checks on the few candidates.
-    // The walk stops once each open lock has a candidate that would leave
-    // it in its present state (a same-named lock of another pool can take
-    // that place; the path check then leaves it "since before").
     let mut need: BTreeMap<&str, Vec<LockState>> = BTreeMap::new();
     for ((_, lock), state) in &open {
         need.entry(lock.as_str()).or_default().push(*state);
     }
-    store.walk_commits(&tip, STATUS_LOOKBACK, &mut |c| {
-        looked_back += 1;
-        oldest = c.time;
+    store.walk_commits(tip, STATUS_LOOKBACK, &mut |c| {
+        seen.looked_back += 1;
+        seen.oldest = c.time;
         for (verb, lock) in lock_verbs(c) {
             if let Some(states) = need.get_mut(lock) {
                 if candidates.last().map(|k| &k.id) != Some(&c.id) {
@@ -283,7 +345,7 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
                 let path = format!("{}/{}/{}", key.0, state.dir(), key.1);
                 if changed(store, c, &path)? {
                     open.remove(&key);
-                    found.insert(
+                    seen.found.insert(
                         key,
                         Since::Commit {
                             commit: c.id.clone(),
@@ -300,30 +362,7 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
             break;
         }
     }
-    for (p, locks) in pools.iter_mut().zip(locks_of) {
-        for (name, state) in locks {
-            let since = found
-                .remove(&(p.pool.clone(), name.clone()))
-                .unwrap_or(Since::Before {
-                    time: oldest,
-                    utc: utc(oldest),
-                });
-            p.locks.push(LockStatus {
-                name,
-                state,
-                for_seconds: (now - since.time()).max(0),
-                since,
-                build_status: None,
-            });
-        }
-    }
-    Ok(Status {
-        branch: branch.to_string(),
-        tip,
-        now,
-        looked_back,
-        pools,
-    })
+    Ok(seen)
 }
 
 /// The state a commit with `verb` leaves its lock in (a removal leaves
