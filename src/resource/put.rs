@@ -494,7 +494,9 @@ fn claimed_by(
 
 /// Gives back the `locks` that claim `found` took and still holds, in one
 /// `unclaiming:` commit whose reason trailer says why; before `deadline`,
-/// looking again after a lost race. `None` when it holds none of them.
+/// looking again after a lost race or a refused push (final only on the
+/// same tip), and retrying network faults with the put's back-off. `None`
+/// when it holds none of them.
 fn give_back(
     store: &mut dyn LockStore,
     ctx: &PutContext<'_>,
@@ -503,49 +505,80 @@ fn give_back(
     signal: &str,
     deadline: std::time::Instant,
 ) -> Result<Option<(String, CommitId)>> {
-    let pool = &ctx.source.pool;
+    let mut refused: Option<(String, String)> = None;
+    let mut faults = 0u32;
     loop {
-        let snap = store.snapshot()?;
-        let mut held = Vec::new();
-        for lock in locks {
-            let path = pool.lock_path(crate::model::pool::LockState::Claimed, lock);
-            if snap.claimed.contains_key(lock) && !store.changed_since(&found.commit, &path)? {
-                held.push(lock.clone());
-            }
-        }
-        let op: Operation = match held.len() {
-            0 => return Ok(None),
-            1 => Single::Release(held.remove(0)).into(),
-            _ => Multi::Release(held).into(),
-        };
-        let Plan::Commit(change) = plan(&op, &snap, pool, &mut |_| 0)? else {
-            return Ok(None);
-        };
-        let reason = format!(
-            "{signal} aborted the put that claimed it in {} before it could report it",
-            found.commit
-        );
-        let mut trailers = lock_trailers(change.locks());
-        trailers.extend(build_trailers(ctx.build));
-        trailers.insert(trailers.len() - 1, (Trailer::Reason, reason));
-        let message = commit_message(&change.subject, ctx.build.url().as_deref(), &trailers);
-        let subject = change.subject.clone();
-        let attempt = store.commit(&snap, &[Step::new(change, message)]);
-        match attempt.outcome? {
-            CommitOutcome::Committed(id) => return Ok(Some((subject, id))),
-            CommitOutcome::LostRace if std::time::Instant::now() < deadline => continue,
-            CommitOutcome::LostRace => {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match give_back_once(store, ctx, found, locks, signal, &mut refused) {
+            Ok(Some(done)) => return Ok(done),
+            Ok(None) if !left.is_zero() => {}
+            Ok(None) => {
                 return Err(Error::Repository {
                     what: "the branch kept moving".into(),
                     detail: format!("for {}", human(GIVE_BACK_BUDGET)),
                 })
             }
-            CommitOutcome::Rejected(detail) => {
-                return Err(Error::Repository {
-                    what: "the push was rejected".into(),
-                    detail,
-                })
+            Err(e) if e.is_retryable() && !left.is_zero() && faults < ctx.backoff.max_failures => {
+                faults += 1;
+                std::thread::sleep(ctx.backoff.delay(faults).min(left));
             }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// One look and, if the claim still holds some of `locks`, one commit
+/// giving them back: `Some` when done, `None` to look again (a lost race,
+/// or a push refused on a tip not yet seen twice).
+fn give_back_once(
+    store: &mut dyn LockStore,
+    ctx: &PutContext<'_>,
+    found: &Recovered,
+    locks: &[crate::model::names::LockName],
+    signal: &str,
+    refused: &mut Option<(String, String)>,
+) -> Result<Option<Option<(String, CommitId)>>> {
+    let pool = &ctx.source.pool;
+    let snap = store.snapshot()?;
+    if let Some((tip, detail)) = refused.take() {
+        if tip == snap.tip.as_str() {
+            return Err(Error::Repository {
+                what: "the push was rejected".into(),
+                detail,
+            });
+        }
+    }
+    let mut held = Vec::new();
+    for lock in locks {
+        let path = pool.lock_path(crate::model::pool::LockState::Claimed, lock);
+        if snap.claimed.contains_key(lock) && !store.changed_since(&found.commit, &path)? {
+            held.push(lock.clone());
+        }
+    }
+    let op: Operation = match held.len() {
+        0 => return Ok(Some(None)),
+        1 => Single::Release(held.remove(0)).into(),
+        _ => Multi::Release(held).into(),
+    };
+    let Plan::Commit(change) = plan(&op, &snap, pool, &mut |_| 0)? else {
+        return Ok(Some(None));
+    };
+    let reason = format!(
+        "{signal} aborted the put that claimed it in {} before it could report it",
+        found.commit
+    );
+    let mut trailers = lock_trailers(change.locks());
+    trailers.extend(build_trailers(ctx.build));
+    trailers.insert(trailers.len() - 1, (Trailer::Reason, reason));
+    let message = commit_message(&change.subject, ctx.build.url().as_deref(), &trailers);
+    let subject = change.subject.clone();
+    let attempt = store.commit(&snap, &[Step::new(change, message)]);
+    match attempt.outcome? {
+        CommitOutcome::Committed(id) => Ok(Some(Some((subject, id)))),
+        CommitOutcome::LostRace => Ok(None),
+        CommitOutcome::Rejected(detail) => {
+            *refused = Some((snap.tip.to_string(), detail));
+            Ok(None)
         }
     }
 }
