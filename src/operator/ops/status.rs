@@ -578,15 +578,20 @@ pub(crate) mod tests {
         assert_eq!(p.waiting(5000), (0, None), "every lease lapsed by then");
     }
 
-    #[test]
-    fn a_status_brought_to_a_later_time_expires_the_tickets_whose_lease_lapsed() {
-        let st = Status {
+    /// A status at time 100 of one pool with [`sample`]'s line.
+    fn sample_status() -> Status {
+        Status {
             branch: "main".into(),
             tip: "c".into(),
             now: 100,
             looked_back: 1,
             pools: vec![pool_status(sample(), 100)],
-        };
+        }
+    }
+
+    #[test]
+    fn a_status_brought_to_a_later_time_expires_the_tickets_whose_lease_lapsed() {
+        let st = sample_status();
         let later = st.at(1015);
         assert_eq!(later.now, 1015);
         let live: Vec<&str> = later.pools[0]
@@ -601,13 +606,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_text_lists_the_line_under_the_locks_and_nothing_when_nobody_waits() {
-        let st = Status {
-            branch: "main".into(),
-            tip: "c".into(),
-            now: 100,
-            looked_back: 1,
-            pools: vec![pool_status(sample(), 100)],
-        };
+        let st = sample_status();
         let text = st.render();
         let rows: Vec<&str> = text.lines().collect();
         assert_eq!(rows[0], "pool envs");
