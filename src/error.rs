@@ -87,6 +87,15 @@ pub enum Error {
         detail: String,
     },
 
+    /// A release that would free a lock held shared from under its other
+    /// holders (an exclusive `release`, a share already given back).
+    #[error("refusing to release lock {lock:?} of pool {pool:?}: {detail}; nothing was committed")]
+    Shared {
+        pool: String,
+        lock: String,
+        detail: String,
+    },
+
     /// The server refused our credentials, or we had none to offer.
     #[error("authentication failed for {uri}: {detail}")]
     Auth { uri: String, detail: String },

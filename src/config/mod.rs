@@ -25,7 +25,7 @@ pub mod secret;
 pub mod source;
 pub mod uri;
 
-pub use params::{parse_check, parse_get, parse_put, GetParams, PutParams, FENCE_FILE};
+pub use params::{parse_check, parse_get, parse_put, GetParams, PutParams, FENCE_FILE, SHARE_FILE};
 pub use secret::{raw_secrets, Secret};
 pub use source::{
     Backend, CodeCommit, GitSettings, RegionLookup, Source, Tunnel, DEFAULT_RETRY_DELAY,

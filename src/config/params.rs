@@ -58,7 +58,7 @@ impl DirAction {
 fn put_params() -> Vec<&'static str> {
     std::iter::once("acquire")
         .chain(DirAction::ALL.iter().map(|a| a.param()))
-        .chain(std::iter::once("idempotent"))
+        .chain(["idempotent", "shared"])
         .collect()
 }
 
@@ -118,6 +118,7 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
         }
     }
     let idempotent = f.bool("idempotent")?.unwrap_or(false);
+    let shared = f.bool("shared")?.unwrap_or(false);
     let line = crate::config::line::parse_params(&mut f)?;
     let mut known = put_params();
     known.extend(crate::config::line::PARAMS);
@@ -151,6 +152,11 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
             op.param()
         )));
     }
+    let op = if shared {
+        shared_op(op, idempotent)?
+    } else {
+        op
+    };
     line.check_applies(&op)?;
     let fence = match (&op, release_dir(&req.params)) {
         (
@@ -165,6 +171,34 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
         fence,
         line,
     })
+}
+
+/// `shared: true`: `acquire: true` or `claim: L` taking a share under a
+/// fresh holder id.
+fn shared_op(op: Operation, idempotent: bool) -> Result<Operation> {
+    let lock = match op {
+        Operation::Single(Single::Acquire) => None,
+        Operation::Single(Single::Claim(lock)) => Some(lock),
+        other => {
+            return Err(Error::bad_request(format!(
+                "invalid payload: params.shared applies to acquire: true and claim: LOCK (one lock), not {}",
+                match &other {
+                    Operation::Multi(m) => format!("{} of several locks", m.param()),
+                    Operation::Single(s) => s.param().to_string(),
+                }
+            )))
+        }
+    };
+    if idempotent {
+        return Err(Error::bad_request(
+            "invalid payload: params.idempotent does not apply with params.shared (a shared hold is found again by its holder id)",
+        ));
+    }
+    Ok(Single::Share {
+        lock,
+        id: format!("{:016x}", fastrand::u64(..)),
+    }
+    .into())
 }
 
 /// `acquire`: `true`, or a count of locks; 1 is `true`. Returns the
@@ -240,6 +274,18 @@ fn release_op(src: &Path, dir: &str) -> Result<Operation> {
             locks.push(lock);
         }
     }
+    if let Some(id) = read_share(src, dir)? {
+        return match locks.len() {
+            1 => Ok(Single::Unshare {
+                lock: locks.remove(0),
+                id,
+            }
+            .into()),
+            n => Err(Error::bad_request(format!(
+                "invalid payload: {dir}/{SHARE_FILE} (params.release) names a share of one lock, but {dir}/name names {n}"
+            ))),
+        };
+    }
     Ok(match locks.len() {
         // Empty: the one-lock path says what is wrong with it.
         0 => Single::Release(read_lock_name(src, dir, "release")?).into(),
@@ -300,6 +346,33 @@ fn parse_action(
 /// The file `in` writes next to `name` and `metadata` for a claimed lock:
 /// the claim commit's id, which fences a later `release` of that directory.
 pub const FENCE_FILE: &str = "claim";
+
+/// The file `in` writes next to `name` for a shared hold: the holder id,
+/// which a `release` of that directory gives back (and only that share).
+pub const SHARE_FILE: &str = "share";
+
+/// Reads `DIR/share`; `None` when there is none (an exclusive hold).
+fn read_share(src: &Path, dir: &str) -> Result<Option<String>> {
+    let path = src.join(dir).join(SHARE_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(Error::Input {
+                what: format!("could not read {SHARE_FILE} for params.release: {source}"),
+                path,
+                source,
+            })
+        }
+    };
+    let id = String::from_utf8_lossy(&text).trim().to_string();
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(Error::bad_request(format!(
+            "invalid payload: {dir}/{SHARE_FILE} (params.release) must hold the holder id in wrote"
+        )));
+    }
+    Ok(Some(id))
+}
 
 fn release_dir(params: &Map<String, Value>) -> Option<String> {
     params.get("release")?.as_str().map(String::from)

@@ -98,6 +98,10 @@ pub struct Ticket {
     pub url: Option<String>,
     /// What it waits for.
     pub wants: Wants,
+    /// `shared: true`: it waits to share a lock with other readers, so it
+    /// waits only behind the exclusive tickets ahead of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
     /// `params.priority`: higher goes first.
     #[serde(default)]
     pub priority: i64,
@@ -332,6 +336,61 @@ impl Line {
         )
     }
 
+    /// What a put (`shared` or not) must leave alone ([`Kept`]): the free
+    /// locks live tickets ahead of it keep ([`reserve_owners`]), and, for
+    /// a shared put, the locks held shared (`held_shared`) that an
+    /// exclusive ticket ahead could use: a writer waiting stops new
+    /// readers from joining, so the readers holding it finish and it gets
+    /// its turn. A shared put waits only behind exclusive tickets; an
+    /// exclusive one behind every ticket, except a shared ticket that can
+    /// join a lock held shared instead (it keeps no free lock).
+    pub fn kept_from(
+        &self,
+        asker: Asker<'_>,
+        shared: bool,
+        free: &BTreeSet<LockName>,
+        held_shared: &BTreeSet<LockName>,
+        now: i64,
+    ) -> Kept<'_> {
+        let ahead = self.ahead_of(asker, now);
+        let named = self.claimed_by_waiters(now);
+        // The locks held shared a reader at index i of `ahead` could join:
+        // those no exclusive ticket before it wants.
+        let joinable = |i: usize, t: &Ticket| {
+            held_shared.iter().any(|l| {
+                t.wants.could_use(l)
+                    && !ahead[..i].iter().any(|x| !x.shared && x.wants.could_use(l))
+            })
+        };
+        if shared {
+            let writers: Vec<&Ticket> = ahead.iter().copied().filter(|t| !t.shared).collect();
+            let closed = held_shared
+                .iter()
+                .filter_map(|l| {
+                    writers
+                        .iter()
+                        .find(|t| t.wants.could_use(l))
+                        .map(|t| (l.clone(), *t))
+                })
+                .collect();
+            Kept {
+                owners: reserve_owners(&writers, free, &named),
+                closed,
+            }
+        } else {
+            let keeping: Vec<&Ticket> = ahead
+                .iter()
+                .enumerate()
+                .filter(|(i, t)| !(t.shared && joinable(*i, t)))
+                .map(|(_, t)| *t)
+                .collect();
+            Kept {
+                owners: reserve_owners(&keeping, free, &named),
+                closed: BTreeMap::new(),
+            }
+        }
+    }
+
     /// Every lock a live `claim` ticket names.
     pub fn claimed_by_waiters(&self, now: i64) -> BTreeSet<LockName> {
         self.live(now)
@@ -406,6 +465,16 @@ impl Line {
     pub fn was_dropped(&self, id: &str) -> Option<&Dropped> {
         self.dropped.iter().find(|d| d.id == id)
     }
+}
+
+/// What a put must leave alone ([`Line::kept_from`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Kept<'t> {
+    /// Which ticket ahead keeps which free lock.
+    pub owners: BTreeMap<LockName, &'t Ticket>,
+    /// For a shared put: which exclusive ticket ahead waits for which lock
+    /// held shared, which the put then must not join.
+    pub closed: BTreeMap<LockName, &'t Ticket>,
 }
 
 /// The locks of `free` that the tickets `ahead` (in the order they are
@@ -497,6 +566,7 @@ mod tests {
             build_id: None,
             url: None,
             wants: Wants::Acquire(n),
+            shared: false,
             priority,
             arrived,
             seq: arrived as u64,
@@ -863,5 +933,75 @@ mod tests {
         assert_eq!(back.was_dropped("dead"), Some(note));
         let later = back.pruned(50 + Dropped::MEMORY + 1);
         assert!(later.dropped.is_empty() && later.to_bytes().is_none());
+    }
+
+    fn reader(id: &str, arrived: i64) -> Ticket {
+        Ticket {
+            shared: true,
+            ..acquire(id, 1, 0, arrived)
+        }
+    }
+
+    #[test]
+    fn a_shared_put_waits_only_behind_exclusive_tickets_ahead() {
+        // r1 (reader), w (writer), r2 (reader) wait, in that order; lock
+        // "env" is held shared, "spare" is free.
+        let l = line(vec![
+            reader("r1", 1),
+            acquire("w", 1, 0, 2),
+            reader("r2", 3),
+        ]);
+        let held = names(&["env"]);
+        let free = names(&["spare"]);
+        // r1 has nobody exclusive ahead: nothing is kept from it.
+        let k = l.kept_from(Asker::Ticket("r1"), true, &free, &held, 10);
+        assert!(k.owners.is_empty() && k.closed.is_empty(), "{k:?}");
+        // r2 is behind writer w: w keeps the free lock, and closes the
+        // lock held shared to new readers.
+        let k = l.kept_from(Asker::Ticket("r2"), true, &free, &held, 10);
+        assert_eq!(k.owners.keys().cloned().collect::<BTreeSet<_>>(), free);
+        assert_eq!(k.closed.keys().cloned().collect::<BTreeSet<_>>(), held);
+        assert_eq!(k.closed[&name("env")].id, "w");
+    }
+
+    #[test]
+    fn an_exclusive_put_waits_behind_everyone_except_readers_that_can_join_a_shared_lock() {
+        let free = names(&["spare"]);
+        // A reader ahead that can join the lock held shared keeps no free lock.
+        let l = line(vec![reader("r1", 1), acquire("w", 1, 0, 2)]);
+        let k = l.kept_from(Asker::Ticket("w"), false, &free, &names(&["env"]), 10);
+        assert!(k.owners.is_empty(), "{k:?}");
+        // Nothing held shared: the reader ahead keeps the free lock.
+        let k = l.kept_from(Asker::Ticket("w"), false, &free, &BTreeSet::new(), 10);
+        assert_eq!(k.owners[&name("spare")].id, "r1");
+        // A reader behind a writer that wants the shared lock cannot join
+        // it, so it keeps the free lock from an exclusive put behind both.
+        let l = line(vec![
+            acquire("w1", 1, 0, 1),
+            reader("r1", 2),
+            acquire("w2", 1, 0, 3),
+        ]);
+        let k = l.kept_from(
+            Asker::Ticket("w2"),
+            false,
+            &names(&["a", "b"]),
+            &names(&["env"]),
+            10,
+        );
+        assert_eq!(k.owners.len(), 2, "{k:?}");
+        assert!(k.closed.is_empty());
+    }
+
+    #[test]
+    fn a_shared_ticket_says_so_in_the_file_and_an_exclusive_one_stays_as_before() {
+        let bytes = line(vec![reader("r1", 1), acquire("w", 1, 0, 2)])
+            .to_bytes()
+            .unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert_eq!(text.matches("\"shared\": true").count(), 1, "{text}");
+        assert!(!text.contains("\"shared\": false"), "{text}");
+        let back = Line::parse(&bytes);
+        assert!(back.find("r1").unwrap().shared);
+        assert!(!back.find("w").unwrap().shared);
     }
 }

@@ -29,6 +29,12 @@ pub enum Verb {
     Removing,
     /// `updating: L`: an unclaimed lock's content replaced.
     Updating,
+    /// `sharing: L`: one more holder of a lock held shared (only the
+    /// shares file changes; this resource's own verb).
+    Sharing,
+    /// `unsharing: L`: one holder of a lock held shared gave its share
+    /// back, others still hold it (only the shares file changes).
+    Unsharing,
 }
 
 impl Verb {
@@ -42,6 +48,10 @@ impl Verb {
         Verb::Updating,
     ];
 
+    /// The verbs of shared holds, which only this resource writes, on
+    /// commits that change no pool directory.
+    pub const SHARES: [Verb; 2] = [Verb::Sharing, Verb::Unsharing];
+
     /// The words of the subject, as the Go resource writes them.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -51,6 +61,8 @@ impl Verb {
             Verb::AddingClaimed => "adding claimed",
             Verb::Removing => "removing",
             Verb::Updating => "updating",
+            Verb::Sharing => "sharing",
+            Verb::Unsharing => "unsharing",
         }
     }
 
@@ -61,7 +73,9 @@ impl Verb {
 
     /// Whether a commit with this verb leaves its lock claimed.
     pub fn leaves_claimed(self) -> bool {
-        matches!(self, Verb::Claiming | Verb::AddingClaimed)
+        // `unsharing:` leaves it claimed too, but is no one's claim: the
+        // history readers take this for "a claim by this commit's author".
+        matches!(self, Verb::Claiming | Verb::AddingClaimed | Verb::Sharing)
     }
 }
 
@@ -69,7 +83,10 @@ impl Verb {
 /// its verb and the lock name, trimmed. `None` for any other subject.
 pub fn parse_subject(subject: &str) -> Option<(Verb, &str)> {
     let (words, lock) = subject.split_once(": ")?;
-    let verb = Verb::ALL.into_iter().find(|v| v.as_str() == words)?;
+    let verb = Verb::ALL
+        .into_iter()
+        .chain(Verb::SHARES)
+        .find(|v| v.as_str() == words)?;
     Some((verb, lock.trim()))
 }
 
@@ -100,6 +117,11 @@ pub enum Trailer {
     /// `Pool-Resource-Replaces`: the claim commit an expiry takeover
     /// (`source.expire_after`) replaced, on both commits of the takeover.
     Replaces,
+    /// `Pool-Resource-Share`: the holder id of a shared hold, on each
+    /// commit that takes or gives back a share (`claiming:` by the first
+    /// reader, `sharing:`, `unsharing:`, `unclaiming:` by the last): what
+    /// `in` writes to `DIR/share`.
+    Share,
 }
 
 impl Trailer {
@@ -114,6 +136,7 @@ impl Trailer {
             Trailer::Reason => "Pool-Resource-Reason",
             Trailer::Lock => "Pool-Resource-Lock",
             Trailer::Replaces => "Pool-Resource-Replaces",
+            Trailer::Share => "Pool-Resource-Share",
         }
     }
 }

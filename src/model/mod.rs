@@ -13,3 +13,4 @@ pub mod line;
 pub mod message;
 pub mod names;
 pub mod pool;
+pub mod shares;

@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::model::line::Line;
 use crate::model::message::Verb;
 use crate::model::names::{LockName, PoolPath};
+use crate::model::shares::{ShareEdit, Shares};
 
 pub use crate::model::names::LockState;
 
@@ -168,6 +169,9 @@ pub struct Snapshot {
     /// the repository: the put loop fills it in before [`plan`], for
     /// `acquire` and `claim` only; empty, nothing is reserved.
     pub reserved: BTreeSet<LockName>,
+    /// Who holds which lock shared ([`Shares::path`]): a lock in
+    /// `claimed/` with holders here is held shared.
+    pub shares: Shares,
 }
 
 impl Snapshot {
@@ -188,6 +192,16 @@ impl Snapshot {
         self.unclaimed
             .keys()
             .filter(|name| !self.claimed.contains_key(*name))
+            .cloned()
+            .collect()
+    }
+
+    /// The locks held shared, open to another reader unless kept in
+    /// [`Snapshot::reserved`] (a waiter ahead wants it alone).
+    pub fn shared(&self) -> BTreeSet<LockName> {
+        self.claimed
+            .keys()
+            .filter(|l| self.shares.is_shared(l))
             .cloned()
             .collect()
     }
@@ -228,6 +242,8 @@ pub struct Change {
     /// The other locks a multi-lock put (`acquire: N`, `claim: [A, B]`,
     /// `release` of several) moves in the same commit; empty otherwise.
     pub also: Vec<LockEdits>,
+    /// What the commit does to the pool's shares file, for a shared hold.
+    pub share: Option<ShareEdit>,
 }
 
 /// One more lock's edits in a [`Change`] that moves several locks.
@@ -300,6 +316,21 @@ pub enum Single {
     WaitUntilUnclaimed(LockName),
     /// `check_unclaimed: DIR`: wait until the lock is claimed.
     WaitUntilClaimed(LockName),
+    /// `shared: true` with `acquire: true` (`lock: None`) or `claim: L`:
+    /// take a share of a lock held shared, or of a free one.
+    Share {
+        /// `claim: L`; `None` for `acquire`.
+        lock: Option<LockName>,
+        /// The holder id this put takes its share under ([`crate::model::shares::Holder::id`]).
+        id: String,
+    },
+    /// `release: DIR` whose `DIR/share` names a share: give back that one.
+    Unshare {
+        /// The lock.
+        lock: LockName,
+        /// The holder id from `DIR/share`.
+        id: String,
+    },
 }
 
 /// A put operation on several locks, all moved in one commit or none.
@@ -340,9 +371,23 @@ impl Operation {
     pub fn claims(&self) -> bool {
         matches!(
             self,
-            Operation::Single(Single::Acquire | Single::Claim(_))
+            Operation::Single(Single::Acquire | Single::Claim(_) | Single::Share { .. })
                 | Operation::Multi(Multi::Acquire(_) | Multi::Claim(_))
         )
+    }
+
+    /// Whether it takes a share (`shared: true`).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Operation::Single(Single::Share { .. }))
+    }
+
+    /// The holder id of a share it takes or gives back: what the commit's
+    /// `Pool-Resource-Share` trailer carries.
+    pub fn share_id(&self) -> Option<&str> {
+        match self {
+            Operation::Single(Single::Share { id, .. } | Single::Unshare { id, .. }) => Some(id),
+            _ => None,
+        }
     }
 
     /// The locks a `release` gives back (one, or the set); none for any
@@ -369,6 +414,9 @@ impl Single {
             Single::Update { .. } => "update",
             Single::WaitUntilUnclaimed(_) => "check",
             Single::WaitUntilClaimed(_) => "check_unclaimed",
+            Single::Share { lock: None, .. } => "acquire",
+            Single::Share { lock: Some(_), .. } => "claim",
+            Single::Unshare { .. } => "release",
         }
     }
 }
@@ -406,6 +454,10 @@ pub enum Wait {
     /// `acquire`/`claim`: these free locks, which the put could use, are
     /// kept for waiters ahead of it in the line ([`Snapshot::reserved`]).
     Reserved(Vec<LockName>),
+    /// `shared: true`: these locks, held shared, are wanted alone by a
+    /// waiter ahead in the line: no new reader joins them until it had
+    /// its turn.
+    WriterAhead(Vec<LockName>),
 }
 
 impl Wait {
@@ -435,6 +487,12 @@ impl Wait {
                 "{} of pool {pool} claimed: {}",
                 if locks.len() == 1 { "lock" } else { "locks" },
                 join_names(locks)
+            ),
+            Wait::WriterAhead(locks) => format!(
+                "{} {} of pool {pool} held shared, but a build ahead in line waits to hold {} alone",
+                if locks.len() == 1 { "lock" } else { "locks" },
+                join_names(locks),
+                if locks.len() == 1 { "it" } else { "them" }
             ),
             Wait::Reserved(locks) => format!(
                 "free {} {} of pool {pool} kept for builds ahead in line",
@@ -469,6 +527,7 @@ fn move_lock(lock: &LockName, blob: &BlobId, from: LockState, verb: Verb) -> Pla
             Edit::Write(to, Content::Keep(blob.clone())),
         ],
         also: Vec::new(),
+        share: None,
     })
 }
 
@@ -540,6 +599,8 @@ fn plan_single(
                 move_lock(lock, blob, LockState::Unclaimed, Verb::Claiming)
             }
         },
+        Single::Share { lock, id } => plan_share(lock.as_ref(), id, snap, pool)?,
+        Single::Unshare { lock, id } => plan_unshare(lock, id, snap, pool)?,
         Single::Release(lock) => match snap.state_of(lock) {
             None => return Err(not_found(lock)),
             Some((LockState::Unclaimed, _)) => {
@@ -547,6 +608,9 @@ fn plan_single(
                     pool: pool.to_string(),
                     lock: lock.to_string(),
                 })
+            }
+            Some((LockState::Claimed, _)) if snap.shares.is_shared(lock) => {
+                return Err(shared_release(snap, pool, lock))
             }
             Some((LockState::Claimed, blob)) => {
                 move_lock(lock, blob, LockState::Claimed, Verb::Unclaiming)
@@ -574,6 +638,7 @@ fn plan_single(
                 subject: verb.subject(lock),
                 edits: vec![Edit::Write(state, Content::Bytes(content.clone()))],
                 also: Vec::new(),
+                share: None,
             })
         }
         Single::Remove(lock) => {
@@ -592,6 +657,10 @@ fn plan_single(
                 subject: Verb::Removing.subject(lock),
                 edits,
                 also: Vec::new(),
+                share: snap
+                    .shares
+                    .is_shared(lock)
+                    .then(|| ShareEdit::Clear { lock: lock.clone() }),
             })
         }
         Single::Update { lock, content } => {
@@ -612,6 +681,7 @@ fn plan_single(
                     Content::Bytes(content.clone()),
                 )],
                 also: Vec::new(),
+                share: None,
             })
         }
         Single::WaitUntilUnclaimed(lock) => match snap.state_of(lock) {
@@ -624,6 +694,192 @@ fn plan_single(
             Some((LockState::Unclaimed, _)) => Plan::Wait(Wait::Unclaimed(lock.clone())),
             Some((LockState::Claimed, _)) => Plan::Satisfied(lock.clone()),
         },
+    })
+}
+
+/// The refusal of an exclusive `release` of a lock held shared: it would
+/// free the lock from under every reader.
+fn shared_release(snap: &Snapshot, pool: &PoolPath, lock: &LockName) -> Error {
+    let holders = snap.shares.holders(lock);
+    Error::Shared {
+        pool: pool.to_string(),
+        lock: lock.to_string(),
+        detail: format!(
+            "it is held shared by {} ({}); a release of the directory a shared get wrote (with its share file) gives back that one share, and pool release {lock} --force --holder ID or --all frees it",
+            if holders.len() == 1 {
+                "1 build".to_string()
+            } else {
+                format!("{} builds", holders.len())
+            },
+            holders
+                .iter()
+                .map(|h| format!("{} as {}", h.build, h.id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// `shared: true`: join a lock held shared that no waiter ahead wants
+/// alone, else take a free lock nobody ahead keeps. `acquire` prefers a
+/// lock already held shared, so that readers gather on few locks and the
+/// others stay free for writers; among several, the one with the most
+/// holders (then by name): it is the one writers wait for longest anyway.
+fn plan_share(
+    wanted: Option<&LockName>,
+    id: &str,
+    snap: &Snapshot,
+    pool: &PoolPath,
+) -> Result<Plan, Error> {
+    let join = |lock: &LockName| {
+        Plan::Commit(Change {
+            lock: lock.clone(),
+            subject: Verb::Sharing.subject(lock),
+            edits: Vec::new(),
+            also: Vec::new(),
+            share: Some(ShareEdit::Join {
+                lock: lock.clone(),
+                id: id.to_string(),
+            }),
+        })
+    };
+    let take = |lock: &LockName, blob: &BlobId| {
+        let Plan::Commit(change) = move_lock(lock, blob, LockState::Unclaimed, Verb::Claiming)
+        else {
+            return Plan::Wait(Wait::Claimed(lock.clone()));
+        };
+        Plan::Commit(Change {
+            share: Some(ShareEdit::Join {
+                lock: lock.clone(),
+                id: id.to_string(),
+            }),
+            ..change
+        })
+    };
+    // A retried put whose earlier join landed already holds its share.
+    let mine = |lock: &LockName| snap.shares.find(lock, id).is_some();
+    Ok(match wanted {
+        Some(lock) => match snap.state_of(lock) {
+            None => {
+                return Err(Error::LockNotFound {
+                    pool: pool.to_string(),
+                    lock: lock.to_string(),
+                })
+            }
+            Some((LockState::Claimed, _)) if mine(lock) => Plan::Satisfied(lock.clone()),
+            Some((LockState::Claimed, _)) if !snap.shares.is_shared(lock) => {
+                Plan::Wait(Wait::Claimed(lock.clone()))
+            }
+            Some((LockState::Claimed, _)) if snap.reserved.contains(lock) => {
+                Plan::Wait(Wait::WriterAhead(vec![lock.clone()]))
+            }
+            Some((LockState::Claimed, _)) => join(lock),
+            Some((LockState::Unclaimed, _)) if snap.reserved.contains(lock) => {
+                Plan::Wait(Wait::Reserved(vec![lock.clone()]))
+            }
+            Some((LockState::Unclaimed, blob)) => take(lock, blob),
+        },
+        None => {
+            if let Some(lock) = snap.shared().into_iter().find(|l| mine(l)) {
+                return Ok(Plan::Satisfied(lock));
+            }
+            let shared = snap.shared();
+            let open = shared
+                .iter()
+                .filter(|l| !snap.reserved.contains(*l))
+                .max_by(|a, b| {
+                    let (ha, hb) = (snap.shares.holders(a).len(), snap.shares.holders(b).len());
+                    ha.cmp(&hb).then(b.cmp(a))
+                });
+            if let Some(lock) = open {
+                return Ok(join(lock));
+            }
+            let all_free = snap.free();
+            let free: Vec<(&LockName, &BlobId)> = snap
+                .unclaimed
+                .iter()
+                .filter(|(name, _)| all_free.contains(*name) && !snap.reserved.contains(*name))
+                .collect();
+            match free.first() {
+                Some((lock, blob)) => take(lock, blob),
+                None if !shared.is_empty() => {
+                    Plan::Wait(Wait::WriterAhead(shared.into_iter().collect()))
+                }
+                None if !all_free.is_empty() => {
+                    Plan::Wait(Wait::Reserved(all_free.into_iter().collect()))
+                }
+                None => Plan::Wait(Wait::NoneFree {
+                    claimed: snap.claimed_names().iter().map(|s| s.to_string()).collect(),
+                }),
+            }
+        }
+    })
+}
+
+/// `release` of a share: gives back holder `id`'s share of `lock`; the
+/// last share moves the lock back to `unclaimed/`. Refused when that
+/// holder no longer holds a share (given back already, or released by an
+/// operator): the fence of a shared hold.
+fn plan_unshare(
+    lock: &LockName,
+    id: &str,
+    snap: &Snapshot,
+    pool: &PoolPath,
+) -> Result<Plan, Error> {
+    let refuse = |detail: String| Error::Shared {
+        pool: pool.to_string(),
+        lock: lock.to_string(),
+        detail,
+    };
+    let blob = match snap.state_of(lock) {
+        None => {
+            return Err(Error::LockNotFound {
+                pool: pool.to_string(),
+                lock: lock.to_string(),
+            })
+        }
+        Some((LockState::Unclaimed, _)) => {
+            return Err(refuse(format!(
+                "the share {id} this build held was given back already (the lock is unclaimed)"
+            )))
+        }
+        Some((LockState::Claimed, blob)) => blob,
+    };
+    if let Some(why) = &snap.shares.unreadable {
+        return Err(refuse(format!(
+            "the pool's shares file cannot be read ({why}); an operator must release it (pool release {lock} --force --all)"
+        )));
+    }
+    if snap.shares.find(lock, id).is_none() {
+        return Err(refuse(format!(
+            "this build's share {id} was given back already ({})",
+            match snap.shares.holders(lock).len() {
+                0 => "the lock is now held by one build alone".to_string(),
+                n => format!("{n} other shares hold it now"),
+            }
+        )));
+    }
+    let edit = ShareEdit::Leave {
+        lock: lock.clone(),
+        id: id.to_string(),
+    };
+    Ok(if snap.shares.holders(lock).len() > 1 {
+        Plan::Commit(Change {
+            lock: lock.clone(),
+            subject: Verb::Unsharing.subject(lock),
+            edits: Vec::new(),
+            also: Vec::new(),
+            share: Some(edit),
+        })
+    } else {
+        let Plan::Commit(change) = move_lock(lock, blob, LockState::Claimed, Verb::Unclaiming)
+        else {
+            return Err(refuse("it cannot be moved".into()));
+        };
+        Plan::Commit(Change {
+            share: Some(edit),
+            ..change
+        })
     })
 }
 
@@ -685,6 +941,7 @@ fn move_locks(mut locks: Vec<(&LockName, &BlobId)>, from: LockState, verb: Verb)
         subject,
         edits: first.edits,
         also,
+        share: None,
     })
 }
 
@@ -755,6 +1012,9 @@ fn plan_many(
                     lock: lock.to_string(),
                 });
             }
+            if let Some(lock) = locks.iter().find(|l| snap.shares.is_shared(l)) {
+                return Err(shared_release(snap, pool, lock));
+            }
             let moved = locks
                 .iter()
                 .filter_map(|l| snap.claimed.get(l).map(|blob| (l, blob)))
@@ -799,13 +1059,15 @@ pub fn plan_takeover(op: &Single, snap: &Snapshot, expired: &[Expired]) -> Optio
         return None;
     }
     let pick = match op {
+        // A lock held shared is not one claim: its holders give it back
+        // one by one.
         Single::Acquire => expired
             .iter()
-            .filter(|e| snap.claimed.contains_key(&e.lock))
+            .filter(|e| snap.claimed.contains_key(&e.lock) && !snap.shares.is_shared(&e.lock))
             .max_by_key(|e| e.age)?,
-        Single::Claim(lock) => expired
-            .iter()
-            .find(|e| &e.lock == lock && snap.claimed.contains_key(lock))?,
+        Single::Claim(lock) => expired.iter().find(|e| {
+            &e.lock == lock && snap.claimed.contains_key(lock) && !snap.shares.is_shared(lock)
+        })?,
         _ => return None,
     };
     let blob = snap.claimed.get(&pick.lock)?;
@@ -818,6 +1080,7 @@ pub fn plan_takeover(op: &Single, snap: &Snapshot, expired: &[Expired]) -> Optio
             Edit::Write(LockState::Unclaimed, Content::Keep(blob.clone())),
         ],
         also: Vec::new(),
+        share: None,
     };
     let claim = Change {
         lock: lock.clone(),
@@ -827,6 +1090,7 @@ pub fn plan_takeover(op: &Single, snap: &Snapshot, expired: &[Expired]) -> Optio
             Edit::Write(LockState::Claimed, Content::Keep(blob.clone())),
         ],
         also: Vec::new(),
+        share: None,
     };
     Some(Takeover {
         unclaim,
@@ -876,6 +1140,7 @@ mod tests {
                     Edit::Write(LockState::Claimed, Content::Keep("blob-b".into()))
                 ],
                 also: Vec::new(),
+                share: None,
             })
         );
     }
@@ -1269,5 +1534,151 @@ mod tests {
             run(Multi::Acquire(3), &s).unwrap(),
             Plan::Wait(Wait::TooFewFree { free: 2, .. })
         ));
+    }
+
+    fn shared_snap(claimed: &[&str], unclaimed: &[&str], holders: &[(&str, &[&str])]) -> Snapshot {
+        let mut s = snap(claimed, unclaimed);
+        for (lock, ids) in holders {
+            for id in *ids {
+                s.shares = s.shares.after(
+                    &ShareEdit::Join {
+                        lock: name(lock),
+                        id: id.to_string(),
+                    },
+                    Some(&crate::model::shares::Holder {
+                        id: id.to_string(),
+                        build: format!("b #{id}"),
+                        build_id: None,
+                        url: None,
+                        since: 1,
+                    }),
+                );
+            }
+        }
+        s
+    }
+
+    fn share(lock: Option<&str>, id: &str) -> Single {
+        Single::Share {
+            lock: lock.map(name),
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn a_shared_put_takes_a_free_lock_into_claimed_and_records_its_holder() {
+        let c = commit(run(share(Some("env"), "r1"), &shared_snap(&[], &["env"], &[])).unwrap());
+        assert_eq!(c.subject, "claiming: env");
+        assert_eq!(
+            c.edits,
+            vec![
+                Edit::Delete(LockState::Unclaimed),
+                Edit::Write(LockState::Claimed, Content::Keep("blob-env".into()))
+            ]
+        );
+        assert_eq!(
+            c.share,
+            Some(ShareEdit::Join {
+                lock: name("env"),
+                id: "r1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_shared_put_joins_a_lock_held_shared_without_touching_the_pool_directory() {
+        let s = shared_snap(&["env"], &[], &[("env", &["r1"])]);
+        let c = commit(run(share(Some("env"), "r2"), &s).unwrap());
+        assert_eq!(c.subject, "sharing: env");
+        assert!(c.edits.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn a_shared_put_waits_for_a_lock_held_by_one_build_and_an_exclusive_one_for_a_shared_lock() {
+        let one = snap(&["env"], &[]);
+        assert_eq!(
+            run(share(Some("env"), "r1"), &one).unwrap(),
+            Plan::Wait(Wait::Claimed(name("env")))
+        );
+        let shared = shared_snap(&["env"], &[], &[("env", &["r1"])]);
+        assert_eq!(
+            run(Single::Claim(name("env")), &shared).unwrap(),
+            Plan::Wait(Wait::Claimed(name("env")))
+        );
+        assert!(matches!(
+            run(Single::Acquire, &shared).unwrap(),
+            Plan::Wait(Wait::NoneFree { .. })
+        ));
+    }
+
+    #[test]
+    fn a_shared_put_does_not_join_a_lock_a_writer_ahead_waits_for() {
+        let mut s = shared_snap(&["env"], &[], &[("env", &["r1"])]);
+        s.reserved = [name("env")].into();
+        assert_eq!(
+            run(share(Some("env"), "r2"), &s).unwrap(),
+            Plan::Wait(Wait::WriterAhead(vec![name("env")]))
+        );
+        assert_eq!(
+            run(share(None, "r2"), &s).unwrap(),
+            Plan::Wait(Wait::WriterAhead(vec![name("env")]))
+        );
+    }
+
+    #[test]
+    fn a_shared_acquire_prefers_the_lock_with_the_most_holders_over_a_free_one() {
+        let s = shared_snap(
+            &["a", "b"],
+            &["free"],
+            &[("a", &["r1"]), ("b", &["r2", "r3"])],
+        );
+        let c = commit(run(share(None, "r4"), &s).unwrap());
+        assert_eq!(c.subject, "sharing: b");
+        let none_shared = shared_snap(&[], &["free"], &[]);
+        let c = commit(run(share(None, "r4"), &none_shared).unwrap());
+        assert_eq!(c.subject, "claiming: free");
+    }
+
+    #[test]
+    fn a_share_release_gives_back_that_share_and_the_last_one_frees_the_lock() {
+        let two = shared_snap(&["env"], &[], &[("env", &["r1", "r2"])]);
+        let unshare = |id: &str| Single::Unshare {
+            lock: name("env"),
+            id: id.into(),
+        };
+        let c = commit(run(unshare("r1"), &two).unwrap());
+        assert_eq!(c.subject, "unsharing: env");
+        assert!(c.edits.is_empty());
+        let last = shared_snap(&["env"], &[], &[("env", &["r2"])]);
+        let c = commit(run(unshare("r2"), &last).unwrap());
+        assert_eq!(c.subject, "unclaiming: env");
+        assert_eq!(
+            c.edits,
+            vec![
+                Edit::Delete(LockState::Claimed),
+                Edit::Write(LockState::Unclaimed, Content::Keep("blob-env".into()))
+            ]
+        );
+        // Given back already: refused, so it can never free another's share.
+        let err = run(unshare("r1"), &last).unwrap_err().to_string();
+        assert!(err.contains("given back already"), "{err}");
+    }
+
+    #[test]
+    fn an_exclusive_release_of_a_lock_held_shared_is_refused_naming_the_holders() {
+        let s = shared_snap(&["env"], &[], &[("env", &["r1", "r2"])]);
+        let err = run(Single::Release(name("env")), &s)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("held shared by 2 builds"), "{err}");
+        assert!(err.contains("r1") && err.contains("r2"), "{err}");
+        let err = run(Multi::Release(vec![name("env"), name("x")]), &{
+            let mut s = s.clone();
+            s.claimed.insert(name("x"), "blob-x".into());
+            s
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("held shared"), "{err}");
     }
 }

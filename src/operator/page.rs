@@ -359,6 +359,7 @@ fn made_by(verb: Verb) -> &'static str {
         Verb::Unclaiming => "Released by ",
         Verb::AddingUnclaimed => "Created by ",
         Verb::Updating => "Updated by ",
+        Verb::Sharing | Verb::Unsharing => "Shared by ",
         // A removed lock is not on the page; the words are for completeness.
         Verb::Removing => "Removed by ",
     }

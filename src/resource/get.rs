@@ -15,13 +15,18 @@
 //! commit's id, next to `name` and `metadata` (the fence a later `release`
 //! of the directory checks), and adds who claimed it and since when to the
 //! metadata, as `out` did ([`crate::resource::holder`]).
+//!
+//! For a version that took a share of a lock (`shared: true`: its commit
+//! carries a `Pool-Resource-Share` trailer), `in` writes `share`, the
+//! holder id, instead of `claim`: a `release` of the directory gives back
+//! that one share, never the others' ([`crate::model::shares`]).
 
 use std::path::Path;
 
-use crate::config::{GetParams, Source, FENCE_FILE};
+use crate::config::{GetParams, Source, FENCE_FILE, SHARE_FILE};
 use crate::error::{Error, Result};
 use crate::model::duration::utc;
-use crate::model::message::{parse_subject, Parsed};
+use crate::model::message::{parse_subject, Parsed, Trailer};
 use crate::model::names::LockName;
 use crate::model::pool::LockState;
 use crate::process::log::Log;
@@ -154,6 +159,23 @@ fn write_many(
     })
 }
 
+/// The holder id of the share `version` took (its `Pool-Resource-Share`
+/// trailer, on a `claiming:` or `sharing:` commit), with the lock it
+/// names; `None` for any other commit.
+fn share_at(store: &mut dyn HistoryReader, version: &str) -> Result<Option<(String, LockName)>> {
+    let mut found = None;
+    store.walk_commits(version, 1, &mut |c| {
+        let parsed = Parsed::new(&c.message);
+        if let (Some((verb, lock)), Some(id)) = (parsed.verb(), parsed.trailer(Trailer::Share)) {
+            if verb.leaves_claimed() {
+                found = LockName::new(lock).ok().map(|l| (id.to_string(), l));
+            }
+        }
+        true
+    })?;
+    Ok(found)
+}
+
 /// The claim of `lock`, claimed at `version`: the commit that last changed
 /// the pool at or before it, when that put the lock into `claimed/` (the
 /// usual case: the version is the claim); else the newest claim within the
@@ -196,8 +218,12 @@ pub fn run(
     let pool = &source.pool;
     store.load_version(&version, params.depth)?;
     let last_change = store.last_pool_change(&version)?;
-    let lock = match &last_change {
-        Some(commit) => {
+    // A share's version names its lock itself: a `sharing:` commit changes
+    // no pool directory, so the last change may be another lock's.
+    let share = share_at(store, &version)?;
+    let lock = match (&last_change, &share) {
+        (_, Some((_, lock))) => Some(lock.clone()),
+        (Some(commit), None) => {
             if *commit != version {
                 log.line(format_args!(
                     "version {version} did not change pool {pool}; its lock is the one {commit} changed"
@@ -209,7 +235,7 @@ pub fn run(
             }
             lock_of_commit(store, source, commit)?
         }
-        None => None,
+        (None, None) => None,
     };
     let claimed_path = lock.as_ref().map(|l| pool.lock_path(LockState::Claimed, l));
     if let Some(path) = &claimed_path {
@@ -244,7 +270,26 @@ pub fn run(
             };
             write("metadata", &bytes)?;
             write("name", format!("{lock}\n").as_bytes())?;
-            if state == LockState::Claimed {
+            let share = match state {
+                LockState::Claimed => share.map(|(id, _)| id),
+                LockState::Unclaimed => None,
+            };
+            if let Some(id) = share {
+                write(SHARE_FILE, format!("{id}\n").as_bytes())?;
+                let claim = crate::resource::holder::claim_at(store, &version)?;
+                log.line(format_args!(
+                    "lock {lock} is held shared; this build's share {id}{} is in {SHARE_FILE}: a release of this directory gives back that share alone",
+                    claim
+                        .as_ref()
+                        .map(|c| format!(" (taken by {} at {})", c.who(), utc(c.time)))
+                        .unwrap_or_default()
+                ));
+                extra = claim.map(|c| c.metadata()).unwrap_or_default();
+                extra.push(crate::protocol::Metadata {
+                    name: "share".into(),
+                    value: id,
+                });
+            } else if state == LockState::Claimed {
                 if let Some(claim) = claim_of_version(store, source, &version, last_change, &lock)?
                 {
                     write(FENCE_FILE, format!("{}\n", claim.commit).as_bytes())?;

@@ -31,6 +31,7 @@ use crate::model::message::{build_trailers, commit_message, lock_trailers, Trail
 use crate::model::pool::{
     plan, plan_takeover, CommitId, Multi, Operation, Plan, Single, Snapshot, Takeover, Wait,
 };
+use crate::model::shares::Holder;
 use crate::process::clock::now_unix;
 use crate::process::log::Log;
 use crate::process::retry::Backoff;
@@ -41,7 +42,7 @@ use crate::resource::rerun;
 use crate::resource::waiting::Waiter;
 use crate::store::recovery::{Recovered, Recovery};
 use crate::store::retry::{self, Policy, Round, Tries};
-use crate::store::seam::{CommitOutcome, FileEdit, HistoryReader, LockStore, Step};
+use crate::store::seam::{shares_edit, CommitOutcome, FileEdit, HistoryReader, LockStore, Step};
 
 /// How long a put that fails after a push without an answer may go on
 /// finding out whether that push landed and, if it claimed locks after a
@@ -100,7 +101,9 @@ pub fn run(store: &mut dyn LockStore, op: &Operation, ctx: &PutContext<'_>) -> R
         r
     });
     let result = match result {
-        Err(e) if !unanswered.is_empty() => settle_before_failing(store, ctx, unanswered, e),
+        Err(e) if !unanswered.is_empty() => {
+            settle_before_failing(store, ctx, op.share_id(), unanswered, e)
+        }
         done => done,
     };
     if let (Err(_), Some(w)) = (&result, waiter.as_mut()) {
@@ -244,9 +247,21 @@ fn round(
     interrupt.check(doing)?;
     let mut trailers = lock_trailers(change.locks());
     trailers.extend(build_trailers(build));
+    if let Some(id) = op.share_id() {
+        trailers.insert(trailers.len() - 1, (Trailer::Share, id.to_string()));
+    }
     let message = commit_message(&change.subject, build.url().as_deref(), &trailers);
+    let mut files = leave_edits(waiter.as_deref(), &snap, now);
+    files.extend(shares_edit(
+        pool,
+        &snap,
+        &change,
+        op.share_id()
+            .map(|id| share_holder(id, build, now))
+            .as_ref(),
+    ));
     let step = Step {
-        files: leave_edits(waiter.as_deref(), &snap, now),
+        files,
         ..Step::new(change, message)
     };
     let Some(id) = tries.commit(store, &snap, std::slice::from_ref(&step))? else {
@@ -265,6 +280,20 @@ fn round(
     }
     let response = Response::new(&id, &change.lock_list(), pool.as_str());
     Ok(Round::Done(with_claim(store, log, response, &id)))
+}
+
+/// The holder a shared put with holder id `id` writes in the pool's
+/// shares file.
+fn share_holder(id: &str, build: &BuildInfo, now: i64) -> Holder {
+    Holder {
+        id: id.to_string(),
+        build: build
+            .describe()
+            .unwrap_or_else(|| "a build without BUILD_* variables".into()),
+        build_id: build.get("BUILD_ID").map(String::from),
+        url: build.url(),
+        since: now,
+    }
 }
 
 /// Why the put waits, naming the holders; when they cannot be looked up
@@ -415,6 +444,7 @@ fn take_over(
 fn settle_before_failing(
     store: &mut dyn LockStore,
     ctx: &PutContext<'_>,
+    share: Option<&str>,
     mut pending: Recovery,
     err: Error,
 ) -> Result<Response> {
@@ -454,7 +484,7 @@ fn settle_before_failing(
         let response = Response::new(&found.commit, &found.lock, pool.as_str());
         return Ok(with_claim(store, log, response, &found.commit));
     };
-    match give_back(store, ctx, &found, &locks, signal, deadline) {
+    match give_back(store, ctx, &found, &locks, share, signal, deadline) {
         Ok(Some((subject, id))) => log.line(format_args!(
             "{signal} came while claim {} ({}) was being pushed; it had landed, so this put gave it back: {subject} ({id})",
             found.commit, found.lock
@@ -502,6 +532,7 @@ fn give_back(
     ctx: &PutContext<'_>,
     found: &Recovered,
     locks: &[crate::model::names::LockName],
+    share: Option<&str>,
     signal: &str,
     deadline: std::time::Instant,
 ) -> Result<Option<(String, CommitId)>> {
@@ -509,7 +540,7 @@ fn give_back(
     let mut faults = 0u32;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match give_back_once(store, ctx, found, locks, signal, &mut refused) {
+        match give_back_once(store, ctx, found, locks, share, signal, &mut refused) {
             Ok(Some(done)) => return Ok(done),
             Ok(None) if !left.is_zero() => {}
             Ok(None) => {
@@ -535,6 +566,7 @@ fn give_back_once(
     ctx: &PutContext<'_>,
     found: &Recovered,
     locks: &[crate::model::names::LockName],
+    share: Option<&str>,
     signal: &str,
     refused: &mut Option<(String, String)>,
 ) -> Result<Option<Option<(String, CommitId)>>> {
@@ -548,6 +580,18 @@ fn give_back_once(
             });
         }
     }
+    // A share is given back by its holder id, whoever else holds the lock.
+    if let Some(id) = share {
+        let Some(lock) = locks.iter().find(|l| snap.shares.find(l, id).is_some()) else {
+            return Ok(Some(None));
+        };
+        let op: Operation = Single::Unshare {
+            lock: lock.clone(),
+            id: id.to_string(),
+        }
+        .into();
+        return commit_give_back(store, ctx, &snap, &op, found, signal, refused);
+    }
     let mut held = Vec::new();
     for lock in locks {
         let path = pool.lock_path(crate::model::pool::LockState::Claimed, lock);
@@ -560,7 +604,22 @@ fn give_back_once(
         1 => Single::Release(held.remove(0)).into(),
         _ => Multi::Release(held).into(),
     };
-    let Plan::Commit(change) = plan(&op, &snap, pool, &mut |_| 0)? else {
+    commit_give_back(store, ctx, &snap, &op, found, signal, refused)
+}
+
+/// The one commit of a give-back: `op` (a release, or a share's) with the
+/// signal as reason; as [`give_back_once`] answers.
+fn commit_give_back(
+    store: &mut dyn LockStore,
+    ctx: &PutContext<'_>,
+    snap: &Snapshot,
+    op: &Operation,
+    found: &Recovered,
+    signal: &str,
+    refused: &mut Option<(String, String)>,
+) -> Result<Option<Option<(String, CommitId)>>> {
+    let pool = &ctx.source.pool;
+    let Plan::Commit(change) = plan(op, snap, pool, &mut |_| 0)? else {
         return Ok(Some(None));
     };
     let reason = format!(
@@ -570,9 +629,17 @@ fn give_back_once(
     let mut trailers = lock_trailers(change.locks());
     trailers.extend(build_trailers(ctx.build));
     trailers.insert(trailers.len() - 1, (Trailer::Reason, reason));
+    if let Some(id) = op.share_id() {
+        trailers.insert(trailers.len() - 1, (Trailer::Share, id.to_string()));
+    }
     let message = commit_message(&change.subject, ctx.build.url().as_deref(), &trailers);
     let subject = change.subject.clone();
-    let attempt = store.commit(&snap, &[Step::new(change, message)]);
+    let files = shares_edit(pool, snap, &change, None).into_iter().collect();
+    let step = Step {
+        files,
+        ..Step::new(change, message)
+    };
+    let attempt = store.commit(snap, &[step]);
     match attempt.outcome? {
         CommitOutcome::Committed(id) => Ok(Some(Some((subject, id)))),
         CommitOutcome::LostRace => Ok(None),

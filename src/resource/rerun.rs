@@ -50,7 +50,10 @@ fn verbs(op: &Single) -> &'static [Verb] {
         | Single::Remove(_)
         | Single::Update { .. }
         | Single::WaitUntilUnclaimed(_)
-        | Single::WaitUntilClaimed(_) => &[],
+        | Single::WaitUntilClaimed(_)
+        // A shared hold is found again by its holder id, not by this.
+        | Single::Share { .. }
+        | Single::Unshare { .. } => &[],
     }
 }
 

@@ -98,6 +98,8 @@ pub fn stretched_lease(lease: u64, waiters: usize) -> u64 {
 pub struct Waiter {
     id: String,
     wants: Wants,
+    /// `shared: true`: waits only behind exclusive tickets.
+    shared: bool,
     priority: i64,
     lease: u64,
     queue: bool,
@@ -153,11 +155,16 @@ impl Waiter {
             Operation::Multi(Multi::Acquire(n)) => Wants::Acquire(*n),
             Operation::Single(Single::Claim(lock)) => Wants::Claim(vec![lock.clone()]),
             Operation::Multi(Multi::Claim(locks)) => Wants::Claim(locks.clone()),
+            Operation::Single(Single::Share { lock: None, .. }) => Wants::Acquire(1),
+            Operation::Single(Single::Share {
+                lock: Some(lock), ..
+            }) => Wants::Claim(vec![lock.clone()]),
             _ => return None,
         };
         Some(Waiter {
             id: format!("{:016x}", fastrand::u64(..)),
             wants,
+            shared: op.is_shared(),
             priority: params.priority,
             lease: source.lease_secs(),
             queue: source.queue,
@@ -267,9 +274,15 @@ impl Waiter {
             (None, None) => {}
         }
         self.find_earlier_attempt(&snap.line, log, now);
-        let owners = snap.line.reserved_owners(self.asker(), &snap.free(), now);
-        self.watch(&owners);
-        snap.reserved = owners.into_keys().collect();
+        let kept =
+            snap.line
+                .kept_from(self.asker(), self.shared, &snap.free(), &snap.shared(), now);
+        self.watch(&kept.owners);
+        snap.reserved = kept
+            .owners
+            .into_keys()
+            .chain(kept.closed.into_keys())
+            .collect();
         self.depth = snap.line.ahead_of(self.asker(), now).len();
         self.last_seen = Some((snap.tip.to_string(), snap.line.clone()));
         Ok(())
@@ -292,6 +305,7 @@ impl Waiter {
                 t.id != self.id
                     && t.build_id == self.build_id
                     && t.wants == self.wants
+                    && t.shared == self.shared
                     && t.arrived <= self.started
             })
             .min_by_key(|t| t.place())
@@ -417,6 +431,7 @@ impl Waiter {
     pub fn is_first(&self, line: &Line, now: i64) -> bool {
         line.ahead_of(self.asker(), now)
             .iter()
+            .filter(|t| !(self.shared && t.shared))
             .all(|t| !overlaps(&t.wants, &self.wants))
     }
 
@@ -522,6 +537,7 @@ impl Waiter {
                         build_id: self.build_id.clone(),
                         url: self.url.clone(),
                         wants: self.wants.clone(),
+                        shared: self.shared,
                         priority: self.priority,
                         arrived,
                         seq,

@@ -17,7 +17,9 @@ use std::path::Path;
 
 use crate::error::Result;
 pub use crate::model::commit::CommitMeta;
+use crate::model::names::PoolPath;
 use crate::model::pool::{Change, CommitId, Snapshot};
+use crate::model::shares::{Holder, Shares};
 
 /// How many commits a backend walks back from the tip at most to answer a
 /// question about history ([`HistoryReader::walk_commits`], the
@@ -135,6 +137,22 @@ pub struct Step {
     pub files: Vec<FileEdit>,
     /// The whole commit message.
     pub message: String,
+}
+
+/// The edit of `pool`'s shares file that `change` makes ([`Change::share`]),
+/// on the file as `snap` read it; `holder` is who a join adds. `None` when
+/// the change leaves the shares alone.
+pub fn shares_edit(
+    pool: &PoolPath,
+    snap: &Snapshot,
+    change: &Change,
+    holder: Option<&Holder>,
+) -> Option<FileEdit> {
+    let edit = change.share.as_ref()?;
+    Some(FileEdit {
+        path: Shares::path(pool),
+        content: snap.shares.after(edit, holder).to_bytes(),
+    })
 }
 
 impl Step {

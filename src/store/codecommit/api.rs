@@ -30,6 +30,7 @@ use crate::model::line::Line;
 use crate::model::message::{Parsed, Trailer};
 use crate::model::names::{is_lock_file_name, LockName, PoolPath};
 use crate::model::pool::{BlobId, CommitId, Content, Edit, Hold, LockState, Snapshot};
+use crate::model::shares::Shares;
 use crate::store::seam::{
     Attempt, CommitMeta, CommitOutcome, FileEdit, FolderEntry, HistoryReader, Identity, Mark,
     PutStore, Step, Unconfirmed,
@@ -656,7 +657,8 @@ impl PutStore for CodeCommitStore {
         // folder would otherwise cost a failed call on every look.
         let top = Hold::DIR.split('/').next().unwrap_or_default();
         let root = self.list_folder(&tip, "")?.unwrap_or_default();
-        let (hold, line) = if root.iter().any(|e| e.is_dir && e.name == top) {
+        let claimed = claimed.unwrap_or_default();
+        let (hold, line, shares) = if root.iter().any(|e| e.is_dir && e.name == top) {
             let hold = match self.entry_at(&tip, &Hold::path(&self.pool))? {
                 Some(blob) => Some(Hold::parse(&self.blob(&blob)?)),
                 None => None,
@@ -667,13 +669,24 @@ impl PutStore for CodeCommitStore {
                 Some(bytes) => Line::parse(&bytes),
                 None => Line::default(),
             };
-            (hold, line)
+            // Only a claimed lock can be held shared: no call for a pool
+            // with none.
+            let shares = if claimed.is_empty() {
+                Shares::default()
+            } else {
+                match self.file(&tip, &Shares::path(&self.pool))? {
+                    Some(bytes) => Shares::parse(&bytes),
+                    None => Shares::default(),
+                }
+            };
+            (hold, line, shares)
         } else {
-            (None, Line::default())
+            (None, Line::default(), Shares::default())
         };
         Ok(Snapshot {
             tip: tip.into(),
-            claimed: claimed.unwrap_or_default(),
+            claimed,
+            shares,
             unclaimed: unclaimed.unwrap_or_default(),
             hold,
             line,

@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::model::history::{self, Facts, Graph, Stop, Walk};
 use crate::model::line::Line;
 use crate::model::pool::{Content, Edit, Hold, LockState, Snapshot};
+use crate::model::shares::Shares;
 use crate::process::log::Log;
 use crate::process::signal::Interrupt;
 use crate::store::seam::{
@@ -505,12 +506,26 @@ impl PutStore for GitStore {
             ),
             None => Line::default(),
         };
+        // Only a claimed lock can be held shared.
+        let shares_at = (!claimed.is_empty())
+            .then(|| tree::entry_at(&root, &Shares::path(&self.source.pool)))
+            .flatten();
+        let shares = match shares_at {
+            Some((id, _)) => Shares::parse(
+                self.repo
+                    .find_blob(id)
+                    .map_err(git_error("could not read the pool's shares"))?
+                    .content(),
+            ),
+            None => Shares::default(),
+        };
         Ok(Snapshot {
             tip: tip.into(),
             claimed,
             unclaimed,
             hold,
             line,
+            shares,
             ..Snapshot::default()
         })
     }
