@@ -618,3 +618,57 @@ fn the_example_dashboard_parses_asks_for_the_annotations_and_uses_only_served_me
         assert!(names.contains(&a.as_str()), "{a} is not served:\n{served}");
     }
 }
+
+/// Every hold of the history, pushed: one Grafana annotation each, stored
+/// with the tags `/annotations.json` shows (Grafana keeps a tag as
+/// `key:value`, so a tag with a second colon would be stored, and found,
+/// cut short), its times, and the point of a hold still going on.
+#[test]
+fn every_hold_of_the_history_is_one_grafana_annotation_tagged_as_the_json_shows() {
+    let h = History::new();
+    let grafana = Grafana::start(TOKEN);
+    let url = grafana.url();
+    let server = h.serve(
+        &[("GRAFANA_TOKEN", TOKEN)],
+        &[
+            "--grafana-url",
+            &url,
+            "--grafana-tags",
+            "deployment, env: prod ",
+        ],
+    );
+    let now = pool_resource::process::clock::now_unix();
+    let range = format!("from={}&to={}", (now - 30 * DAY) * 1000, (now + 60) * 1000);
+    let shown: Vec<Value> = annotations(&server, &range)
+        .into_iter()
+        .filter(|a| a["kind"] != "look_back")
+        .collect();
+    assert!(shown.len() >= 8, "{shown:#?}");
+    let stored = grafana.wait_for("every hold", |a| a.len() >= shown.len());
+    let sorted = |a: &Value| {
+        let mut t: Vec<String> = a["tags"]
+            .as_array()
+            .expect("tags")
+            .iter()
+            .filter_map(|t| t.as_str().map(String::from))
+            .collect();
+        t.sort();
+        t
+    };
+    assert_eq!(stored.len(), shown.len(), "{stored:#?}");
+    for s in &shown {
+        // --grafana-tags are for Grafana only, as Grafana keeps them.
+        let mut tags = sorted(s);
+        tags.extend(["deployment".to_string(), "env:prod".to_string()]);
+        tags.sort();
+        let same: Vec<&Value> = stored.iter().filter(|g| sorted(g) == tags).collect();
+        assert_eq!(same.len(), 1, "Grafana has {tags:?} once: {stored:#?}");
+        let g = same[0];
+        assert_eq!(g["time"], s["time"], "{g} for {s}");
+        if s["ongoing"] == true {
+            assert_eq!(g["timeEnd"], g["time"], "a point while held: {g}");
+        } else {
+            assert_eq!(g["timeEnd"], s["timeEnd"], "{g} for {s}");
+        }
+    }
+}

@@ -113,10 +113,10 @@ impl Annotation {
         let mut key = vec![
             TAG.to_string(),
             claim.clone(),
-            format!("pool:{}", self.pool),
+            clean_tag(format!("pool:{}", self.pool)),
         ];
         if let Some(lock) = &self.lock {
-            key.push(format!("lock:{lock}"));
+            key.push(clean_tag(format!("lock:{lock}")));
         }
         Some(key)
     }
@@ -179,9 +179,24 @@ fn build_parts(by: &Actor) -> Option<(String, String, String)> {
     Some((after("teams")?, after("pipelines")?, after("jobs")?))
 }
 
-/// A tag's text: no commas (Infinity splits its `tags` column on them).
+/// A tag's text as Grafana keeps it, so that the tag shown here is the tag
+/// Grafana stores and finds: no commas (Infinity splits its `tags` column
+/// on them), and at most one colon, with no spaces around it (Grafana's
+/// `tag.ParseTagPairs` splits a tag at every colon, keeps the first two
+/// parts trimmed as key and value, and drops the rest: `claim:before:C`
+/// would be stored, and found, as `claim:before`). Empty for a tag Grafana
+/// drops (no key).
 fn clean_tag(s: String) -> String {
-    s.replace(',', " ")
+    let s = s.replace(',', " ");
+    let Some((k, v)) = s.split_once(':') else {
+        return s.trim().to_string();
+    };
+    let (k, v) = (k.trim(), v.replace(':', "-"));
+    match (k, v.trim()) {
+        ("", _) => String::new(),
+        (k, "") => k.to_string(),
+        (k, v) => format!("{k}:{v}"),
+    }
 }
 
 /// The holder as HTML: the name, linked when the build's URL is http(s),
@@ -232,7 +247,7 @@ fn finish(mut a: Annotation, extra_tags: &[String]) -> Annotation {
     a.tags.extend(extra_tags.iter().cloned());
     a.tags = a.tags.into_iter().map(clean_tag).collect();
     let mut seen = std::collections::BTreeSet::new();
-    a.tags.retain(|t| seen.insert(t.clone()));
+    a.tags.retain(|t| !t.is_empty() && seen.insert(t.clone()));
     a.tags_csv = a.tags.join(",");
     a
 }
@@ -458,7 +473,7 @@ pub fn all(read: &Read, now: i64, extra_tags: &[String]) -> Vec<Annotation> {
                     lock,
                     // Stable across reads (the look-back moves): named by
                     // the release, which is in the history.
-                    claimed_commit: format!("before:{commit}"),
+                    claimed_commit: format!("before-{commit}"),
                     claimed_at: from,
                     claimed_by: Actor::default(),
                     released_commit: Some(commit.clone()),
@@ -606,6 +621,49 @@ pub fn answer_board(board: &Board, q: &Query, now: i64) -> Option<Vec<Annotation
 mod tests {
     use super::*;
     use crate::operator::events::{operator_subject, Op};
+
+    /// Grafana's `tag.ParseTagPairs` then `tag.JoinTagPairs`: what it
+    /// stores of a tag (`None`: dropped).
+    fn as_grafana_stores(t: &str) -> Option<String> {
+        let (k, v) = match t.contains(':') {
+            true => {
+                let mut parts = t.split(':');
+                let k = parts.next().unwrap_or_default().trim_matches(' ');
+                (k, parts.next().unwrap_or_default().trim_matches(' '))
+            }
+            false => (t.trim_matches(' '), ""),
+        };
+        match (k, v) {
+            ("", _) => None,
+            (k, "") => Some(k.to_string()),
+            (k, v) => Some(format!("{k}:{v}")),
+        }
+    }
+
+    #[test]
+    fn a_tag_is_shown_as_grafana_stores_and_finds_it() {
+        for t in [
+            "claim:before:0123abcd",
+            "env: prod ",
+            "a:b:c:d",
+            "pipeline:app/branch:main",
+            "plain",
+            " spaced ",
+            "claim:",
+            ":orphan",
+            "x,y:z",
+        ] {
+            let shown = clean_tag(t.to_string());
+            assert_eq!(
+                as_grafana_stores(&shown).unwrap_or_default(),
+                shown,
+                "{t:?} is shown as {shown:?}"
+            );
+            assert!(!shown.contains(','), "{shown:?}");
+        }
+        assert_eq!(clean_tag("claim:before:0123".into()), "claim:before-0123");
+        assert_eq!(clean_tag("env: prod ".into()), "env:prod");
+    }
 
     #[test]
     fn an_operator_subject_names_what_it_did_and_the_pool() {

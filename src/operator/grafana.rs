@@ -16,6 +16,18 @@
 //! is counted in `/metrics` and logged once with what to do. The HTTP side
 //! never waits for this thread.
 //!
+//! The routes and JSON are Grafana's (`pkg/api/annotations.go`, its DTOs
+//! and its SQL store): `PATCH` changes only the fields sent, so the tags
+//! stay (its `PUT` would replace them); tags are kept as `key:value`, cut
+//! at a second colon, which is why the tags pushed are the ones
+//! [`annotations`] shows, with at most one colon. A hold still going on is
+//! a point (its claim) until the release sets `timeEnd`: Grafana would let
+//! a region's end be moved every refresh, but that is a request per hold
+//! per refresh, and a region whose end stopped moving (with `pool serve`
+//! down) would show a release that never happened; a point claims only
+//! what is known. `/annotations.json`, asked at each dashboard refresh,
+//! shows the growing region.
+//!
 //! The token comes from `GRAFANA_TOKEN` only: it travels in the
 //! `Authorization` header, never in a URL, and is a secret of the log.
 

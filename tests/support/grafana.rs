@@ -1,16 +1,28 @@
 //! A Grafana annotations API stand-in: the routes `pool serve
 //! --grafana-url` uses, answering as Grafana's `pkg/api/annotations.go`
-//! does with the JSON of `pkg/api/dtos/annotations.go`:
+//! and its SQL store (`pkg/services/annotations/annotationsimpl/xorm_store.go`)
+//! do, with the JSON of `pkg/api/dtos/annotations.go` and the `ItemDTO` of
+//! `pkg/services/annotations/models.go`:
 //!
 //! - `POST /api/annotations` (`PostAnnotationsCmd`: `dashboardUID`,
-//!   `time`, `timeEnd`, `tags`, `text`): `{"message": "Annotation added",
-//!   "id": N}`; without `timeEnd` the annotation is a point (`timeEnd` = `time`).
-//! - `PATCH /api/annotations/:id` (`PatchAnnotationsCmd`): only the fields
-//!   given change; `{"message": "Annotation patched"}`, 404 for an unknown id.
-//! - `GET /api/annotations?tags=A&tags=B&type=annotation&limit=N&dashboardUID=U`:
-//!   the annotations carrying every tag (`matchAny` false), newest first,
-//!   as `ItemDTO`s.
-//! - `DELETE /api/annotations/:id`: `{"message": "Annotation deleted"}`.
+//!   `panelId`, `time`, `timeEnd`, `tags`, `text`): `{"message": "Annotation
+//!   added", "id": N}`; 400 without `text`; `time` 0 is now; without
+//!   `timeEnd` a point (`timeEnd` = `time`), an end before the start swapped;
+//!   an unknown `dashboardUID` ignored (an organization annotation, whose
+//!   `dashboardUID` is `null`).
+//! - Tags are stored as Grafana does (`tag.ParseTagPairs`): split at every
+//!   colon, key and value (the first two parts) trimmed, the rest dropped,
+//!   repeats dropped; a search matches key and value the same way.
+//! - `PATCH /api/annotations/:id` (`PatchAnnotationsCmd`): only what is
+//!   given changes (tags when present, text when not empty, `time` and
+//!   `timeEnd` when above 0), so the tags stay; `{"message": "Annotation
+//!   patched"}`, 404 `Annotation not found` for an unknown id.
+//! - `GET /api/annotations?from=&to=&tags=A&tags=B&matchAny=&type=&limit=&dashboardUID=`:
+//!   `ItemDTO`s carrying every tag (any with `matchAny=true`), overlapping
+//!   `from`..`to` when both are given, newest end first, at most `limit`
+//!   (100 by default); 400 for an unknown `dashboardUID`.
+//! - `DELETE /api/annotations/:id`: `{"message": "Annotation deleted"}`,
+//!   404 for an unknown id.
 //!
 //! Every route answers 401 `{"message": "invalid API key"}` unless the
 //! `Authorization` header is `Bearer TOKEN`. It can also answer 5xx for a
@@ -52,6 +64,8 @@ impl Seen {
 struct State {
     token: String,
     annotations: Mutex<Vec<Value>>,
+    /// The UIDs of the dashboards it has.
+    dashboards: Mutex<Vec<String>>,
     next_id: AtomicUsize,
     /// Answer this many requests with 503.
     failing: AtomicUsize,
@@ -86,6 +100,15 @@ impl Grafana {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.server.port())
+    }
+
+    /// Adds a dashboard (by UID) annotations can be put on.
+    pub fn add_dashboard(&self, uid: &str) {
+        self.state
+            .dashboards
+            .lock()
+            .expect("dashboards")
+            .push(uid.into());
     }
 
     /// Answers the next `n` requests with 503.
@@ -209,26 +232,102 @@ fn query_values(query: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// Grafana's `tag.ParseTagPairs`: a tag is split at every colon, the first
+/// two parts trimmed of spaces are its key and value, the rest is dropped;
+/// a tag without a key is dropped, a repeated one kept once.
+fn tag_pairs(tags: &[String]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for t in tags {
+        let mut parts = t.split(':');
+        let key = parts
+            .next()
+            .unwrap_or_default()
+            .trim_matches(' ')
+            .to_string();
+        let value = parts
+            .next()
+            .unwrap_or_default()
+            .trim_matches(' ')
+            .to_string();
+        if !key.is_empty() && !out.contains(&(key.clone(), value.clone())) {
+            out.push((key, value));
+        }
+    }
+    out
+}
+
+/// Grafana's `tag.JoinTagPairs`: what it stores and answers.
+fn join_pairs(pairs: &[(String, String)]) -> Value {
+    pairs
+        .iter()
+        .map(|(k, v)| match v.as_str() {
+            "" => Value::String(k.clone()),
+            v => Value::String(format!("{k}:{v}")),
+        })
+        .collect()
+}
+
+fn strings(v: &Value) -> Option<Vec<String>> {
+    v.as_array().map(|a| {
+        a.iter()
+            .filter_map(|t| t.as_str().map(String::from))
+            .collect()
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Grafana's `validateTimeRange`: an end of 0 is the start (a point), an
+/// end before the start swaps them.
+fn time_range(time: i64, end: i64) -> (i64, i64) {
+    let end = if end == 0 { time } else { end };
+    let time = if time == 0 { end } else { time };
+    (time.min(end), time.max(end))
+}
+
+fn not_found() -> (u16, Value) {
+    (404, json!({"message": "Annotation not found"}))
+}
+
 fn respond(method: &str, target: &str, body: &str, state: &State) -> (u16, Value) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let id: Option<i64> = path
         .strip_prefix("/api/annotations/")
         .and_then(|i| i.parse().ok());
     let mut all = state.annotations.lock().expect("lock");
+    let dashboards = state.dashboards.lock().expect("dashboards").clone();
     match (method, path, id) {
         ("POST", "/api/annotations", _) => {
             let Ok(cmd) = serde_json::from_str::<Value>(body) else {
                 return (400, json!({"message": "bad request data"}));
             };
+            if cmd["text"].as_str().unwrap_or_default().is_empty() {
+                return (400, json!({"message": "Failed to save annotation"}));
+            }
+            // An unknown dashboardUID is ignored: an organization annotation.
+            let dashboard = cmd["dashboardUID"]
+                .as_str()
+                .filter(|d| dashboards.iter().any(|k| k == d));
             let id = state.next_id.fetch_add(1, Ordering::SeqCst) as i64;
-            let time = cmd["time"].as_i64().unwrap_or(0);
-            let end = cmd["timeEnd"].as_i64().filter(|e| *e > 0).unwrap_or(time);
+            let time = cmd["time"]
+                .as_i64()
+                .filter(|t| *t > 0)
+                .unwrap_or_else(now_ms);
+            let (time, end) = time_range(time, cmd["timeEnd"].as_i64().unwrap_or(0));
+            let tags = join_pairs(&tag_pairs(&strings(&cmd["tags"]).unwrap_or_default()));
             all.push(json!({
-                "id": id, "alertId": 0, "dashboardId": 0,
-                "dashboardUID": cmd["dashboardUID"].as_str().unwrap_or(""),
-                "panelId": 0, "userId": 1, "newState": "", "prevState": "",
-                "created": 0, "updated": 0, "time": time, "timeEnd": end,
-                "text": cmd["text"], "tags": cmd["tags"], "login": "sa-pool",
+                "id": id, "alertId": 0, "alertName": "",
+                "dashboardId": if dashboard.is_some() { 1 } else { 0 },
+                "dashboardUID": dashboard,
+                "panelId": cmd["panelId"].as_i64().unwrap_or(0), "userId": 1,
+                "newState": "", "prevState": "",
+                "created": now_ms(), "updated": now_ms(), "time": time, "timeEnd": end,
+                "text": cmd["text"], "tags": tags, "login": "sa-pool",
                 "email": "", "avatarUrl": "", "data": {}
             }));
             (200, json!({"message": "Annotation added", "id": id}))
@@ -238,38 +337,88 @@ fn respond(method: &str, target: &str, body: &str, state: &State) -> (u16, Value
                 return (400, json!({"message": "bad request data"}));
             };
             let Some(a) = all.iter_mut().find(|a| a["id"] == id) else {
-                return (
-                    404,
-                    json!({"message": "Could not find annotation to update"}),
-                );
+                return not_found();
             };
-            for k in ["time", "timeEnd", "text", "tags"] {
-                if !cmd[k].is_null() {
-                    a[k] = cmd[k].clone();
-                }
+            // Only what is given changes: tags when present, text when not
+            // empty, time and timeEnd when above 0.
+            if let Some(tags) = strings(&cmd["tags"]) {
+                a["tags"] = join_pairs(&tag_pairs(&tags));
             }
+            if let Some(text) = cmd["text"].as_str().filter(|t| !t.is_empty()) {
+                a["text"] = json!(text);
+            }
+            let mut time = a["time"].as_i64().unwrap_or(0);
+            let mut end = a["timeEnd"].as_i64().unwrap_or(0);
+            if let Some(t) = cmd["time"].as_i64().filter(|t| *t > 0) {
+                time = t;
+            }
+            if let Some(e) = cmd["timeEnd"].as_i64().filter(|e| *e > 0) {
+                end = e;
+            }
+            let (time, end) = time_range(time, end);
+            a["time"] = json!(time);
+            a["timeEnd"] = json!(end);
+            a["updated"] = json!(now_ms());
             (200, json!({"message": "Annotation patched"}))
         }
         ("DELETE", _, Some(id)) => {
+            if !all.iter().any(|a| a["id"] == id) {
+                return not_found();
+            }
             all.retain(|a| a["id"] != id);
             (200, json!({"message": "Annotation deleted"}))
         }
         ("GET", "/api/annotations", _) => {
-            let tags = query_values(query, "tags");
-            let dashboard = query_values(query, "dashboardUID");
+            let one = |k: &str| query_values(query, k).into_iter().next();
+            let int = |k: &str| one(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+            let dashboard = one("dashboardUID").filter(|d| !d.is_empty());
+            if let Some(d) = &dashboard {
+                if !dashboards.contains(d) {
+                    return (
+                        400,
+                        json!({"message": "Invalid dashboard UID in annotation request"}),
+                    );
+                }
+            }
+            let (from, to) = (int("from"), int("to"));
+            let limit = match int("limit") {
+                0 => 100,
+                n => n,
+            };
+            let match_any = one("matchAny").is_some_and(|v| v == "true" || v == "1");
+            let wanted = tag_pairs(&query_values(query, "tags"));
+            let alert = one("type");
             let mut found: Vec<Value> = all
                 .iter()
                 .filter(|a| {
-                    let have: Vec<&str> = a["tags"]
-                        .as_array()
-                        .map(|t| t.iter().filter_map(|t| t.as_str()).collect())
-                        .unwrap_or_default();
-                    tags.iter().all(|t| have.contains(&t.as_str()))
-                        && dashboard.iter().all(|d| a["dashboardUID"] == d.as_str())
+                    let have = tag_pairs(&strings(&a["tags"]).unwrap_or_default());
+                    let hits = wanted
+                        .iter()
+                        .filter(|(k, v)| {
+                            have.iter()
+                                .any(|(hk, hv)| hk == k && (v.is_empty() || hv == v))
+                        })
+                        .count();
+                    let tags_ok = wanted.is_empty()
+                        || if match_any {
+                            hits > 0
+                        } else {
+                            hits == wanted.len()
+                        };
+                    let range_ok = from <= 0
+                        || to <= 0
+                        || (a["time"].as_i64() <= Some(to) && a["timeEnd"].as_i64() >= Some(from));
+                    let type_ok = alert.as_deref() != Some("alert");
+                    let dash_ok = dashboard
+                        .as_ref()
+                        .is_none_or(|d| a["dashboardUID"] == d.as_str());
+                    tags_ok && range_ok && type_ok && dash_ok
                 })
                 .cloned()
                 .collect();
-            found.reverse();
+            // ORDER BY epoch_end DESC, epoch DESC, then LIMIT.
+            found.sort_by_key(|a| std::cmp::Reverse((a["timeEnd"].as_i64(), a["time"].as_i64())));
+            found.truncate(limit.max(0) as usize);
             (200, Value::Array(found))
         }
         _ => (404, json!({"message": "Not found"})),

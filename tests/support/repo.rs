@@ -355,11 +355,17 @@ impl LockRepo {
     /// using `git fast-import` so that 200 000 take seconds: the file
     /// alternates between two blobs and nothing is deltified.
     pub fn add_commits(&self, n: usize) {
-        let tip = self.tip();
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .expect("clock after 1970")
             .as_secs();
+        self.add_commits_at(n, now);
+    }
+
+    /// [`Self::add_commits`] with committer time `now` (Unix seconds), for
+    /// a history older than the look-back.
+    pub fn add_commits_at(&self, n: usize, now: u64) {
+        let tip = self.tip();
         let branch = self.branch_ref();
         let mut stream = Vec::with_capacity(n * 120);
         stream.extend_from_slice(b"blob\nmark :1\ndata 5\nping\n\nblob\nmark :2\ndata 5\npong\n\n");
