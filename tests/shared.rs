@@ -492,3 +492,52 @@ fn shared_applies_to_one_lock_and_is_a_boolean_naming_the_field_otherwise() {
     }
     assert_eq!(repo.tip(), tip);
 }
+
+#[test]
+fn with_expire_after_a_waiting_writer_gives_back_shares_older_than_that_and_takes_the_lock() {
+    let repo = pool_of(&["env"]);
+    let mut src = source(&repo.file_url(), "main", POOL);
+    src["expire_after"] = json!("2s");
+    src["retry_delay"] = json!("200ms");
+    let inputs = Inputs::new();
+    put_as(
+        &src,
+        json!({"claim": "env", "shared": true}),
+        &inputs,
+        "smoke",
+        "1",
+    );
+    put_as(
+        &src,
+        json!({"claim": "env", "shared": true}),
+        &inputs,
+        "smoke",
+        "2",
+    );
+    // A reader never expires shares: it joins (no writer is waiting).
+    put_as(
+        &src,
+        json!({"claim": "env", "shared": true}),
+        &inputs,
+        "smoke",
+        "3",
+    );
+    let writer = start(&src, json!({"claim": "env"}), &inputs, "deploy", "7");
+    let out = finished(writer);
+    assert_eq!(crate::lock_name(&out), "env");
+    assert!(holders(&repo, "env").is_empty());
+    let expiries: Vec<String> = repo
+        .log()
+        .iter()
+        .filter(|c| {
+            c.body
+                .contains("Pool-Resource-Reason: expired: a share held by")
+        })
+        .map(|c| c.subject.clone())
+        .collect();
+    assert_eq!(
+        expiries,
+        ["unsharing: env", "unsharing: env", "unclaiming: env"],
+        "one commit per expired holder, the last frees the lock"
+    );
+}

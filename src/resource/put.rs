@@ -184,6 +184,10 @@ fn round(
             )));
         }
         Plan::Wait(why) => {
+            if let Some(expired) = expired_share(op, ctx, &snap, &why, waiter.as_deref(), now) {
+                interrupt.check(doing)?;
+                return drop_expired_share(store, ctx, tries, &snap, expired, now);
+            }
             if let Some(takeover) =
                 expired_claim(store, op, ctx, &snap, &why, holders, waiter.as_deref())?
             {
@@ -373,6 +377,92 @@ fn expired_claim(
         expired.retain(|e| !w.wanted_ahead(&snap.line, &e.lock, now));
     }
     Ok(plan_takeover(op, snap, &expired))
+}
+
+/// With `source.expire_after`, a put that waits on a lock held shared
+/// gives back a share older than that, as an expiry takeover ends an old
+/// claim: one holder at a time, the oldest first, and only by the first in
+/// line for the lock. A shared put waits on a lock held shared only behind
+/// a writer, whose turn it is; it never expires shares.
+fn expired_share(
+    op: &Operation,
+    ctx: &PutContext<'_>,
+    snap: &Snapshot,
+    why: &Wait,
+    waiter: Option<&Waiter>,
+    now: i64,
+) -> Option<(crate::model::names::LockName, Holder)> {
+    let limit = ctx.source.expire_after?.as_secs() as i64;
+    if op.is_shared() || !matches!(why, Wait::Claimed(_) | Wait::NoneFree { .. }) {
+        return None;
+    }
+    let wanted = |lock: &crate::model::names::LockName| match op {
+        Operation::Single(Single::Acquire) => true,
+        Operation::Single(Single::Claim(l)) => l == lock,
+        _ => false,
+    };
+    snap.shared()
+        .into_iter()
+        .filter(|l| wanted(l) && !waiter.is_some_and(|w| w.wanted_ahead(&snap.line, l, now)))
+        .flat_map(|l| {
+            snap.shares
+                .holders(&l)
+                .iter()
+                .filter(|h| now - h.since > limit)
+                .map(|h| (l.clone(), h.clone()))
+                .collect::<Vec<_>>()
+        })
+        .min_by_key(|(_, h)| h.since)
+}
+
+/// Gives back the expired share `expired` (`unsharing: L`, or
+/// `unclaiming: L` for the last), its reason trailer naming the holder and
+/// how long it held; then the put plans again.
+fn drop_expired_share(
+    store: &mut dyn LockStore,
+    ctx: &PutContext<'_>,
+    tries: &mut Tries,
+    snap: &Snapshot,
+    (lock, holder): (crate::model::names::LockName, Holder),
+    now: i64,
+) -> Result<Round<Response>> {
+    let pool = &ctx.source.pool;
+    let op: Operation = Single::Unshare {
+        lock: lock.clone(),
+        id: holder.id.clone(),
+    }
+    .into();
+    let Plan::Commit(change) = plan(&op, snap, pool, &mut |_| 0)? else {
+        return Ok(Round::Again);
+    };
+    let reason = format!(
+        "expired: a share held by {} for {}, longer than expire_after {}",
+        holder.build,
+        human(std::time::Duration::from_secs(
+            (now - holder.since).max(0) as u64
+        )),
+        human(ctx.source.expire_after.unwrap_or_default())
+    );
+    let mut trailers = lock_trailers(change.locks());
+    trailers.extend(build_trailers(ctx.build));
+    trailers.insert(trailers.len() - 1, (Trailer::Reason, reason.clone()));
+    trailers.insert(trailers.len() - 1, (Trailer::Share, holder.id.clone()));
+    let message = commit_message(&change.subject, ctx.build.url().as_deref(), &trailers);
+    let files = shares_edit(pool, snap, &change, None).into_iter().collect();
+    let step = Step {
+        files,
+        ..Step::new(change, message)
+    };
+    ctx.log.warn(format_args!(
+        "lock {lock} of pool {pool}: {reason}; giving that share back"
+    ));
+    // Not the put's own change: a reply lost here is not looked for as
+    // its answer; the next look sees whether the share is gone.
+    let outcome = store.commit(snap, std::slice::from_ref(&step)).outcome?;
+    if let Some(id) = tries.outcome(outcome, &snap.tip) {
+        ctx.log.line(format_args!("{} ({id})", step.change.subject));
+    }
+    Ok(Round::Again)
 }
 
 /// The edit removing this put's ticket from the line, for the commit that
