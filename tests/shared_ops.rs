@@ -393,3 +393,49 @@ fn reap_dead_judges_each_reader_of_a_shared_lock_by_its_own_build() {
     asked.sort();
     assert_eq!(asked, ["/api/v1/builds/101", "/api/v1/builds/102"]);
 }
+
+#[test]
+fn two_reapers_racing_give_back_each_reader_once_and_the_last_frees_the_lock() {
+    let (repo, src) = initialised(&["env"]);
+    for id in 1..=4 {
+        share_by(&src, "env", id, "https://ci.example.com", &[]);
+    }
+    let before = repo.log().len();
+    let json = src.to_string();
+    let env = [
+        ("POOL_SOURCE", json.as_str()),
+        ("USER", "tester"),
+        ("POOL_RESOURCE_BACKOFF_BASE_MS", "1"),
+    ];
+    let args: Vec<&Path> = ["reap", "--older-than", "0s", "--as", "reaper"]
+        .iter()
+        .map(Path::new)
+        .collect();
+    let reapers: Vec<_> = (0..2)
+        .map(|_| crate::support::run::spawn_raw("pool", &args, b"", &env).0)
+        .collect();
+    for (n, child) in reapers.into_iter().enumerate() {
+        crate::support::run::finish_within(
+            child,
+            &format!("reaper {n}"),
+            std::time::Duration::from_secs(60),
+        )
+        .assert_success();
+    }
+    let made: Vec<String> = repo.log()[before..]
+        .iter()
+        .map(|c| c.subject.clone())
+        .collect();
+    assert_eq!(
+        made,
+        [
+            "unsharing: env",
+            "unsharing: env",
+            "unsharing: env",
+            "unclaiming: env"
+        ],
+        "one commit per reader, whichever reaper made it"
+    );
+    assert_eq!(repo.unclaimed(POOL), ["env"]);
+    assert_eq!(repo.file_at("main", SHARES), None);
+}
