@@ -160,7 +160,7 @@ pub enum Command {
         /// Release a claim a build holds
         #[arg(long)]
         force: bool,
-        /// With --force, on a lock held shared: give back only this holder's share (its id, as pool status shows it); the last one frees the lock
+        /// With --force, on a lock held shared: give back only this holder's share (its id: --force alone lists the holders); the last one frees the lock
         #[arg(long, value_name = "ID", requires = "force", conflicts_with = "all")]
         holder: Option<String>,
         /// With --force: free the lock for every holder of its shares at once, and repair an unreadable shares file; on a lock held by one build, the same as --force alone
