@@ -81,7 +81,7 @@ const DIRECTORY_ACTIONS: &[&str] = &[
     "check_unclaimed",
 ];
 /// Put params that go with an action.
-const PUT_MODIFIERS: &[&str] = &["idempotent", "priority", "wait_timeout"];
+const PUT_MODIFIERS: &[&str] = &["idempotent", "priority", "shared", "wait_timeout"];
 /// Get params of this resource (also allowed as a put's `get_params`).
 const GET_PARAMS: &[&str] = &["depth"];
 
@@ -675,6 +675,16 @@ impl Checker<'_> {
                 "{at} idempotent must be true or false, is {v}"
             ));
         }
+        if let Some(v) = map.get("shared").filter(|v| !v.is_boolean()) {
+            self.problem(format_args!("{at} shared must be true or false, is {v}"));
+        }
+        let shares = map.get("acquire").is_some_and(|v| v == &Value::Bool(true))
+            || map.get("claim").is_some_and(Value::is_string);
+        if map.contains_key("shared") && !shares {
+            self.problem(format_args!(
+                "{at} shared goes with acquire: true or claim: LOCK (one lock)"
+            ));
+        }
         let actions: Vec<&str> = PUT_ACTIONS
             .iter()
             .copied()
@@ -971,6 +981,7 @@ fn every_example_is_a_valid_pipeline_using_only_what_this_resource_has() {
         "claim-named-lock.yml",
         "wait-for-lock.yml",
         "several-locks-at-once.yml",
+        "shared-smoke-tests.yml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -1133,6 +1144,46 @@ fn a_sound_pool_pipeline_has_no_problems() {
 ",
     );
     assert_eq!(problems_of(&yaml), "");
+}
+
+#[test]
+fn the_checker_finds_a_shared_put_that_cannot_share() {
+    for (params, problem) in [
+        (
+            "{acquire: true, shared: yes-please}",
+            "shared must be true or false",
+        ),
+        (
+            "{acquire: 2, shared: true}",
+            "shared goes with acquire: true or claim: LOCK",
+        ),
+        (
+            "{release: env, shared: true}",
+            "shared goes with acquire: true or claim: LOCK",
+        ),
+    ] {
+        let yaml = pool_pipeline(
+            SOURCE,
+            &format!(
+                "
+  - put: env
+    resource: locks
+    params: {params}
+"
+            ),
+        );
+        let found = problems_of(&yaml);
+        assert!(found.contains(problem), "{params}: {found}");
+    }
+    let sound = pool_pipeline(
+        SOURCE,
+        "
+  - put: env
+    resource: locks
+    params: {claim: staging, shared: true}
+",
+    );
+    assert_eq!(problems_of(&sound), "");
 }
 
 #[test]

@@ -28,6 +28,7 @@ mod seam;
 mod secrets;
 mod serve;
 mod shared;
+mod shared_ops;
 mod shared_soak;
 mod transports;
 

@@ -720,6 +720,40 @@ fn shared_release(snap: &Snapshot, pool: &PoolPath, lock: &LockName) -> Error {
     }
 }
 
+/// An operator's `pool release L --force --all`: frees `lock` for every
+/// holder at once, one `unclaiming: L` that also clears its holders from
+/// the shares file. On a lock held by one build it is a plain release;
+/// when the shares file cannot be read, the commit clears the file too
+/// (the repair [`Shares::unreadable`] names), since who holds what cannot
+/// be known from it.
+pub fn plan_release_all(lock: &LockName, snap: &Snapshot, pool: &PoolPath) -> Result<Plan, Error> {
+    let blob = match snap.state_of(lock) {
+        None => {
+            return Err(Error::LockNotFound {
+                pool: pool.to_string(),
+                lock: lock.to_string(),
+            })
+        }
+        Some((LockState::Unclaimed, _)) => {
+            return Err(Error::NotClaimed {
+                pool: pool.to_string(),
+                lock: lock.to_string(),
+            })
+        }
+        Some((LockState::Claimed, blob)) => blob,
+    };
+    let clear = snap.shares.is_shared(lock) || snap.shares.unreadable.is_some();
+    Ok(
+        match move_lock(lock, blob, LockState::Claimed, Verb::Unclaiming) {
+            Plan::Commit(change) => Plan::Commit(Change {
+                share: clear.then(|| ShareEdit::Clear { lock: lock.clone() }),
+                ..change
+            }),
+            other => other,
+        },
+    )
+}
+
 /// `shared: true`: join a lock held shared that no waiter ahead wants
 /// alone, else take a free lock nobody ahead keeps. `acquire` prefers a
 /// lock already held shared, so that readers gather on few locks and the
@@ -1662,6 +1696,40 @@ mod tests {
         // Given back already: refused, so it can never free another's share.
         let err = run(unshare("r1"), &last).unwrap_err().to_string();
         assert!(err.contains("given back already"), "{err}");
+    }
+
+    #[test]
+    fn a_release_for_all_frees_a_shared_lock_and_clears_its_holders_in_one_commit() {
+        let s = shared_snap(
+            &["env", "other"],
+            &[],
+            &[("env", &["r1", "r2"]), ("other", &["r3"])],
+        );
+        let c =
+            commit(plan_release_all(&name("env"), &s, &PoolPath::new("pool").unwrap()).unwrap());
+        assert_eq!(c.subject, "unclaiming: env");
+        assert_eq!(c.share, Some(ShareEdit::Clear { lock: name("env") }));
+        let after = s.shares.after(c.share.as_ref().unwrap(), None);
+        assert!(!after.is_shared(&name("env")));
+        assert!(after.is_shared(&name("other")), "other locks keep theirs");
+        // One build's claim: a plain release, the shares file untouched.
+        let one = snap(&["env"], &[]);
+        let c =
+            commit(plan_release_all(&name("env"), &one, &PoolPath::new("pool").unwrap()).unwrap());
+        assert_eq!((c.subject.as_str(), c.share), ("unclaiming: env", None));
+        // An unreadable shares file is cleared by it.
+        let mut broken = snap(&["env"], &[]);
+        broken.shares = Shares::parse(b"{not json");
+        let c = commit(
+            plan_release_all(&name("env"), &broken, &PoolPath::new("pool").unwrap()).unwrap(),
+        );
+        assert_eq!(
+            broken
+                .shares
+                .after(c.share.as_ref().unwrap(), None)
+                .to_bytes(),
+            None
+        );
     }
 
     #[test]

@@ -152,7 +152,7 @@ pub enum Command {
         #[arg(long)]
         wait: bool,
     },
-    /// Release a lock; a build's claim needs --force --reason TEXT
+    /// Release a lock; a build's claim needs --force --reason TEXT, a lock held shared also --holder ID or --all
     Release {
         /// The lock
         #[arg(value_name = "LOCK", value_parser = LockName::new)]
@@ -160,6 +160,12 @@ pub enum Command {
         /// Release a claim a build holds
         #[arg(long)]
         force: bool,
+        /// With --force, on a lock held shared: give back only this holder's share (its id: --force alone lists the holders); the last one frees the lock
+        #[arg(long, value_name = "ID", requires = "force", conflicts_with = "all")]
+        holder: Option<String>,
+        /// With --force: free the lock for every holder of its shares at once, and repair an unreadable shares file; on a lock held by one build, the same as --force alone
+        #[arg(long, requires = "force")]
+        all: bool,
     },
     /// Hold the pool: acquire and claim wait until unhold (needs --reason)
     Hold,
@@ -349,15 +355,33 @@ pub fn run(
             claimed,
             metadata,
         } => change::add(cx, &lock, claimed, metadata.as_deref()),
-        Command::Remove { lock, force } => {
-            change::exec(cx, &Single::Remove(lock).into(), Guard { force }, false)
-        }
+        Command::Remove { lock, force } => change::exec(
+            cx,
+            &Single::Remove(lock).into(),
+            Guard {
+                force,
+                ..Guard::default()
+            },
+            false,
+        ),
         Command::Claim { lock, wait } => {
             change::exec(cx, &Single::Claim(lock).into(), Guard::default(), wait)
         }
-        Command::Release { lock, force } => {
-            change::exec(cx, &Single::Release(lock).into(), Guard { force }, false)
-        }
+        Command::Release {
+            lock,
+            force,
+            holder,
+            all,
+        } => change::exec(
+            cx,
+            &Single::Release(lock).into(),
+            Guard {
+                force,
+                holder: holder.as_deref(),
+                all,
+            },
+            false,
+        ),
         Command::Hold => hold::exec(cx, true),
         Command::Unhold => hold::exec(cx, false),
         Command::Dequeue { waiter } => line::exec(cx, &waiter),

@@ -52,7 +52,7 @@ pub fn add(
 pub fn exec(
     cx: &mut Context<'_>,
     op: &Operation,
-    guard: Guard,
+    guard: Guard<'_>,
     wait: bool,
 ) -> Result<Option<String>> {
     let mut t = cx.open()?;

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::commit::Actor;
 use crate::model::duration::ago;
 use crate::model::line::Ticket;
+use crate::model::shares::Holder;
 
 /// A build's status, `atc.BuildStatus`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -544,6 +545,17 @@ pub fn recorded(by: &Actor) -> Recorded<'_> {
         build_id: by.build_id.as_deref(),
         build_url: by.build_url.as_deref(),
         concourse: by.concourse.as_deref(),
+    }
+}
+
+/// What a shares file recorded of a holder's build: its `BUILD_ID` and
+/// its URL, the Concourse being the part of that URL before `/teams/` or
+/// `/builds/`.
+pub fn holding(holder: &Holder) -> Recorded<'_> {
+    Recorded {
+        build_id: holder.build_id.as_deref(),
+        build_url: holder.url.as_deref(),
+        concourse: None,
     }
 }
 

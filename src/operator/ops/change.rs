@@ -9,13 +9,16 @@ use crate::model::commit::CommitMeta;
 use crate::model::duration::{ago, utc};
 use crate::model::message::Verb;
 use crate::model::names::{LockName, PoolPath};
-use crate::model::pool::{plan, LockState, Operation, Plan, Single, Wait};
+use crate::model::pool::{
+    plan, plan_release_all, LockState, Operation, Plan, Single, Snapshot, Wait,
+};
+use crate::model::shares::Holder;
 use crate::operator::ops::{made, one, rounds, Actor, Done, Operator, STATUS_LOOKBACK};
 use crate::process::clock::now_unix;
 use crate::store::explain::explain;
 use crate::store::reads::{claim_of, lock_verbs};
 use crate::store::retry::Round;
-use crate::store::seam::{FileEdit, LockStore, Step};
+use crate::store::seam::{shares_edit, FileEdit, LockStore, Step};
 
 /// `pool init LOCK...`: the pool's `claimed/.gitkeep` and
 /// `unclaimed/.gitkeep` and the missing locks (unclaimed), one lock per
@@ -84,9 +87,15 @@ pub type WaitFn<'a> = &'a mut dyn FnMut(&str) -> Result<()>;
 
 /// What an operator's change to one lock needs besides the operation.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Guard {
+pub struct Guard<'a> {
     /// `--force`: release a build's claim, remove a claimed lock.
     pub force: bool,
+    /// `release --force --holder ID`: give back only this holder's share
+    /// of a lock held shared.
+    pub holder: Option<&'a str>,
+    /// `release --force --all`: free a lock held shared for every holder
+    /// at once (on a lock held by one build, a plain forced release).
+    pub all: bool,
 }
 
 /// `add`, `remove`, `claim`, `release` by an operator: one commit made as
@@ -115,7 +124,18 @@ pub fn change_lock(
         }
         tries.check_rejected(&snap.tip)?;
         let mut note = None;
+        let mut shares = Vec::new();
+        let mut planned = None;
         match op {
+            Operation::Single(Single::Release(lock))
+                if guard.holder.is_some()
+                    || guard.all
+                    || (snap.claimed.contains_key(lock) && snap.shares.is_shared(lock)) =>
+            {
+                let (p, ids) = release_shared(&snap, pool, lock, who, guard)?;
+                planned = Some(Ok(p));
+                shares = ids;
+            }
             Operation::Single(Single::Release(lock)) if snap.claimed.contains_key(lock) => {
                 let claim = claim_of(store, &snap.tip, pool, lock)?;
                 note = claim.as_ref().and_then(|c| claimed_with(c, lock, pool));
@@ -139,7 +159,8 @@ pub fn change_lock(
             }
             _ => {}
         }
-        let planned = plan(op, &snap, pool, &mut |n| fastrand::usize(..n));
+        let planned =
+            planned.unwrap_or_else(|| plan(op, &snap, pool, &mut |n| fastrand::usize(..n)));
         let change = match planned.map_err(|e| explain(store, e))? {
             Plan::Commit(change) => change,
             Plan::Satisfied(_) => {
@@ -160,13 +181,173 @@ pub fn change_lock(
             }
         };
         let subject = change.subject.clone();
-        let step = Step::new(change, who.message(&subject));
+        let step = operator_step(pool, &snap, change, who, &shares);
         Ok(match tries.commit(store, &snap, &[step])? {
             Some(id) => {
                 let mut done = one(&subject, id.to_string());
                 done.lines.extend(note.take());
                 Round::Done(done)
             }
+            None => Round::Again,
+        })
+    })
+}
+
+/// An operator's commit of `change`: the operator and reason trailers, a
+/// `Pool-Resource-Share` trailer for each share in `shares` it gives back,
+/// and the shares file as the change leaves it (a removed lock's holders
+/// go with it).
+fn operator_step(
+    pool: &PoolPath,
+    snap: &Snapshot,
+    change: crate::model::pool::Change,
+    who: &Operator,
+    shares: &[String],
+) -> Step {
+    let message = who.message_giving_back(&change.subject, shares);
+    Step {
+        files: shares_edit(pool, snap, &change, None).into_iter().collect(),
+        ..Step::new(change, message)
+    }
+}
+
+/// The words for a lock's holders: `BUILD as ID, ...`.
+fn holders_of(holders: &[Holder]) -> String {
+    holders
+        .iter()
+        .map(|h| format!("{} as {}", h.build, h.id))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `pool release L` of a lock held shared, or with `--holder`/`--all`:
+/// the plan, and the holder ids the commit gives back. Without
+/// `--holder ID` or `--all` a forced release is a usage error naming the
+/// holders (it cannot tell which to release); `--holder` naming no holder
+/// of the lock, or given for a lock held by one build, is refused.
+fn release_shared(
+    snap: &Snapshot,
+    pool: &PoolPath,
+    lock: &LockName,
+    who: &Operator,
+    guard: Guard<'_>,
+) -> Result<(Plan, Vec<String>)> {
+    let holders = snap.shares.holders(lock);
+    let named = || {
+        format!(
+            "lock {lock} of pool {pool} is held shared by {} ({})",
+            match holders.len() {
+                1 => "1 build".to_string(),
+                n => format!("{n} builds"),
+            },
+            holders_of(holders)
+        )
+    };
+    if !(guard.force && who.reason.is_some()) {
+        let what = if holders.is_empty() {
+            format!("releasing lock {lock} of pool {pool} for its holders")
+        } else {
+            named()
+        };
+        return Err(Error::bad_request(format!(
+            "{what}; giving back a build's share needs --force --reason TEXT with --holder ID (one share) or --all (every share)"
+        )));
+    }
+    if guard.all {
+        let ids = holders.iter().map(|h| h.id.clone()).collect();
+        return Ok((plan_release_all(lock, snap, pool)?, ids));
+    }
+    let Some(id) = guard.holder else {
+        return Err(Error::Usage(format!(
+            "{}: say which to release, --holder ID (that one share) or --all (every share, freeing the lock)",
+            named()
+        )));
+    };
+    if let Some(why) = &snap.shares.unreadable {
+        return Err(Error::Shared {
+            pool: pool.to_string(),
+            lock: lock.to_string(),
+            detail: format!(
+                "the pool's shares file cannot be read ({why}), so holder {id} cannot be found in it; pool release {lock} --force --all frees the lock and clears the file"
+            ),
+        });
+    }
+    if !snap.claimed.contains_key(lock) {
+        // Not found, or not claimed: as a plain release says it.
+        return Ok((
+            plan(
+                &Single::Release(lock.clone()).into(),
+                snap,
+                pool,
+                &mut |_| 0,
+            )?,
+            Vec::new(),
+        ));
+    }
+    if holders.is_empty() {
+        return Err(Error::bad_request(format!(
+            "lock {lock} of pool {pool} is held by one build, not shared, so it has no holder {id}; release it with --force alone"
+        )));
+    }
+    if snap.shares.find(lock, id).is_none() {
+        return Err(Error::bad_request(format!(
+            "{}, none of them {id}; nothing was committed",
+            named()
+        )));
+    }
+    let op: Operation = Single::Unshare {
+        lock: lock.clone(),
+        id: id.to_string(),
+    }
+    .into();
+    Ok((plan(&op, snap, pool, &mut |_| 0)?, vec![id.to_string()]))
+}
+
+/// Gives back `holder`'s share of `lock` (`unsharing: L`, or `unclaiming:
+/// L` when it is the last) only while that holder still holds it as it
+/// was looked at (same id, same since): one commit with `who`'s trailers
+/// and the share's; `None` (nothing committed) when it was given back
+/// since. What `pool reap` does for each holder it reaps.
+pub fn release_share(
+    store: &mut dyn LockStore,
+    pool: &PoolPath,
+    lock: &LockName,
+    holder: &Holder,
+    who: &Operator,
+) -> Result<Option<Done>> {
+    let doing = format!(
+        "giving back share {} of lock {lock} of pool {pool}",
+        holder.id
+    );
+    rounds(&doing, |tries| {
+        let snap = store.snapshot().map_err(|e| explain(store, e))?;
+        if let Some(found) = tries.recovery.recover(store)? {
+            return Ok(Round::Done(Some(Done {
+                lines: vec![format!(
+                    "an earlier push whose reply was lost did reach the branch: {} ({})",
+                    found.commit, found.lock
+                )],
+                commits: vec![found.commit.to_string()],
+            })));
+        }
+        tries.check_rejected(&snap.tip)?;
+        let still = snap.shares.find(lock, &holder.id);
+        if !snap.claimed.contains_key(lock) || still.is_none_or(|h| h.since != holder.since) {
+            return Ok(Round::Done(None));
+        }
+        let op: Operation = Single::Unshare {
+            lock: lock.clone(),
+            id: holder.id.clone(),
+        }
+        .into();
+        let change = match plan(&op, &snap, pool, &mut |_| 0)? {
+            Plan::Commit(change) => change,
+            Plan::Satisfied(_) | Plan::Wait(_) => return Ok(Round::Done(None)),
+        };
+        let subject = change.subject.clone();
+        let step = operator_step(pool, &snap, change, who, std::slice::from_ref(&holder.id));
+        Ok(match tries.commit(store, &snap, &[step])? {
+            Some(id) => Round::Done(Some(one(&subject, id.to_string()))),
             None => Round::Again,
         })
     })

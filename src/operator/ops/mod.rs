@@ -26,7 +26,7 @@ pub mod status;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::message::{commit_message, operator_trailers};
+use crate::model::message::{commit_message, operator_trailers, Trailer};
 use crate::process::log::Log;
 use crate::process::signal::Interrupt;
 use crate::store::explain::explain;
@@ -51,11 +51,16 @@ pub struct Operator {
 
 impl Operator {
     fn message(&self, subject: &str) -> String {
-        commit_message(
-            subject,
-            None,
-            &operator_trailers(&self.name, self.reason.as_deref()),
-        )
+        self.message_giving_back(subject, &[])
+    }
+
+    /// The message of a commit that gives back the shares `shares` of a
+    /// lock held shared: a `Pool-Resource-Share` trailer for each.
+    fn message_giving_back(&self, subject: &str, shares: &[String]) -> String {
+        let mut trailers = operator_trailers(&self.name, self.reason.as_deref());
+        let at = trailers.len() - 1;
+        trailers.splice(at..at, shares.iter().map(|id| (Trailer::Share, id.clone())));
+        commit_message(subject, None, &trailers)
     }
 }
 

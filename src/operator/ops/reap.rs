@@ -9,10 +9,11 @@ use crate::model::duration::ago;
 use crate::model::line::{Line, Ticket};
 use crate::model::names::{LockName, PoolPath};
 use crate::model::pool::{plan, LockState, Operation, Plan, Single};
+use crate::model::shares::{Holder, Shares};
 use crate::operator::concourse::build::{
-    judge, judge_ticket, BuildRef, DeadPolicy, Lookup, Target, Verdict,
+    holding, judge, judge_ticket, BuildRef, DeadPolicy, Lookup, Target, Verdict,
 };
-use crate::operator::ops::change::{change_lock, Guard};
+use crate::operator::ops::change::{change_lock, release_share, Guard};
 use crate::operator::ops::line::remove_ticket;
 use crate::operator::ops::status::{status, Since, Status};
 use crate::operator::ops::{one, rounds, Actor, Done, Operator};
@@ -35,8 +36,10 @@ pub struct Reaping<'a> {
 
 /// `reap`: releases the claims of the pool older than `older_than` seconds
 /// (by the claim commit's committer time; a claim beyond the look-back is
-/// older than the oldest commit seen), recording why. With `dry_run`, only
-/// says which.
+/// older than the oldest commit seen), recording why. A lock held shared
+/// is judged holder by holder, by the time each took its share: each
+/// holder reaped is one commit giving back its share (`unsharing: L`, the
+/// last `unclaiming: L`). With `dry_run`, only says which.
 pub fn reap(store: &mut dyn LockStore, job: &Reaping<'_>, older_than: i64) -> Result<Done> {
     let Reaping {
         branch,
@@ -50,8 +53,21 @@ pub fn reap(store: &mut dyn LockStore, job: &Reaping<'_>, older_than: i64) -> Re
         lines: Vec::new(),
     };
     let limit = st.now - older_than;
+    let shares = store.snapshot()?.shares;
     for p in &st.pools {
         for l in &p.locks {
+            if l.state == LockState::Claimed && shares.is_shared(&l.name) {
+                for h in shares.holders(&l.name).iter().filter(|h| h.since <= limit) {
+                    let held = ago(h.since, st.now);
+                    let why = format!(
+                        "{}'s share held for {held}, longer than {}",
+                        h.build,
+                        ago(0, older_than)
+                    );
+                    reap_share(store, job, &l.name, h, &why, &mut done)?;
+                }
+                continue;
+            }
             if l.state != LockState::Claimed || l.since.time() > limit {
                 continue;
             }
@@ -78,7 +94,10 @@ pub fn reap(store: &mut dyn LockStore, job: &Reaping<'_>, older_than: i64) -> Re
                 pool,
                 &Single::Release(lock).into(),
                 &reaper,
-                Guard { force: true },
+                Guard {
+                    force: true,
+                    ..Guard::default()
+                },
                 None,
             )?;
             done.commits.extend(one.commits);
@@ -92,6 +111,37 @@ pub fn reap(store: &mut dyn LockStore, job: &Reaping<'_>, older_than: i64) -> Re
         ));
     }
     Ok(done)
+}
+
+/// Gives back `holder`'s share of `lock` for `why` (fenced on the holder
+/// as looked at), or with `dry_run` says it would.
+fn reap_share(
+    store: &mut dyn LockStore,
+    job: &Reaping<'_>,
+    lock: &LockName,
+    holder: &Holder,
+    why: &str,
+    done: &mut Done,
+) -> Result<()> {
+    let named = format!("share {} of {lock}", holder.id);
+    if job.dry_run {
+        done.lines.push(format!("would give back {named}: {why}"));
+        return Ok(());
+    }
+    match release_share(store, job.pool, lock, holder, &reaper(job.who, why))? {
+        Some(one) => {
+            done.commits.extend(one.commits);
+            done.lines.extend(
+                one.lines
+                    .into_iter()
+                    .map(|l| format!("{l}: gave back {named}: {why}")),
+            );
+        }
+        None => done.lines.push(format!(
+            "kept {named}: given back since it was looked at ({why})"
+        )),
+    }
+    Ok(())
 }
 
 /// Releases `lock` of `pool` only while its claim is still commit `claim`:
@@ -226,7 +276,9 @@ pub fn reap_dead(
         commits: Vec::new(),
         lines: Vec::new(),
     };
-    let claims = held_claims(&st, dead.concourse, &mut done.lines);
+    let shares = store.snapshot()?.shares;
+    let claims = held_claims(&st, &shares, dead.concourse, &mut done.lines);
+    let held = held_shares(&st, &shares, dead.concourse, &mut done.lines);
     let tickets = waiting_tickets(&st, job.pool, dead.concourse, &mut done.lines);
     // No API, no reaping: every answer first.
     // In the order of the claims, then the tickets: the first names the
@@ -235,6 +287,7 @@ pub fn reap_dead(
     for r in claims
         .iter()
         .map(|c| &c.build)
+        .chain(held.iter().map(|h| &h.build))
         .chain(tickets.iter().map(|t| &t.build))
     {
         if !refs.contains(r) {
@@ -253,6 +306,9 @@ pub fn reap_dead(
     };
     for claim in &claims {
         reap_claim(store, job, &judged, claim, &mut done)?;
+    }
+    for share in &held {
+        reap_dead_share(store, job, &judged, share, &mut done)?;
     }
     for ticket in &tickets {
         reap_ticket(store, job, &judged, ticket, &mut done)?;
@@ -273,12 +329,22 @@ struct Judged<'a> {
     policy: DeadPolicy,
 }
 
-/// The claims of `st` held by a build whose Concourse is known; a line in
-/// `lines` for each claim kept unasked.
-fn held_claims(st: &Status, concourse: Option<&str>, lines: &mut Vec<String>) -> Vec<HeldClaim> {
+/// The claims of `st` held by one build whose Concourse is known; a line
+/// in `lines` for each claim kept unasked. Locks held shared are left to
+/// [`held_shares`].
+fn held_claims(
+    st: &Status,
+    shares: &Shares,
+    concourse: Option<&str>,
+    lines: &mut Vec<String>,
+) -> Vec<HeldClaim> {
     let mut claims = Vec::new();
     for p in &st.pools {
-        for l in p.locks.iter().filter(|l| l.state == LockState::Claimed) {
+        for l in p
+            .locks
+            .iter()
+            .filter(|l| l.state == LockState::Claimed && !shares.is_shared(&l.name))
+        {
             let (commit, by) = match &l.since {
                 Since::Commit { commit, by, .. } => (commit, by),
                 Since::Before { utc, .. } => {
@@ -320,6 +386,82 @@ fn held_claims(st: &Status, concourse: Option<&str>, lines: &mut Vec<String>) ->
         }
     }
     claims
+}
+
+/// One holder of a lock held shared, to ask Concourse about.
+struct HeldShare {
+    /// The lock.
+    lock: LockName,
+    /// The holder, as the shares file has it.
+    holder: Holder,
+    /// Its build.
+    build: BuildRef,
+    /// The build in words.
+    what: String,
+}
+
+/// The holders of the locks `st` shows claimed and `shares` held shared,
+/// each with its own build; a line in `lines` for each kept unasked.
+fn held_shares(
+    st: &Status,
+    shares: &Shares,
+    concourse: Option<&str>,
+    lines: &mut Vec<String>,
+) -> Vec<HeldShare> {
+    let mut held = Vec::new();
+    for p in &st.pools {
+        for l in p.locks.iter().filter(|l| l.state == LockState::Claimed) {
+            for h in shares.holders(&l.name) {
+                match crate::operator::concourse::build::find(holding(h), concourse) {
+                    Ok(r) => {
+                        let what = match &r.target {
+                            Target::Id(id) if h.build != r.describe() => {
+                                format!("{} (build {id})", h.build)
+                            }
+                            _ => h.build.clone(),
+                        };
+                        held.push(HeldShare {
+                            lock: l.name.clone(),
+                            holder: h.clone(),
+                            build: r,
+                            what,
+                        });
+                    }
+                    Err(why) => lines.push(format!(
+                        "kept share {} of {} ({}): {why}",
+                        h.id, l.name, h.build
+                    )),
+                }
+            }
+        }
+    }
+    held
+}
+
+/// Gives back `held`'s share if its build is dead, while that holder
+/// still holds it as looked at.
+fn reap_dead_share(
+    store: &mut dyn LockStore,
+    job: &Reaping<'_>,
+    judged: &Judged<'_>,
+    held: &HeldShare,
+    done: &mut Done,
+) -> Result<()> {
+    let Some(answer) = judged.answers.get(&held.build) else {
+        return Ok(());
+    };
+    match verdict(answer, holding(&held.holder), || {
+        judge(&held.what, answer, judged.now, judged.policy)
+    }) {
+        Verdict::Keep(why) => {
+            done.lines.push(format!(
+                "kept share {} of {}: {why}",
+                held.holder.id, held.lock
+            ));
+            Ok(())
+        }
+        Verdict::Reap(why) => reap_share(store, job, &held.lock, &held.holder, &why, done),
+    }
 }
 
 /// The live tickets of `st`'s line whose Concourse is known; a line in
