@@ -27,6 +27,7 @@ mod rerun;
 mod seam;
 mod secrets;
 mod serve;
+mod shared_views;
 mod transports;
 
 use std::path::{Path, PathBuf};
