@@ -276,3 +276,50 @@ fn every_view_shows_each_holder_of_a_shared_lock_and_the_kind_of_each_waiter() {
     writer.kill();
     reader.kill();
 }
+
+#[test]
+#[ignore = "needs promtool: run by ci/test.sh with --include-ignored"]
+fn the_holder_and_waiter_metrics_by_kind_pass_promtool() {
+    let repo = LockRepo::new("main");
+    let local = source(&repo.path().display().to_string(), "main", POOL);
+    pool(&local, &["--as", "ops", "init", "env"]).assert_success();
+    let daemon = GitDaemon::start(repo.root());
+    let src = source(&daemon.url("locks.git"), "main", POOL);
+    let inputs = Inputs::new();
+    share(&src, &inputs, "1", "r1");
+    share(&src, &inputs, "2", "r2");
+    let server = Server::start_args(
+        &json!({"uri": daemon.url("locks.git"), "branch": "main"}),
+        "1s",
+        &[],
+        &[],
+    );
+    server.wait_for_status("env held shared", |s| {
+        s["pools"][0]["locks"][0]["shared"] == true
+    });
+    let metrics = server.get("/metrics").body;
+    assert!(
+        metrics.contains("# TYPE pool_resource_lock_holders gauge"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("# TYPE pool_resource_waiters_by_kind gauge"),
+        "{metrics}"
+    );
+    let mut check = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting promtool");
+    std::io::Write::write_all(&mut check.stdin.take().expect("stdin"), metrics.as_bytes())
+        .expect("feeding promtool");
+    let out = check.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
