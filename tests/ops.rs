@@ -850,15 +850,17 @@ fn status_lists_each_pools_waiters_in_order_with_priorities_and_marks_expired_on
     assert!(at("b ") < at("line: 3 waiting"), "under the locks: {text}");
     assert_eq!(at("line: 3 waiting") + 1, at("    1. "), "{text}");
     assert!(
-        rows[at("    1. ")].contains("main/app/hotfix #3  acquire: 2, priority 10, waiting 1m"),
+        rows[at("    1. ")]
+            .contains("main/app/hotfix #3  acquire: 2, exclusive, priority 10, waiting 1m"),
         "{text}"
     );
     assert!(
-        rows[at("    2. ")].contains("main/app/deploy #41  acquire, priority 0, waiting 10m"),
+        rows[at("    2. ")]
+            .contains("main/app/deploy #41  acquire, exclusive, priority 0, waiting 10m"),
         "{text}"
     );
     assert!(
-        rows[at("    3. ")].contains("main/app/test #9  claim: b, priority 0"),
+        rows[at("    3. ")].contains("main/app/test #9  claim: b, exclusive, priority 0"),
         "{text}"
     );
     assert!(rows[at("t-lapsed")].contains("expired"), "{text}");

@@ -379,8 +379,18 @@ fn chromium_shows_build_links_timeline_bars_hostile_names_as_text_and_a_later_cl
         .find(r#"<a class="build" href="https://ci.example.com/teams/main/pipelines/app/jobs/deploy/builds/50" rel="noreferrer">main/app/deploy #50</a>"#)
         .unwrap_or_else(|| panic!("no link to the waiting build in\n{dom}"));
     assert!(hostile < old, "priority 5 is served first:\n{dom}");
-    assert!(dom.contains("claim: qa, priority 5, waiting 2m"), "{dom}");
-    assert!(dom.contains("acquire, priority 0, waiting 10m"), "{dom}");
+    assert!(
+        dom.contains(
+            r#"claim: qa, <span class="kind exclusive">exclusive</span>, priority 5, waiting 2m"#
+        ),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(
+            r#"acquire, <span class="kind exclusive">exclusive</span>, priority 0, waiting 10m"#
+        ),
+        "{dom}"
+    );
     assert!(!dom.contains("<script>alert('line')"), "{dom}");
     assert!(
         dom.contains(

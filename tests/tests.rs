@@ -30,6 +30,7 @@ mod serve;
 mod shared;
 mod shared_ops;
 mod shared_soak;
+mod shared_views;
 mod transports;
 
 use std::path::{Path, PathBuf};

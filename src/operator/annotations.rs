@@ -317,6 +317,74 @@ fn claim_annotation(i: &Interval, now: i64, before: bool) -> Annotation {
     }
 }
 
+/// One share of a lock held shared: a claim of its own, tagged `shared`
+/// and `share:ID`, found again by its holder id (stable whether its start
+/// is in the history read or not). `start` is its commit and time (`None`
+/// for the commit when it lies before the history read).
+fn share_annotation(e: &Event, read_from: i64, now: i64) -> Option<Annotation> {
+    let (pool, lock, id, commit, at, by, ended) = match e {
+        Event::Share {
+            pool,
+            lock,
+            id,
+            commit,
+            at,
+            by,
+            ended,
+        } => (
+            pool.clone(),
+            lock.clone(),
+            id.clone(),
+            commit.clone(),
+            *at,
+            by.clone(),
+            ended.as_deref().cloned(),
+        ),
+        _ => return None,
+    };
+    let end = ended.as_ref().map_or(now, |e| e.1);
+    let i = Interval {
+        pool,
+        lock: crate::model::names::LockName::new(&lock).ok()?,
+        claimed_commit: commit.clone().unwrap_or_default(),
+        claimed_at: at,
+        claimed_by: by,
+        released_commit: ended.as_ref().map(|e| e.0.clone()),
+        released_at: ended.as_ref().map(|e| e.1),
+        released_by: ended.map(|e| e.2),
+        seconds: (end - at).max(0),
+        build_status: None,
+    };
+    let mut a = claim_annotation(&i, now, commit.is_none() && at <= read_from);
+    a.tags.retain(|t| !t.starts_with(CLAIM_TAG));
+    a.tags.push("shared".into());
+    a.tags.push(format!("share:{id}"));
+    a.tags.push(format!("{CLAIM_TAG}share:{id}"));
+    a.text = a.text.replacen(" held lock ", " held a share of lock ", 1);
+    a.title.push_str(" (shared)");
+    a.commit = commit;
+    Some(a)
+}
+
+/// A share still held whose start the history read did not see: from the
+/// pool's shares file (its holder's own `since`).
+fn held_share(pool: &str, lock: &str, h: &crate::model::shares::Holder) -> Event {
+    Event::Share {
+        pool: pool.to_string(),
+        lock: lock.to_string(),
+        id: h.id.clone(),
+        commit: None,
+        at: h.since,
+        by: Actor {
+            build: Some(h.build.clone()),
+            build_id: h.build_id.clone(),
+            build_url: h.url.clone(),
+            ..Actor::default()
+        },
+        ended: None,
+    }
+}
+
 fn event_annotation(e: &Event, now: i64) -> Annotation {
     let (kind, pool, commit, at, by, end) = match e {
         Event::Hold {
@@ -326,6 +394,10 @@ fn event_annotation(e: &Event, now: i64) -> Annotation {
             by,
             ended,
         } => (Kind::Hold, pool, commit, *at, by, ended.unwrap_or(now)),
+        // Shares are answered by `share_annotation`; this names one alone.
+        Event::Share {
+            pool, id, at, by, ..
+        } => (Kind::Claim, pool, id, *at, by, *at),
         Event::Dequeue {
             pool,
             commit,
@@ -360,7 +432,7 @@ fn event_annotation(e: &Event, now: i64) -> Annotation {
                 holder_html(by)
             ),
         ),
-        Event::Release { .. } | Event::Dequeue { .. } => {
+        Event::Release { .. } | Event::Dequeue { .. } | Event::Share { .. } => {
             let build = match e {
                 Event::Dequeue { build, .. } => build.as_str(),
                 _ => "",
@@ -399,9 +471,32 @@ fn event_annotation(e: &Event, now: i64) -> Annotation {
 /// its operator events (with a hold older than the history, from the
 /// status). `now` is the time of the answer, Unix seconds.
 pub fn all(read: &Read, now: i64, extra_tags: &[String]) -> Vec<Annotation> {
+    // A lock held shared is one claim in the history (first share to last
+    // release) but a hold per share: each share is answered on its own.
+    let mut starts = std::collections::BTreeSet::new();
+    let mut ends = std::collections::BTreeSet::new();
+    let mut held_shares = std::collections::BTreeSet::new();
+    for e in &read.annotations.events {
+        if let Event::Share {
+            pool,
+            lock,
+            id,
+            commit,
+            ended,
+            ..
+        } = e
+        {
+            starts.extend(commit.as_deref());
+            match ended {
+                Some(end) => ends.insert(end.0.as_str()),
+                None => held_shares.insert((pool.as_str(), lock.as_str(), id.as_str())),
+            };
+        }
+    }
     let mut out: Vec<Annotation> = read
         .history
         .iter()
+        .filter(|i| !starts.contains(i.claimed_commit.as_str()))
         .map(|i| claim_annotation(i, now, false))
         .collect();
     let open: std::collections::BTreeSet<(&str, &str)> = read
@@ -412,6 +507,15 @@ pub fn all(read: &Read, now: i64, extra_tags: &[String]) -> Vec<Annotation> {
         .collect();
     for p in &read.status.pools {
         for l in p.locks.iter().filter(|l| l.state == LockState::Claimed) {
+            if l.shared {
+                for h in &l.holders {
+                    if !held_shares.contains(&(p.pool.as_str(), l.name.as_str(), h.id.as_str())) {
+                        let e = held_share(&p.pool, l.name.as_str(), h);
+                        out.extend(share_annotation(&e, read.annotations.read_from, now));
+                    }
+                }
+                continue;
+            }
             if open.contains(&(p.pool.as_str(), l.name.as_str())) {
                 continue;
             }
@@ -461,7 +565,7 @@ pub fn all(read: &Read, now: i64, extra_tags: &[String]) -> Vec<Annotation> {
                 at,
                 by,
             } => {
-                if released.contains(commit.as_str()) {
+                if released.contains(commit.as_str()) || ends.contains(commit.as_str()) {
                     continue;
                 }
                 let Ok(lock) = crate::model::names::LockName::new(lock) else {
@@ -483,6 +587,9 @@ pub fn all(read: &Read, now: i64, extra_tags: &[String]) -> Vec<Annotation> {
                     build_status: None,
                 };
                 out.push(claim_annotation(&i, now, true));
+            }
+            Event::Share { .. } => {
+                out.extend(share_annotation(e, read.annotations.read_from, now));
             }
             _ => out.push(event_annotation(e, now)),
         }

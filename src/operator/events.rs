@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use crate::error::Result;
 use crate::model::commit::{Actor, CommitMeta};
-use crate::model::message::Parsed;
+use crate::model::message::{Parsed, Trailer, Verb};
+use crate::model::shares::Shares;
 use crate::store::reads::{changed, lock_verbs};
 use crate::store::seam::{LockStore, HISTORY_WALK_LIMIT};
 
@@ -56,6 +57,28 @@ pub enum Event {
         /// Who released it.
         by: Actor,
     },
+    /// One build's share of a lock held shared (`shared: true`): from its
+    /// `claiming:`/`sharing:` commit to the `unsharing:`/`unclaiming:`
+    /// commit with the same `Pool-Resource-Share` id (or a release of the
+    /// whole lock).
+    Share {
+        /// The pool.
+        pool: String,
+        /// The lock.
+        lock: String,
+        /// The holder id (the trailer's value).
+        id: String,
+        /// The commit that took it; `None` when it lies before the history
+        /// read (only its end was seen).
+        commit: Option<String>,
+        /// Its committer time (the history's start when not seen).
+        at: i64,
+        /// Who took it (who gave it back, when the start was not seen).
+        by: Actor,
+        /// The commit that ended it, its time and maker; `None` while held
+        /// (boxed: most events are not shares).
+        ended: Option<Box<(String, i64, Actor)>>,
+    },
 }
 
 /// The operator's events of `pools` in the history kept since `since`
@@ -76,7 +99,8 @@ pub fn operator_events(
         }
         oldest = Some(c.time);
         let release = lock_verbs(c).iter().any(|(v, _)| !v.leaves_claimed());
-        if release || operator_subject(&c.message).is_some() {
+        let share = Parsed::new(&c.message).trailer(Trailer::Share).is_some();
+        if release || share || operator_subject(&c.message).is_some() {
             found.push(c.clone());
         }
         false
@@ -88,7 +112,9 @@ pub fn operator_events(
     // Newest first: an unhold is seen before the hold it ends.
     let mut lifted: BTreeMap<String, i64> = BTreeMap::new();
     let mut events = Vec::new();
+    let mut shares = ShareEnds::default();
     for c in &found {
+        shares.see(store, c, pools, &mut events)?;
         for (verb, lock) in lock_verbs(c) {
             if verb.leaves_claimed() {
                 continue;
@@ -132,11 +158,96 @@ pub fn operator_events(
             }),
         }
     }
+    shares.before_look_back(read_from, &mut events);
     Ok(History {
         events,
         read_from,
         complete: !cut && !stopped,
     })
+}
+
+/// The ends of shares seen walking newest first, waiting for their start.
+#[derive(Default)]
+struct ShareEnds {
+    /// (pool, lock, holder id) → the commit that gave that share back.
+    by_id: BTreeMap<(String, String, String), (String, i64, Actor)>,
+    /// (pool, lock) → the oldest release of the whole lock seen so far:
+    /// the nearest after a share whose own end was not seen (`pool
+    /// release --force --all`).
+    released: BTreeMap<(String, String), (String, i64, Actor)>,
+}
+
+impl ShareEnds {
+    /// Takes in commit `c` (walking newest first): a share's end is kept,
+    /// a share's start becomes an [`Event::Share`] with its end.
+    fn see(
+        &mut self,
+        store: &mut dyn LockStore,
+        c: &CommitMeta,
+        pools: &[String],
+        events: &mut Vec<Event>,
+    ) -> Result<()> {
+        let id = Parsed::new(&c.message).trailer(Trailer::Share);
+        for (verb, lock) in lock_verbs(c) {
+            for pool in pools {
+                let end = (c.id.clone(), c.time, Actor::of(c));
+                let Some(id) = id else {
+                    if verb == Verb::Unclaiming
+                        && changed(store, c, &format!("{pool}/claimed/{lock}"))?
+                    {
+                        self.released.insert((pool.clone(), lock.to_string()), end);
+                    }
+                    continue;
+                };
+                // Every share commit writes the pool's shares file.
+                if !changed(store, c, &format!("{}/{pool}.json", Shares::DIR))? {
+                    continue;
+                }
+                let key = (pool.clone(), lock.to_string(), id.to_string());
+                match verb {
+                    Verb::Unsharing | Verb::Unclaiming => {
+                        if verb == Verb::Unclaiming {
+                            self.released
+                                .insert((pool.clone(), lock.to_string()), end.clone());
+                        }
+                        self.by_id.insert(key, end);
+                    }
+                    Verb::Claiming | Verb::Sharing => {
+                        let ended = self.by_id.remove(&key).or_else(|| {
+                            self.released.get(&(key.0.clone(), key.1.clone())).cloned()
+                        });
+                        events.push(Event::Share {
+                            pool: key.0,
+                            lock: key.1,
+                            id: key.2,
+                            commit: Some(c.id.clone()),
+                            at: c.time,
+                            by: Actor::of(c),
+                            ended: ended.map(Box::new),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The shares whose end was seen and whose start lies before the
+    /// history read (`read_from`).
+    fn before_look_back(self, read_from: i64, events: &mut Vec<Event>) {
+        for ((pool, lock, id), (commit, at, by)) in self.by_id {
+            events.push(Event::Share {
+                pool,
+                lock,
+                id,
+                commit: None,
+                at: read_from.min(at),
+                by: by.clone(),
+                ended: Some(Box::new((commit, at, by))),
+            });
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -3,9 +3,10 @@
 //! each family with its HELP and TYPE lines.
 //!
 //! Labels: `source` (the repository's URI, without credentials) and
-//! `branch` on everything, `pool`, `state` and `lock` where they apply.
+//! `branch` on everything, `pool`, `state`, `lock` and `kind` (`shared` or
+//! `exclusive`: `lock_holders`, `waiters_by_kind`) where they apply.
 //!
-//! The line's gauges (`waiters`, `oldest_wait_seconds`) count the tickets
+//! The line's gauges (`waiters`, `waiters_by_kind`, `oldest_wait_seconds`) count the tickets
 //! live at `now`, not at the read: a lease lapses without a commit, and
 //! the board is read again only when the tip moves.
 
@@ -77,7 +78,7 @@ pub fn render(board: &Board, now: i64) -> String {
     f.head(
         "lock_held_seconds",
         "gauge",
-        "Seconds each claimed lock has been held (at least, when the claim is older than the look-back).",
+        "Seconds each claimed lock has been held (at least, when the claim is older than the look-back); for a lock held shared, by its longest-standing holder.",
     );
     for v in &board.views {
         let Some(read) = &v.read else { continue };
@@ -91,8 +92,37 @@ pub fn render(board: &Board, now: i64) -> String {
                         ("pool", &p.pool),
                         ("lock", l.name.as_str()),
                     ],
-                    (now - l.since.time()).max(0),
+                    (now - l.held_since()).max(0),
                 );
+            }
+        }
+    }
+    f.head(
+        "lock_holders",
+        "gauge",
+        "Builds holding each lock, by kind: shared (shared: true puts, any number) or exclusive (0 or 1).",
+    );
+    for v in &board.views {
+        let Some(read) = &v.read else { continue };
+        for p in &read.status.pools {
+            for l in &p.locks {
+                let claimed = l.state == LockState::Claimed;
+                for (kind, n) in [
+                    ("shared", l.holders.len()),
+                    ("exclusive", usize::from(claimed && !l.shared)),
+                ] {
+                    f.sample(
+                        "lock_holders",
+                        &[
+                            ("source", &v.uri),
+                            ("branch", &v.branch),
+                            ("pool", &p.pool),
+                            ("lock", l.name.as_str()),
+                            ("kind", kind),
+                        ],
+                        n,
+                    );
+                }
             }
         }
     }
@@ -180,6 +210,29 @@ pub fn render(board: &Board, now: i64) -> String {
                 &[("source", &v.uri), ("branch", &v.branch), ("pool", &p.pool)],
                 p.waiting(now).0,
             );
+        }
+    }
+    f.head(
+        "waiters_by_kind",
+        "gauge",
+        "Puts waiting in the pool's line (live tickets) by the hold they want: shared or exclusive.",
+    );
+    for v in &board.views {
+        let Some(read) = &v.read else { continue };
+        for p in &read.status.pools {
+            let live = p.line_file.live(now);
+            for (kind, shared) in [("shared", true), ("exclusive", false)] {
+                f.sample(
+                    "waiters_by_kind",
+                    &[
+                        ("source", &v.uri),
+                        ("branch", &v.branch),
+                        ("pool", &p.pool),
+                        ("kind", kind),
+                    ],
+                    live.iter().filter(|t| t.shared == shared).count(),
+                );
+            }
         }
     }
     f.head(
@@ -278,6 +331,8 @@ mod tests {
                 dead,
                 ..BuildState::unknown("x")
             }),
+            shared: false,
+            holders: Vec::new(),
         };
         let read = crate::operator::watch::Read {
             status: Status {
@@ -296,6 +351,8 @@ mod tests {
                     line: Vec::new(),
                     line_unreadable: None,
                     line_file: Default::default(),
+                    shares_unreadable: None,
+                    shares: Default::default(),
                 }],
             },
             history: Vec::new(),
@@ -342,6 +399,8 @@ mod tests {
             line: Vec::new(),
             line_unreadable: None,
             line_file: Line::parse(file.to_string().as_bytes()),
+            shares_unreadable: None,
+            shares: Default::default(),
         };
         let board = Board {
             refresh: Some(30),

@@ -22,8 +22,9 @@ use crate::model::duration::{ago, utc};
 use crate::model::message::Verb;
 use crate::model::names::{LockName, LockState};
 use crate::model::pool::Hold;
+use crate::model::shares::Holder;
 use crate::operator::ops::history::Interval;
-use crate::operator::ops::status::{waiters, LockStatus, PoolStatus, Since, Waiter};
+use crate::operator::ops::status::{kind_of, waiters, LockStatus, PoolStatus, Since, Waiter};
 use crate::operator::watch::{Board, Read, View};
 
 /// The timeline's span.
@@ -101,6 +102,8 @@ pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:.8rem;margin:.25rem 0;
 .line{background:var(--card);border:1px solid var(--line);border-left:6px solid var(--hold);border-radius:6px;padding:.5rem .75rem;margin-top:.6rem;overflow-wrap:anywhere}
 .line h4{font-size:1rem;margin:0 0 .25rem}.line ol,.line ul{margin:0;padding-left:1.5rem}.line li{margin:.15rem 0}
 .waiter.expired{color:var(--muted);text-decoration:line-through}
+.holders{margin:.25rem 0 0;padding-left:1.25rem}.holder{overflow-wrap:anywhere}
+.kind{font-weight:600}.kind.shared{color:var(--free)}.kind.exclusive{color:var(--claimed)}
 "#;
 
 /// The Content-Security-Policy of the page: nothing but its own style.
@@ -294,6 +297,7 @@ fn line_card(pool: &PoolStatus, line: &[Waiter], now: i64) -> Markup {
                         @for w in &live {
                             li.waiter value=(w.position.unwrap_or(0)) {
                                 (waiter_build(w)) " — " (w.wants.describe())
+                                ", " (kind_badge(w.shared))
                                 ", priority " (w.priority)
                                 ", waiting " (ago(w.arrived, now)) " (since " (w.arrived_utc) ")"
                                 " " span.muted { "ticket " (w.id) }
@@ -307,6 +311,7 @@ fn line_card(pool: &PoolStatus, line: &[Waiter], now: i64) -> Markup {
                         @for w in &expired {
                             li.waiter.expired {
                                 (waiter_build(w)) " — " (w.wants.describe())
+                                ", " (kind_of(w.shared))
                                 " " span.muted { "ticket " (w.id) }
                             }
                         }
@@ -315,6 +320,11 @@ fn line_card(pool: &PoolStatus, line: &[Waiter], now: i64) -> Markup {
             }
         }
     }
+}
+
+/// Whether a waiter wants a shared hold or an exclusive one, marked.
+fn kind_badge(shared: bool) -> Markup {
+    html! { span class={ "kind " (kind_of(shared)) } { (kind_of(shared)) } }
 }
 
 fn waiter_build(w: &Waiter) -> Markup {
@@ -382,7 +392,7 @@ fn lock_card(read: &Read, pool: &PoolStatus, lock: &LockStatus, now: i64) -> Mar
             div.name { (lock.name) }
             div {
                 span class={ "state " (class) } {
-                    @if claimed { "● claimed" } @else if held.is_some() { "○ free, not takeable" } @else { "○ free" }
+                    @if lock.shared { "● claimed, shared" } @else if claimed { "● claimed" } @else if held.is_some() { "○ free, not takeable" } @else { "○ free" }
                 }
             }
             @if let Some(hold) = held {
@@ -392,6 +402,9 @@ fn lock_card(read: &Read, pool: &PoolStatus, lock: &LockStatus, now: i64) -> Mar
                     "; acquire and claim wait until it is unheld."
                 }
             }
+            @if lock.shared {
+                (shared_holders(lock, now))
+            } @else {
             @match &lock.since {
                 Since::Commit { time, by, verb, .. } => {
                     div.who {
@@ -407,6 +420,7 @@ fn lock_card(read: &Read, pool: &PoolStatus, lock: &LockStatus, now: i64) -> Mar
                     div.muted { "since before " (utc(*time)) " (" @if claimed { "held" } @else { "free" } " for over " (ago(*time, now)) ")" }
                 }
             }
+            }
             @if let Some(b) = &lock.build_status {
                 @if b.dead {
                     div.buildstate.dead { "Build " (b.describe(now)) }
@@ -417,6 +431,38 @@ fn lock_card(read: &Read, pool: &PoolStatus, lock: &LockStatus, now: i64) -> Mar
             @if let Some(m) = metadata {
                 details { summary { "metadata" } pre { (m) } }
             }
+        }
+    }
+}
+
+/// The holders of a lock held shared: how many since when, then each one
+/// (its build, linked when http(s), since when, its share id).
+fn shared_holders(lock: &LockStatus, now: i64) -> Markup {
+    html! {
+        div.who { "Held shared by " (lock.holders.len()) }
+        div.muted {
+            @match &lock.since {
+                Since::Commit { time, .. } => { "for " (ago(*time, now)) " (since " (utc(*time)) ")" }
+                Since::Before { time, .. } => { "since before " (utc(*time)) }
+            }
+        }
+        ul.holders aria-label={ "Holders of " (lock.name) } {
+            @for h in &lock.holders {
+                li.holder {
+                    (holder_build(h))
+                    ", for " (ago(h.since, now)) " (since " (utc(h.since)) ")"
+                    " " span.muted { "share " (h.id) }
+                }
+            }
+        }
+    }
+}
+
+fn holder_build(h: &Holder) -> Markup {
+    html! {
+        @match h.url.as_deref().and_then(safe_url) {
+            Some(url) => { a.build href=(url) rel="noreferrer" { (h.build) } }
+            None => { (h.build) }
         }
     }
 }
@@ -549,6 +595,8 @@ mod tests {
             },
             for_seconds: 60,
             build_status: None,
+            shared: false,
+            holders: Vec::new(),
         };
         let status = Status {
             branch: "main".into(),
@@ -566,6 +614,8 @@ mod tests {
                 line: Vec::new(),
                 line_unreadable: None,
                 line_file: crate::model::line::Line::default(),
+                shares_unreadable: None,
+                shares: Default::default(),
             }],
         };
         let history = vec![Interval {
@@ -674,7 +724,7 @@ mod tests {
             .expect("t2 listed with its link");
         assert!(first < second, "served in the order they joined");
         assert!(
-            page.contains("claim: qa, priority 0, waiting 1m10s"),
+            page.contains("claim: qa, <span class=\"kind exclusive\">exclusive</span>, priority 0, waiting 1m10s"),
             "{page}"
         );
         assert!(!page.contains("<script>x") && !page.contains("href=\"javascript"));
@@ -693,5 +743,47 @@ mod tests {
         assert_eq!(Window::parse("7d"), Ok(Window::Week));
         let err = Window::parse("forever").unwrap_err();
         assert!(err.contains("24h or 7d"), "{err}");
+    }
+
+    #[test]
+    fn a_lock_held_shared_lists_its_holders_escaped_and_the_line_marks_each_waiters_kind() {
+        let mut b = board("env", "b #1", "https://x", "");
+        let holder = |id: &str, build: &str, url: &str| Holder {
+            id: id.into(),
+            build: build.into(),
+            build_id: None,
+            url: Some(url.into()),
+            since: 1030,
+        };
+        let file = serde_json::json!({"tickets": [
+            {"id": "w", "build": "main/app/deploy #5", "wants": {"acquire": 1},
+             "arrived": 1000, "seq": 1, "renewed": 1050, "lease": 300},
+            {"id": "r", "build": "main/app/probe #6", "wants": {"acquire": 1}, "shared": true,
+             "arrived": 1001, "seq": 2, "renewed": 1050, "lease": 300}
+        ]});
+        if let Some(read) = b.views[0].read.as_mut() {
+            let pool = &mut read.status.pools[0];
+            pool.locks[0].shared = true;
+            pool.locks[0].holders = vec![
+                holder("s1", "main/app/smoke #1", "https://ci/builds/1"),
+                holder("s2", "<script>x</script> #2", "javascript:alert(1)"),
+            ];
+            pool.line_file = crate::model::line::Line::parse(file.to_string().as_bytes());
+        }
+        let page = render(&b, 1060, Window::Day, Mode::Served);
+        assert!(page.contains("● claimed, shared"), "{page}");
+        assert!(page.contains("Held shared by 2"), "{page}");
+        assert!(
+            page.contains(r#"<a class="build" href="https://ci/builds/1" rel="noreferrer">main/app/smoke #1</a>, for 30.0s"#),
+            "{page}"
+        );
+        assert!(page.contains("share s2"), "{page}");
+        assert!(!page.contains("<script>x") && !page.contains("href=\"javascript"));
+        assert!(page.contains("&lt;script&gt;x&lt;/script&gt; #2"), "{page}");
+        let deploy = page
+            .find("main/app/deploy #5 — acquire, <span class=\"kind exclusive\">exclusive</span>");
+        let probe =
+            page.find("main/app/probe #6 — acquire, <span class=\"kind shared\">shared</span>");
+        assert!(deploy.is_some() && probe.is_some(), "{page}");
     }
 }

@@ -273,7 +273,9 @@ impl Builds {
             .pools
             .iter()
             .flat_map(|p| p.locks.iter())
-            .filter(|l| l.state == LockState::Claimed)
+            // A lock held shared: its claim names the first reader, who may
+            // be gone; its holders are listed instead.
+            .filter(|l| l.state == LockState::Claimed && !l.shared)
             .filter_map(|l| match &l.since {
                 Since::Commit { by, .. } => Some(by.clone()),
                 Since::Before { .. } => None,
@@ -282,7 +284,11 @@ impl Builds {
         let refs: Vec<&Actor> = holders.iter().collect();
         self.states(&refs);
         for p in &mut st.pools {
-            for l in p.locks.iter_mut().filter(|l| l.state == LockState::Claimed) {
+            for l in p
+                .locks
+                .iter_mut()
+                .filter(|l| l.state == LockState::Claimed && !l.shared)
+            {
                 if let Since::Commit { by, .. } = &l.since {
                     l.build_status = self.known_state(by);
                 }

@@ -20,6 +20,7 @@ use crate::model::line::{Line, Ticket, Wants};
 use crate::model::message::Verb;
 use crate::model::names::{LockName, PoolPath};
 use crate::model::pool::{Hold, LockState};
+use crate::model::shares::{Holder, Shares};
 use crate::operator::concourse::build::BuildState;
 use crate::operator::ops::{find_pools, tip_of, Actor, STATUS_LOOKBACK};
 use crate::process::clock::now_unix;
@@ -79,6 +80,27 @@ pub struct LockStatus {
     /// is configured and a build holds the lock.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build_status: Option<BuildState>,
+    /// Whether it is held shared (`shared: true` puts); absent in JSON
+    /// when it is not, so an exclusive lock reads as before.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
+    /// Who holds it shared, in the order they took their share (from the
+    /// pool's shares file); absent in JSON when it is not held shared.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holders: Vec<Holder>,
+}
+
+impl LockStatus {
+    /// Since when its longest-standing holder holds it, Unix seconds: the
+    /// oldest share of a lock held shared (the first reader may be gone),
+    /// else [`Since::time`].
+    pub fn held_since(&self) -> i64 {
+        self.holders
+            .iter()
+            .map(|h| h.since)
+            .min()
+            .unwrap_or_else(|| self.since.time())
+    }
 }
 
 /// One pool in [`Status`].
@@ -97,6 +119,13 @@ pub struct PoolStatus {
     /// then counts as empty until the next write replaces the file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line_unreadable: Option<String>,
+    /// Why the shares file could not be read, when it could not (every
+    /// claimed lock then counts as held by one build).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shares_unreadable: Option<String>,
+    /// The shares file as read: who holds which lock shared.
+    #[serde(skip)]
+    pub shares: Shares,
     /// The line file as read, so that [`Status::at`] can tell again which
     /// tickets are live later on (a lease lapses without any commit).
     #[serde(skip)]
@@ -131,6 +160,10 @@ pub struct Waiter {
     /// What it waits for: `{"acquire": N}` or `{"claim": [L, ..]}`, as in
     /// the line file.
     pub wants: Wants,
+    /// Whether it waits for a shared hold (`shared: true`); absent in JSON
+    /// for an exclusive one, as in the line file.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
     /// Its priority (higher goes first).
     pub priority: i64,
     /// When it joined the line, Unix seconds.
@@ -158,6 +191,7 @@ pub fn waiters(line: &Line, now: i64) -> Vec<Waiter> {
         build_id: t.build_id.clone(),
         url: t.url.clone(),
         wants: t.wants.clone(),
+        shared: t.shared,
         priority: t.priority,
         arrived: t.arrived,
         arrived_utc: utc(t.arrived),
@@ -224,12 +258,20 @@ pub fn status(store: &mut dyn LockStore, branch: &str, pool: Option<&PoolPath>) 
                     time: seen.oldest,
                     utc: utc(seen.oldest),
                 });
+            // A lock held shared is in `claimed/`; unclaimed, any holder
+            // left in the file is stale and not shown.
+            let holders = match state {
+                LockState::Claimed => p.shares.holders(&name).to_vec(),
+                LockState::Unclaimed => Vec::new(),
+            };
             p.locks.push(LockStatus {
                 name,
                 state,
                 for_seconds: (now - since.time()).max(0),
                 since,
                 build_status: None,
+                shared: !holders.is_empty(),
+                holders,
             });
         }
     }
@@ -266,6 +308,11 @@ fn read_pool(
         .read_file(tip, &line_path)?
         .map(|b| Line::parse(&b))
         .unwrap_or_default();
+    let shares_path = format!("{}/{name}.json", Shares::DIR);
+    let shares = store
+        .read_file(tip, &shares_path)?
+        .map(|b| Shares::parse(&b))
+        .unwrap_or_default();
     let pool = PoolStatus {
         pool: name.to_string(),
         hold,
@@ -273,6 +320,8 @@ fn read_pool(
         line: waiters(&line_file, now),
         line_unreadable: line_file.unreadable.clone(),
         line_file,
+        shares_unreadable: shares.unreadable.clone(),
+        shares,
     };
     Ok((pool, locks))
 }
@@ -313,6 +362,11 @@ fn since_of(
         seen.looked_back += 1;
         seen.oldest = c.time;
         for (verb, lock) in lock_verbs(c) {
+            // `sharing:`/`unsharing:` change only the shares file: the lock
+            // got into its state at the first share's `claiming:`.
+            if Verb::SHARES.contains(&verb) {
+                continue;
+            }
             if let Some(states) = need.get_mut(lock) {
                 if candidates.last().map(|k| &k.id) != Some(&c.id) {
                     candidates.push(c.clone());
@@ -332,6 +386,9 @@ fn since_of(
     })?;
     for c in &candidates {
         for (verb, lock) in lock_verbs(c) {
+            if Verb::SHARES.contains(&verb) {
+                continue;
+            }
             let keys: Vec<(String, LockName)> = open
                 .keys()
                 .filter(|(_, l)| l.as_str() == lock)
@@ -404,7 +461,16 @@ impl Status {
             if p.locks.is_empty() {
                 out.push_str("  (no locks)\n");
             }
+            if let Some(why) = &p.shares_unreadable {
+                out.push_str(&format!(
+                    "  shares: {why} (every claimed lock counts as held by one build)\n"
+                ));
+            }
             for l in &p.locks {
+                if l.shared {
+                    out.push_str(&render_shared(l, self.now));
+                    continue;
+                }
                 let when = match &l.since {
                     Since::Commit { utc, by, .. } => {
                         format!(
@@ -427,6 +493,44 @@ impl Status {
     }
 }
 
+/// A lock held shared for people: how many hold it since when, then one
+/// row per holder (its build, since when, its share id, its URL).
+fn render_shared(l: &LockStatus, now: i64) -> String {
+    let when = match &l.since {
+        Since::Commit { utc, .. } => format!("since {utc} (for {})", ago(l.since.time(), now)),
+        Since::Before { utc, .. } => format!("since before {utc}"),
+    };
+    let mut out = format!(
+        "  {:<24} {:<9} held shared by {}, {when}\n",
+        l.name,
+        l.state,
+        l.holders.len()
+    );
+    for h in &l.holders {
+        out.push_str(&format!(
+            "      {}  since {} (for {})  share {}",
+            h.build,
+            utc(h.since),
+            ago(h.since, now),
+            h.id
+        ));
+        if let Some(url) = &h.url {
+            out.push_str(&format!("  {url}"));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether a waiter wants a shared hold or an exclusive one, in a word.
+pub fn kind_of(shared: bool) -> &'static str {
+    if shared {
+        "shared"
+    } else {
+        "exclusive"
+    }
+}
+
 /// A pool's line for people: nothing when nobody waits.
 fn render_line(p: &PoolStatus, now: i64) -> String {
     let mut out = String::new();
@@ -446,9 +550,10 @@ fn render_line(p: &PoolStatus, now: i64) -> String {
             None => "-".into(),
         };
         let mut row = format!(
-            "    {place:<3} {}  {}, priority {}, ",
+            "    {place:<3} {}  {}, {}, priority {}, ",
             w.build,
             w.wants.describe(),
+            kind_of(w.shared),
             w.priority
         );
         if w.expired {
@@ -550,6 +655,8 @@ pub(crate) mod tests {
             line: waiters(&l, now),
             line_unreadable: l.unreadable.clone(),
             line_file: l,
+            shares_unreadable: None,
+            shares: Default::default(),
         }
     }
 
@@ -611,14 +718,15 @@ pub(crate) mod tests {
         let rows: Vec<&str> = text.lines().collect();
         assert_eq!(rows[0], "pool envs");
         assert_eq!(rows[2], "  line: 3 waiting");
-        assert!(rows[3].starts_with("    1.  main/app/test #9  claim: qa, priority 5, waiting 1m20s (since 1970-01-01T00:00:20Z)  ticket t-b  https://ci/builds/109"), "{text}");
+        assert!(rows[3].starts_with("    1.  main/app/test #9  claim: qa, exclusive, priority 5, waiting 1m20s (since 1970-01-01T00:00:20Z)  ticket t-b  https://ci/builds/109"), "{text}");
         assert!(
-            rows[4].contains("main/app/deploy #1  acquire: 2, priority 0"),
+            rows[4].contains("main/app/deploy #1  acquire: 2, exclusive, priority 0"),
             "{text}"
         );
         assert!(
-            rows[6]
-                .starts_with("    -   main/app/deploy #1  acquire, priority 0, expired 1m25s ago"),
+            rows[6].starts_with(
+                "    -   main/app/deploy #1  acquire, exclusive, priority 0, expired 1m25s ago"
+            ),
             "{text}"
         );
         let empty = Status {
@@ -628,5 +736,91 @@ pub(crate) mod tests {
         assert_eq!(empty.render(), "pool envs\n  (no locks)\n");
         let broken = Line::parse(b"{");
         assert!(pool_status(broken, 100).line_unreadable.is_some());
+    }
+
+    #[test]
+    fn a_lock_held_shared_lists_each_holder_and_the_line_says_which_waiters_want_a_share() {
+        let holder = |id: &str, since: i64| Holder {
+            id: id.into(),
+            build: format!("main/app/smoke #{id}"),
+            build_id: None,
+            url: Some(format!("https://ci/builds/{id}")),
+            since,
+        };
+        let shared = LockStatus {
+            name: LockName::new("env").unwrap(),
+            state: LockState::Claimed,
+            since: Since::Commit {
+                commit: "c1".into(),
+                time: 10,
+                utc: utc(10),
+                by: Actor::default(),
+                verb: Verb::Claiming,
+            },
+            for_seconds: 90,
+            build_status: None,
+            shared: true,
+            holders: vec![holder("r2", 40), holder("r3", 70)],
+        };
+        let exclusive = LockStatus {
+            name: LockName::new("qa").unwrap(),
+            shared: false,
+            holders: Vec::new(),
+            ..shared.clone()
+        };
+        let mut st = sample_status();
+        st.pools[0].locks = vec![shared, exclusive];
+        let mut line = sample();
+        line.tickets[0].shared = true;
+        st.pools[0].line = waiters(&line, 100);
+        let text = st.render();
+        let rows: Vec<&str> = text.lines().collect();
+        assert!(
+            rows[1].contains("env")
+                && rows[1].ends_with(
+                    "claimed   held shared by 2, since 1970-01-01T00:00:10Z (for 1m30s)"
+                ),
+            "{text}"
+        );
+        assert_eq!(
+            rows[2],
+            "      main/app/smoke #r2  since 1970-01-01T00:00:40Z (for 1m0s)  share r2  https://ci/builds/r2",
+            "{text}"
+        );
+        assert!(
+            rows[3].contains("smoke #r3") && rows[3].contains("share r3"),
+            "{text}"
+        );
+        assert!(
+            rows[4].contains("qa") && rows[4].contains(" by "),
+            "an exclusive lock as before: {text}"
+        );
+        assert!(
+            text.contains("main/app/deploy #3  acquire, shared, priority 0"),
+            "{text}"
+        );
+        assert!(text.contains("claim: qa, exclusive, priority 5"), "{text}");
+        let json = serde_json::to_value(&st).unwrap();
+        let locks = &json["pools"][0]["locks"];
+        assert_eq!(locks[0]["shared"], true);
+        assert_eq!(locks[0]["holders"][1]["id"], "r3");
+        assert_eq!(locks[0]["holders"][1]["since"], 70);
+        assert_eq!(locks[0]["holders"][1]["url"], "https://ci/builds/r3");
+        assert!(
+            locks[1].get("shared").is_none() && locks[1].get("holders").is_none(),
+            "{json}"
+        );
+        let line = &json["pools"][0]["line"];
+        assert_eq!(line[2]["id"], "t-c");
+        assert_eq!(line[2]["shared"], true);
+        assert!(
+            line[0].get("shared").is_none(),
+            "exclusive as in the line file: {json}"
+        );
+        assert_eq!(
+            st.pools[0].locks[0].held_since(),
+            40,
+            "the longest-standing holder"
+        );
     }
 }
