@@ -582,3 +582,7 @@ fn give_back_once(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "put_tests.rs"]
+mod tests;
