@@ -20,7 +20,7 @@ use crate::model::names::{LockName, PoolPath};
 use crate::model::pool::{Expired, LockState, Snapshot, Wait};
 use crate::protocol::Metadata;
 use crate::store::reads::{changed, lock_verbs, STATUS_LOOKBACK};
-use crate::store::seam::HistoryReader;
+use crate::store::seam::{CommitWalk, HistoryReader};
 
 /// How many commits a put looks back at most to find who holds its locks.
 pub const HOLDER_LOOKBACK: usize = STATUS_LOOKBACK;
@@ -87,7 +87,7 @@ impl Claim {
 
 /// The claim `commit` makes, if its subject says it claims a lock
 /// (`claiming:`, `adding claimed:`). Reads that one commit.
-pub fn claim_at(store: &mut dyn HistoryReader, commit: &str) -> Result<Option<Claim>> {
+pub fn claim_at(store: &mut dyn CommitWalk, commit: &str) -> Result<Option<Claim>> {
     let mut found = None;
     store.walk_commits(commit, 1, &mut |c| {
         if Parsed::new(&c.message)

@@ -739,3 +739,7 @@ fn commit_give_back(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "put_tests.rs"]
+mod tests;

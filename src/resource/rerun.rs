@@ -21,7 +21,7 @@ use crate::model::message::{Parsed, Trailer, Verb};
 use crate::model::names::LockName;
 use crate::model::pool::{Multi, Operation, Single, Snapshot};
 use crate::protocol::BuildInfo;
-use crate::store::seam::{HistoryReader, HISTORY_WALK_LIMIT};
+use crate::store::seam::{CommitWalk, HISTORY_WALK_LIMIT};
 
 /// What an earlier run of the same put by this build did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,7 +83,7 @@ pub fn made_by(message: &str, build: &BuildInfo) -> bool {
 /// for `release`, the release of the lock if this build made it and the lock
 /// has stayed unclaimed since.
 pub fn find(
-    store: &mut dyn HistoryReader,
+    store: &mut dyn CommitWalk,
     snap: &Snapshot,
     op: &Operation,
     build: &BuildInfo,
@@ -139,7 +139,7 @@ pub fn find(
 /// that moved exactly the locks wanted (`acquire: N`: N locks, all still
 /// claimed) into the state wanted, none of them moved again since.
 fn find_many(
-    store: &mut dyn HistoryReader,
+    store: &mut dyn CommitWalk,
     snap: &Snapshot,
     op: &Multi,
     build: &BuildInfo,

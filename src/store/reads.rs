@@ -14,7 +14,7 @@ use crate::model::commit::CommitMeta;
 use crate::model::message::{Parsed, Verb};
 use crate::model::names::{is_lock_file_name, LockName, PoolPath};
 use crate::model::pool::LockState;
-use crate::store::seam::HistoryReader;
+use crate::store::seam::{HistoryReader, TreeReader};
 
 /// How many commits a look for who holds a lock (`pool status`, a put
 /// naming holders, `in`) goes back at most.
@@ -26,7 +26,7 @@ pub const POOL_SEARCH_DEPTH: usize = 4;
 /// pool has neither folder. A lock in both (an old Go bug) counts as
 /// claimed.
 pub fn lock_dirs(
-    store: &mut dyn HistoryReader,
+    store: &mut dyn TreeReader,
     tip: &str,
     pool: &str,
 ) -> Result<Option<BTreeMap<LockName, LockState>>> {
@@ -53,7 +53,7 @@ pub fn lock_dirs(
 /// The pools on the branch at `tip`: directories with a `claimed` or an
 /// `unclaimed` folder, outside dot-directories, at most
 /// [`POOL_SEARCH_DEPTH`] deep.
-pub fn find_pools(store: &mut dyn HistoryReader, tip: &str) -> Result<Vec<String>> {
+pub fn find_pools(store: &mut dyn TreeReader, tip: &str) -> Result<Vec<String>> {
     let mut pools = Vec::new();
     let mut queue = vec![(String::new(), 0)];
     while let Some((dir, depth)) = queue.pop() {
@@ -85,7 +85,7 @@ pub fn find_pools(store: &mut dyn HistoryReader, tip: &str) -> Result<Vec<String
 }
 
 /// Whether `commit` changed the file at `path` (compared with its parent).
-pub fn changed(store: &mut dyn HistoryReader, commit: &CommitMeta, path: &str) -> Result<bool> {
+pub fn changed(store: &mut dyn TreeReader, commit: &CommitMeta, path: &str) -> Result<bool> {
     let now = store.entry_id(&commit.id, path)?;
     let before = match &commit.parent {
         Some(p) => store.entry_id(p, path)?,

@@ -7,7 +7,7 @@
 //! it can recognise it ([`Mark`]: git knows the id before pushing; the
 //! CodeCommit API makes the commit itself, so there it is the
 //! `Pool-Resource-Nonce` trailer). [`Recovery`] keeps those attempts and,
-//! before the next plan, walks the history ([`HistoryReader::walk_commits`])
+//! before the next plan, walks the history ([`CommitWalk::walk_commits`])
 //! to decide each one's [`Fate`]: a put whose earlier push did land must
 //! report it rather than take a second lock.
 
@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::model::message::{Parsed, Trailer};
 use crate::model::pool::{CommitId, Snapshot};
 use crate::store::seam::{
-    Attempt, CommitOutcome, HistoryReader, LockStore, Mark, PutStore, Step, Unconfirmed,
+    Attempt, CommitOutcome, CommitWalk, LockStore, Mark, PutStore, Step, Unconfirmed,
     HISTORY_WALK_LIMIT,
 };
 
@@ -107,7 +107,7 @@ impl Recovery {
 /// change's commit before its parent if it landed, and the parent alone if
 /// it did not, however many commits came since (a shallow history is
 /// deepened as the walk goes).
-pub fn fate(store: &mut dyn HistoryReader, tip: &str, change: &Unconfirmed) -> Result<Fate> {
+pub fn fate(store: &mut dyn CommitWalk, tip: &str, change: &Unconfirmed) -> Result<Fate> {
     let mut fate = Fate::Unknown;
     store.walk_commits(tip, HISTORY_WALK_LIMIT, &mut |c| {
         let mine = match &change.mark {
@@ -167,7 +167,6 @@ pub fn settle(
 mod tests {
     use super::*;
     use crate::model::commit::CommitMeta;
-    use crate::store::seam::FolderEntry;
 
     fn change(mark: &str, lock: &str) -> Unconfirmed {
         Unconfirmed {
@@ -248,37 +247,7 @@ mod tests {
     /// A first-parent history, newest first: (id, message).
     struct Line(Vec<(&'static str, String)>);
 
-    impl HistoryReader for Line {
-        fn versions(&mut self, _: Option<&str>) -> Result<Vec<String>> {
-            unimplemented!()
-        }
-        fn load_version(&mut self, _: &str, _: Option<u32>) -> Result<()> {
-            unimplemented!()
-        }
-        fn last_pool_change(&mut self, _: &str) -> Result<Option<String>> {
-            unimplemented!()
-        }
-        fn changed_pool_paths(&mut self, _: &str) -> Result<Vec<String>> {
-            unimplemented!()
-        }
-        fn subject(&mut self, _: &str) -> Result<String> {
-            unimplemented!()
-        }
-        fn read_file(&mut self, _: &str, _: &str) -> Result<Option<Vec<u8>>> {
-            unimplemented!()
-        }
-        fn changed_since(&mut self, _: &str, _: &str) -> Result<bool> {
-            unimplemented!()
-        }
-        fn export_tree(&mut self, _: &str, _: &std::path::Path) -> Result<()> {
-            unimplemented!()
-        }
-        fn list_folder(&mut self, _: &str, _: &str) -> Result<Option<Vec<FolderEntry>>> {
-            unimplemented!()
-        }
-        fn entry_id(&mut self, _: &str, _: &str) -> Result<Option<String>> {
-            unimplemented!()
-        }
+    impl CommitWalk for Line {
         fn walk_commits(
             &mut self,
             tip: &str,

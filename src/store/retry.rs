@@ -192,6 +192,10 @@ pub fn run<T>(
 }
 
 #[cfg(test)]
+#[path = "retry_memory_tests.rs"]
+mod memory_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

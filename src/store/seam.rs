@@ -1,12 +1,15 @@
-//! The seam every lock backend implements, in two small traits.
+//! The seam every lock backend implements, in small traits.
 //!
 //! Like the Go resource's `LockHandler`, a put needs little of a backend
 //! ([`PutStore`]): read the pool at the branch tip, commit on top of a given
 //! tip (compare-and-swap), and read the tip. Everything else is a question
-//! about the history ([`HistoryReader`]), each answered through
-//! [`crate::model::history`] so that both backends answer it the way
-//! `git log -- POOL` does. A store implements both ([`LockStore`]); a caller
-//! takes the one it needs.
+//! about the history: walking it back from a commit ([`CommitWalk`], all
+//! that the recovery of a lost reply needs), reading what a commit holds
+//! ([`TreeReader`]), and the rest ([`HistoryReader`]), each answer that
+//! depends on the history's shape given through [`crate::model::history`]
+//! so that both backends answer it the way `git log -- POOL` does. A store
+//! implements them all ([`LockStore`]); a caller takes the narrowest it
+//! needs, so a test fake implements only that.
 //!
 //! Which change to make, when to wait and when to retry is decided above
 //! the backends ([`crate::store::retry`], [`crate::resource::put`],
@@ -22,7 +25,7 @@ use crate::model::pool::{Change, CommitId, Snapshot};
 use crate::model::shares::{Holder, Shares};
 
 /// How many commits a backend walks back from the tip at most to answer a
-/// question about history ([`HistoryReader::walk_commits`], the
+/// question about history ([`CommitWalk::walk_commits`], the
 /// recovery of an unconfirmed push).
 pub const HISTORY_WALK_LIMIT: usize = 2000;
 
@@ -104,7 +107,7 @@ impl Unconfirmed {
     }
 }
 
-/// One entry of a folder at a commit ([`HistoryReader::list_folder`]).
+/// One entry of a folder at a commit ([`TreeReader::list_folder`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FolderEntry {
     /// Its name within the folder.
@@ -225,9 +228,40 @@ pub trait PutStore {
     fn peek_tip(&mut self) -> Result<Option<String>>;
 }
 
-/// The questions `check`, `in`, the holder look-ups and the operator's
-/// screens ask of the history.
-pub trait HistoryReader {
+/// Walking the branch's history back from a commit: all that the recovery
+/// of a lost reply ([`crate::store::recovery::fate`]) and a claim's look-up
+/// need, so a fake for one is one method.
+pub trait CommitWalk {
+    /// Hands `visit` each commit from `tip` back along first parents, newest
+    /// first, until it returns `true`, the history ends, or `limit` commits
+    /// were seen. A shallow copy of the history is deepened as the walk
+    /// goes. Returns whether the limit cut the walk short.
+    fn walk_commits(
+        &mut self,
+        tip: &str,
+        limit: usize,
+        visit: &mut dyn FnMut(&CommitMeta) -> bool,
+    ) -> Result<bool>;
+}
+
+/// What a commit holds: a file, an entry's id, a folder's entries.
+pub trait TreeReader {
+    /// A file's content at `version`.
+    fn read_file(&mut self, version: &str, path: &str) -> Result<Option<Vec<u8>>>;
+
+    /// The entries of folder `path` (`""`: the root) at `version`, `None`
+    /// when there is no such folder.
+    fn list_folder(&mut self, version: &str, path: &str) -> Result<Option<Vec<FolderEntry>>>;
+
+    /// The object id of the file at `path` at `version`, if there is one.
+    fn entry_id(&mut self, version: &str, path: &str) -> Result<Option<String>>;
+}
+
+/// The rest of what `check`, `in`, the holder look-ups and the operator's
+/// screens ask of the history: its versions, what a version changed, the
+/// version made available or written out. Each answer that depends on the
+/// shape of the history goes through [`crate::model::history`].
+pub trait HistoryReader: CommitWalk + TreeReader {
     /// `check`: commits touching the pool from `since` (inclusive) to the tip,
     /// oldest first, as [`crate::model::history::versions`] lists them; without
     /// `since`, or if it is not on the branch, only the latest such commit.
@@ -249,33 +283,12 @@ pub trait HistoryReader {
     /// The first line of `version`'s message.
     fn subject(&mut self, version: &str) -> Result<String>;
 
-    /// A file's content at `version`.
-    fn read_file(&mut self, version: &str, path: &str) -> Result<Option<Vec<u8>>>;
-
     /// Whether any commit after `version`, up to the tip, changed `path`
     /// ([`crate::model::history::changed_since`]).
     fn changed_since(&mut self, version: &str, path: &str) -> Result<bool>;
 
     /// Writes the repository's files at `version` into `dest`.
     fn export_tree(&mut self, version: &str, dest: &Path) -> Result<()>;
-
-    /// The entries of folder `path` (`""`: the root) at `version`, `None`
-    /// when there is no such folder.
-    fn list_folder(&mut self, version: &str, path: &str) -> Result<Option<Vec<FolderEntry>>>;
-
-    /// The object id of the file at `path` at `version`, if there is one.
-    fn entry_id(&mut self, version: &str, path: &str) -> Result<Option<String>>;
-
-    /// Hands `visit` each commit from `tip` back along first parents, newest
-    /// first, until it returns `true`, the history ends, or `limit` commits
-    /// were seen. A shallow copy of the history is deepened as the walk
-    /// goes. Returns whether the limit cut the walk short.
-    fn walk_commits(
-        &mut self,
-        tip: &str,
-        limit: usize,
-        visit: &mut dyn FnMut(&CommitMeta) -> bool,
-    ) -> Result<bool>;
 
     /// The repository's branches, by name, for the hint of a branch that
     /// does not exist. Asked only on that error path; a backend that
@@ -285,9 +298,9 @@ pub trait HistoryReader {
     }
 }
 
-/// A lock repository reached one way or another: both traits. Every type
-/// that implements both is one, so a store can be handed to a caller that
-/// needs either.
+/// A lock repository reached one way or another: every trait of the seam.
+/// Every type that implements them all is one, so a store can be handed to
+/// a caller that needs any of them.
 pub trait LockStore: PutStore + HistoryReader {}
 
 impl<T: PutStore + HistoryReader + ?Sized> LockStore for T {}

@@ -32,8 +32,8 @@ use crate::model::names::{is_lock_file_name, LockName, PoolPath};
 use crate::model::pool::{BlobId, CommitId, Content, Edit, Hold, LockState, Snapshot};
 use crate::model::shares::Shares;
 use crate::store::seam::{
-    Attempt, CommitMeta, CommitOutcome, FileEdit, FolderEntry, HistoryReader, Identity, Mark,
-    PutStore, Step, Unconfirmed,
+    Attempt, CommitMeta, CommitOutcome, CommitWalk, FileEdit, FolderEntry, HistoryReader, Identity,
+    Mark, PutStore, Step, TreeReader, Unconfirmed,
 };
 
 /// How many commits `check`, `in` and an idempotent put walk back from the
@@ -753,6 +753,90 @@ impl PutStore for CodeCommitStore {
     }
 }
 
+impl CommitWalk for CodeCommitStore {
+    fn walk_commits(
+        &mut self,
+        tip: &str,
+        limit: usize,
+        visit: &mut dyn FnMut(&CommitMeta) -> bool,
+    ) -> Result<bool> {
+        let mut next = Some(tip.to_string());
+        let mut seen = 0;
+        while let Some(id) = next.take() {
+            if seen >= limit {
+                return Ok(true);
+            }
+            seen += 1;
+            let info = self.commit_info(&id)?;
+            let meta = CommitMeta {
+                id: id.clone(),
+                parent: info.parent.clone(),
+                time: info.time,
+                author: info.author.clone(),
+                message: info.message.clone(),
+            };
+            if visit(&meta) {
+                break;
+            }
+            next = meta.parent;
+        }
+        Ok(false)
+    }
+}
+
+impl TreeReader for CodeCommitStore {
+    fn read_file(&mut self, version: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        match self.entry_at(version, path)? {
+            Some(blob) => Ok(Some(self.blob(&blob)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn entry_id(&mut self, version: &str, path: &str) -> Result<Option<String>> {
+        self.entry_at(version, path)
+    }
+
+    fn list_folder(&mut self, version: &str, path: &str) -> Result<Option<Vec<FolderEntry>>> {
+        let out = self.aws.block_on(
+            self.client
+                .get_folder()
+                .repository_name(&self.repo)
+                .commit_specifier(version)
+                .folder_path(if path.is_empty() { "/" } else { path })
+                .send(),
+        );
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                let f = failure(e);
+                if f.code.as_deref() == Some("FolderDoesNotExistException") {
+                    return Ok(None);
+                }
+                return Err(self.error("GetFolder", f));
+            }
+        };
+        let mut entries: Vec<FolderEntry> = out
+            .sub_folders()
+            .iter()
+            .filter_map(|d| {
+                Some(FolderEntry {
+                    name: d.relative_path()?.to_string(),
+                    is_dir: true,
+                    id: d.tree_id().unwrap_or_default().to_string(),
+                })
+            })
+            .collect();
+        entries.extend(out.files().iter().filter_map(|f| {
+            Some(FolderEntry {
+                name: f.relative_path()?.to_string(),
+                is_dir: false,
+                id: f.blob_id()?.to_string(),
+            })
+        }));
+        Ok(Some(entries))
+    }
+}
+
 impl HistoryReader for CodeCommitStore {
     fn versions(&mut self, since: Option<&str>) -> Result<Vec<String>> {
         let tip = self.tip()?;
@@ -833,13 +917,6 @@ impl HistoryReader for CodeCommitStore {
             .to_string())
     }
 
-    fn read_file(&mut self, version: &str, path: &str) -> Result<Option<Vec<u8>>> {
-        match self.entry_at(version, path)? {
-            Some(blob) => Ok(Some(self.blob(&blob)?)),
-            None => Ok(None),
-        }
-    }
-
     fn changed_since(&mut self, version: &str, path: &str) -> Result<bool> {
         let tip = self.tip()?;
         let walk = history::changed_since(self, &tip, version, path, WALK_LIMIT)?;
@@ -905,79 +982,6 @@ impl HistoryReader for CodeCommitStore {
         let mut names = out.branches().to_vec();
         names.sort();
         Ok(names)
-    }
-
-    fn list_folder(&mut self, version: &str, path: &str) -> Result<Option<Vec<FolderEntry>>> {
-        let out = self.aws.block_on(
-            self.client
-                .get_folder()
-                .repository_name(&self.repo)
-                .commit_specifier(version)
-                .folder_path(if path.is_empty() { "/" } else { path })
-                .send(),
-        );
-        let out = match out {
-            Ok(o) => o,
-            Err(e) => {
-                let f = failure(e);
-                if f.code.as_deref() == Some("FolderDoesNotExistException") {
-                    return Ok(None);
-                }
-                return Err(self.error("GetFolder", f));
-            }
-        };
-        let mut entries: Vec<FolderEntry> = out
-            .sub_folders()
-            .iter()
-            .filter_map(|d| {
-                Some(FolderEntry {
-                    name: d.relative_path()?.to_string(),
-                    is_dir: true,
-                    id: d.tree_id().unwrap_or_default().to_string(),
-                })
-            })
-            .collect();
-        entries.extend(out.files().iter().filter_map(|f| {
-            Some(FolderEntry {
-                name: f.relative_path()?.to_string(),
-                is_dir: false,
-                id: f.blob_id()?.to_string(),
-            })
-        }));
-        Ok(Some(entries))
-    }
-
-    fn entry_id(&mut self, version: &str, path: &str) -> Result<Option<String>> {
-        self.entry_at(version, path)
-    }
-
-    fn walk_commits(
-        &mut self,
-        tip: &str,
-        limit: usize,
-        visit: &mut dyn FnMut(&CommitMeta) -> bool,
-    ) -> Result<bool> {
-        let mut next = Some(tip.to_string());
-        let mut seen = 0;
-        while let Some(id) = next.take() {
-            if seen >= limit {
-                return Ok(true);
-            }
-            seen += 1;
-            let info = self.commit_info(&id)?;
-            let meta = CommitMeta {
-                id: id.clone(),
-                parent: info.parent.clone(),
-                time: info.time,
-                author: info.author.clone(),
-                message: info.message.clone(),
-            };
-            if visit(&meta) {
-                break;
-            }
-            next = meta.parent;
-        }
-        Ok(false)
     }
 }
 

@@ -38,8 +38,8 @@ use crate::model::shares::Shares;
 use crate::process::log::Log;
 use crate::process::signal::Interrupt;
 use crate::store::seam::{
-    Attempt, Cache, CommitMeta, CommitOutcome, FileEdit, FolderEntry, HistoryReader, Identity,
-    Mark, PutStore, Step, Unconfirmed,
+    Attempt, Cache, CommitMeta, CommitOutcome, CommitWalk, FileEdit, FolderEntry, HistoryReader,
+    Identity, Mark, PutStore, Step, TreeReader, Unconfirmed,
 };
 use transport::Remote;
 use tree::TreeEdit;
@@ -633,6 +633,105 @@ impl PutStore for GitStore {
     }
 }
 
+impl CommitWalk for GitStore {
+    fn walk_commits(
+        &mut self,
+        tip: &str,
+        limit: usize,
+        visit: &mut dyn FnMut(&CommitMeta) -> bool,
+    ) -> Result<bool> {
+        let mut next = Some(Oid::from_str(tip).map_err(git_error("bad commit id"))?);
+        let mut seen = 0;
+        while let Some(id) = next.take() {
+            if seen >= limit {
+                return Ok(true);
+            }
+            seen += 1;
+            let parent = self.first_parent(id)?;
+            let stop = {
+                let commit = self
+                    .repo
+                    .find_commit(id)
+                    .map_err(git_error("could not read a commit"))?;
+                let author = commit.author();
+                let meta = CommitMeta {
+                    id: id.to_string(),
+                    parent: parent.map(|p| p.to_string()),
+                    time: commit.committer().when().seconds(),
+                    author: format!(
+                        "{} <{}>",
+                        String::from_utf8_lossy(author.name_bytes()),
+                        String::from_utf8_lossy(author.email_bytes())
+                    ),
+                    message: String::from_utf8_lossy(commit.message_raw_bytes()).into_owned(),
+                };
+                visit(&meta)
+            };
+            if stop {
+                break;
+            }
+            let Some(parent) = parent else {
+                break;
+            };
+            if !self.has_object(parent) && (!self.deepen()? || !self.has_object(parent)) {
+                break;
+            }
+            next = Some(parent);
+        }
+        Ok(false)
+    }
+}
+
+impl TreeReader for GitStore {
+    fn read_file(&mut self, version: &str, path: &str) -> Result<Option<Vec<u8>>> {
+        let commit = self.find_commit(version)?;
+        let tree = commit.tree().map_err(git_error("could not read a tree"))?;
+        let Some((oid, _)) = tree::entry_at(&tree, path) else {
+            return Ok(None);
+        };
+        match self.repo.find_blob(oid) {
+            Ok(blob) => Ok(Some(blob.content().to_vec())),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn entry_id(&mut self, version: &str, path: &str) -> Result<Option<String>> {
+        // A walk may stop at a commit whose parent a shallow fetch has not
+        // brought yet (`pool status` compares a claim with its parent).
+        self.fetch_commit(version)?;
+        let commit = self.find_commit(version)?;
+        let tree = commit.tree().map_err(git_error("could not read a tree"))?;
+        Ok(tree::entry_at(&tree, path).map(|(id, _)| id.to_string()))
+    }
+
+    fn list_folder(&mut self, version: &str, path: &str) -> Result<Option<Vec<FolderEntry>>> {
+        let commit = self.find_commit(version)?;
+        let root = commit.tree().map_err(git_error("could not read a tree"))?;
+        let tree = if path.is_empty() {
+            root
+        } else {
+            match root.get_path(Path::new(path)) {
+                Ok(e) if e.kind() == Some(git2::ObjectType::Tree) => self
+                    .repo
+                    .find_tree(e.id())
+                    .map_err(git_error("could not read a tree"))?,
+                _ => return Ok(None),
+            }
+        };
+        Ok(Some(
+            tree.iter()
+                .filter_map(|e| {
+                    Some(FolderEntry {
+                        name: e.name().ok()?.to_string(),
+                        is_dir: e.kind() == Some(git2::ObjectType::Tree),
+                        id: e.id().to_string(),
+                    })
+                })
+                .collect(),
+        ))
+    }
+}
+
 impl HistoryReader for GitStore {
     fn versions(&mut self, since: Option<&str>) -> Result<Vec<String>> {
         let first_fetch = self.repo.is_empty().unwrap_or(true);
@@ -718,18 +817,6 @@ impl HistoryReader for GitStore {
         Ok(commit.summary().ok().flatten().unwrap_or("").to_string())
     }
 
-    fn read_file(&mut self, version: &str, path: &str) -> Result<Option<Vec<u8>>> {
-        let commit = self.find_commit(version)?;
-        let tree = commit.tree().map_err(git_error("could not read a tree"))?;
-        let Some((oid, _)) = tree::entry_at(&tree, path) else {
-            return Ok(None);
-        };
-        match self.repo.find_blob(oid) {
-            Ok(blob) => Ok(Some(blob.content().to_vec())),
-            Err(_) => Ok(None),
-        }
-    }
-
     fn last_pool_change(&mut self, at: &str) -> Result<Option<String>> {
         let at = self.find_commit(at)?.id().to_string();
         let pool = self.source.pool.to_string();
@@ -781,89 +868,6 @@ impl HistoryReader for GitStore {
         };
         names.sort();
         Ok(names)
-    }
-
-    fn list_folder(&mut self, version: &str, path: &str) -> Result<Option<Vec<FolderEntry>>> {
-        let commit = self.find_commit(version)?;
-        let root = commit.tree().map_err(git_error("could not read a tree"))?;
-        let tree = if path.is_empty() {
-            root
-        } else {
-            match root.get_path(Path::new(path)) {
-                Ok(e) if e.kind() == Some(git2::ObjectType::Tree) => self
-                    .repo
-                    .find_tree(e.id())
-                    .map_err(git_error("could not read a tree"))?,
-                _ => return Ok(None),
-            }
-        };
-        Ok(Some(
-            tree.iter()
-                .filter_map(|e| {
-                    Some(FolderEntry {
-                        name: e.name().ok()?.to_string(),
-                        is_dir: e.kind() == Some(git2::ObjectType::Tree),
-                        id: e.id().to_string(),
-                    })
-                })
-                .collect(),
-        ))
-    }
-
-    fn entry_id(&mut self, version: &str, path: &str) -> Result<Option<String>> {
-        // A walk may stop at a commit whose parent a shallow fetch has not
-        // brought yet (`pool status` compares a claim with its parent).
-        self.fetch_commit(version)?;
-        let commit = self.find_commit(version)?;
-        let tree = commit.tree().map_err(git_error("could not read a tree"))?;
-        Ok(tree::entry_at(&tree, path).map(|(id, _)| id.to_string()))
-    }
-
-    fn walk_commits(
-        &mut self,
-        tip: &str,
-        limit: usize,
-        visit: &mut dyn FnMut(&CommitMeta) -> bool,
-    ) -> Result<bool> {
-        let mut next = Some(Oid::from_str(tip).map_err(git_error("bad commit id"))?);
-        let mut seen = 0;
-        while let Some(id) = next.take() {
-            if seen >= limit {
-                return Ok(true);
-            }
-            seen += 1;
-            let parent = self.first_parent(id)?;
-            let stop = {
-                let commit = self
-                    .repo
-                    .find_commit(id)
-                    .map_err(git_error("could not read a commit"))?;
-                let author = commit.author();
-                let meta = CommitMeta {
-                    id: id.to_string(),
-                    parent: parent.map(|p| p.to_string()),
-                    time: commit.committer().when().seconds(),
-                    author: format!(
-                        "{} <{}>",
-                        String::from_utf8_lossy(author.name_bytes()),
-                        String::from_utf8_lossy(author.email_bytes())
-                    ),
-                    message: String::from_utf8_lossy(commit.message_raw_bytes()).into_owned(),
-                };
-                visit(&meta)
-            };
-            if stop {
-                break;
-            }
-            let Some(parent) = parent else {
-                break;
-            };
-            if !self.has_object(parent) && (!self.deepen()? || !self.has_object(parent)) {
-                break;
-            }
-            next = Some(parent);
-        }
-        Ok(false)
     }
 }
 
