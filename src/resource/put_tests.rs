@@ -314,3 +314,63 @@ fn an_acquire_with_every_lock_taken_gives_up_at_wait_timeout_and_leaves_the_line
     assert!(joined, "{:?}", store.log());
     assert!(!in_line(&store, store.tip()));
 }
+
+/// The holder ids of `lock` in the pool's shares file at the tip.
+fn share_holders(store: &MemoryStore, lock: &str) -> Vec<String> {
+    let path = crate::model::shares::Shares::path(&PoolPath::new("pool").expect("pool"));
+    store
+        .file_at(store.tip(), &path)
+        .map(|b| crate::model::shares::Shares::parse(&b))
+        .unwrap_or_default()
+        .holders(&LockName::new(lock).expect("lock"))
+        .iter()
+        .map(|h| h.id.clone())
+        .collect()
+}
+
+#[test]
+fn a_shared_put_whose_lost_reply_landed_holds_one_share_and_reports_it_once() {
+    let mut store = MemoryStore::new("pool", &["a"], &[]);
+    let put = Put::plain();
+    let first = Single::Share {
+        lock: None,
+        id: "r1".into(),
+    };
+    put.run(&mut store, first).expect("first share");
+    store.fault(Fault::LoseReplyLanded).fault(Fault::LoseRace);
+    let second = Single::Share {
+        lock: Some(lock("a")),
+        id: "r2".into(),
+    };
+    let response = put.run(&mut store, second).expect("second share");
+    assert_eq!(share_holders(&store, "a"), ["r1", "r2"]);
+    let shares: Vec<String> = store
+        .log()
+        .into_iter()
+        .filter(|(_, m)| m.starts_with("sharing: a"))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(shares.len(), 1, "{:?}", store.log());
+    assert_eq!(response.version.reference, shares[0]);
+    // Each holder gives back its own share; the last frees the lock.
+    for id in ["r2", "r1"] {
+        put.run(
+            &mut store,
+            Single::Unshare {
+                lock: lock("a"),
+                id: id.into(),
+            },
+        )
+        .expect("unshare");
+    }
+    assert_eq!(store.locks(LockState::Unclaimed), ["a"]);
+    assert!(share_holders(&store, "a").is_empty());
+    let again = put.run(
+        &mut store,
+        Single::Unshare {
+            lock: lock("a"),
+            id: "r1".into(),
+        },
+    );
+    assert!(again.is_err(), "a share given back twice is refused");
+}

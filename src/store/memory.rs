@@ -22,6 +22,7 @@ use crate::model::history::{self, Facts, Graph};
 use crate::model::line::Line;
 use crate::model::names::{is_lock_file_name, LockName, PoolPath};
 use crate::model::pool::{Content, Edit, Hold, LockState, Snapshot};
+use crate::model::shares::Shares;
 use crate::store::seam::{
     Attempt, CommitOutcome, CommitWalk, FileEdit, FolderEntry, HistoryReader, Mark, PutStore, Step,
     TreeReader, Unconfirmed,
@@ -366,6 +367,10 @@ impl PutStore for MemoryStore {
             line: tree
                 .get(&Line::path(&self.pool))
                 .map(|b| Line::parse(b))
+                .unwrap_or_default(),
+            shares: tree
+                .get(&Shares::path(&self.pool))
+                .map(|b| Shares::parse(b))
                 .unwrap_or_default(),
             ..Snapshot::default()
         })
