@@ -586,7 +586,21 @@ fn metrics_pass_promtool_and_match_the_repository() {
         "lock_held_seconds{{{repo},pool=\"envs\",lock=\"qa\"}}"
     )));
     assert!((0.0..600.0).contains(&held), "qa held for {held}");
-    assert!(!r.body.contains("lock=\"staging\""), "{}", r.body);
+    // A free lock has no held time; its holders are 0 of each kind.
+    assert!(
+        !r.body
+            .lines()
+            .any(|l| l.starts_with("pool_resource_lock_held_seconds")
+                && l.contains("lock=\"staging\"")),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        server.metric(&at(&format!(
+            "lock_holders{{{repo},pool=\"envs\",lock=\"staging\",kind=\"exclusive\"}}"
+        ))),
+        0.0
+    );
     assert_eq!(
         server.metric(&at(&format!("waiters{{{repo},pool=\"envs\"}}"))),
         2.0

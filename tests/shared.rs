@@ -541,3 +541,166 @@ fn with_expire_after_a_waiting_writer_gives_back_shares_older_than_that_and_take
         "one commit per expired holder, the last frees the lock"
     );
 }
+
+#[test]
+fn the_get_after_a_readers_release_names_that_lock_and_writes_no_fence() {
+    let repo = pool_of(&["env", "db"]);
+    let src = source(&repo.file_url(), "main", POOL);
+    let inputs = Inputs::new();
+    let r1 = put_as(
+        &src,
+        json!({"claim": "env", "shared": true}),
+        &inputs,
+        "smoke",
+        "1",
+    );
+    get_into(&src, &r1, &inputs, "r1", "smoke", "1");
+    put_as(
+        &src,
+        json!({"claim": "env", "shared": true}),
+        &inputs,
+        "smoke",
+        "2",
+    );
+    // Another build claims db alone: the last change of the pool directory.
+    put_as(&src, json!({"claim": "db"}), &inputs, "deploy", "9");
+    let released = release_dir(&src, &inputs, "r1", "smoke", "1");
+    assert_eq!(crate::lock_name(&released), "env");
+    // The implicit get after the release, at its version.
+    get_into(&src, &released, &inputs, "after", "smoke", "1");
+    let after = inputs.path().join("after");
+    assert_eq!(
+        std::fs::read_to_string(after.join("name")).unwrap().trim(),
+        "env",
+        "the version names the lock whose share it gave back"
+    );
+    assert!(
+        !after.join("claim").exists(),
+        "no fence: the build holds nothing"
+    );
+    assert!(!after.join("share").exists());
+    // A release of that directory again is refused, changing nothing.
+    let tip = repo.tip();
+    run_bin(
+        "out",
+        &[inputs.path()],
+        &json!({"source": src, "params": {"release": "after"}}),
+        &env_of(&build("smoke", "1")),
+    )
+    .assert_failure();
+    assert_eq!(repo.tip(), tip);
+    assert_eq!(repo.claimed(POOL), ["db", "env"]);
+}
+
+#[test]
+fn holders_left_by_a_tool_that_freed_a_shared_lock_are_dropped_by_the_next_claim() {
+    let repo = pool_of(&["env"]);
+    let src = source(&repo.file_url(), "main", POOL);
+    let inputs = Inputs::new();
+    put_as(
+        &src,
+        json!({"claim": "env", "shared": true}),
+        &inputs,
+        "smoke",
+        "1",
+    );
+    // The Go resource releases it, knowing nothing of the shares file.
+    repo.move_lock(POOL, "env", false);
+    assert_eq!(holders(&repo, "env"), ["main/app/smoke #1"], "left behind");
+    let w = put_as(&src, json!({"claim": "env"}), &inputs, "deploy", "7");
+    assert!(
+        holders(&repo, "env").is_empty(),
+        "the claim alone drops them"
+    );
+    get_into(&src, &w, &inputs, "w", "deploy", "7");
+    // A reader now waits (the lock is held alone) instead of joining.
+    let run = run_bin(
+        "out",
+        &[inputs.path()],
+        &json!({"source": src, "params": {"claim": "env", "shared": true, "wait_timeout": "0s"}}),
+        &env_of(&build("smoke", "2")),
+    );
+    run.assert_failure();
+    assert!(run.stderr.contains("is claimed"), "{}", run.stderr);
+    release_dir(&src, &inputs, "w", "deploy", "7");
+    assert_eq!(repo.unclaimed(POOL), ["env"]);
+}
+
+#[test]
+fn an_idempotent_release_of_a_share_run_again_answers_with_its_first_release() {
+    let repo = pool_of(&["env"]);
+    let src = source(&repo.file_url(), "main", POOL);
+    let inputs = Inputs::new();
+    for n in ["1", "2"] {
+        let r = put_as(
+            &src,
+            json!({"claim": "env", "shared": true}),
+            &inputs,
+            "smoke",
+            n,
+        );
+        get_into(&src, &r, &inputs, &format!("r{n}"), "smoke", n);
+    }
+    let params = json!({"release": "r1", "idempotent": true});
+    let first = put_as(&src, params.clone(), &inputs, "smoke", "1");
+    let tip = repo.tip();
+    let again = put_as(&src, params, &inputs, "smoke", "1");
+    assert_eq!(version(&again), version(&first));
+    assert_eq!(repo.tip(), tip, "nothing committed the second time");
+    assert_eq!(holders(&repo, "env"), ["main/app/smoke #2"]);
+}
+
+#[test]
+fn an_idempotent_exclusive_put_never_takes_its_builds_share_for_its_own_claim() {
+    let repo = pool_of(&["env", "other"]);
+    let src = source(&repo.file_url(), "main", POOL);
+    let inputs = Inputs::new();
+    put_as(
+        &src,
+        json!({"claim": "env", "shared": true}),
+        &inputs,
+        "deploy",
+        "5",
+    );
+    let alone = put_as(
+        &src,
+        json!({"acquire": true, "idempotent": true}),
+        &inputs,
+        "deploy",
+        "5",
+    );
+    assert_eq!(
+        crate::lock_name(&alone),
+        "other",
+        "a share is not a claim alone"
+    );
+}
+
+#[test]
+fn a_share_of_a_pool_whose_shares_file_is_unreadable_fails_naming_it_and_changes_nothing() {
+    let repo = pool_of(&["env"]);
+    let src = source(&repo.file_url(), "main", POOL);
+    let inputs = Inputs::new();
+    put_as(
+        &src,
+        json!({"claim": "env", "shared": true}),
+        &inputs,
+        "smoke",
+        "1",
+    );
+    repo.commit_file(SHARES, b"{broken", "a broken hand edit");
+    let tip = repo.tip();
+    let run = run_bin(
+        "out",
+        &[inputs.path()],
+        &json!({"source": src, "params": {"acquire": true, "shared": true}}),
+        &env_of(&build("smoke", "2")),
+    );
+    run.assert_failure();
+    assert!(
+        run.stderr.contains("shares file") && run.stderr.contains("--all"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(repo.tip(), tip);
+}

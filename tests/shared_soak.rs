@@ -101,7 +101,12 @@ fn replay_shared(
         let lock = lock.to_string();
         let share = parsed.trailer(Trailer::Share).map(str::to_string);
         let build = parsed.trailer(Trailer::BuildId).unwrap_or("").to_string();
-        let operator = parsed.trailer(Trailer::Operator).is_some();
+        // An operator, or a writer giving back an expired share
+        // (`expire_after`), may end a share that is not its own.
+        let operator = parsed.trailer(Trailer::Operator).is_some()
+            || parsed
+                .trailer(Trailer::Reason)
+                .is_some_and(|r| r.starts_with("expired: a share held by"));
         let before = held.get(&lock).cloned().unwrap_or(Held::Free);
         let moves = !pool_paths.is_empty();
         // The order of the line, for every claim and share.
@@ -134,6 +139,23 @@ fn replay_shared(
             } else {
                 vec![from, to]
             };
+            // Who waited ahead of the put: the line's order (priority,
+            // then joining), live at some second of the window.
+            let writer_ahead_every_second = share.is_some()
+                && shared.contains(&l)
+                && seconds.iter().all(|now| {
+                    line.ahead_of(asker, *now)
+                        .iter()
+                        .any(|t| !t.shared && t.wants.could_use(&l))
+                });
+            if writer_ahead_every_second {
+                bad.push(format!(
+                    "{at} by {build} joined {lock}, held shared, while a writer ahead in line waited for it; line: {:?}",
+                    line.tickets
+                ));
+            }
+            // Which free locks tickets ahead keep: the line's reservation
+            // (by tiers, tested on its own in the races' replay).
             let kept_every_second = seconds.iter().all(|now| {
                 let k = line.kept_from(asker, share.is_some(), &free, &shared, *now);
                 k.owners.contains_key(&l) || k.closed.contains_key(&l)
@@ -495,7 +517,7 @@ fn readers_and_writers_mixed_through_a_faulty_network_keep_every_rule_of_shared_
 }
 
 #[test]
-fn the_shared_replay_rejects_an_exclusive_claim_under_readers_and_a_release_of_anothers_share() {
+fn the_shared_replay_rejects_a_claim_under_readers_and_a_reader_giving_back_anothers_share() {
     let repo = LockRepo::new("master");
     for l in LOCKS {
         repo.add_lock(POOL, l, false, format!("{l}-meta").as_bytes());
@@ -505,27 +527,54 @@ fn the_shared_replay_rejects_an_exclusive_claim_under_readers_and_a_release_of_a
         json!({"uri": repo.file_url(), "branch": "master", "pool": POOL, "retry_delay": "50ms"});
     let inputs = Inputs::new();
     let env = |id: &'static str| vec![("BUILD_ID", id), ("BUILD_NAME", id)];
-    crate::put(
+    let r1 = crate::put(
         &src,
         json!({"claim": "a", "shared": true}),
         &inputs,
         &env("r1"),
     );
-    // By hand, as a broken tool would: an exclusive claim of "a" under
-    // the reader (a commit moving nothing but claiming), and "b" claimed
-    // and released by another build.
+    crate::put(
+        &src,
+        json!({"claim": "a", "shared": true}),
+        &inputs,
+        &env("r2"),
+    );
+    let r1_id = r1["metadata"]
+        .as_array()
+        .and_then(|m| m.iter().find(|x| x["name"] == "share"))
+        .and_then(|x| x["value"].as_str())
+        .expect("out names the share")
+        .to_string();
+    // By hand, as a broken tool would: build w9 gives back r1's share
+    // (the shares file rewritten without it), then claims "a" alone under
+    // the remaining reader (a commit moving nothing but saying so).
+    let path = Shares::path(&PoolPath::new(POOL).expect("pool"));
+    let file = Shares::parse(&repo.file_at("HEAD", &path).expect("the shares file"));
+    let without = file.after(
+        &pool_resource::model::shares::ShareEdit::Leave {
+            lock: LockName::new("a").expect("lock"),
+            id: r1_id.clone(),
+        },
+        None,
+    );
+    repo.commit_file(
+        &path,
+        &without.to_bytes().expect("r2 still holds"),
+        &format!("unsharing: a\n\nPool-Resource-Share: {r1_id}\nPool-Resource-Build-Id: w9"),
+    );
     repo.commit_file("x", b"x", "claiming: a\n\nPool-Resource-Build-Id: w9");
-    repo.move_lock(POOL, "b", true);
     let log = repo.log();
     let start = log.iter().position(|c| c.sha == base).expect("base");
     let bad = replay_shared(&repo, &log[start..], &HashMap::new());
     assert!(
-        bad.iter()
-            .any(|b| b.contains("claiming: a") && b.contains("not allowed")),
+        bad.iter().any(|b| b.contains("unsharing: a")
+            && b.contains("\"w9\"")
+            && b.contains("not allowed")),
         "{bad:#?}"
     );
     assert!(
-        bad.iter().any(|b| b.contains("still held at the end")),
+        bad.iter()
+            .any(|b| b.contains("claiming: a") && b.contains("not allowed")),
         "{bad:#?}"
     );
 }

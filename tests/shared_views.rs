@@ -263,7 +263,7 @@ fn every_view_shows_each_holder_of_a_shared_lock_and_the_kind_of_each_waiter() {
     for id in [&s2, &s3] {
         assert_eq!(of(id)["ongoing"], true);
     }
-    assert!(tags(of(&s2)).contains(&format!("claim:share:{s2}").as_str()));
+    assert!(tags(of(&s2)).contains(&format!("claim:share-{s2}").as_str()));
     let env_claims = all
         .iter()
         .filter(|a| a["lock"] == "env" && !tags(a).contains(&"shared"))

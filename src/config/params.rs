@@ -143,8 +143,9 @@ pub fn parse_put(req: &RawRequest, src: &Path) -> Result<PutParams> {
     if idempotent
         && !matches!(
             op,
-            Operation::Single(Single::Acquire | Single::Claim(_) | Single::Release(_))
-                | Operation::Multi(_)
+            Operation::Single(
+                Single::Acquire | Single::Claim(_) | Single::Release(_) | Single::Unshare { .. }
+            ) | Operation::Multi(_)
         )
     {
         return Err(Error::bad_request(format!(
@@ -368,7 +369,7 @@ fn read_share(src: &Path, dir: &str) -> Result<Option<String>> {
     let id = String::from_utf8_lossy(&text).trim().to_string();
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(Error::bad_request(format!(
-            "invalid payload: {dir}/{SHARE_FILE} (params.release) must hold the holder id in wrote"
+            "invalid payload: {dir}/{SHARE_FILE} (params.release) must hold the holder id that in wrote"
         )));
     }
     Ok(Some(id))

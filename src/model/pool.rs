@@ -790,6 +790,16 @@ fn plan_share(
             ..change
         })
     };
+    // Who holds what is not known: joining could not be told from
+    // taking, and writing the file would lose every other holder.
+    if let Some(why) = &snap.shares.unreadable {
+        return Err(Error::NotServed {
+            pool: pool.to_string(),
+            what: format!(
+                "a share needs the pool's shares file, which cannot be read ({why}); an operator repairs it with pool release LOCK --force --all"
+            ),
+        });
+    }
     // A retried put whose earlier join landed already holds its share.
     let mine = |lock: &LockName| snap.shares.find(lock, id).is_some();
     Ok(match wanted {

@@ -359,7 +359,7 @@ fn share_annotation(e: &Event, read_from: i64, now: i64) -> Option<Annotation> {
     a.tags.retain(|t| !t.starts_with(CLAIM_TAG));
     a.tags.push("shared".into());
     a.tags.push(format!("share:{id}"));
-    a.tags.push(format!("{CLAIM_TAG}share:{id}"));
+    a.tags.push(format!("{CLAIM_TAG}share-{id}"));
     a.text = a.text.replacen(" held lock ", " held a share of lock ", 1);
     a.title.push_str(" (shared)");
     a.commit = commit;

@@ -192,7 +192,9 @@ impl ShareEnds {
             for pool in pools {
                 let end = (c.id.clone(), c.time, Actor::of(c));
                 let Some(id) = id else {
-                    if verb == Verb::Unclaiming
+                    // A release of the whole lock, or its removal, ends
+                    // every share of it whose own end was not seen.
+                    if matches!(verb, Verb::Unclaiming | Verb::Removing)
                         && changed(store, c, &format!("{pool}/claimed/{lock}"))?
                     {
                         self.released.insert((pool.clone(), lock.to_string()), end);

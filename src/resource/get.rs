@@ -159,17 +159,29 @@ fn write_many(
     })
 }
 
-/// The holder id of the share `version` took (its `Pool-Resource-Share`
-/// trailer, on a `claiming:` or `sharing:` commit), with the lock it
-/// names; `None` for any other commit.
-fn share_at(store: &mut dyn HistoryReader, version: &str) -> Result<Option<(String, LockName)>> {
+/// A version that took or gave back a share (its commit carries a
+/// `Pool-Resource-Share` trailer).
+struct ShareCommit {
+    /// The holder id.
+    id: String,
+    /// The lock its subject names.
+    lock: LockName,
+    /// Whether it took the share (`claiming:`, `sharing:`) rather than
+    /// gave it back (`unsharing:`, `unclaiming:`).
+    takes: bool,
+}
+
+/// The share `version` took or gave back, if its commit is one.
+fn share_at(store: &mut dyn HistoryReader, version: &str) -> Result<Option<ShareCommit>> {
     let mut found = None;
     store.walk_commits(version, 1, &mut |c| {
         let parsed = Parsed::new(&c.message);
         if let (Some((verb, lock)), Some(id)) = (parsed.verb(), parsed.trailer(Trailer::Share)) {
-            if verb.leaves_claimed() {
-                found = LockName::new(lock).ok().map(|l| (id.to_string(), l));
-            }
+            found = LockName::new(lock).ok().map(|lock| ShareCommit {
+                id: id.to_string(),
+                lock,
+                takes: verb.leaves_claimed(),
+            });
         }
         true
     })?;
@@ -218,11 +230,12 @@ pub fn run(
     let pool = &source.pool;
     store.load_version(&version, params.depth)?;
     let last_change = store.last_pool_change(&version)?;
-    // A share's version names its lock itself: a `sharing:` commit changes
-    // no pool directory, so the last change may be another lock's.
+    // A share's version names its lock itself: a `sharing:` or
+    // `unsharing:` commit changes no pool directory, so the last change
+    // may be another lock's.
     let share = share_at(store, &version)?;
     let lock = match (&last_change, &share) {
-        (_, Some((_, lock))) => Some(lock.clone()),
+        (_, Some(s)) => Some(s.lock.clone()),
         (Some(commit), None) => {
             if *commit != version {
                 log.line(format_args!(
@@ -270,11 +283,13 @@ pub fn run(
             };
             write("metadata", &bytes)?;
             write("name", format!("{lock}\n").as_bytes())?;
-            let share = match state {
-                LockState::Claimed => share.map(|(id, _)| id),
-                LockState::Unclaimed => None,
+            // The version took a share (a release of a share writes no
+            // fence: the directory names a lock its build no longer holds).
+            let took = match (&share, state) {
+                (Some(s), LockState::Claimed) if s.takes => Some(s.id.clone()),
+                _ => None,
             };
-            if let Some(id) = share {
+            if let Some(id) = took {
                 write(SHARE_FILE, format!("{id}\n").as_bytes())?;
                 let claim = crate::resource::holder::claim_at(store, &version)?;
                 log.line(format_args!(
@@ -289,7 +304,7 @@ pub fn run(
                     name: "share".into(),
                     value: id,
                 });
-            } else if state == LockState::Claimed {
+            } else if state == LockState::Claimed && share.is_none() {
                 if let Some(claim) = claim_of_version(store, source, &version, last_change, &lock)?
                 {
                     write(FENCE_FILE, format!("{}\n", claim.commit).as_bytes())?;

@@ -31,7 +31,7 @@ use crate::model::message::{build_trailers, commit_message, lock_trailers, Trail
 use crate::model::pool::{
     plan, plan_takeover, CommitId, Multi, Operation, Plan, Single, Snapshot, Takeover, Wait,
 };
-use crate::model::shares::Holder;
+use crate::model::shares::{Holder, ShareEdit};
 use crate::process::clock::now_unix;
 use crate::process::log::Log;
 use crate::process::retry::Backoff;
@@ -42,7 +42,9 @@ use crate::resource::rerun;
 use crate::resource::waiting::Waiter;
 use crate::store::recovery::{Recovered, Recovery};
 use crate::store::retry::{self, Policy, Round, Tries};
-use crate::store::seam::{shares_edit, CommitOutcome, FileEdit, HistoryReader, LockStore, Step};
+use crate::store::seam::{
+    shares_edit, CommitOutcome, FileEdit, HistoryReader, LockStore, Step, HISTORY_WALK_LIMIT,
+};
 
 /// How long a put that fails after a push without an answer may go on
 /// finding out whether that push landed and, if it claimed locks after a
@@ -172,6 +174,27 @@ fn round(
         w.observe(&mut snap, log, now)?;
     }
     let change = match plan(op, &snap, pool, &mut |n| fastrand::usize(..n))? {
+        Plan::Satisfied(lock) if op.is_shared() => {
+            // This put's share is there already (a join whose reply was
+            // lost and not recognised): its answer is the commit that took
+            // it, so that `in` writes this put's holder id.
+            let id = op.share_id().unwrap_or_default();
+            let commit = share_commit(store, &snap.tip, id)?.ok_or_else(|| Error::Repository {
+                what: format!("share {id} of lock {lock} of pool {pool} is held, but the commit that took it is not within the last {HISTORY_WALK_LIMIT} commits"),
+                detail: "release it with pool release LOCK --force --holder ID".into(),
+            })?;
+            log.line(format_args!(
+                "{}: this put already holds share {id} of lock {lock} of pool {pool} ({commit})",
+                op.param()
+            ));
+            let response = Response::new(&commit, lock.as_str(), pool.as_str());
+            let response =
+                with_claim(store, log, response, &commit).with(vec![crate::protocol::Metadata {
+                    name: "share".into(),
+                    value: id.to_string(),
+                }]);
+            return Ok(Round::Done(response));
+        }
         Plan::Satisfied(lock) => {
             log.line(format_args!(
                 "{}: lock {lock} of pool {pool} is as required",
@@ -236,11 +259,21 @@ fn round(
             let line = w.line_seen().unwrap_or(&snap.line).clone();
             let first = w.is_first(&line, now);
             let budget = w.sleep_budget(source.retry_delay, started);
+            // The first in line reads the tip every PEEK_INTERVAL and looks
+            // again as soon as it moves: say so, not the whole budget.
+            let next = if w.watches_tip(first) && budget > crate::resource::waiting::PEEK_INTERVAL {
+                format!(
+                    "watching the branch every {} for up to {}",
+                    human(crate::resource::waiting::PEEK_INTERVAL),
+                    human(budget)
+                )
+            } else {
+                format!("next look in {}", human(budget))
+            };
             log.line(format_args!(
-                "waiting: {} (waited {}, next look in {}){}",
+                "waiting: {} (waited {}, {next}){}",
                 describe_wait(store, &snap, &why, pool, holders, log),
                 human(started.elapsed()),
-                human(budget),
                 w.describe_place(&line, now)
             ));
             w.sleep(store, first, &tip, budget, interrupt, doing)?;
@@ -283,7 +316,32 @@ fn round(
         ));
     }
     let response = Response::new(&id, &change.lock_list(), pool.as_str());
-    Ok(Round::Done(with_claim(store, log, response, &id)))
+    let mut response = with_claim(store, log, response, &id);
+    // A share's holder id, as `in` writes it to `DIR/share`.
+    if let (Some(share), Some(ShareEdit::Join { .. })) = (op.share_id(), &change.share) {
+        response = response.with(vec![crate::protocol::Metadata {
+            name: "share".into(),
+            value: share.to_string(),
+        }]);
+    }
+    Ok(Round::Done(response))
+}
+
+/// The commit that took share `id` (`claiming:` or `sharing:` with that
+/// `Pool-Resource-Share`), within the history walk's reach from `tip`.
+fn share_commit(store: &mut dyn HistoryReader, tip: &str, id: &str) -> Result<Option<String>> {
+    let mut found = None;
+    store.walk_commits(tip, HISTORY_WALK_LIMIT, &mut |c| {
+        let parsed = crate::model::message::Parsed::new(&c.message);
+        if parsed.trailer(Trailer::Share) == Some(id)
+            && parsed.verb().is_some_and(|(v, _)| v.leaves_claimed())
+        {
+            found = Some(c.id.to_string());
+            return true;
+        }
+        false
+    })?;
+    Ok(found)
 }
 
 /// The holder a shared put with holder id `id` writes in the pool's
@@ -312,6 +370,28 @@ fn describe_wait(
     log: &Log,
 ) -> String {
     let now = now_unix();
+    if let Wait::Claimed(lock) = why {
+        let holders = snap.shares.holders(lock);
+        if !holders.is_empty() && snap.claimed.contains_key(lock) {
+            return format!(
+                "lock {lock} of pool {pool} is held shared by {}: {}",
+                if holders.len() == 1 {
+                    "1 build".to_string()
+                } else {
+                    format!("{} builds", holders.len())
+                },
+                holders
+                    .iter()
+                    .map(|h| format!(
+                        "{} for {}",
+                        h.build,
+                        crate::model::duration::ago(h.since, now)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
     if !matches!(why, Wait::Claimed(_) | Wait::NoneFree { .. }) {
         return why.describe(pool, now);
     }

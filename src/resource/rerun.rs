@@ -90,6 +90,9 @@ pub fn find(
 ) -> Result<Option<Earlier>> {
     let one = match op {
         Operation::Multi(many) => return find_many(store, snap, many, build),
+        Operation::Single(Single::Unshare { lock, id }) => {
+            return find_unshare(store, snap, lock, id, build)
+        }
         Operation::Single(one) => one,
     };
     let wanted: Vec<&LockName> = match one {
@@ -112,13 +115,21 @@ pub fn find(
     let mut found = None;
     store.walk_commits(&snap.tip, HISTORY_WALK_LIMIT, &mut |c| {
         let (id, message) = (&c.id, &c.message);
-        let Some((verb, names)) = Parsed::new(message).locks() else {
+        let parsed = Parsed::new(message);
+        let Some((verb, names)) = parsed.locks() else {
             return false;
         };
         if !verbs.contains(&verb) {
             return false;
         }
+        // A share's commit (the first reader's `claiming:`, the last's
+        // `unclaiming:`) is never an exclusive put's: it decides its lock.
+        let share = parsed.trailer(Trailer::Share).is_some();
         for name in names {
+            if share {
+                open.remove(name);
+                continue;
+            }
             if let Some(lock) = open.remove(name) {
                 if made_by(message, build) {
                     found = Some(Earlier {
@@ -131,6 +142,41 @@ pub fn find(
             }
         }
         open.is_empty()
+    })?;
+    Ok(found)
+}
+
+/// [`find`] for the release of a share: this build's commit that gave
+/// back share `id` of `lock` (`unsharing:`, or the last one's
+/// `unclaiming:`), within the history walk's reach.
+fn find_unshare(
+    store: &mut dyn CommitWalk,
+    snap: &Snapshot,
+    lock: &LockName,
+    id: &str,
+    build: &BuildInfo,
+) -> Result<Option<Earlier>> {
+    if snap.shares.find(lock, id).is_some() {
+        return Ok(None);
+    }
+    let mut found = None;
+    store.walk_commits(&snap.tip, HISTORY_WALK_LIMIT, &mut |c| {
+        let parsed = Parsed::new(&c.message);
+        let gave_back = matches!(
+            parsed.verb(),
+            Some((Verb::Unsharing | Verb::Unclaiming, name)) if name == lock.as_str()
+        );
+        if gave_back && parsed.trailer(Trailer::Share) == Some(id) {
+            if made_by(&c.message, build) {
+                found = Some(Earlier {
+                    commit: c.id.to_string(),
+                    lock: lock.clone(),
+                    also: Vec::new(),
+                });
+            }
+            return true;
+        }
+        false
     })?;
     Ok(found)
 }
@@ -181,7 +227,9 @@ fn find_many(
         };
         let locks: Vec<LockName> = names.iter().filter_map(|n| LockName::new(n).ok()).collect();
         let fresh = names.iter().all(|n| !seen.contains(*n));
+        let share = Parsed::new(message).trailer(Trailer::Share).is_some();
         if verbs.contains(&verb)
+            && !share
             && fresh
             && fits(&locks)
             && locks.iter().all(in_state)

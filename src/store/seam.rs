@@ -22,7 +22,7 @@ use crate::error::Result;
 pub use crate::model::commit::CommitMeta;
 use crate::model::names::PoolPath;
 use crate::model::pool::{Change, CommitId, Snapshot};
-use crate::model::shares::{Holder, Shares};
+use crate::model::shares::{Holder, ShareEdit, Shares};
 
 /// How many commits a backend walks back from the tip at most to answer a
 /// question about history ([`CommitWalk::walk_commits`], the
@@ -142,19 +142,44 @@ pub struct Step {
     pub message: String,
 }
 
-/// The edit of `pool`'s shares file that `change` makes ([`Change::share`]),
-/// on the file as `snap` read it; `holder` is who a join adds. `None` when
-/// the change leaves the shares alone.
+/// The edit of `pool`'s shares file that `change` makes, on the file as
+/// `snap` read it; `holder` is who a join ([`Change::share`]) adds. `None`
+/// when the file stays as it is.
+///
+/// A lock whose files the change moves (claimed afresh, freed, added,
+/// removed) starts with no holders before [`Change::share`] applies:
+/// holders left for it by a tool that does not know this file (the Go
+/// resource releasing a lock held shared) never come back to life under
+/// a new claim. An unreadable file is rewritten only by a change that
+/// clears a lock's holders (an operator's `pool release L --force --all`,
+/// which repairs it); every other change leaves it for the operator.
 pub fn shares_edit(
     pool: &PoolPath,
     snap: &Snapshot,
     change: &Change,
     holder: Option<&Holder>,
 ) -> Option<FileEdit> {
-    let edit = change.share.as_ref()?;
+    let clears = matches!(change.share, Some(ShareEdit::Clear { .. }));
+    if snap.shares.unreadable.is_some() && !clears {
+        return None;
+    }
+    let mut next = snap.shares.clone();
+    // Holders of a lock that is not claimed are left over.
+    next.locks.retain(|lock, _| snap.claimed.contains_key(lock));
+    for (lock, edits) in change.parts() {
+        if !edits.is_empty() {
+            next.locks.remove(lock);
+        }
+    }
+    if let Some(edit) = &change.share {
+        next = next.after(edit, holder);
+    }
+    if next.locks == snap.shares.locks && snap.shares.unreadable.is_none() {
+        return None;
+    }
     Some(FileEdit {
         path: Shares::path(pool),
-        content: snap.shares.after(edit, holder).to_bytes(),
+        content: next.to_bytes(),
     })
 }
 

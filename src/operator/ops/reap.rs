@@ -53,8 +53,9 @@ pub fn reap(store: &mut dyn LockStore, job: &Reaping<'_>, older_than: i64) -> Re
         lines: Vec::new(),
     };
     let limit = st.now - older_than;
-    let shares = store.snapshot()?.shares;
     for p in &st.pools {
+        // Who holds what shared as the status read it, at the same commit.
+        let shares = &p.shares;
         for l in &p.locks {
             if l.state == LockState::Claimed && shares.is_shared(&l.name) {
                 for h in shares.holders(&l.name).iter().filter(|h| h.since <= limit) {
@@ -89,17 +90,33 @@ pub fn reap(store: &mut dyn LockStore, job: &Reaping<'_>, older_than: i64) -> Re
                 name: who.name.clone(),
                 reason: Some(reason),
             };
-            let one = change_lock(
-                store,
-                pool,
-                &Single::Release(lock).into(),
-                &reaper,
-                Guard {
-                    force: true,
-                    ..Guard::default()
-                },
-                None,
-            )?;
+            // Fenced on the claim judged: if the lock was released and
+            // claimed again (or taken shared) since the status, the new
+            // holder keeps it.
+            let one = match &l.since {
+                Since::Commit { commit, .. } => {
+                    match release_claim(store, pool, &lock, commit, &reaper)? {
+                        Some(one) => one,
+                        None => {
+                            done.lines.push(format!(
+                                "kept {lock}: its claim {commit} ended since it was judged"
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                Since::Before { .. } => change_lock(
+                    store,
+                    pool,
+                    &Single::Release(lock).into(),
+                    &reaper,
+                    Guard {
+                        force: true,
+                        ..Guard::default()
+                    },
+                    None,
+                )?,
+            };
             done.commits.extend(one.commits);
             done.lines.extend(one.lines);
         }
@@ -276,7 +293,12 @@ pub fn reap_dead(
         commits: Vec::new(),
         lines: Vec::new(),
     };
-    let shares = store.snapshot()?.shares;
+    // Who holds what shared as the status read it, at the same commit.
+    let shares = st
+        .pools
+        .first()
+        .map(|p| p.shares.clone())
+        .unwrap_or_default();
     let claims = held_claims(&st, &shares, dead.concourse, &mut done.lines);
     let held = held_shares(&st, &shares, dead.concourse, &mut done.lines);
     let tickets = waiting_tickets(&st, job.pool, dead.concourse, &mut done.lines);

@@ -669,15 +669,12 @@ impl PutStore for CodeCommitStore {
                 Some(bytes) => Line::parse(&bytes),
                 None => Line::default(),
             };
-            // Only a claimed lock can be held shared: no call for a pool
-            // with none.
-            let shares = if claimed.is_empty() {
-                Shares::default()
-            } else {
-                match self.file(&tip, &Shares::path(&self.pool))? {
-                    Some(bytes) => Shares::parse(&bytes),
-                    None => Shares::default(),
-                }
+            // Read even with nothing claimed (one GetFile, as the line):
+            // holders a tool that does not know the file left behind go
+            // with the next change of the file.
+            let shares = match self.file(&tip, &Shares::path(&self.pool))? {
+                Some(bytes) => Shares::parse(&bytes),
+                None => Shares::default(),
             };
             (hold, line, shares)
         } else {

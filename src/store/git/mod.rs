@@ -506,11 +506,9 @@ impl PutStore for GitStore {
             ),
             None => Line::default(),
         };
-        // Only a claimed lock can be held shared.
-        let shares_at = (!claimed.is_empty())
-            .then(|| tree::entry_at(&root, &Shares::path(&self.source.pool)))
-            .flatten();
-        let shares = match shares_at {
+        // Read even with nothing claimed: holders a tool that does not
+        // know the file left behind go with the next change of the file.
+        let shares = match tree::entry_at(&root, &Shares::path(&self.source.pool)) {
             Some((id, _)) => Shares::parse(
                 self.repo
                     .find_blob(id)
