@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::support::{
     run_bin, spawn_bin, AwsEnv, Bg, CodeCommitServer, GitDaemon, Imds, ImdsOptions, Keyring,
-    LockRepo,
+    LockRepo, Run,
 };
 use crate::{put, source, version, Inputs};
 
@@ -60,6 +60,16 @@ fn get_into(src: &Value, response: &Value, inputs: &Inputs, dir: &str, job: &str
         &env_of(&build(job, name)),
     )
     .assert_success();
+}
+
+/// `out` with `params` as build `name` of `job`, however it ends.
+fn out_as(src: &Value, params: Value, inputs: &Inputs, job: &str, name: &str) -> Run {
+    run_bin(
+        "out",
+        &[inputs.path()],
+        &json!({"source": src, "params": params}),
+        &env_of(&build(job, name)),
+    )
 }
 
 fn release_dir(src: &Value, inputs: &Inputs, dir: &str, job: &str, name: &str) -> Value {
@@ -317,12 +327,7 @@ fn a_share_released_twice_is_refused_the_second_time_and_frees_no_other_readers_
     get_into(&src, &r2, &inputs, "r2", "smoke", "2");
     release_dir(&src, &inputs, "r1", "smoke", "1");
     let tip = repo.tip();
-    let again = run_bin(
-        "out",
-        &[inputs.path()],
-        &json!({"source": src, "params": {"release": "r1"}}),
-        &env_of(&build("smoke", "1")),
-    );
+    let again = out_as(&src, json!({"release": "r1"}), &inputs, "smoke", "1");
     again.assert_failure();
     assert!(
         again.stderr.contains("given back already"),
@@ -347,12 +352,7 @@ fn an_exclusive_release_of_a_lock_held_shared_is_refused_naming_its_holders() {
     );
     inputs.lock("byhand", "env", b"");
     let tip = repo.tip();
-    let run = run_bin(
-        "out",
-        &[inputs.path()],
-        &json!({"source": src, "params": {"release": "byhand"}}),
-        &env_of(&build("deploy", "9")),
-    );
+    let run = out_as(&src, json!({"release": "byhand"}), &inputs, "deploy", "9");
     run.assert_failure();
     assert!(
         run.stderr.contains("held shared by 1 build") && run.stderr.contains("main/app/smoke #1"),
@@ -481,12 +481,7 @@ fn shared_applies_to_one_lock_and_is_a_boolean_naming_the_field_otherwise() {
             "params.idempotent",
         ),
     ] {
-        let run = run_bin(
-            "out",
-            &[inputs.path()],
-            &json!({"source": src, "params": params}),
-            &[],
-        );
+        let run = out_as(&src, params.clone(), &inputs, "smoke", "1");
         run.assert_failure();
         assert!(run.stderr.contains(needle), "{params}: {}", run.stderr);
     }
@@ -581,13 +576,7 @@ fn the_get_after_a_readers_release_names_that_lock_and_writes_no_fence() {
     assert!(!after.join("share").exists());
     // A release of that directory again is refused, changing nothing.
     let tip = repo.tip();
-    run_bin(
-        "out",
-        &[inputs.path()],
-        &json!({"source": src, "params": {"release": "after"}}),
-        &env_of(&build("smoke", "1")),
-    )
-    .assert_failure();
+    out_as(&src, json!({"release": "after"}), &inputs, "smoke", "1").assert_failure();
     assert_eq!(repo.tip(), tip);
     assert_eq!(repo.claimed(POOL), ["db", "env"]);
 }
@@ -614,11 +603,12 @@ fn holders_left_by_a_tool_that_freed_a_shared_lock_are_dropped_by_the_next_claim
     );
     get_into(&src, &w, &inputs, "w", "deploy", "7");
     // A reader now waits (the lock is held alone) instead of joining.
-    let run = run_bin(
-        "out",
-        &[inputs.path()],
-        &json!({"source": src, "params": {"claim": "env", "shared": true, "wait_timeout": "0s"}}),
-        &env_of(&build("smoke", "2")),
+    let run = out_as(
+        &src,
+        json!({"claim": "env", "shared": true, "wait_timeout": "0s"}),
+        &inputs,
+        "smoke",
+        "2",
     );
     run.assert_failure();
     assert!(run.stderr.contains("is claimed"), "{}", run.stderr);
@@ -690,11 +680,12 @@ fn a_share_of_a_pool_whose_shares_file_is_unreadable_fails_naming_it_and_changes
     );
     repo.commit_file(SHARES, b"{broken", "a broken hand edit");
     let tip = repo.tip();
-    let run = run_bin(
-        "out",
-        &[inputs.path()],
-        &json!({"source": src, "params": {"acquire": true, "shared": true}}),
-        &env_of(&build("smoke", "2")),
+    let run = out_as(
+        &src,
+        json!({"acquire": true, "shared": true}),
+        &inputs,
+        "smoke",
+        "2",
     );
     run.assert_failure();
     assert!(

@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::model::line::Line;
 use crate::model::message::Verb;
 use crate::model::names::{LockName, PoolPath};
-use crate::model::shares::{ShareEdit, Shares};
+use crate::model::shares::{describe_holders, ShareEdit, Shares};
 
 pub use crate::model::names::LockState;
 
@@ -705,17 +705,8 @@ fn shared_release(snap: &Snapshot, pool: &PoolPath, lock: &LockName) -> Error {
         pool: pool.to_string(),
         lock: lock.to_string(),
         detail: format!(
-            "it is held shared by {} ({}); a release of the directory a shared get wrote (with its share file) gives back that one share, and pool release {lock} --force --holder ID or --all frees it",
-            if holders.len() == 1 {
-                "1 build".to_string()
-            } else {
-                format!("{} builds", holders.len())
-            },
-            holders
-                .iter()
-                .map(|h| format!("{} as {}", h.build, h.id))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "it is held shared by {}; a release of the directory a shared get wrote (with its share file) gives back that one share, and pool release {lock} --force --holder ID or --all frees it",
+            describe_holders(holders, |h| format!("as {}", h.id))
         ),
     }
 }

@@ -101,6 +101,24 @@ pub enum ShareEdit {
     },
 }
 
+/// How holders are named in messages: `2 builds (main/app/smoke #41 as
+/// 9f0c…, main/app/probe #12 as 62ca…)` with `each` saying what follows
+/// each build (its id, or how long it holds).
+pub fn describe_holders(holders: &[Holder], each: impl Fn(&Holder) -> String) -> String {
+    format!(
+        "{} ({})",
+        match holders.len() {
+            1 => "1 build".to_string(),
+            n => format!("{n} builds"),
+        },
+        holders
+            .iter()
+            .map(|h| format!("{} {}", h.build, each(h)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 impl Shares {
     /// The directory of every pool's shares file (beside the holds and
     /// the line).

@@ -31,7 +31,7 @@ use crate::model::message::{build_trailers, commit_message, lock_trailers, Trail
 use crate::model::pool::{
     plan, plan_takeover, CommitId, Multi, Operation, Plan, Single, Snapshot, Takeover, Wait,
 };
-use crate::model::shares::{Holder, ShareEdit};
+use crate::model::shares::{describe_holders, Holder, ShareEdit};
 use crate::process::clock::now_unix;
 use crate::process::log::Log;
 use crate::process::retry::Backoff;
@@ -374,21 +374,11 @@ fn describe_wait(
         let holders = snap.shares.holders(lock);
         if !holders.is_empty() && snap.claimed.contains_key(lock) {
             return format!(
-                "lock {lock} of pool {pool} is held shared by {}: {}",
-                if holders.len() == 1 {
-                    "1 build".to_string()
-                } else {
-                    format!("{} builds", holders.len())
-                },
-                holders
-                    .iter()
-                    .map(|h| format!(
-                        "{} for {}",
-                        h.build,
-                        crate::model::duration::ago(h.since, now)
-                    ))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "lock {lock} of pool {pool} is held shared by {}",
+                describe_holders(holders, |h| format!(
+                    "for {}",
+                    crate::model::duration::ago(h.since, now)
+                ))
             );
         }
     }

@@ -211,15 +211,6 @@ fn operator_step(
     }
 }
 
-/// The words for a lock's holders: `BUILD as ID, ...`.
-fn holders_of(holders: &[Holder]) -> String {
-    holders
-        .iter()
-        .map(|h| format!("{} as {}", h.build, h.id))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// `pool release L` of a lock held shared, or with `--holder`/`--all`:
 /// the plan, and the holder ids the commit gives back. Without
 /// `--holder ID` or `--all` a forced release is a usage error naming the
@@ -235,12 +226,8 @@ fn release_shared(
     let holders = snap.shares.holders(lock);
     let named = || {
         format!(
-            "lock {lock} of pool {pool} is held shared by {} ({})",
-            match holders.len() {
-                1 => "1 build".to_string(),
-                n => format!("{n} builds"),
-            },
-            holders_of(holders)
+            "lock {lock} of pool {pool} is held shared by {}",
+            crate::model::shares::describe_holders(holders, |h| format!("as {}", h.id))
         )
     };
     if !(guard.force && who.reason.is_some()) {
