@@ -636,9 +636,7 @@ fn chromium_shows_a_lock_held_shared_with_each_holder_as_text_and_the_kind_of_ea
         "{holders}"
     );
     let first = holders
-        .find(&format!(
-            r#"<a class="build" href="https://ci.example.com/teams/main/pipelines/app/jobs/smoke/builds/1" rel="noreferrer">main/app/smoke #1</a>"#
-        ))
+        .find(r#"<a class="build" href="https://ci.example.com/teams/main/pipelines/app/jobs/smoke/builds/1" rel="noreferrer">main/app/smoke #1</a>"#)
         .unwrap_or_else(|| panic!("no link to the first holder's build in\n{holders}"));
     let second = holders
         .find("main/app/smoke #&lt;img src=x onerror=alert(1)&gt;")
