@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 
 use crate::support::faults::{FaultProxy, Rates};
 use crate::support::run::spawn_raw;
-use crate::support::{run_bin_raw, skip, Bg, GitDaemon, LockRepo, Run};
-use crate::{put, source, Inputs};
+use crate::support::{run_bin, run_bin_raw, skip, spawn_bin, Bg, GitDaemon, LockRepo, Run};
+use crate::{put, source, version, Inputs};
 
 const POOL: &str = "envs";
 /// The most hostile lock name [`pool_resource::model::names::LockName`] accepts:
@@ -513,6 +513,158 @@ fn chromium_says_created_by_for_an_added_lock_and_not_takeable_for_free_locks_of
         ),
         "the card does not say why:\n{dom}"
     );
+}
+
+/// Build `name` of `job` takes a share of `lock` (a real `out`), and `in`
+/// fetches it into `inputs/<dir>`; returns its share id (`DIR/share`).
+fn share(src: &Value, lock: &str, job: &str, name: &str, inputs: &Inputs, dir: &str) -> String {
+    let mut env = build(name);
+    env[2].1 = job.to_string();
+    let out = put(
+        src,
+        json!({"claim": lock, "shared": true}),
+        inputs,
+        &env_refs(&env),
+    );
+    let dest = inputs.path().join(dir);
+    run_bin(
+        "in",
+        &[dest.as_path()],
+        &json!({"source": src, "version": {"ref": version(&out)}}),
+        &env_refs(&env),
+    )
+    .assert_success();
+    std::fs::read_to_string(dest.join("share"))
+        .expect("in writes DIR/share for a shared hold")
+        .trim()
+        .to_string()
+}
+
+/// A real `out` of `params` by build `name` of `job`, left waiting in the
+/// line (killed on drop).
+fn waiting(src: &Value, params: Value, job: &str, name: &str, inputs: &Inputs) -> Bg {
+    let mut env = build(name);
+    env[2].1 = job.to_string();
+    let child = spawn_bin(
+        "out",
+        &[inputs.path()],
+        &json!({"source": src, "params": params}),
+        &env_refs(&env),
+    );
+    Bg::new(
+        child,
+        format!("the waiting {job} #{name}"),
+        Duration::from_secs(60),
+    )
+}
+
+/// The part of `dom` from `open` up to the next `close` after it.
+fn element<'a>(dom: &'a str, open: &str, close: &str) -> &'a str {
+    let from = dom
+        .find(open)
+        .unwrap_or_else(|| panic!("no {open} in\n{dom}"));
+    let len = dom[from + open.len()..]
+        .find(close)
+        .unwrap_or_else(|| panic!("nothing closes {open} in\n{dom}"));
+    &dom[from..from + open.len() + len]
+}
+
+/// Two readers hold `env` together, one of them a build with a hostile
+/// name; a writer waits for `env` and a reader behind it (the writer
+/// closes `env` to new readers). The page Chromium renders says `env` is
+/// held shared by 2, lists both holders (the hostile one as text), and
+/// marks each waiter shared or exclusive, in the order they are served.
+#[test]
+#[ignore = "needs chromium: run by ci/test.sh with --include-ignored"]
+fn chromium_shows_a_lock_held_shared_with_each_holder_as_text_and_the_kind_of_each_waiter() {
+    let test = "serve::chromium_shows_a_lock_held_shared_with_each_holder_as_text_and_the_kind_of_each_waiter";
+    let Some(exe) = chromium() else {
+        skip(test, "chromium is not installed (ci/test.sh installs it)");
+        return;
+    };
+    let repo = LockRepo::new("main");
+    let local = source(&repo.path().display().to_string(), "main", POOL);
+    pool(&local, &["--as", "ops", "init", "env", "spare"]).assert_success();
+    let daemon = GitDaemon::start(repo.root());
+    let src = source(&daemon.url("locks.git"), "main", POOL);
+    let inputs = Inputs::new();
+    let plain = share(&src, "env", "smoke", "1", &inputs, "r1");
+    let hostile = share(&src, "env", "smoke", HOSTILE, &inputs, "r2");
+    let (w_in, r_in) = (Inputs::new(), Inputs::new());
+    let mut writer = waiting(&src, json!({"claim": "env"}), "deploy", "10", &w_in);
+    let server = Server::start(&daemon.url("locks.git"), "1s");
+    // The reader comes after the writer is in the line, so behind it.
+    server.wait_for_status("the writer in line", |s| {
+        s["pools"][0]["line"]
+            .as_array()
+            .is_some_and(|l| l.len() == 1)
+    });
+    let mut reader = waiting(
+        &src,
+        json!({"claim": "env", "shared": true}),
+        "smoke",
+        "4",
+        &r_in,
+    );
+    let status = server.wait_for_status("both waiters", |s| {
+        s["pools"][0]["line"]
+            .as_array()
+            .is_some_and(|l| l.len() == 2)
+    });
+    assert_eq!(
+        lock(&status, "env")["holders"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    let dom = run_chromium(exe, &["--dump-dom"], &server.url("/"));
+    // env's card, up to the next lock's (spare).
+    let card = element(
+        &dom,
+        r#"<div class="lock claimed"><div class="name">env</div>"#,
+        r#"<div class="lock "#,
+    );
+    assert!(card.contains("● claimed, shared"), "{card}");
+    assert!(card.contains("Held shared by 2"), "{card}");
+    let holders = element(
+        card,
+        r#"<ul class="holders" aria-label="Holders of env">"#,
+        "</ul>",
+    );
+    assert_eq!(
+        holders.matches(r#"<li class="holder">"#).count(),
+        2,
+        "{holders}"
+    );
+    let first = holders
+        .find(r#"<a class="build" href="https://ci.example.com/teams/main/pipelines/app/jobs/smoke/builds/1" rel="noreferrer">main/app/smoke #1</a>"#)
+        .unwrap_or_else(|| panic!("no link to the first holder's build in\n{holders}"));
+    let second = holders
+        .find("main/app/smoke #&lt;img src=x onerror=alert(1)&gt;")
+        .unwrap_or_else(|| panic!("the hostile holder is not text in\n{holders}"));
+    assert!(first < second, "holders in the order they came:\n{holders}");
+    for id in [&plain, &hostile] {
+        assert!(
+            holders.contains(&format!("share {id}")),
+            "no share {id} in\n{holders}"
+        );
+    }
+    assert!(
+        !dom.contains("<img"),
+        "the hostile name made an element:\n{dom}"
+    );
+
+    let line = element(&dom, r#"<section class="line""#, "</section>");
+    assert!(line.contains("Waiting in line: 2"), "{line}");
+    let exclusive = line
+        .find(r#"main/app/deploy #10</a> — claim: env, <span class="kind exclusive">exclusive</span>"#)
+        .unwrap_or_else(|| panic!("the writer is not marked exclusive in\n{line}"));
+    let shared = line
+        .find(r#"main/app/smoke #4</a> — claim: env, <span class="kind shared">shared</span>"#)
+        .unwrap_or_else(|| panic!("the reader is not marked shared in\n{line}"));
+    assert!(exclusive < shared, "the writer is served first:\n{line}");
+
+    writer.kill();
+    reader.kill();
 }
 
 #[test]

@@ -287,3 +287,356 @@ pub struct History {
     /// lies before it.
     pub complete: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    //! The pairing of each share's start with its end, over commits made
+    //! as the resource and the operator make them (in the memory store).
+
+    use super::*;
+    use crate::model::message::commit_message;
+    use crate::model::names::{LockName, LockState, PoolPath};
+    use crate::model::shares::{Holder, ShareEdit};
+    use crate::operator::watch::Read;
+    use crate::store::memory::{delete, file, MemoryStore};
+    use crate::store::seam::FileEdit;
+
+    const POOL: &str = "envs";
+
+    /// A pool whose locks are shared and given back commit by commit, with
+    /// the shares file each commit leaves.
+    struct Repo {
+        store: MemoryStore,
+        shares: Shares,
+    }
+
+    impl Repo {
+        fn new() -> Repo {
+            Repo {
+                store: MemoryStore::new(POOL, &["env", "other"], &[]),
+                shares: Shares::default(),
+            }
+        }
+
+        fn lock(name: &str) -> LockName {
+            LockName::new(name).unwrap()
+        }
+
+        fn lock_file(state: LockState, lock: &str) -> String {
+            format!("{POOL}/{}/{lock}", state.dir())
+        }
+
+        /// The edits moving `lock` into `to`.
+        fn moved(lock: &str, to: LockState) -> Vec<FileEdit> {
+            let from = match to {
+                LockState::Claimed => LockState::Unclaimed,
+                LockState::Unclaimed => LockState::Claimed,
+            };
+            vec![
+                delete(&Repo::lock_file(from, lock)),
+                file(&Repo::lock_file(to, lock), lock.as_bytes()),
+            ]
+        }
+
+        /// Lands a commit of `edits` and the shares file after `edit`.
+        fn land(
+            &mut self,
+            subject: String,
+            trailers: &[(Trailer, String)],
+            edit: ShareEdit,
+            holder: Option<&Holder>,
+            mut edits: Vec<FileEdit>,
+        ) -> String {
+            self.shares = self.shares.after(&edit, holder);
+            let path = Shares::path(&PoolPath::new(POOL).unwrap());
+            edits.push(match self.shares.to_bytes() {
+                Some(bytes) => file(&path, &bytes),
+                None => delete(&path),
+            });
+            let message = commit_message(&subject, None, trailers);
+            self.store.land(&message, &edits)
+        }
+
+        /// Build `id` takes a share of `lock`: `claiming:` when it is the
+        /// first, `sharing:` otherwise.
+        fn share(&mut self, lock: &str, id: &str) -> String {
+            let first = !self.shares.is_shared(&Repo::lock(lock));
+            let holder = Holder {
+                id: id.into(),
+                build: format!("main/app/smoke #{id}"),
+                build_id: None,
+                url: None,
+                since: 1,
+            };
+            let (verb, edits) = match first {
+                true => (Verb::Claiming, Repo::moved(lock, LockState::Claimed)),
+                false => (Verb::Sharing, Vec::new()),
+            };
+            self.land(
+                verb.subject(lock),
+                &[
+                    (Trailer::Build, holder.build.clone()),
+                    (Trailer::Share, id.into()),
+                ],
+                ShareEdit::Join {
+                    lock: Repo::lock(lock),
+                    id: id.into(),
+                },
+                Some(&holder),
+                edits,
+            )
+        }
+
+        /// Build `id` gives its share back through its `get` directory:
+        /// `unsharing:`, or `unclaiming:` when it is the last.
+        fn give_back(&mut self, lock: &str, id: &str) -> String {
+            let last = self.shares.holders(&Repo::lock(lock)).len() == 1;
+            let (verb, edits) = match last {
+                true => (Verb::Unclaiming, Repo::moved(lock, LockState::Unclaimed)),
+                false => (Verb::Unsharing, Vec::new()),
+            };
+            self.land(
+                verb.subject(lock),
+                &[
+                    (Trailer::Build, format!("main/app/smoke #{id}")),
+                    (Trailer::Share, id.into()),
+                ],
+                ShareEdit::Leave {
+                    lock: Repo::lock(lock),
+                    id: id.into(),
+                },
+                None,
+                edits,
+            )
+        }
+
+        /// An operator frees `lock` for every holder at once: with a
+        /// `Pool-Resource-Share` trailer per holder (`pool release --force
+        /// --all`), or without any (a tool that knows nothing of shares).
+        fn release_all(&mut self, lock: &str, with_trailers: bool) -> String {
+            let mut trailers = vec![(Trailer::Operator, "ops".to_string())];
+            if with_trailers {
+                for h in self.shares.holders(&Repo::lock(lock)) {
+                    trailers.push((Trailer::Share, h.id.clone()));
+                }
+            }
+            trailers.push((Trailer::Reason, "stuck".into()));
+            self.land(
+                Verb::Unclaiming.subject(lock),
+                &trailers,
+                ShareEdit::Clear {
+                    lock: Repo::lock(lock),
+                },
+                None,
+                Repo::moved(lock, LockState::Unclaimed),
+            )
+        }
+
+        /// `pool remove L --force` of a claimed lock: its holders go with it.
+        fn remove(&mut self, lock: &str) -> String {
+            self.land(
+                Verb::Removing.subject(lock),
+                &[(Trailer::Operator, "ops".into())],
+                ShareEdit::Clear {
+                    lock: Repo::lock(lock),
+                },
+                None,
+                vec![delete(&Repo::lock_file(LockState::Claimed, lock))],
+            )
+        }
+
+        /// A commit outside the pool (another pool's, a hold's).
+        fn elsewhere(&mut self, n: usize) {
+            self.store
+                .land("another writer\n", &[file("elsewhere", &n.to_be_bytes())]);
+        }
+
+        /// The events of the whole history.
+        fn events(&mut self, since: i64) -> History {
+            let tip = self.store.tip().to_string();
+            operator_events(&mut self.store, &tip, &[POOL.to_string()], since).unwrap()
+        }
+    }
+
+    /// Each share seen: (holder id, its start commit, its end commit),
+    /// sorted by holder id.
+    type Seen = (String, Option<String>, Option<String>);
+
+    fn shares(h: &History) -> Vec<Seen> {
+        let mut out: Vec<Seen> = h
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Share {
+                    id, commit, ended, ..
+                } => Some((
+                    id.clone(),
+                    commit.clone(),
+                    ended.as_ref().map(|e| e.0.clone()),
+                )),
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn seen(id: &str, start: &str, end: Option<&str>) -> Seen {
+        (id.into(), Some(start.into()), end.map(String::from))
+    }
+
+    #[test]
+    fn a_share_ends_at_its_own_unsharing_and_the_last_at_its_unclaiming() {
+        let mut repo = Repo::new();
+        let r1 = repo.share("env", "r1");
+        let r2 = repo.share("env", "r2");
+        let r3 = repo.share("env", "r3");
+        let r2_out = repo.give_back("env", "r2");
+        let r1_out = repo.give_back("env", "r1");
+        let r3_out = repo.give_back("env", "r3");
+        assert!(repo.store.log()[0].1.starts_with("unclaiming: env"));
+        assert_eq!(
+            shares(&repo.events(0)),
+            [
+                seen("r1", &r1, Some(&r1_out)),
+                seen("r2", &r2, Some(&r2_out)),
+                seen("r3", &r3, Some(&r3_out)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_share_still_held_has_no_end_though_an_earlier_one_ended() {
+        let mut repo = Repo::new();
+        let r1 = repo.share("env", "r1");
+        let r1_out = repo.give_back("env", "r1");
+        let r2 = repo.share("env", "r2");
+        let r3 = repo.share("env", "r3");
+        let r2_out = repo.give_back("env", "r2");
+        assert_eq!(
+            shares(&repo.events(0)),
+            [
+                seen("r1", &r1, Some(&r1_out)),
+                seen("r2", &r2, Some(&r2_out)),
+                seen("r3", &r3, None),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_forced_release_of_every_holder_ends_every_share_of_the_lock() {
+        for with_trailers in [true, false] {
+            let mut repo = Repo::new();
+            let o = repo.share("other", "o1");
+            let r1 = repo.share("env", "r1");
+            let r2 = repo.share("env", "r2");
+            let r3 = repo.share("env", "r3");
+            let r3_out = repo.give_back("env", "r3");
+            let forced = repo.release_all("env", with_trailers);
+            let count = repo.store.log()[0].1.matches("Pool-Resource-Share").count();
+            assert_eq!(count, if with_trailers { 2 } else { 0 });
+            assert_eq!(
+                shares(&repo.events(0)),
+                [
+                    seen("o1", &o, None),
+                    seen("r1", &r1, Some(&forced)),
+                    seen("r2", &r2, Some(&forced)),
+                    seen("r3", &r3, Some(&r3_out)),
+                ],
+                "trailers: {with_trailers}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_removal_of_a_lock_held_shared_ends_its_shares() {
+        let mut repo = Repo::new();
+        let o = repo.share("other", "o1");
+        let r1 = repo.share("env", "r1");
+        let r2 = repo.share("env", "r2");
+        let removed = repo.remove("env");
+        assert_eq!(
+            shares(&repo.events(0)),
+            [
+                seen("o1", &o, None),
+                seen("r1", &r1, Some(&removed)),
+                seen("r2", &r2, Some(&removed)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_share_given_back_after_the_history_read_began_starts_at_the_read() {
+        let mut repo = Repo::new();
+        repo.share("env", "r1");
+        repo.share("env", "r2");
+        // More commits than a walk reads: r1's and r2's starts lie beyond.
+        for n in 0..HISTORY_WALK_LIMIT {
+            repo.elsewhere(n);
+        }
+        let r1_out = repo.give_back("env", "r1");
+        let history = repo.events(0);
+        assert!(!history.complete);
+        let r1: Vec<&Event> = history
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Share { id, .. } if id == "r1"))
+            .collect();
+        match r1.as_slice() {
+            [Event::Share {
+                commit: None,
+                at,
+                ended: Some(end),
+                ..
+            }] => {
+                assert_eq!(end.0, r1_out);
+                assert_eq!(*at, history.read_from.min(end.1));
+            }
+            other => panic!("r1 is shown as {other:?}"),
+        }
+        // r2 still holds: nothing in the history read says so.
+        assert_eq!(shares(&history).len(), 1, "{:?}", history.events);
+    }
+
+    /// The annotations of a read of the store, with the history kept
+    /// since `since`.
+    fn annotations(repo: &mut Repo, since: i64) -> Vec<crate::operator::annotations::Annotation> {
+        let pool = PoolPath::new(POOL).unwrap();
+        let status = crate::operator::ops::status::status(&mut repo.store, "main", Some(&pool));
+        let read = Read {
+            status: status.unwrap(),
+            history: Vec::new(),
+            metadata: BTreeMap::new(),
+            annotations: repo.events(since),
+        };
+        crate::operator::annotations::all(&read, crate::process::clock::now_unix(), &[])
+    }
+
+    #[test]
+    fn a_share_held_since_before_the_history_read_is_shown_from_the_shares_file() {
+        let mut repo = Repo::new();
+        repo.share("env", "r1");
+        repo.share("env", "r2");
+        repo.give_back("env", "r2");
+        let tagged = |all: &[crate::operator::annotations::Annotation], id: &str| {
+            all.iter()
+                .filter(|a| a.tags.contains(&format!("share:{id}")))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        // Read from later than every commit: only the shares file knows r1.
+        let later = crate::process::clock::now_unix() + 3600;
+        let all = annotations(&mut repo, later);
+        let r1 = tagged(&all, "r1");
+        assert_eq!(r1.len(), 1, "{all:?}");
+        assert!(r1[0].ongoing && r1[0].started_before_look_back, "{r1:?}");
+        assert!(r1[0].title.contains("main/app/smoke #r1"), "{r1:?}");
+        assert!(tagged(&all, "r2").is_empty(), "{all:?}");
+        // Its start read: shown once, from its commit.
+        let all = annotations(&mut repo, 0);
+        let r1 = tagged(&all, "r1");
+        assert_eq!(r1.len(), 1, "{all:?}");
+        assert!(r1[0].commit.is_some() && !r1[0].started_before_look_back);
+        assert_eq!(tagged(&all, "r2").len(), 1, "{all:?}");
+    }
+}
