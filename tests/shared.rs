@@ -582,6 +582,35 @@ fn the_get_after_a_readers_release_names_that_lock_and_writes_no_fence() {
 }
 
 #[test]
+fn the_get_after_a_readers_release_works_when_the_last_reader_left_first() {
+    let repo = pool_of(&["env"]);
+    let src = source(&repo.file_url(), "main", POOL);
+    let inputs = Inputs::new();
+    for n in ["1", "2"] {
+        let r = put_as(
+            &src,
+            json!({"claim": "env", "shared": true}),
+            &inputs,
+            "smoke",
+            n,
+        );
+        get_into(&src, &r, &inputs, &format!("r{n}"), "smoke", n);
+    }
+    let first = release_dir(&src, &inputs, "r1", "smoke", "1");
+    // The other reader leaves, freeing the lock, before the first
+    // release's implicit get runs: both smoke tests ended together.
+    release_dir(&src, &inputs, "r2", "smoke", "2");
+    assert_eq!(repo.unclaimed(POOL), ["env"]);
+    get_into(&src, &first, &inputs, "after", "smoke", "1");
+    let after = inputs.path().join("after");
+    assert_eq!(
+        std::fs::read_to_string(after.join("name")).unwrap().trim(),
+        "env"
+    );
+    assert!(!after.join("claim").exists() && !after.join("share").exists());
+}
+
+#[test]
 fn holders_left_by_a_tool_that_freed_a_shared_lock_are_dropped_by_the_next_claim() {
     let repo = pool_of(&["env"]);
     let src = source(&repo.file_url(), "main", POOL);
@@ -668,7 +697,8 @@ fn an_idempotent_exclusive_put_never_takes_its_builds_share_for_its_own_claim() 
 
 #[test]
 fn a_share_of_a_pool_whose_shares_file_is_unreadable_fails_naming_it_and_changes_nothing() {
-    let repo = pool_of(&["env"]);
+    // A free lock too: a broken guard would take it, not wait for ever.
+    let repo = pool_of(&["env", "spare"]);
     let src = source(&repo.file_url(), "main", POOL);
     let inputs = Inputs::new();
     put_as(
@@ -682,7 +712,7 @@ fn a_share_of_a_pool_whose_shares_file_is_unreadable_fails_naming_it_and_changes
     let tip = repo.tip();
     let run = out_as(
         &src,
-        json!({"acquire": true, "shared": true}),
+        json!({"acquire": true, "shared": true, "wait_timeout": "0s"}),
         &inputs,
         "smoke",
         "2",

@@ -194,7 +194,8 @@ fn replay_shared(
             ("unclaiming", None, Held::Alone(owner)) if moves && (*owner == build || operator) => {
                 Held::Free
             }
-            ("unclaiming", None, Held::Shared(_)) if moves && operator => Held::Free,
+            // An operator's release of every holder (one Share trailer each).
+            ("unclaiming", _, Held::Shared(_)) if moves && operator => Held::Free,
             _ => {
                 bad.push(format!(
                     "{at} by build {build:?} (share {share:?}) is not allowed on {lock} while it is {before:?}"

@@ -250,7 +250,13 @@ pub fn run(
         }
         (None, None) => None,
     };
-    let claimed_path = lock.as_ref().map(|l| pool.lock_path(LockState::Claimed, l));
+    // A version that gave a share back holds nothing, as an `unclaiming:`
+    // does: the lock moving since (the last reader leaving) is no loss.
+    let gave_back = share.as_ref().is_some_and(|s| !s.takes);
+    let claimed_path = lock
+        .as_ref()
+        .filter(|_| !gave_back)
+        .map(|l| pool.lock_path(LockState::Claimed, l));
     if let Some(path) = &claimed_path {
         if store.read_file(&version, path)?.is_some() && store.changed_since(&version, path)? {
             return Err(Error::NoLongerAcquired);
