@@ -605,3 +605,60 @@ fn the_shared_replay_rejects_a_claim_under_readers_and_a_reader_giving_back_anot
         "{bad:#?}"
     );
 }
+
+#[test]
+fn the_shared_replay_rejects_a_reader_joining_while_a_writer_ahead_waits() {
+    let repo = LockRepo::new("master");
+    for l in LOCKS {
+        repo.add_lock(POOL, l, false, format!("{l}-meta").as_bytes());
+    }
+    let base = repo.tip();
+    let src =
+        json!({"uri": repo.file_url(), "branch": "master", "pool": POOL, "retry_delay": "50ms"});
+    let inputs = Inputs::new();
+    crate::put(
+        &src,
+        json!({"claim": "a", "shared": true}),
+        &inputs,
+        &[("BUILD_ID", "r1"), ("BUILD_NAME", "r1")],
+    );
+    let pool = PoolPath::new(POOL).expect("pool");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    // A writer waits for "a", first in line, and stays live.
+    let writer = json!({"tickets": [{
+        "id": "w5ticket", "build": "main/app/deploy #5", "build_id": "w5",
+        "wants": {"claim": ["a"]}, "priority": 0, "arrived": now, "seq": 1,
+        "renewed": now, "lease": 3600
+    }]});
+    repo.commit_file(
+        &Line::path(&pool),
+        writer.to_string().as_bytes(),
+        "waiting in line: envs\n\nPool-Resource-Build-Id: w5",
+    );
+    // By hand, as a broken put would: a reader joins "a" all the same.
+    let path = Shares::path(&pool);
+    let file = Shares::parse(&repo.file_at("HEAD", &path).expect("the shares file"));
+    let joined = file.after(
+        &pool_resource::model::shares::ShareEdit::Join {
+            lock: LockName::new("a").expect("lock"),
+            id: "x9".into(),
+        },
+        file.holders(&LockName::new("a").expect("lock")).first(),
+    );
+    repo.commit_file(
+        &path,
+        &joined.to_bytes().expect("two holders"),
+        "sharing: a\n\nPool-Resource-Share: x9\nPool-Resource-Build-Id: r9",
+    );
+    let log = repo.log();
+    let start = log.iter().position(|c| c.sha == base).expect("base");
+    let bad = replay_shared(&repo, &log[start..], &HashMap::new());
+    assert!(
+        bad.iter()
+            .any(|b| b.contains("sharing: a") && b.contains("while a writer ahead in line waited")),
+        "{bad:#?}"
+    );
+}
