@@ -72,6 +72,20 @@ fn out_as(src: &Value, params: Value, inputs: &Inputs, job: &str, name: &str) ->
     )
 }
 
+/// A shared `claim: lock` by build `name` of `job`, and the get of its
+/// version into `inputs/<dir>`: a reader holding its share.
+fn share(src: &Value, inputs: &Inputs, lock: &str, job: &str, name: &str, dir: &str) -> Value {
+    let out = put_as(
+        src,
+        json!({"claim": lock, "shared": true}),
+        inputs,
+        job,
+        name,
+    );
+    get_into(src, &out, inputs, dir, job, name);
+    out
+}
+
 fn release_dir(src: &Value, inputs: &Inputs, dir: &str, job: &str, name: &str) -> Value {
     put_as(src, json!({"release": dir}), inputs, job, name)
 }
@@ -276,14 +290,7 @@ fn check_emits_the_first_share_and_the_last_release_but_no_reader_in_between() {
     let inputs = Inputs::new();
     let mut dirs = Vec::new();
     for n in ["1", "2", "3"] {
-        let out = put_as(
-            &src,
-            json!({"claim": "env", "shared": true}),
-            &inputs,
-            "smoke",
-            n,
-        );
-        get_into(&src, &out, &inputs, &format!("r{n}"), "smoke", n);
+        share(&src, &inputs, "env", "smoke", n, &format!("r{n}"));
         dirs.push(format!("r{n}"));
     }
     for (n, d) in ["1", "2", "3"].iter().zip(&dirs) {
@@ -309,22 +316,8 @@ fn a_share_released_twice_is_refused_the_second_time_and_frees_no_other_readers_
     let repo = pool_of(&["env"]);
     let src = source(&repo.file_url(), "main", POOL);
     let inputs = Inputs::new();
-    let r1 = put_as(
-        &src,
-        json!({"claim": "env", "shared": true}),
-        &inputs,
-        "smoke",
-        "1",
-    );
-    get_into(&src, &r1, &inputs, "r1", "smoke", "1");
-    let r2 = put_as(
-        &src,
-        json!({"claim": "env", "shared": true}),
-        &inputs,
-        "smoke",
-        "2",
-    );
-    get_into(&src, &r2, &inputs, "r2", "smoke", "2");
+    share(&src, &inputs, "env", "smoke", "1", "r1");
+    share(&src, &inputs, "env", "smoke", "2", "r2");
     release_dir(&src, &inputs, "r1", "smoke", "1");
     let tip = repo.tip();
     let again = out_as(&src, json!({"release": "r1"}), &inputs, "smoke", "1");
@@ -371,14 +364,7 @@ fn a_writer_behind_readers_waits_and_new_readers_wait_behind_the_writer() {
     let inputs = Inputs::new();
     let mut readers = Vec::new();
     for n in ["1", "2", "3"] {
-        let out = put_as(
-            &src,
-            json!({"claim": "env", "shared": true}),
-            &inputs,
-            "smoke",
-            n,
-        );
-        get_into(&src, &out, &inputs, &format!("r{n}"), "smoke", n);
+        share(&src, &inputs, "env", "smoke", n, &format!("r{n}"));
         readers.push((n, format!("r{n}")));
     }
     let mut writer = start(&src, json!({"claim": "env"}), &inputs, "deploy", "7");
@@ -542,14 +528,7 @@ fn the_get_after_a_readers_release_names_that_lock_and_writes_no_fence() {
     let repo = pool_of(&["env", "db"]);
     let src = source(&repo.file_url(), "main", POOL);
     let inputs = Inputs::new();
-    let r1 = put_as(
-        &src,
-        json!({"claim": "env", "shared": true}),
-        &inputs,
-        "smoke",
-        "1",
-    );
-    get_into(&src, &r1, &inputs, "r1", "smoke", "1");
+    share(&src, &inputs, "env", "smoke", "1", "r1");
     put_as(
         &src,
         json!({"claim": "env", "shared": true}),
@@ -587,14 +566,7 @@ fn the_get_after_a_readers_release_works_when_the_last_reader_left_first() {
     let src = source(&repo.file_url(), "main", POOL);
     let inputs = Inputs::new();
     for n in ["1", "2"] {
-        let r = put_as(
-            &src,
-            json!({"claim": "env", "shared": true}),
-            &inputs,
-            "smoke",
-            n,
-        );
-        get_into(&src, &r, &inputs, &format!("r{n}"), "smoke", n);
+        share(&src, &inputs, "env", "smoke", n, &format!("r{n}"));
     }
     let first = release_dir(&src, &inputs, "r1", "smoke", "1");
     // The other reader leaves, freeing the lock, before the first
@@ -651,14 +623,7 @@ fn an_idempotent_release_of_a_share_run_again_answers_with_its_first_release() {
     let src = source(&repo.file_url(), "main", POOL);
     let inputs = Inputs::new();
     for n in ["1", "2"] {
-        let r = put_as(
-            &src,
-            json!({"claim": "env", "shared": true}),
-            &inputs,
-            "smoke",
-            n,
-        );
-        get_into(&src, &r, &inputs, &format!("r{n}"), "smoke", n);
+        share(&src, &inputs, "env", "smoke", n, &format!("r{n}"));
     }
     let params = json!({"release": "r1", "idempotent": true});
     let first = put_as(&src, params.clone(), &inputs, "smoke", "1");
