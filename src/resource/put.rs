@@ -48,9 +48,12 @@ use crate::store::seam::{
 
 /// How long a put that fails after a push without an answer may go on
 /// finding out whether that push landed and, if it claimed locks after a
-/// signal, giving them back: with the leave ([`crate::resource::waiting::LEAVE_BUDGET`])
-/// well within the ten seconds Concourse leaves between SIGTERM and SIGKILL.
-pub const GIVE_BACK_BUDGET: std::time::Duration = std::time::Duration::from_secs(4);
+/// signal, giving them back: with the leave after a signal
+/// ([`crate::resource::waiting::SIGNAL_LEAVE_BUDGET`], 3 s) within the ten
+/// seconds Concourse leaves between SIGTERM and SIGKILL. Six, not four: a
+/// line soak through 1 s network timeouts ran out of four between finding
+/// the claim and pushing its give-back.
+pub const GIVE_BACK_BUDGET: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// Consecutive lost races tolerated before giving up (each one means another
 /// process made progress, so this is only reached under pathological load).
