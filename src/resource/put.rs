@@ -285,25 +285,16 @@ fn round(
         Plan::Commit(change) => change,
     };
     interrupt.check(doing)?;
-    let mut trailers = lock_trailers(change.locks());
-    trailers.extend(build_trailers(build));
-    if let Some(id) = op.share_id() {
-        trailers.insert(trailers.len() - 1, (Trailer::Share, id.to_string()));
-    }
-    let message = commit_message(&change.subject, build.url().as_deref(), &trailers);
-    let mut files = leave_edits(waiter.as_deref(), &snap, now);
-    files.extend(shares_edit(
-        pool,
+    let joining = op.share_id().map(|id| share_holder(id, build, now));
+    let step = put_step(
+        ctx,
         &snap,
-        &change,
-        op.share_id()
-            .map(|id| share_holder(id, build, now))
-            .as_ref(),
-    ));
-    let step = Step {
-        files,
-        ..Step::new(change, message)
-    };
+        change,
+        None,
+        op.share_id(),
+        joining.as_ref(),
+        leave_edits(waiter.as_deref(), &snap, now),
+    );
     let Some(id) = tries.commit(store, &snap, std::slice::from_ref(&step))? else {
         return Ok(Round::Again);
     };
@@ -516,16 +507,15 @@ fn drop_expired_share(
         )),
         human(ctx.source.expire_after.unwrap_or_default())
     );
-    let mut trailers = lock_trailers(change.locks());
-    trailers.extend(build_trailers(ctx.build));
-    trailers.insert(trailers.len() - 1, (Trailer::Reason, reason.clone()));
-    trailers.insert(trailers.len() - 1, (Trailer::Share, holder.id.clone()));
-    let message = commit_message(&change.subject, ctx.build.url().as_deref(), &trailers);
-    let files = shares_edit(pool, snap, &change, None).into_iter().collect();
-    let step = Step {
-        files,
-        ..Step::new(change, message)
-    };
+    let step = put_step(
+        ctx,
+        snap,
+        change,
+        Some(reason.clone()),
+        Some(&holder.id),
+        None,
+        Vec::new(),
+    );
     ctx.log.warn(format_args!(
         "lock {lock} of pool {pool}: {reason}; giving that share back"
     ));
@@ -536,6 +526,37 @@ fn drop_expired_share(
         ctx.log.line(format_args!("{} ({id})", step.change.subject));
     }
     Ok(Round::Again)
+}
+
+/// One commit of a put's making: `change` with the lock and build
+/// trailers, then `reason` and the share's holder id when given; `files`
+/// (the line's edit) and the shares file as the change leaves it
+/// (`joining`: the holder a join adds).
+fn put_step(
+    ctx: &PutContext<'_>,
+    snap: &Snapshot,
+    change: crate::model::pool::Change,
+    reason: Option<String>,
+    share: Option<&str>,
+    joining: Option<&Holder>,
+    mut files: Vec<FileEdit>,
+) -> Step {
+    let build = ctx.build;
+    let mut trailers = lock_trailers(change.locks());
+    trailers.extend(build_trailers(build));
+    // Before the nonce, which build_trailers puts last.
+    let at = trailers.len() - 1;
+    let extra = reason
+        .map(|r| (Trailer::Reason, r))
+        .into_iter()
+        .chain(share.map(|id| (Trailer::Share, id.to_string())));
+    trailers.splice(at..at, extra);
+    let message = commit_message(&change.subject, build.url().as_deref(), &trailers);
+    files.extend(shares_edit(&ctx.source.pool, snap, &change, joining));
+    Step {
+        files,
+        ..Step::new(change, message)
+    }
 }
 
 /// The edit removing this put's ticket from the line, for the commit that
@@ -789,19 +810,16 @@ fn commit_give_back(
         "{signal} aborted the put that claimed it in {} before it could report it",
         found.commit
     );
-    let mut trailers = lock_trailers(change.locks());
-    trailers.extend(build_trailers(ctx.build));
-    trailers.insert(trailers.len() - 1, (Trailer::Reason, reason));
-    if let Some(id) = op.share_id() {
-        trailers.insert(trailers.len() - 1, (Trailer::Share, id.to_string()));
-    }
-    let message = commit_message(&change.subject, ctx.build.url().as_deref(), &trailers);
     let subject = change.subject.clone();
-    let files = shares_edit(pool, snap, &change, None).into_iter().collect();
-    let step = Step {
-        files,
-        ..Step::new(change, message)
-    };
+    let step = put_step(
+        ctx,
+        snap,
+        change,
+        Some(reason),
+        op.share_id(),
+        None,
+        Vec::new(),
+    );
     let attempt = store.commit(snap, &[step]);
     match attempt.outcome? {
         CommitOutcome::Committed(id) => Ok(Some(Some((subject, id)))),
