@@ -109,4 +109,15 @@ awk -v skipped="$(grep -c '^SKIPPED: ' "$skips" || true)" \
         }
      }
      END { printf "total: %d passed, %d failed, %d skipped\n", p - skipped, f, s + skipped + not_run }' "$log"
+# Why each failed test failed, again at the end where a CI page that keeps
+# only the tail of the output still shows it: each panic's message (up to
+# 30 lines, without its backtrace), under the test's name.
+if [ "$status" -ne 0 ]; then
+    awk '
+        /^---- .* stdout ----$/ { name = $2; shown = 0; next }
+        /^thread .* panicked at / && name != "" { print "why " name " failed:"; shown = 30 }
+        /^stack backtrace:$/ || /^note: run with `RUST_BACKTRACE/ { shown = 0 }
+        shown > 0 { print "  " $0; shown-- }
+    ' "$log"
+fi
 exit "$status"

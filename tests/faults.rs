@@ -1098,7 +1098,12 @@ fn a_lost_push_reply_followed_by_an_outage_fails_the_put_and_leaves_the_lock_cla
     let base = repo.tip();
     let proxy = FaultProxy::start(daemon.port(), Rates::none());
     proxy.inject_on(Service::ReceivePack, Fault::LosePushReply);
-    for _ in 0..50 {
+    // Enough refused connections to outlast the put: its six fetches, then
+    // one look every 100 ms for the give-back budget (6 s) to see whether
+    // the lost push landed. Fifty once did, until that budget grew from 4 s
+    // and the outage ended inside it (the put then rightly answered with
+    // its landed claim).
+    for _ in 0..1000 {
         proxy.inject(Fault::DropAtAccept);
     }
     let src = source(&proxy.url("locks.git"));
