@@ -13,7 +13,7 @@ use crate::model::shares::{Holder, Shares};
 use crate::operator::concourse::build::{
     holding, judge, judge_ticket, BuildRef, DeadPolicy, Lookup, Target, Verdict,
 };
-use crate::operator::ops::change::{change_lock, release_share, Guard};
+use crate::operator::ops::change::release_share;
 use crate::operator::ops::line::remove_ticket;
 use crate::operator::ops::status::{status, Since, Status};
 use crate::operator::ops::{one, rounds, Actor, Done, Operator};
@@ -92,30 +92,18 @@ pub fn reap(store: &mut dyn LockStore, job: &Reaping<'_>, older_than: i64) -> Re
             };
             // Fenced on the claim judged: if the lock was released and
             // claimed again (or taken shared) since the status, the new
-            // holder keeps it.
-            let one = match &l.since {
+            // holder keeps it. A claim older than the look-back is still
+            // the one judged while no claim of the lock is within it.
+            let (claim, judged) = match &l.since {
                 Since::Commit { commit, .. } => {
-                    match release_claim(store, pool, &lock, commit, &reaper)? {
-                        Some(one) => one,
-                        None => {
-                            done.lines.push(format!(
-                                "kept {lock}: its claim {commit} ended since it was judged"
-                            ));
-                            continue;
-                        }
-                    }
+                    (Some(commit.as_str()), format!("its claim {commit}"))
                 }
-                Since::Before { .. } => change_lock(
-                    store,
-                    pool,
-                    &Single::Release(lock).into(),
-                    &reaper,
-                    Guard {
-                        force: true,
-                        ..Guard::default()
-                    },
-                    None,
-                )?,
+                Since::Before { utc, .. } => (None, format!("its claim from before {utc}")),
+            };
+            let Some(one) = release_claim(store, pool, &lock, claim, &reaper)? else {
+                done.lines
+                    .push(format!("kept {lock}: {judged} ended since it was judged"));
+                continue;
             };
             done.commits.extend(one.commits);
             done.lines.extend(one.lines);
@@ -161,14 +149,16 @@ fn reap_share(
     Ok(())
 }
 
-/// Releases `lock` of `pool` only while its claim is still commit `claim`:
-/// one commit, `None` (nothing committed) when the lock was released, or
-/// released and claimed again, since that claim was looked at.
+/// Releases `lock` of `pool` only while its claim is still commit `claim`
+/// (`None`: a claim older than the look-back, still so while no commit
+/// within it claims the lock): one commit, `None` (nothing committed) when
+/// the lock was released, or released and claimed again, since that claim
+/// was looked at.
 pub fn release_claim(
     store: &mut dyn LockStore,
     pool: &PoolPath,
     lock: &LockName,
-    claim: &str,
+    claim: Option<&str>,
     who: &Operator,
 ) -> Result<Option<Done>> {
     rounds(&format!("reaping lock {lock} of pool {pool}"), |tries| {
@@ -183,9 +173,12 @@ pub fn release_claim(
         if !snap.claimed.contains_key(lock) {
             return Ok(Round::Done(None));
         }
-        match claim_of(store, &snap.tip, pool, lock)? {
-            Some(c) if c.id == claim => {}
-            _ => return Ok(Round::Done(None)),
+        if claim_of(store, &snap.tip, pool, lock)?
+            .map(|c| c.id)
+            .as_deref()
+            != claim
+        {
+            return Ok(Round::Done(None));
         }
         let op = Operation::from(Single::Release(lock.clone()));
         let change = match plan(&op, &snap, pool, &mut |n| fastrand::usize(..n))? {
@@ -567,7 +560,7 @@ fn reap_claim(
         store,
         job.pool,
         &lock,
-        &claim.commit,
+        Some(&claim.commit),
         &reaper(job.who, &why),
     )? {
         Some(one) => {
@@ -631,4 +624,71 @@ fn reap_ticket(
         )),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::{delete, file, MemoryStore, BRANCH};
+
+    fn reap_all(store: &mut MemoryStore) -> Done {
+        let pool = PoolPath::new("pool").expect("pool");
+        let who = Operator {
+            name: "ops".into(),
+            reason: None,
+        };
+        let job = Reaping {
+            branch: BRANCH,
+            pool: &pool,
+            who: &who,
+            dry_run: false,
+        };
+        reap(store, &job, 0).expect("reaped")
+    }
+
+    /// A claim older than the look-back (here: made before the first commit
+    /// the status reads) is reaped, with one commit.
+    #[test]
+    fn a_claim_older_than_the_look_back_is_reaped() {
+        let mut store = MemoryStore::new("pool", &[], &["a"]);
+        let done = reap_all(&mut store);
+        assert_eq!(done.commits.len(), 1, "{:?}", done.lines);
+        assert_eq!(store.locks(LockState::Unclaimed), ["a"]);
+        let log = store.log();
+        assert!(log[0].1.starts_with("unclaiming: a"), "{log:?}");
+    }
+
+    /// The lock judged for its claim older than the look-back is released
+    /// and claimed again before the reap commits: the new holder keeps it,
+    /// and the reap commits nothing (it once released any claim of a lock
+    /// whose claim it had judged beyond the look-back).
+    #[test]
+    fn a_claim_older_than_the_look_back_claimed_again_since_it_was_judged_is_kept() {
+        let mut store = MemoryStore::new("pool", &[], &["a"]);
+        // The status reads the pool without a snapshot; the reap's first
+        // snapshot is the one that plans its commit.
+        store.before_snapshot(
+            1,
+            "unclaiming: a\n",
+            vec![delete("pool/claimed/a"), file("pool/unclaimed/a", b"a")],
+        );
+        store.before_snapshot(
+            1,
+            "claiming: a\n\nPool-Resource-Build-Id: 7\n",
+            vec![delete("pool/unclaimed/a"), file("pool/claimed/a", b"a")],
+        );
+        let done = reap_all(&mut store);
+        assert!(done.commits.is_empty(), "{:?}", done.lines);
+        assert!(
+            done.lines
+                .iter()
+                .any(|l| l.starts_with("kept a: its claim from before ")),
+            "{:?}",
+            done.lines
+        );
+        let log = store.log();
+        assert_eq!(log.len(), 3, "{log:?}");
+        assert!(log[0].1.starts_with("claiming: a"), "{log:?}");
+        assert_eq!(store.locks(LockState::Claimed), ["a"]);
+    }
 }
