@@ -261,3 +261,55 @@ fn sigterm_while_a_claims_reply_is_stalled_leaves_no_claim_behind() {
         "{stderr}"
     );
 }
+
+/// As above, and the server then stays out of reach for 7 s after the
+/// SIGTERM: the put has 9 s from the signal for all its cleanup (Concourse
+/// kills at 10), and the give-back of a claim goes first. It once had 6 s
+/// of its own for it, and exited with the claim left on the branch.
+#[test]
+fn a_claim_caught_by_sigterm_is_given_back_after_an_outage_of_seven_seconds() {
+    use crate::support::faults::{Fault, FaultProxy, Rates, Service};
+    let repo = LockRepo::new("master");
+    repo.add_lock(POOL, "a", false, b"a-meta");
+    let daemon = GitDaemon::start(repo.root());
+    let proxy = FaultProxy::start(daemon.port(), Rates::none());
+    proxy.inject_on(Service::ReceivePack, Fault::StallPushReply);
+    let src = source(&proxy.url("locks.git"), "master", POOL);
+    let inputs = Inputs::new();
+    let mut put = start(&src, json!({"claim": "a"}), &inputs);
+    let deadline = Instant::now() + EVENTUALLY;
+    while repo.claimed(POOL).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the claim never reached the server:\n{}",
+            put.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let claim = repo.tip();
+    // Every connection from now on is refused, until the outage ends.
+    for _ in 0..10_000 {
+        proxy.inject(Fault::DropAtAccept);
+    }
+    put.signal("TERM");
+    let signalled = Instant::now();
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(proxy.clear_script() > 0, "the outage ran out of drops");
+    let status = exit_within(&mut put, Duration::from_secs(4));
+    let took = signalled.elapsed();
+    let stderr = put.all_stderr();
+    eprintln!("{status} {took:?} after SIGTERM:\n{stderr}");
+    assert!(took < Duration::from_secs(10), "{took:?}:\n{stderr}");
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        repo.claimed(POOL).is_empty(),
+        "the put failed ({status}) and left its claim on the branch:\n{stderr}"
+    );
+    let last = repo.log().pop().expect("a commit");
+    assert_eq!(last.subject, "unclaiming: a", "{stderr}");
+    assert_eq!(last.parents, std::slice::from_ref(&claim), "{stderr}");
+    assert!(
+        stderr.contains("this put gave it back: unclaiming: a"),
+        "{stderr}"
+    );
+}

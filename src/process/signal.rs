@@ -20,12 +20,22 @@ use crate::error::{Error, Result};
 /// How often a sleeping wait looks at the flag.
 const POLL: Duration = Duration::from_millis(50);
 
+/// How long all the cleanup after a signal may take together (giving back
+/// a claim the signal caught in flight, then leaving the line), counted
+/// from when the signal was first seen: Concourse sends SIGKILL 10 s after
+/// SIGTERM (Garden's `Stop(false)`, containerd's `worker/runtime/killer.go`
+/// `GracePeriod`); one second is kept for the answer and the exit.
+pub const CLEANUP_WINDOW: Duration = Duration::from_secs(9);
+
 /// Shared view of whether a termination signal has arrived.
 #[derive(Clone, Default)]
 pub struct Interrupt {
     signal: Arc<AtomicUsize>,
     /// Until when transfers may go on after a signal (the cleanup).
     cleanup_until: Arc<Mutex<Option<Instant>>>,
+    /// When the signal was first seen (by [`Interrupt::received`], which
+    /// every wait and transfer polls): where the cleanup window starts.
+    seen_at: Arc<Mutex<Option<Instant>>>,
 }
 
 impl Interrupt {
@@ -51,12 +61,25 @@ impl Interrupt {
 
     /// The signal received, if any.
     pub fn received(&self) -> Option<&'static str> {
-        match self.signal.load(Ordering::SeqCst) as i32 {
-            0 => None,
-            signal_hook::consts::SIGINT => Some("SIGINT"),
-            signal_hook::consts::SIGTERM => Some("SIGTERM"),
-            _ => Some("a signal"),
+        let signal = match self.signal.load(Ordering::SeqCst) as i32 {
+            0 => return None,
+            signal_hook::consts::SIGINT => "SIGINT",
+            signal_hook::consts::SIGTERM => "SIGTERM",
+            _ => "a signal",
+        };
+        if let Ok(mut seen) = self.seen_at.lock() {
+            seen.get_or_insert_with(Instant::now);
         }
+        Some(signal)
+    }
+
+    /// With a signal received, the end of the `window` that starts when it
+    /// was first seen: the time every cleanup after it must keep to (all of
+    /// them together, not each its own). `None` without a signal.
+    pub fn window_end(&self, window: Duration) -> Option<Instant> {
+        self.received()?;
+        let seen = *self.seen_at.lock().ok()?;
+        seen.map(|at| at + window)
     }
 
     /// Lets network transfers started before `until` go on despite a
@@ -116,5 +139,21 @@ mod tests {
         let err = i.sleep(Duration::from_secs(10), "waiting").unwrap_err();
         assert!(start.elapsed() < Duration::from_secs(1));
         assert!(err.to_string().contains("SIGTERM"));
+    }
+
+    #[test]
+    fn the_cleanup_window_runs_from_when_the_signal_was_first_seen() {
+        let i = Interrupt::default();
+        assert_eq!(i.window_end(Duration::from_secs(9)), None);
+        i.signal
+            .store(signal_hook::consts::SIGTERM as usize, Ordering::SeqCst);
+        let before = Instant::now();
+        let end = i.window_end(Duration::from_secs(9)).expect("a window");
+        assert!(end >= before + Duration::from_secs(9));
+        std::thread::sleep(Duration::from_millis(30));
+        // Later calls keep the first sighting: the window does not move.
+        assert!(i.received().is_some());
+        assert_eq!(i.window_end(Duration::from_secs(9)), Some(end));
+        assert!(end < Instant::now() + Duration::from_secs(9));
     }
 }

@@ -35,7 +35,7 @@ use crate::model::shares::{describe_holders, Holder, ShareEdit};
 use crate::process::clock::now_unix;
 use crate::process::log::Log;
 use crate::process::retry::Backoff;
-use crate::process::signal::Interrupt;
+use crate::process::signal::{Interrupt, CLEANUP_WINDOW};
 use crate::protocol::{BuildInfo, Response};
 use crate::resource::holder::{self, HolderCache};
 use crate::resource::rerun;
@@ -46,12 +46,14 @@ use crate::store::seam::{
     shares_edit, CommitOutcome, FileEdit, HistoryReader, LockStore, Step, HISTORY_WALK_LIMIT,
 };
 
-/// How long a put that fails after a push without an answer may go on
-/// finding out whether that push landed and, if it claimed locks after a
-/// signal, giving them back: with the leave after a signal
-/// ([`crate::resource::waiting::SIGNAL_LEAVE_BUDGET`], 3 s) within the ten
-/// seconds Concourse leaves between SIGTERM and SIGKILL. Six, not four: a
-/// line soak through 1 s network timeouts ran out of four between finding
+/// How long a put that fails without a signal after a push without an
+/// answer may go on finding out whether that push landed. After a signal
+/// it has what is left of [`crate::process::signal::CLEANUP_WINDOW`] (9 s
+/// from the signal) to find out and give back what it claimed: a claim
+/// nobody holds stops the pool until it is reaped, so it goes before the
+/// leave, which gets the rest (a ticket left behind is dropped by the puts
+/// behind it within seconds). Line soaks through 1 s network timeouts ran
+/// out of 4 s, and once (in CI, loaded) perhaps of 6 s, between finding
 /// the claim and pushing its give-back.
 pub const GIVE_BACK_BUDGET: std::time::Duration = std::time::Duration::from_secs(6);
 
@@ -633,11 +635,15 @@ fn settle_before_failing(
     err: Error,
 ) -> Result<Response> {
     let (log, pool) = (ctx.log, &ctx.source.pool);
-    let deadline = std::time::Instant::now() + GIVE_BACK_BUDGET;
+    let started = std::time::Instant::now();
     let signal = ctx.interrupt.received();
-    if signal.is_some() {
-        ctx.interrupt.allow_cleanup(deadline);
-    }
+    let deadline = match ctx.interrupt.window_end(CLEANUP_WINDOW) {
+        Some(end) => {
+            ctx.interrupt.allow_cleanup(end);
+            end
+        }
+        None => started + GIVE_BACK_BUDGET,
+    };
     let found = loop {
         let looked = pending.recover(store);
         match looked {
@@ -650,7 +656,7 @@ fn settle_before_failing(
             _ => {
                 log.warn(format_args!(
                     "could not tell within {} whether this push reached the branch: {}; if it did, release what it claimed (pool release LOCK --force --reason TEXT)",
-                    human(GIVE_BACK_BUDGET),
+                    human(started.elapsed()),
                     pending.describe().join(", ")
                 ));
                 return Err(err);
@@ -730,7 +736,7 @@ fn give_back(
             Ok(None) => {
                 return Err(Error::Repository {
                     what: "the branch kept moving".into(),
-                    detail: format!("for {}", human(GIVE_BACK_BUDGET)),
+                    detail: "until the time after the signal was up".into(),
                 })
             }
             Err(e) if e.is_retryable() && !left.is_zero() && faults < ctx.backoff.max_failures => {

@@ -46,17 +46,16 @@ use crate::model::pool::{Multi, Operation, Single, Snapshot};
 use crate::process::clock::now_unix;
 use crate::process::log::Log;
 use crate::process::retry::{race_jitter, Backoff};
-use crate::process::signal::Interrupt;
+use crate::process::signal::{Interrupt, CLEANUP_WINDOW};
 use crate::protocol::BuildInfo;
 use crate::store::seam::{CommitOutcome, FileEdit, LockStore};
 
 /// How often the first in line reads the branch tip while it waits.
 pub const PEEK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How long leaving the line after a signal may take, at most: Concourse
-/// sends SIGKILL 10 s after SIGTERM (Garden's `Stop(false)`, containerd's
-/// `worker/runtime/killer.go` `GracePeriod`), and giving back a claim in
-/// flight may need the rest.
+/// How long leaving the line after a signal may take, at most, and never
+/// past [`crate::process::signal::CLEANUP_WINDOW`] from the signal (giving
+/// back a claim in flight goes first and may need the rest).
 pub const SIGNAL_LEAVE_BUDGET: Duration = Duration::from_secs(3);
 
 /// How long leaving the line may take without a signal (after
@@ -698,13 +697,13 @@ impl Waiter {
         if !self.wrote && self.stand_in.is_none() {
             return;
         }
-        let budget = if interrupt.received().is_some() {
-            SIGNAL_LEAVE_BUDGET
-        } else {
-            LEAVE_BUDGET
+        let now = Instant::now();
+        let deadline = match interrupt.window_end(CLEANUP_WINDOW) {
+            Some(end) => end.min(now + SIGNAL_LEAVE_BUDGET),
+            None => now + LEAVE_BUDGET,
         };
-        let deadline = Instant::now() + budget;
         interrupt.allow_cleanup(deadline);
+        let budget = deadline.saturating_duration_since(now);
         let subject = format!("leaving the line: {}", self.pool);
         let message = commit_message(&subject, build.url().as_deref(), &build_trailers(build));
         // First on the tip last seen: one push when nothing moved since.

@@ -265,6 +265,15 @@ impl FaultProxy {
         self.shared.queue(Some(service), fault);
     }
 
+    /// Drops the queued faults not yet used (an outage scripted as many
+    /// drops ends now); returns how many there were.
+    pub fn clear_script(&self) -> usize {
+        let mut script = self.shared.script.lock().expect("script lock");
+        let left = script.len();
+        script.clear();
+        left
+    }
+
     /// What happened so far.
     pub fn counts(&self) -> FaultCounts {
         *self.shared.counts.lock().expect("counts lock")
