@@ -727,25 +727,18 @@ fn give_back(
     deadline: std::time::Instant,
 ) -> Result<Option<(String, CommitId)>> {
     let mut refused: Option<(String, String)> = None;
-    let mut faults = 0u32;
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match give_back_once(store, ctx, found, locks, share, signal, &mut refused) {
-            Ok(Some(done)) => return Ok(done),
-            Ok(None) if !left.is_zero() => {}
-            Ok(None) => {
-                return Err(Error::Repository {
-                    what: "the branch kept moving".into(),
-                    detail: "until the time after the signal was up".into(),
-                })
-            }
-            Err(e) if e.is_retryable() && !left.is_zero() && faults < ctx.backoff.max_failures => {
-                faults += 1;
-                std::thread::sleep(ctx.backoff.delay(faults).min(left));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let on_fault = |e: &Error, delay| {
+        ctx.log.warn(format_args!(
+            "giving back claim {} ({}): {}; retrying in {}",
+            found.commit,
+            found.lock,
+            e.chain(),
+            human(delay)
+        ));
+    };
+    retry::until_deadline(deadline, &ctx.backoff, on_fault, || {
+        give_back_once(store, ctx, found, locks, share, signal, &mut refused)
+    })
 }
 
 /// One look and, if the claim still holds some of `locks`, one commit
@@ -762,14 +755,7 @@ fn give_back_once(
 ) -> Result<Option<Option<(String, CommitId)>>> {
     let pool = &ctx.source.pool;
     let snap = store.snapshot()?;
-    if let Some((tip, detail)) = refused.take() {
-        if tip == snap.tip.as_str() {
-            return Err(Error::Repository {
-                what: "the push was rejected".into(),
-                detail,
-            });
-        }
-    }
+    retry::refused_again(refused, &snap.tip)?;
     // A share is given back by its holder id, whoever else holds the lock.
     if let Some(id) = share {
         let Some(lock) = locks.iter().find(|l| snap.shares.find(l, id).is_some()) else {

@@ -48,6 +48,7 @@ use crate::process::log::Log;
 use crate::process::retry::{race_jitter, Backoff};
 use crate::process::signal::{Interrupt, CLEANUP_WINDOW};
 use crate::protocol::BuildInfo;
+use crate::store::retry;
 use crate::store::seam::{CommitOutcome, FileEdit, LockStore};
 
 /// How often the first in line reads the branch tip while it waits.
@@ -708,72 +709,47 @@ impl Waiter {
         let message = commit_message(&subject, build.url().as_deref(), &build_trailers(build));
         // First on the tip last seen: one push when nothing moved since.
         let mut known = self.last_seen.take();
-        let (mut races, mut faults) = (0u32, 0u32);
+        let mut races = 0u32;
         // A push refused on a tip (a server whose ref update lost the race
         // after the negotiation says "failed to update ref"): final only if
         // the next look finds that tip still there.
         let mut refused: Option<(String, String)> = None;
-        let outcome = loop {
-            let attempt = match known.take() {
-                Some((tip, line)) => Ok((tip, line, false)),
-                None => store.snapshot().map(|s| (s.tip.to_string(), s.line, true)),
-            };
-            let result = attempt.and_then(|(tip, line, fresh)| {
-                if let Some((at, detail)) = refused.take() {
-                    if at == tip {
-                        return Err(Error::Repository {
-                            what: "the push was rejected".into(),
-                            detail,
-                        });
-                    }
-                }
-                let edits = self.leave_edits_of(&line, now_unix());
-                match (edits.is_empty(), fresh) {
-                    (true, true) => Ok(Some(None)),
-                    // Not in the line last seen: a write without an answer
-                    // may have landed since; look.
-                    (true, false) => Ok(None),
-                    (false, _) => match store.commit_files(Some(&tip), &edits, &message)? {
-                        CommitOutcome::Committed(id) => Ok(Some(Some(id))),
-                        CommitOutcome::LostRace => {
-                            races += 1;
-                            std::thread::sleep(race_jitter(races));
-                            Ok(None)
-                        }
-                        CommitOutcome::Rejected(detail) => {
-                            refused = Some((tip, detail));
-                            Ok(None)
-                        }
-                    },
-                }
-            });
-            let left = deadline.saturating_duration_since(Instant::now());
-            match result {
-                Ok(Some(done)) => break Ok(done),
-                Ok(None) if !left.is_zero() => {}
-                Ok(None) => {
-                    break Err(Error::Repository {
-                        what: "the branch kept moving".into(),
-                        detail: format!("for {} ({races} lost races)", human(budget)),
-                    })
-                }
-                Err(e) if e.is_retryable() && !left.is_zero() => {
-                    faults += 1;
-                    if faults >= backoff.max_failures {
-                        break Err(e);
-                    }
-                    let delay = backoff.delay(faults).min(left);
-                    log.warn(format_args!(
-                        "leaving the line of pool {}: {}; retrying in {}",
-                        self.pool,
-                        e.chain(),
-                        human(delay)
-                    ));
-                    std::thread::sleep(delay);
-                }
-                Err(e) => break Err(e),
-            }
+        let pool = &self.pool;
+        let on_fault = |e: &Error, delay| {
+            log.warn(format_args!(
+                "leaving the line of pool {pool}: {}; retrying in {}",
+                e.chain(),
+                human(delay)
+            ));
         };
+        let outcome = retry::until_deadline(deadline, &backoff, on_fault, || {
+            let (tip, line, fresh) = match known.take() {
+                Some((tip, line)) => (tip, line, false),
+                None => store
+                    .snapshot()
+                    .map(|s| (s.tip.to_string(), s.line, true))?,
+            };
+            retry::refused_again(&mut refused, &tip)?;
+            let edits = self.leave_edits_of(&line, now_unix());
+            match (edits.is_empty(), fresh) {
+                (true, true) => Ok(Some(None)),
+                // Not in the line last seen: a write without an answer
+                // may have landed since; look.
+                (true, false) => Ok(None),
+                (false, _) => match store.commit_files(Some(&tip), &edits, &message)? {
+                    CommitOutcome::Committed(id) => Ok(Some(Some(id))),
+                    CommitOutcome::LostRace => {
+                        races += 1;
+                        std::thread::sleep(race_jitter(races));
+                        Ok(None)
+                    }
+                    CommitOutcome::Rejected(detail) => {
+                        refused = Some((tip, detail));
+                        Ok(None)
+                    }
+                },
+            }
+        });
         self.wrote = false;
         self.mine = None;
         self.stand_in = None;
@@ -781,7 +757,7 @@ impl Waiter {
             Ok(Some(id)) => log.line(format_args!("{subject} ({id})")),
             Ok(None) => {}
             Err(e) => log.warn(format_args!(
-                "could not leave the line of pool {} within {}: {}; the puts behind drop the ticket once it keeps a free lock for {}",
+                "could not leave the line of pool {} within {} ({races} lost races): {}; the puts behind drop the ticket once it keeps a free lock for {}",
                 self.pool,
                 human(budget),
                 e.chain(),

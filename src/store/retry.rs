@@ -11,6 +11,12 @@
 //! No round starts after a SIGINT/SIGTERM. What a commit attempt means is
 //! decided here once ([`Tries::outcome`]), and an attempt without a clear
 //! answer is kept for the next round's [`Tries::recovery`].
+//!
+//! The cleanups after a put's own work (leaving the line, giving back a
+//! claim a signal caught in flight) have their loop here too,
+//! [`until_deadline`]: the same rules for lost races, refused pushes
+//! ([`refused_again`]) and faults, but it goes on after a signal and ends
+//! at a deadline.
 
 use std::time::Instant;
 
@@ -191,6 +197,59 @@ pub fn run<T>(
     }
 }
 
+/// A push refused on `tip` (kept in `refused` by the attempt that made it):
+/// final when the next look finds the branch still at that tip (the
+/// server's hook or protection said no), else forgotten (the server's ref
+/// update lost a race after the negotiation: look again).
+pub fn refused_again(refused: &mut Option<(String, String)>, tip: &str) -> Result<()> {
+    match refused.take() {
+        Some((at, detail)) if at == tip => Err(Error::Repository {
+            what: "the push was rejected".into(),
+            detail,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The loop of a cleanup after the put's own work is over (leaving the
+/// line, giving back a claim a signal caught in flight): unlike [`run`] it
+/// goes on after a signal, and it ends at `deadline`. `attempt` answers
+/// `Some` when done, `None` to look again at once (a lost race, a push
+/// refused on a tip not yet seen twice); a network fault is retried after
+/// `backoff`'s delay (cut to the time left), `on_fault` told of it and of
+/// the delay first, up to `backoff.max_failures` in a row. The time up
+/// ends it: "the branch kept moving" after a `None`, else the fault.
+pub fn until_deadline<T>(
+    deadline: Instant,
+    backoff: &Backoff,
+    mut on_fault: impl FnMut(&Error, std::time::Duration),
+    mut attempt: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
+    let started = Instant::now();
+    let mut faults = 0u32;
+    loop {
+        let result = attempt();
+        let left = deadline.saturating_duration_since(Instant::now());
+        match result {
+            Ok(Some(done)) => return Ok(done),
+            Ok(None) if !left.is_zero() => faults = 0,
+            Ok(None) => {
+                return Err(Error::Repository {
+                    what: "the branch kept moving".into(),
+                    detail: format!("for {}", human(started.elapsed())),
+                })
+            }
+            Err(e) if e.is_retryable() && !left.is_zero() && faults + 1 < backoff.max_failures => {
+                faults += 1;
+                let delay = backoff.delay(faults).min(left);
+                on_fault(&e, delay);
+                std::thread::sleep(delay);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 #[path = "retry_memory_tests.rs"]
 mod memory_tests;
@@ -198,6 +257,7 @@ mod memory_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn policy<'a>(log: &'a Log, interrupt: &'a Interrupt, backoff: Option<Backoff>) -> Policy<'a> {
         Policy {
@@ -220,6 +280,122 @@ mod tests {
             uri: "git://x".into(),
             source: crate::error::Cause::msg("cut"),
         }
+    }
+
+    fn fast(max_failures: u32) -> Backoff {
+        Backoff {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+            max_failures,
+        }
+    }
+
+    #[test]
+    fn a_cleanup_looks_again_after_each_none_and_answers_the_first_some() {
+        let mut tries = 0;
+        let answer = until_deadline(
+            Instant::now() + Duration::from_secs(5),
+            &fast(3),
+            |_, _| panic!("no fault"),
+            || {
+                tries += 1;
+                Ok((tries == 4).then_some("done"))
+            },
+        );
+        assert_eq!(answer.expect("answered"), "done");
+        assert_eq!(tries, 4);
+    }
+
+    #[test]
+    fn a_cleanup_retries_network_faults_up_to_the_backoffs_limit_in_a_row() {
+        let (mut tries, mut told) = (0, 0);
+        let err = until_deadline::<()>(
+            Instant::now() + Duration::from_secs(5),
+            &fast(3),
+            |e, _| {
+                assert!(e.is_retryable());
+                told += 1;
+            },
+            || {
+                tries += 1;
+                Err(network())
+            },
+        )
+        .expect_err("gave up");
+        assert!(matches!(err, Error::Network { .. }), "{err}");
+        assert_eq!((tries, told), (3, 2));
+        // A look that answers resets the count: faults only in a row count.
+        let mut tries = 0;
+        let answer = until_deadline(
+            Instant::now() + Duration::from_secs(5),
+            &fast(3),
+            |_, _| {},
+            || {
+                tries += 1;
+                match tries % 3 {
+                    0 if tries == 9 => Ok(Some(tries)),
+                    0 => Ok(None),
+                    _ => Err(network()),
+                }
+            },
+        );
+        assert_eq!(answer.expect("answered"), 9);
+    }
+
+    #[test]
+    fn a_cleanup_ends_at_its_deadline_and_never_sleeps_past_it() {
+        let start = Instant::now();
+        let err = until_deadline::<()>(
+            start + Duration::from_millis(200),
+            &fast(1000),
+            |_, _| {},
+            || {
+                std::thread::sleep(Duration::from_millis(5));
+                Ok(None)
+            },
+        )
+        .expect_err("time up");
+        assert!(err.to_string().contains("the branch kept moving"), "{err}");
+        assert!(start.elapsed() >= Duration::from_millis(200));
+        // A back-off longer than the time left is cut to it.
+        let slow = Backoff {
+            base: Duration::from_secs(30),
+            cap: Duration::from_secs(30),
+            max_failures: 10,
+        };
+        let start = Instant::now();
+        let err = until_deadline::<()>(
+            start + Duration::from_millis(300),
+            &slow,
+            |_, delay| assert!(delay <= Duration::from_millis(300)),
+            || Err(network()),
+        )
+        .expect_err("time up");
+        assert!(matches!(err, Error::Network { .. }), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_cleanup_fails_at_once_on_an_error_that_is_not_a_fault() {
+        let mut tries = 0;
+        let err = until_deadline::<()>(
+            Instant::now() + Duration::from_secs(5),
+            &fast(3),
+            |_, _| panic!("not a fault"),
+            || {
+                tries += 1;
+                let mut refused = Some(("tip".to_string(), "hook declined".to_string()));
+                refused_again(&mut refused, "tip")?;
+                Ok(None)
+            },
+        )
+        .expect_err("refused");
+        assert_eq!(tries, 1);
+        assert!(err.to_string().contains("hook declined"), "{err}");
+        // Refused on another tip than the one looked at: look again.
+        let mut refused = Some(("old".to_string(), "failed to update ref".to_string()));
+        assert!(refused_again(&mut refused, "new").is_ok());
+        assert!(refused.is_none());
     }
 
     #[test]
