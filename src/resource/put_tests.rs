@@ -315,6 +315,87 @@ fn an_acquire_with_every_lock_taken_gives_up_at_wait_timeout_and_leaves_the_line
     assert!(!in_line(&store, store.tip()));
 }
 
+/// The subjects of the branch's commits, oldest first.
+fn subjects(store: &MemoryStore) -> Vec<String> {
+    let mut log: Vec<String> = store
+        .log()
+        .into_iter()
+        .map(|(_, m)| m.lines().next().unwrap_or_default().to_string())
+        .collect();
+    log.reverse();
+    log
+}
+
+#[test]
+fn leaving_the_line_after_a_lost_race_and_a_landed_lost_reply_leaves_once() {
+    let mut store = MemoryStore::new("pool", &[], &["a"]);
+    store
+        .fault_files("leaving the line", Fault::LoseRace)
+        .fault_files("leaving the line", Fault::LoseReplyLanded);
+    let put = Put::new(json!({}), json!({"wait_timeout": "100ms"}));
+    let err = put.run(&mut store, Single::Acquire).expect_err("timed out");
+    assert!(matches!(err, Error::NotServed { .. }), "{err}");
+    assert_eq!(store.faults_left(), 0);
+    assert!(!in_line(&store, store.tip()));
+    let log = subjects(&store);
+    let leaves = log
+        .iter()
+        .filter(|s| s.starts_with("leaving the line"))
+        .count();
+    assert_eq!(leaves, 1, "{log:?}");
+    assert_eq!(
+        log.last().map(String::as_str),
+        Some("leaving the line: pool")
+    );
+    // The landed leave's lost reply is no warning: its next look found the
+    // ticket gone.
+    assert!(
+        !put.captured.text().contains("could not leave"),
+        "{}",
+        put.captured.text()
+    );
+}
+
+#[test]
+fn leaving_the_line_through_network_faults_retries_them_and_leaves() {
+    let mut store = MemoryStore::new("pool", &[], &["a"]);
+    store
+        .fault_files("leaving the line", Fault::LoseReplyNotLanded)
+        .fault_files("leaving the line", Fault::LoseReplyNotLanded);
+    let put = Put::new(json!({}), json!({"wait_timeout": "100ms"}));
+    put.run(&mut store, Single::Acquire).expect_err("timed out");
+    assert_eq!(store.faults_left(), 0);
+    assert!(!in_line(&store, store.tip()));
+    let text = put.captured.text();
+    assert_eq!(
+        text.matches("leaving the line of pool pool: ").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        subjects(&store).last().map(String::as_str),
+        Some("leaving the line: pool")
+    );
+}
+
+#[test]
+fn a_leave_refused_twice_on_the_same_tip_gives_up_and_says_the_ticket_will_be_dropped() {
+    let mut store = MemoryStore::new("pool", &[], &["a"]);
+    store
+        .fault_files("leaving the line", Fault::Refuse("protected branch".into()))
+        .fault_files("leaving the line", Fault::Refuse("protected branch".into()));
+    let put = Put::new(json!({}), json!({"wait_timeout": "100ms"}));
+    put.run(&mut store, Single::Acquire).expect_err("timed out");
+    assert!(in_line(&store, store.tip()), "{:?}", subjects(&store));
+    let text = put.captured.text();
+    assert!(
+        text.contains("could not leave the line of pool pool"),
+        "{text}"
+    );
+    assert!(text.contains("protected branch"), "{text}");
+    assert!(text.contains("drop the ticket"), "{text}");
+}
+
 /// The holder ids of `lock` in the pool's shares file at the tip.
 fn share_holders(store: &MemoryStore, lock: &str) -> Vec<String> {
     let path = crate::model::shares::Shares::path(&PoolPath::new("pool").expect("pool"));

@@ -75,6 +75,9 @@ pub struct MemoryStore {
     commits: BTreeMap<String, Commit>,
     tip: Option<String>,
     faults: VecDeque<Fault>,
+    /// Faults of [`PutStore::commit_files`] (ticket writes, leaving the
+    /// line), each for the next such commit whose subject starts so.
+    file_faults: VecDeque<(String, Fault)>,
     scheduled: Vec<Scheduled>,
     snapshots: usize,
     made: u64,
@@ -89,6 +92,7 @@ impl MemoryStore {
             commits: BTreeMap::new(),
             tip: None,
             faults: VecDeque::new(),
+            file_faults: VecDeque::new(),
             scheduled: Vec::new(),
             snapshots: 0,
             made: 0,
@@ -116,6 +120,14 @@ impl MemoryStore {
         self
     }
 
+    /// Adds `fault` for the next [`PutStore::commit_files`] whose subject
+    /// starts with `subject` (e.g. `leaving the line`), after those already
+    /// programmed; [`Fault::SnapshotDown`] does not apply there.
+    pub fn fault_files(&mut self, subject: &str, fault: Fault) -> &mut MemoryStore {
+        self.file_faults.push_back((subject.to_string(), fault));
+        self
+    }
+
     /// Another writer's commit of `edits`, landing just before the `n`th
     /// snapshot (counted from 1): something that happens while a put waits.
     pub fn before_snapshot(&mut self, n: usize, message: &str, edits: Vec<FileEdit>) {
@@ -137,7 +149,7 @@ impl MemoryStore {
 
     /// The faults programmed and not yet taken.
     pub fn faults_left(&self) -> usize {
-        self.faults.len()
+        self.faults.len() + self.file_faults.len()
     }
 
     /// The branch tip.
@@ -441,12 +453,33 @@ impl PutStore for MemoryStore {
         edits: &[FileEdit],
         message: &str,
     ) -> Result<CommitOutcome> {
+        let fault = match self.file_faults.front() {
+            Some((subject, _)) if message.starts_with(subject.as_str()) => {
+                self.file_faults.pop_front().map(|(_, f)| f)
+            }
+            _ => None,
+        };
+        match &fault {
+            Some(Fault::LoseRace) => {
+                let n = self.made;
+                self.land(
+                    "another writer\n",
+                    &[file("elsewhere", n.to_string().as_bytes())],
+                );
+            }
+            Some(Fault::Refuse(detail)) => return Ok(CommitOutcome::Rejected(detail.clone())),
+            Some(Fault::LoseReplyNotLanded) => return Err(reply_lost()),
+            _ => {}
+        }
         if parent != self.tip.as_deref() {
             return Ok(CommitOutcome::LostRace);
         }
         let tree = self.tree_at_tip();
         let id = self.make(self.tip.clone(), tree, message, edits);
         self.tip = Some(id.clone());
+        if fault == Some(Fault::LoseReplyLanded) {
+            return Err(reply_lost());
+        }
         Ok(CommitOutcome::Committed(id.into()))
     }
 
