@@ -203,12 +203,20 @@ fn a_signal_racing_a_release_either_claims_and_says_so_or_claims_nothing() {
     eprintln!("{claimed} rounds claimed before the signal, {aborted} aborted");
 }
 
-/// The claim's push reached the server, whose reply the proxy holds back,
-/// when SIGTERM comes: the put must find out and either report the claim
-/// (exit 0 with it) or give the lock back before it fails. Never exit
-/// non-zero with the claim left on the branch (the ghost claim).
-#[test]
-fn sigterm_while_a_claims_reply_is_stalled_leaves_no_claim_behind() {
+/// An `out` claiming lock `a` through a fault proxy holding back the reply
+/// of its push, which the server has applied: the claim is on the branch,
+/// the put does not know it yet.
+struct StalledClaim {
+    repo: LockRepo,
+    _daemon: GitDaemon,
+    proxy: crate::support::faults::FaultProxy,
+    _inputs: Inputs,
+    put: Bg,
+    /// The claim commit on the branch.
+    claim: String,
+}
+
+fn claim_with_its_reply_stalled() -> StalledClaim {
     use crate::support::faults::{Fault, FaultProxy, Rates, Service};
     let repo = LockRepo::new("master");
     repo.add_lock(POOL, "a", false, b"a-meta");
@@ -218,8 +226,7 @@ fn sigterm_while_a_claims_reply_is_stalled_leaves_no_claim_behind() {
     let src = source(&proxy.url("locks.git"), "master", POOL);
     let inputs = Inputs::new();
     let before = repo.tip();
-    let mut put = start(&src, json!({"claim": "a"}), &inputs);
-    // The server has applied the claim; its reply is held back.
+    let put = start(&src, json!({"claim": "a"}), &inputs);
     let deadline = Instant::now() + EVENTUALLY;
     while repo.claimed(POOL).is_empty() {
         assert!(
@@ -231,25 +238,27 @@ fn sigterm_while_a_claims_reply_is_stalled_leaves_no_claim_behind() {
     }
     let claim = repo.tip();
     assert_ne!(claim, before);
-    put.signal("TERM");
-    // Concourse sends SIGKILL about ten seconds after SIGTERM.
-    let status = exit_within(&mut put, Duration::from_secs(9));
-    let stdout = put.stdout();
-    let stderr = put.all_stderr();
-    eprintln!("{status}:\n{stderr}");
-    if status.success() {
-        let out: Value = serde_json::from_str(&stdout).expect("one JSON document");
-        assert_eq!(version(&out), claim, "{stderr}");
-        return;
+    StalledClaim {
+        repo,
+        _daemon: daemon,
+        proxy,
+        _inputs: inputs,
+        put,
+        claim,
     }
-    assert_eq!(stdout, "", "{stderr}");
+}
+
+/// The put that ended with `status` and `stderr` gave claim `claim` back:
+/// `a` is free again by one `unclaiming: a` on the claim, saying why, and
+/// the put said so.
+fn assert_given_back(repo: &LockRepo, claim: &str, status: ExitStatus, stderr: &str) {
     assert!(
         repo.claimed(POOL).is_empty(),
         "the put failed ({status}) and left its claim on the branch:\n{stderr}"
     );
     let last = repo.log().pop().expect("a commit");
     assert_eq!(last.subject, "unclaiming: a", "{stderr}");
-    assert_eq!(last.parents, std::slice::from_ref(&claim), "{stderr}");
+    assert_eq!(last.parents, [claim.to_string()], "{stderr}");
     assert!(
         last.body
             .contains("Pool-Resource-Reason: SIGTERM aborted the put"),
@@ -262,54 +271,56 @@ fn sigterm_while_a_claims_reply_is_stalled_leaves_no_claim_behind() {
     );
 }
 
+/// The claim's push reached the server, whose reply the proxy holds back,
+/// when SIGTERM comes: the put must find out and either report the claim
+/// (exit 0 with it) or give the lock back before it fails. Never exit
+/// non-zero with the claim left on the branch (the ghost claim).
+#[test]
+fn sigterm_while_a_claims_reply_is_stalled_leaves_no_claim_behind() {
+    // Bound whole: a pattern with `..` would drop the daemon and proxy.
+    let mut stalled = claim_with_its_reply_stalled();
+    let (repo, put, claim) = (&stalled.repo, &mut stalled.put, &stalled.claim);
+    put.signal("TERM");
+    // Concourse sends SIGKILL about ten seconds after SIGTERM.
+    let status = exit_within(put, Duration::from_secs(9));
+    let stdout = put.stdout();
+    let stderr = put.all_stderr();
+    eprintln!("{status}:\n{stderr}");
+    if status.success() {
+        let out: Value = serde_json::from_str(&stdout).expect("one JSON document");
+        assert_eq!(&version(&out), claim, "{stderr}");
+        return;
+    }
+    assert_eq!(stdout, "", "{stderr}");
+    assert_given_back(repo, claim, status, &stderr);
+}
+
 /// As above, and the server then stays out of reach for 7 s after the
 /// SIGTERM: the put has 9 s from the signal for all its cleanup (Concourse
 /// kills at 10), and the give-back of a claim goes first. It once had 6 s
 /// of its own for it, and exited with the claim left on the branch.
 #[test]
 fn a_claim_caught_by_sigterm_is_given_back_after_an_outage_of_seven_seconds() {
-    use crate::support::faults::{Fault, FaultProxy, Rates, Service};
-    let repo = LockRepo::new("master");
-    repo.add_lock(POOL, "a", false, b"a-meta");
-    let daemon = GitDaemon::start(repo.root());
-    let proxy = FaultProxy::start(daemon.port(), Rates::none());
-    proxy.inject_on(Service::ReceivePack, Fault::StallPushReply);
-    let src = source(&proxy.url("locks.git"), "master", POOL);
-    let inputs = Inputs::new();
-    let mut put = start(&src, json!({"claim": "a"}), &inputs);
-    let deadline = Instant::now() + EVENTUALLY;
-    while repo.claimed(POOL).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the claim never reached the server:\n{}",
-            put.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let claim = repo.tip();
+    let mut stalled = claim_with_its_reply_stalled();
+    let (repo, proxy, put, claim) = (
+        &stalled.repo,
+        &stalled.proxy,
+        &mut stalled.put,
+        &stalled.claim,
+    );
     // Every connection from now on is refused, until the outage ends.
     for _ in 0..10_000 {
-        proxy.inject(Fault::DropAtAccept);
+        proxy.inject(crate::support::faults::Fault::DropAtAccept);
     }
     put.signal("TERM");
     let signalled = Instant::now();
     std::thread::sleep(Duration::from_secs(7));
     assert!(proxy.clear_script() > 0, "the outage ran out of drops");
-    let status = exit_within(&mut put, Duration::from_secs(4));
+    let status = exit_within(put, Duration::from_secs(4));
     let took = signalled.elapsed();
     let stderr = put.all_stderr();
     eprintln!("{status} {took:?} after SIGTERM:\n{stderr}");
     assert!(took < Duration::from_secs(10), "{took:?}:\n{stderr}");
     assert!(!status.success(), "{stderr}");
-    assert!(
-        repo.claimed(POOL).is_empty(),
-        "the put failed ({status}) and left its claim on the branch:\n{stderr}"
-    );
-    let last = repo.log().pop().expect("a commit");
-    assert_eq!(last.subject, "unclaiming: a", "{stderr}");
-    assert_eq!(last.parents, std::slice::from_ref(&claim), "{stderr}");
-    assert!(
-        stderr.contains("this put gave it back: unclaiming: a"),
-        "{stderr}"
-    );
+    assert_given_back(repo, claim, status, &stderr);
 }
