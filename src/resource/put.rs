@@ -41,7 +41,7 @@ use crate::resource::holder::{self, HolderCache};
 use crate::resource::rerun;
 use crate::resource::waiting::Waiter;
 use crate::store::recovery::{Recovered, Recovery};
-use crate::store::retry::{self, Policy, Round, Tries};
+use crate::store::retry::{self, Policy, Rejection, Round, Tries};
 use crate::store::seam::{
     shares_edit, CommitOutcome, FileEdit, HistoryReader, LockStore, Step, HISTORY_WALK_LIMIT,
 };
@@ -726,7 +726,7 @@ fn give_back(
     signal: &str,
     deadline: std::time::Instant,
 ) -> Result<Option<(String, CommitId)>> {
-    let mut refused: Option<(String, String)> = None;
+    let mut refused: Option<Rejection> = None;
     let on_fault = |e: &Error, delay| {
         ctx.log.warn(format_args!(
             "giving back claim {} ({}): {}; retrying in {}",
@@ -751,7 +751,7 @@ fn give_back_once(
     locks: &[crate::model::names::LockName],
     share: Option<&str>,
     signal: &str,
-    refused: &mut Option<(String, String)>,
+    refused: &mut Option<Rejection>,
 ) -> Result<Option<Option<(String, CommitId)>>> {
     let pool = &ctx.source.pool;
     let snap = store.snapshot()?;
@@ -792,7 +792,7 @@ fn commit_give_back(
     op: &Operation,
     found: &Recovered,
     signal: &str,
-    refused: &mut Option<(String, String)>,
+    refused: &mut Option<Rejection>,
 ) -> Result<Option<Option<(String, CommitId)>>> {
     let pool = &ctx.source.pool;
     let Plan::Commit(change) = plan(op, snap, pool, &mut |_| 0)? else {
@@ -817,7 +817,10 @@ fn commit_give_back(
         CommitOutcome::Committed(id) => Ok(Some(Some((subject, id)))),
         CommitOutcome::LostRace => Ok(None),
         CommitOutcome::Rejected(detail) => {
-            *refused = Some((snap.tip.to_string(), detail));
+            *refused = Some(Rejection {
+                tip: snap.tip.to_string(),
+                detail,
+            });
             Ok(None)
         }
     }

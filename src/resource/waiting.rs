@@ -48,7 +48,7 @@ use crate::process::log::Log;
 use crate::process::retry::{race_jitter, Backoff};
 use crate::process::signal::{Interrupt, CLEANUP_WINDOW};
 use crate::protocol::BuildInfo;
-use crate::store::retry;
+use crate::store::retry::{self, Rejection};
 use crate::store::seam::{CommitOutcome, FileEdit, LockStore};
 
 /// How often the first in line reads the branch tip while it waits.
@@ -713,7 +713,7 @@ impl Waiter {
         // A push refused on a tip (a server whose ref update lost the race
         // after the negotiation says "failed to update ref"): final only if
         // the next look finds that tip still there.
-        let mut refused: Option<(String, String)> = None;
+        let mut refused: Option<Rejection> = None;
         let pool = &self.pool;
         let on_fault = |e: &Error, delay| {
             log.warn(format_args!(
@@ -744,7 +744,7 @@ impl Waiter {
                         Ok(None)
                     }
                     CommitOutcome::Rejected(detail) => {
-                        refused = Some((tip, detail));
+                        refused = Some(Rejection { tip, detail });
                         Ok(None)
                     }
                 },

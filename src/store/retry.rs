@@ -59,9 +59,21 @@ pub enum Round<T> {
 
 /// A push the server refused, and the tip it was built on.
 #[derive(Debug)]
-struct Rejection {
-    tip: String,
-    detail: String,
+pub struct Rejection {
+    /// The tip the refused push was built on.
+    pub tip: String,
+    /// What the server said.
+    pub detail: String,
+}
+
+impl Rejection {
+    /// The rule for a push refused on a tip, kept in `slot` until the next
+    /// look: final (its detail) when that look finds the branch still at
+    /// `tip` (a hook or a protection said no), else forgotten (the
+    /// server's ref update lost a race after the negotiation: go on).
+    fn again(slot: &mut Option<Rejection>, tip: &str) -> Option<String> {
+        slot.take().filter(|r| r.tip == tip).map(|r| r.detail)
+    }
 }
 
 /// What the rounds of one loop share: the counts, a refused push to check
@@ -85,12 +97,12 @@ impl Tries {
     /// A push an earlier round saw refused on `tip`, the tip still there:
     /// final. Call once the round has read the tip, before planning.
     pub fn check_rejected(&mut self, tip: &str) -> Result<()> {
-        match self.rejected.take() {
-            Some(r) if r.tip == tip => Err(Error::PushRejected {
+        match Rejection::again(&mut self.rejected, tip) {
+            Some(detail) => Err(Error::PushRejected {
                 uri: self.uri.clone(),
-                detail: r.detail,
+                detail,
             }),
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 
@@ -197,17 +209,16 @@ pub fn run<T>(
     }
 }
 
-/// A push refused on `tip` (kept in `refused` by the attempt that made it):
-/// final when the next look finds the branch still at that tip (the
-/// server's hook or protection said no), else forgotten (the server's ref
-/// update lost a race after the negotiation: look again).
-pub fn refused_again(refused: &mut Option<(String, String)>, tip: &str) -> Result<()> {
-    match refused.take() {
-        Some((at, detail)) if at == tip => Err(Error::Repository {
+/// [`Tries::check_rejected`] for a cleanup's loop ([`until_deadline`]):
+/// the push kept in `refused` is final when the next look finds the branch
+/// still at its tip.
+pub fn refused_again(refused: &mut Option<Rejection>, tip: &str) -> Result<()> {
+    match Rejection::again(refused, tip) {
+        Some(detail) => Err(Error::Repository {
             what: "the push was rejected".into(),
             detail,
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
@@ -384,7 +395,10 @@ mod tests {
             |_, _| panic!("not a fault"),
             || {
                 tries += 1;
-                let mut refused = Some(("tip".to_string(), "hook declined".to_string()));
+                let mut refused = Some(Rejection {
+                    tip: "tip".into(),
+                    detail: "hook declined".into(),
+                });
                 refused_again(&mut refused, "tip")?;
                 Ok(None)
             },
@@ -393,7 +407,10 @@ mod tests {
         assert_eq!(tries, 1);
         assert!(err.to_string().contains("hook declined"), "{err}");
         // Refused on another tip than the one looked at: look again.
-        let mut refused = Some(("old".to_string(), "failed to update ref".to_string()));
+        let mut refused = Some(Rejection {
+            tip: "old".into(),
+            detail: "failed to update ref".into(),
+        });
         assert!(refused_again(&mut refused, "new").is_ok());
         assert!(refused.is_none());
     }
