@@ -142,6 +142,16 @@ impl MemoryStore {
         id
     }
 
+    /// [`Fault::LoseRace`]: another writer's commit lands first, changing
+    /// a file outside the pool.
+    fn another_writer(&mut self) {
+        let n = self.made;
+        self.land(
+            "another writer\n",
+            &[file("elsewhere", n.to_string().as_bytes())],
+        );
+    }
+
     /// The snapshots taken so far.
     pub fn snapshots(&self) -> usize {
         self.snapshots
@@ -397,11 +407,7 @@ impl PutStore for MemoryStore {
             Some(_) => self.faults.pop_front(),
         };
         if fault == Some(Fault::LoseRace) {
-            let n = self.made;
-            self.land(
-                "another writer\n",
-                &[file("elsewhere", n.to_string().as_bytes())],
-            );
+            self.another_writer();
         }
         let Some(parent) = self.commits.get(base.tip.as_str()).cloned() else {
             return Attempt::clear(Err(Error::Repository {
@@ -460,13 +466,7 @@ impl PutStore for MemoryStore {
             _ => None,
         };
         match &fault {
-            Some(Fault::LoseRace) => {
-                let n = self.made;
-                self.land(
-                    "another writer\n",
-                    &[file("elsewhere", n.to_string().as_bytes())],
-                );
-            }
+            Some(Fault::LoseRace) => self.another_writer(),
             Some(Fault::Refuse(detail)) => return Ok(CommitOutcome::Rejected(detail.clone())),
             Some(Fault::LoseReplyNotLanded) => return Err(reply_lost()),
             _ => {}
