@@ -19,8 +19,8 @@ use serde_json::{json, Value};
 
 use crate::support::faults::{FaultProxy, Rates};
 use crate::support::run::spawn_raw;
-use crate::support::{run_bin, run_bin_raw, skip, spawn_bin, Bg, GitDaemon, LockRepo, Run};
-use crate::{put, source, version, Inputs};
+use crate::support::{run_bin_raw, skip, spawn_bin, Bg, GitDaemon, LockRepo, Run};
+use crate::{put, source, Inputs};
 
 const POOL: &str = "envs";
 /// The most hostile lock name [`pool_resource::model::names::LockName`] accepts:
@@ -520,24 +520,7 @@ fn chromium_says_created_by_for_an_added_lock_and_not_takeable_for_free_locks_of
 fn share(src: &Value, lock: &str, job: &str, name: &str, inputs: &Inputs, dir: &str) -> String {
     let mut env = build(name);
     env[2].1 = job.to_string();
-    let out = put(
-        src,
-        json!({"claim": lock, "shared": true}),
-        inputs,
-        &env_refs(&env),
-    );
-    let dest = inputs.path().join(dir);
-    run_bin(
-        "in",
-        &[dest.as_path()],
-        &json!({"source": src, "version": {"ref": version(&out)}}),
-        &env_refs(&env),
-    )
-    .assert_success();
-    std::fs::read_to_string(dest.join("share"))
-        .expect("in writes DIR/share for a shared hold")
-        .trim()
-        .to_string()
+    crate::take_share(src, inputs, lock, &env_refs(&env), dir).1
 }
 
 /// A real `out` of `params` by build `name` of `job`, left waiting in the

@@ -75,15 +75,7 @@ fn out_as(src: &Value, params: Value, inputs: &Inputs, job: &str, name: &str) ->
 /// A shared `claim: lock` by build `name` of `job`, and the get of its
 /// version into `inputs/<dir>`: a reader holding its share.
 fn share(src: &Value, inputs: &Inputs, lock: &str, job: &str, name: &str, dir: &str) -> Value {
-    let out = put_as(
-        src,
-        json!({"claim": lock, "shared": true}),
-        inputs,
-        job,
-        name,
-    );
-    get_into(src, &out, inputs, dir, job, name);
-    out
+    crate::take_share(src, inputs, lock, &env_of(&build(job, name)), dir).0
 }
 
 fn release_dir(src: &Value, inputs: &Inputs, dir: &str, job: &str, name: &str) -> Value {

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use crate::serve::Server;
 use crate::support::{run_bin, run_bin_raw, spawn_bin, Bg, GitDaemon, LockRepo, Run};
-use crate::{put, source, version, Inputs};
+use crate::{put, source, Inputs};
 
 const POOL: &str = "envs";
 
@@ -43,25 +43,7 @@ fn refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
 /// Build `n` of job `smoke` takes a share of `env` and `in` fetches it into
 /// `inputs/<dir>`; returns its share id (`DIR/share`).
 fn share(src: &Value, inputs: &Inputs, n: &str, dir: &str) -> String {
-    let env = build("smoke", n);
-    let out = put(
-        src,
-        json!({"claim": "env", "shared": true}),
-        inputs,
-        &refs(&env),
-    );
-    let dest = inputs.path().join(dir);
-    run_bin(
-        "in",
-        &[dest.as_path()],
-        &json!({"source": src, "version": {"ref": version(&out)}}),
-        &refs(&env),
-    )
-    .assert_success();
-    std::fs::read_to_string(dest.join("share"))
-        .expect("in writes DIR/share for a shared hold")
-        .trim()
-        .to_string()
+    crate::take_share(src, inputs, "env", &refs(&build("smoke", n)), dir).1
 }
 
 fn release(src: &Value, inputs: &Inputs, n: &str, dir: &str) {

@@ -90,6 +90,33 @@ pub fn put(source: &Value, params: Value, inputs: &Inputs, env: &[(&str, &str)])
     .json()
 }
 
+/// A reader taking its share: a shared `claim: lock` (a real `out`), then
+/// the get of its version into `inputs/<dir>` (a real `in`), both with
+/// `env`. Returns the put's response and the share id the get wrote
+/// (`DIR/share`).
+pub fn take_share(
+    source: &Value,
+    inputs: &Inputs,
+    lock: &str,
+    env: &[(&str, &str)],
+    dir: &str,
+) -> (Value, String) {
+    let out = put(source, json!({"claim": lock, "shared": true}), inputs, env);
+    let dest = inputs.path().join(dir);
+    support::run_bin(
+        "in",
+        &[dest.as_path()],
+        &json!({"source": source, "version": {"ref": version(&out)}}),
+        env,
+    )
+    .assert_success();
+    let id = std::fs::read_to_string(dest.join("share"))
+        .expect("in writes DIR/share for a shared hold")
+        .trim()
+        .to_string();
+    (out, id)
+}
+
 /// The `lock_name` of an `in`/`out` response.
 pub fn lock_name(response: &Value) -> String {
     response["metadata"][0]["value"]
