@@ -418,12 +418,18 @@ impl Worker<'_> {
     }
 }
 
-fn soak(seed: u64, seconds: u64, workers: usize) -> Vec<String> {
+/// A pool of [`LOCKS`], all free, and the commit that made it.
+fn soak_pool() -> (LockRepo, String) {
     let repo = LockRepo::new("master");
     for l in LOCKS {
         repo.add_lock(POOL, l, false, format!("{l}-meta").as_bytes());
     }
     let base = repo.tip();
+    (repo, base)
+}
+
+fn soak(seed: u64, seconds: u64, workers: usize) -> Vec<String> {
+    let (repo, base) = soak_pool();
     let daemon = GitDaemon::start(repo.root());
     let mut direct = json!({"uri": daemon.url("locks.git"), "branch": "master", "pool": POOL, "retry_delay": "200ms"});
     // `POOL_SHARED_SOAK_EXPIRE=2s`: writers give back shares held longer.
@@ -545,11 +551,7 @@ fn readers_and_writers_mixed_through_a_faulty_network_keep_every_rule_of_shared_
 
 #[test]
 fn the_shared_replay_rejects_a_claim_under_readers_and_a_reader_giving_back_anothers_share() {
-    let repo = LockRepo::new("master");
-    for l in LOCKS {
-        repo.add_lock(POOL, l, false, format!("{l}-meta").as_bytes());
-    }
-    let base = repo.tip();
+    let (repo, base) = soak_pool();
     let src =
         json!({"uri": repo.file_url(), "branch": "master", "pool": POOL, "retry_delay": "50ms"});
     let inputs = Inputs::new();
@@ -608,11 +610,7 @@ fn the_shared_replay_rejects_a_claim_under_readers_and_a_reader_giving_back_anot
 
 #[test]
 fn the_shared_replay_rejects_a_reader_joining_while_a_writer_ahead_waits() {
-    let repo = LockRepo::new("master");
-    for l in LOCKS {
-        repo.add_lock(POOL, l, false, format!("{l}-meta").as_bytes());
-    }
-    let base = repo.tip();
+    let (repo, base) = soak_pool();
     let src =
         json!({"uri": repo.file_url(), "branch": "master", "pool": POOL, "retry_delay": "50ms"});
     let inputs = Inputs::new();
