@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::support::faults::{FaultProxy, Rates};
 use crate::support::run::spawn_raw;
-use crate::support::{run_bin_raw, skip, spawn_bin, Bg, GitDaemon, LockRepo, Run};
+use crate::support::{run_bin_raw, skip, Bg, GitDaemon, LockRepo, Run};
 use crate::{put, source, Inputs};
 
 const POOL: &str = "envs";
@@ -528,14 +528,11 @@ fn share(src: &Value, lock: &str, job: &str, name: &str, inputs: &Inputs, dir: &
 fn waiting(src: &Value, params: Value, job: &str, name: &str, inputs: &Inputs) -> Bg {
     let mut env = build(name);
     env[2].1 = job.to_string();
-    let child = spawn_bin(
-        "out",
-        &[inputs.path()],
-        &json!({"source": src, "params": params}),
+    crate::start_out(
+        src,
+        params,
+        inputs,
         &env_refs(&env),
-    );
-    Bg::new(
-        child,
         format!("the waiting {job} #{name}"),
         Duration::from_secs(60),
     )

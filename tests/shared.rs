@@ -9,8 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::support::{
-    run_bin, spawn_bin, AwsEnv, Bg, CodeCommitServer, GitDaemon, Imds, ImdsOptions, Keyring,
-    LockRepo, Run,
+    run_bin, AwsEnv, Bg, CodeCommitServer, GitDaemon, Imds, ImdsOptions, Keyring, LockRepo, Run,
 };
 use crate::{put, source, version, Inputs};
 
@@ -104,10 +103,12 @@ fn subjects_since(repo: &LockRepo, n: usize) -> Vec<String> {
 }
 
 fn start(src: &Value, params: Value, inputs: &Inputs, job: &str, name: &str) -> Bg {
-    let request = json!({"source": src, "params": params});
     let b = build(job, name);
-    Bg::new(
-        spawn_bin("out", &[inputs.path()], &request, &env_of(&b)),
+    crate::start_out(
+        src,
+        params,
+        inputs,
+        &env_of(&b),
         format!("{job} #{name}"),
         DEADLINE,
     )

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::serve::Server;
-use crate::support::{run_bin, run_bin_raw, spawn_bin, Bg, GitDaemon, LockRepo, Run};
+use crate::support::{run_bin, run_bin_raw, Bg, GitDaemon, LockRepo, Run};
 use crate::{put, source, Inputs};
 
 const POOL: &str = "envs";
@@ -59,15 +59,11 @@ fn release(src: &Value, inputs: &Inputs, n: &str, dir: &str) {
 
 /// A put of `params` by build `n` of `job` that waits in the line.
 fn waiting(src: &Value, params: Value, job: &str, n: &str, inputs: &Inputs) -> Bg {
-    let env = build(job, n);
-    let child = spawn_bin(
-        "out",
-        &[inputs.path()],
-        &json!({"source": src, "params": params}),
-        &refs(&env),
-    );
-    let mut bg = Bg::new(
-        child,
+    let mut bg = crate::start_out(
+        src,
+        params,
+        inputs,
+        &refs(&build(job, n)),
         format!("the waiting {job} #{n}"),
         Duration::from_secs(60),
     );

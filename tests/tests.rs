@@ -90,6 +90,24 @@ pub fn put(source: &Value, params: Value, inputs: &Inputs, env: &[(&str, &str)])
     .json()
 }
 
+/// `out` with `params` and `env`, in the background: `name` names it in
+/// failures, `deadline` bounds every wait on it.
+pub fn start_out(
+    source: &Value,
+    params: Value,
+    inputs: &Inputs,
+    env: &[(&str, &str)],
+    name: impl Into<String>,
+    deadline: std::time::Duration,
+) -> support::Bg {
+    let request = json!({"source": source, "params": params});
+    support::Bg::new(
+        support::spawn_bin("out", &[inputs.path()], &request, env),
+        name,
+        deadline,
+    )
+}
+
 /// A reader taking its share: a shared `claim: lock` (a real `out`), then
 /// the get of its version into `inputs/<dir>` (a real `in`), both with
 /// `env`. Returns the put's response and the share id the get wrote
